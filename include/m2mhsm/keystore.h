@@ -1,0 +1,212 @@
+/*
+ * The key store: Kpm, Ke, Km and Kpsa as non-extractable PKCS#11 secret keys, each with
+ * a private CKO_DATA metadata object (identities, exact Enrolment Expiry) linked by
+ * CKA_ID, and an in-process index from identity to objects. Schema and crash-safety
+ * rules: docs/key-lifecycle.md.
+ *
+ * Thread safety: every function may be called from several threads on one keystore.
+ * Handles in a record are per process; after fork() the child's first call rebuilds them.
+ */
+#ifndef M2MHSM_KEYSTORE_H
+#define M2MHSM_KEYSTORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <m2mhsm/derive.h>
+#include <m2mhsm/errors.h>
+#include <m2mhsm/expiry.h>
+#include <m2mhsm/ids.h>
+#include <m2mhsm/token.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+    M2MHSM_KIND_KPM = 1,   /* identity: KpmID */
+    M2MHSM_KIND_KE,        /* identity: KeID */
+    M2MHSM_KIND_KM,        /* identity: KmID (= KeID, per the CR) */
+    M2MHSM_KIND_KPSA,      /* identity: KpsaID (= KeID) */
+    M2MHSM_KIND_ENROLMENT  /* MEF Bootstrap Instruction Configuration; identity: KpmID;
+                              metadata only, no key */
+} m2mhsm_kind;
+
+/* The secret-key objects of a record. A PSK (Kpm, Km, Kpsa) has all three; Ke has RAW. */
+typedef enum {
+    M2MHSM_FORM_RAW = 0,    /* the key itself */
+    M2MHSM_FORM_TLS12_PMS,  /* SHA-256 of the TLS 1.2 PSK premaster (derive.h) */
+    M2MHSM_FORM_TLS13_ES,   /* TLS 1.3 early secret (derive.h) */
+    M2MHSM_FORM_COUNT
+} m2mhsm_form;
+
+#define M2MHSM_RECORD_ID_LEN 16 /* CKA_ID shared by a record's objects: random */
+
+/* A copy of one record's metadata and this process's handles to its objects. */
+typedef struct {
+    m2mhsm_kind kind;
+    char identity[M2MHSM_ID_MAX + 1];
+    char kpm_id[M2MHSM_KPM_ID_MAX + 1];    /* KE, KM, KPSA (when known), ENROLMENT */
+    char ke_id[M2MHSM_KE_ID_MAX + 1];      /* KM, KPSA: the Ke they come from */
+    char enrolee_id[M2MHSM_M2M_ID_MAX + 1]; /* the Enrolee's CSE-ID/AE-ID ("" if unknown) */
+    char target_id[M2MHSM_M2M_ID_MAX + 1];  /* Enrolment Target: MAF-ID or Enrolee B-ID */
+    m2mhsm_expiry_spec enrolment_expiry;    /* ENROLMENT, KE: as configured */
+    m2mhsm_time created;
+    m2mhsm_time expiry;                     /* exact instant enforced; M2MHSM_NEVER if none */
+    uint8_t record_id[M2MHSM_RECORD_ID_LEN];
+    CK_OBJECT_HANDLE meta;
+    CK_OBJECT_HANDLE key[M2MHSM_FORM_COUNT]; /* CK_INVALID_HANDLE where absent */
+} m2mhsm_record;
+
+typedef struct m2mhsm_keystore m2mhsm_keystore;
+
+typedef struct {
+    m2mhsm_clock_fn clock; /* NULL: m2mhsm_clock_system */
+    void *clock_arg;
+    /* Incomplete records (metadata whose keys are missing) younger than this are left
+     * alone at open, since another process may be writing them; older ones are removed.
+     * 0: 60 seconds. */
+    int64_t orphan_grace;
+} m2mhsm_keystore_options;
+
+/* What opening found and repaired. */
+typedef struct {
+    size_t records;          /* complete records indexed */
+    size_t orphan_keys;      /* m2mhsm keys without metadata: destroyed */
+    size_t incomplete;       /* metadata with missing keys, older than the grace: destroyed */
+    size_t corrupt;          /* unparseable metadata: left alone, reported */
+} m2mhsm_open_report;
+
+/*
+ * Open the store on a logged-in token: enumerate m2mhsm objects once, remove orphans,
+ * build the index. opts and report may be NULL. The keystore borrows tok (close it after).
+ */
+m2mhsm_status m2mhsm_keystore_open(m2mhsm_token *tok, const m2mhsm_keystore_options *opts,
+                                   m2mhsm_keystore **out, m2mhsm_open_report *report);
+void m2mhsm_keystore_close(m2mhsm_keystore *ks);
+
+/* The store's clock. */
+m2mhsm_time m2mhsm_keystore_now(const m2mhsm_keystore *ks);
+
+m2mhsm_token *m2mhsm_keystore_token(m2mhsm_keystore *ks);
+
+/*
+ * Find a record by kind and identity (id[0..len), as received on the wire). A hit in the
+ * index is confirmed with one attribute read and never scans the token; a miss searches
+ * the token (objects made by another process) and caches the result. Does not judge
+ * expiry: see m2mhsm_record_valid. Errors: M2MHSM_E_INVALID_ARG, M2MHSM_E_NOT_FOUND.
+ */
+m2mhsm_status m2mhsm_keystore_lookup(m2mhsm_keystore *ks, m2mhsm_kind kind, const char *id,
+                                     size_t len, m2mhsm_record *out);
+
+/* 1 if the record's exact expiry is still ahead of the store's clock. */
+int m2mhsm_record_valid(const m2mhsm_keystore *ks, const m2mhsm_record *rec);
+
+/*
+ * Import a Kpm (8.3.2.1 Bootstrap Credential Configuration) from bytes the caller holds;
+ * the caller cleanses them. valid_until: M2MHSM_NEVER or an instant (Kpm is not subject to
+ * Enrolment Expiry). Errors: M2MHSM_E_EXISTS if the KpmID is present.
+ */
+m2mhsm_status m2mhsm_keystore_import_kpm(m2mhsm_keystore *ks, const char *kpm_id,
+                                         const uint8_t *kpm, size_t kpm_len,
+                                         m2mhsm_time valid_until, m2mhsm_record *out);
+
+/*
+ * Import a Kpm wrapped with AES key wrap (RFC 3394, or RFC 5649 when the length is not a
+ * multiple of 8) under the token's secret key labelled kek_label. The unwrapped key never
+ * reaches host memory; its TLS forms are computed on the token where it can
+ * (M2MHSM_E_UNSUPPORTED otherwise, see docs/deployment-hsm.md).
+ */
+m2mhsm_status m2mhsm_keystore_unwrap_kpm(m2mhsm_keystore *ks, const char *kpm_id,
+                                         const uint8_t *wrapped, size_t wrapped_len,
+                                         const char *kek_label, m2mhsm_time valid_until,
+                                         m2mhsm_record *out);
+
+/*
+ * The MEF's Bootstrap Instruction Configuration for one KpmID (tables 9.2.2.3-1/-2):
+ * Enrolment Target, Enrolee-ID and Enrolment Expiry. Replaces an earlier configuration of
+ * the same KpmID.
+ */
+m2mhsm_status m2mhsm_keystore_configure_enrolee(m2mhsm_keystore *ks, const char *kpm_id,
+                                                const char *target_id, const char *enrolee_id,
+                                                const m2mhsm_expiry_spec *expiry);
+
+/* What enrolment knows besides the exported bytes. */
+typedef struct {
+    const char *kpm_id;     /* the bootstrap psk_identity */
+    const char *mef_fqdn;   /* for the KeID (10.3.4) */
+    const char *enrolee_id; /* may be NULL or "" */
+    const char *target_id;  /* may be NULL or "" */
+    m2mhsm_expiry_spec enrolment_expiry;
+} m2mhsm_enrolment;
+
+/*
+ * Enrolment Key Generation (8.3.2.1, 10.3.1, 10.3.4): split the 48-byte export, store Ke
+ * with expiry resolved from enrolment_expiry at the store's clock, under its KeID. Any
+ * earlier Ke of the same KpmID, and what was derived from it, is erased first. The export
+ * buffer is the caller's to cleanse; internal copies are cleansed here.
+ */
+m2mhsm_status m2mhsm_keystore_store_ke(m2mhsm_keystore *ks, const m2mhsm_enrolment *enr,
+                                       const uint8_t exported[M2MHSM_EXPORT_LEN],
+                                       m2mhsm_record *out);
+
+/*
+ * Compute Km (10.3.2, target = MAF-ID) or Kpsa (10.3.3, target = Enrolee-B-ID) on the token
+ * with C_Sign(CKM_SHA256_HMAC) keyed by the Ke object, into out[32] (the MEF sends it to the
+ * Enrolment Target; the caller cleanses it). Refuses an expired Ke with M2MHSM_E_EXPIRED.
+ */
+m2mhsm_status m2mhsm_keystore_derive(m2mhsm_keystore *ks, const m2mhsm_record *ke,
+                                     m2mhsm_derivation which, const char *target_id,
+                                     uint8_t out[M2MHSM_KEY_LEN]);
+
+/*
+ * Derive Km/Kpsa from Ke and store it (the Enrolee's side): identity = KeID, lifetime =
+ * min(requested, Ke's). Where the token offers CKM_SP800_108_FEEDBACK_KDF the key is made
+ * on the token; otherwise the HMAC output is imported at once and cleansed.
+ */
+m2mhsm_status m2mhsm_keystore_derive_store(m2mhsm_keystore *ks, const m2mhsm_record *ke,
+                                           m2mhsm_derivation which, const char *target_id,
+                                           m2mhsm_time requested_expiry, m2mhsm_record *out);
+
+/* What an Enrolment Target stores after fetching a key from the MEF (8.3.1.2). */
+typedef struct {
+    m2mhsm_kind kind;        /* M2MHSM_KIND_KM or M2MHSM_KIND_KPSA */
+    const char *ke_id;       /* identity (KmID/KpsaID = KeID) */
+    const char *enrolee_id;  /* as the MEF passed it, or NULL */
+    const char *target_id;   /* this Enrolment Target's own ID */
+    m2mhsm_time lifetime;    /* as received from the MEF */
+    m2mhsm_time requested;   /* local policy, M2MHSM_NEVER for none */
+} m2mhsm_fetched_key;
+
+/* Import a fetched Km/Kpsa with expiry min(requested, lifetime). An already-expired
+ * lifetime is refused with M2MHSM_E_EXPIRED and nothing is stored. */
+m2mhsm_status m2mhsm_keystore_store_fetched(m2mhsm_keystore *ks, const m2mhsm_fetched_key *fk,
+                                            const uint8_t *key, size_t key_len,
+                                            m2mhsm_record *out);
+
+/*
+ * Erase everything held for an Enrolee (the CR: its credential ids and all its
+ * credentials): every Ke, Km and Kpsa record whose enrolee_id matches. Kpm and the MEF's
+ * configuration stay, so the device can re-enrol. *erased (may be NULL) = records erased.
+ */
+m2mhsm_status m2mhsm_keystore_erase_enrolee(m2mhsm_keystore *ks, const char *enrolee_id,
+                                            size_t *erased);
+
+/* Erase every record whose identity is id, and every record derived from it (ke_id == id).
+ * M2MHSM_E_NOT_FOUND if there was none. */
+m2mhsm_status m2mhsm_keystore_erase_id(m2mhsm_keystore *ks, const char *id, size_t *erased);
+
+/* Erase the credentials of every Enrolee that has an expired Ke, Km or Kpsa, the way
+ * erase_enrolee does (records without an Enrolee-ID are erased with what derives from
+ * them). *erased = records erased. */
+m2mhsm_status m2mhsm_keystore_sweep(m2mhsm_keystore *ks, size_t *erased);
+
+/* Every record on the token (searched afresh), sorted by kind then identity. The caller
+ * frees *out with free(). */
+m2mhsm_status m2mhsm_keystore_list(m2mhsm_keystore *ks, m2mhsm_record **out, size_t *count);
+
+const char *m2mhsm_kind_name(m2mhsm_kind kind); /* "kpm", "ke", ... */
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,76 @@
+/*
+ * A logged-in PKCS#11 token: module loaded through p11-kit, token chosen by an
+ * RFC 7512 URI, PIN taken from an RFC 7512 pin-source, sessions pooled for threads.
+ */
+#ifndef M2MHSM_TOKEN_H
+#define M2MHSM_TOKEN_H
+
+#include <m2mhsm/errors.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct m2mhsm_token m2mhsm_token;
+
+typedef struct {
+    /* PKCS#11 module path; NULL: $M2MHSM_MODULE, else SoftHSM's default path. */
+    const char *module_path;
+    /* RFC 7512 URI selecting exactly one token ("pkcs11:token=mef"). Required. */
+    const char *token_uri;
+    /* "file:/path" (RFC 7512 pin-source); NULL: the URI's pin-source attribute.
+     * The PIN is read, used for C_Login, and cleansed; it is never logged. */
+    const char *pin_source;
+} m2mhsm_token_config;
+
+/* Mechanisms m2mhsm may use, probed with C_GetMechanismInfo when the token opens. */
+typedef struct {
+    int sha256_hmac;       /* CKM_SHA256_HMAC with CKF_SIGN: required */
+    int aes_key_wrap;      /* CKM_AES_KEY_WRAP (RFC 3394) with CKF_UNWRAP */
+    int aes_key_wrap_pad;  /* CKM_AES_KEY_WRAP_PAD or _KWP (RFC 5649) with CKF_UNWRAP */
+    int hkdf_derive;       /* CKM_HKDF_DERIVE (PKCS#11 3.0) with CKF_DERIVE */
+    int sp800_108_feedback; /* CKM_SP800_108_FEEDBACK_KDF (PKCS#11 3.0) with CKF_DERIVE */
+} m2mhsm_token_caps;
+
+/*
+ * Load the module, find the one token the URI names, read the PIN and log in.
+ * Errors: M2MHSM_E_MODULE (missing/broken module), M2MHSM_E_TOKEN (no token or more
+ * than one matches), M2MHSM_E_PIN (pin-source unreadable or PIN refused),
+ * M2MHSM_E_UNSUPPORTED (no CKM_SHA256_HMAC). On failure *out is NULL and nothing on the
+ * token has changed. Thread-safe.
+ */
+m2mhsm_status m2mhsm_token_open(const m2mhsm_token_config *cfg, m2mhsm_token **out);
+
+/*
+ * Initialise a fresh token (C_InitToken, then C_InitPIN) in the first slot whose token is
+ * not yet initialised, with the given label; both PINs come from pin-sources. For labs and
+ * tests; a production HSM is initialised with its vendor's tools. module_path as above.
+ */
+m2mhsm_status m2mhsm_token_init(const char *module_path, const char *label,
+                                const char *so_pin_source, const char *pin_source);
+
+/* Log out, close sessions, release the module. Not concurrent with other calls on tok. */
+void m2mhsm_token_close(m2mhsm_token *tok);
+
+/* The probed mechanisms. Thread-safe. */
+const m2mhsm_token_caps *m2mhsm_token_caps_get(const m2mhsm_token *tok);
+
+/* The module's function list (for callers that issue their own PKCS#11 calls). */
+CK_FUNCTION_LIST *m2mhsm_token_functions(const m2mhsm_token *tok);
+
+/*
+ * Borrow a logged-in session for one operation and give it back. Sessions are never
+ * shared between threads while borrowed. In a child process after fork(), the first
+ * borrow re-initialises the module and logs in again. Thread-safe.
+ */
+m2mhsm_status m2mhsm_token_session_get(m2mhsm_token *tok, CK_SESSION_HANDLE *out);
+void m2mhsm_token_session_put(m2mhsm_token *tok, CK_SESSION_HANDLE s);
+
+/* Incremented each time the module is re-initialised (after fork): object handles from an
+ * earlier generation are meaningless. Thread-safe. */
+unsigned m2mhsm_token_generation(m2mhsm_token *tok);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,17 @@
+/* Library-internal declarations shared between src/ files. Not installed. */
+#ifndef M2MHSM_INTERNAL_H
+#define M2MHSM_INTERNAL_H
+
+#include <m2mhsm/errors.h>
+#include <m2mhsm/p11compat.h>
+
+/* Record an error detail for the calling thread and return st. */
+m2mhsm_status m2mhsm_fail(m2mhsm_status st, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Record "op: CKR_NAME" and map the CKR to a status (PIN errors to M2MHSM_E_PIN). */
+m2mhsm_status m2mhsm_fail_ckr(const char *op, CK_RV rv);
+void m2mhsm_clear_error(void);
+
+#define M2MHSM_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+#endif

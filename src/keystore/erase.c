@@ -1,0 +1,168 @@
+/* Erasure (the CR: after expiry the Enrolment Target erases the Enrolee's credential ids and
+ * credentials), sweeping, and listing. Each scans the token afresh so that records another
+ * process wrote are seen: these are administrative or once-per-expiry events, never per
+ * handshake. */
+#include "ks.h"
+#include "../internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Picks record i of a scan for erasure. */
+typedef int (*ks_select_fn)(const ks_scan *sc, size_t i, void *arg);
+
+/* Scan, then destroy every record the selector picks: keys first, metadata last. */
+static m2mhsm_status erase_where(m2mhsm_keystore *ks, ks_select_fn select, void *arg,
+                                 size_t *erased)
+{
+    size_t n = 0;
+    m2mhsm_status st = ks_sync_generation(ks);
+    CK_SESSION_HANDLE s;
+    if (st != M2MHSM_OK || (st = m2mhsm_token_session_get(ks->tok, &s)) != M2MHSM_OK)
+        return st;
+    ks_scan sc;
+    st = ks_scan_token(ks, s, &sc);
+    if (st == M2MHSM_OK) {
+        for (size_t i = 0; st == M2MHSM_OK && i < sc.count; i++) {
+            if (!select(&sc, i, arg))
+                continue;
+            st = ks_record_destroy(ks, s, &sc.recs[i]);
+            n += st == M2MHSM_OK;
+        }
+        ks_scan_free(&sc);
+    }
+    m2mhsm_token_session_put(ks->tok, s);
+    if (erased != NULL)
+        *erased = n;
+    return st;
+}
+
+static int of_enrolee(const ks_scan *sc, size_t i, void *arg)
+{
+    const m2mhsm_record *rec = &sc->recs[i];
+    return ks_kind_is_credential(rec->kind) && strcmp(rec->enrolee_id, (const char *)arg) == 0;
+}
+
+m2mhsm_status m2mhsm_keystore_erase_enrolee(m2mhsm_keystore *ks, const char *enrolee_id,
+                                            size_t *erased)
+{
+    m2mhsm_status st = m2mhsm_id_check_str(M2MHSM_ID_M2M, enrolee_id);
+    if (st != M2MHSM_OK)
+        return st;
+    return erase_where(ks, of_enrolee, (void *)enrolee_id, erased);
+}
+
+static int of_id(const ks_scan *sc, size_t i, void *arg)
+{
+    const m2mhsm_record *rec = &sc->recs[i];
+    const char *id = arg;
+    return strcmp(rec->identity, id) == 0 || strcmp(rec->ke_id, id) == 0;
+}
+
+m2mhsm_status m2mhsm_keystore_erase_id(m2mhsm_keystore *ks, const char *id, size_t *erased)
+{
+    size_t len = id != NULL ? strlen(id) : 0;
+    if (m2mhsm_id_check(M2MHSM_ID_KPM, id, len) != M2MHSM_OK &&
+        m2mhsm_id_check(M2MHSM_ID_KE, id, len) != M2MHSM_OK)
+        return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "key id must be a KpmID or a KeID");
+    size_t n = 0;
+    m2mhsm_status st = erase_where(ks, of_id, (void *)id, &n);
+    if (erased != NULL)
+        *erased = n;
+    if (st == M2MHSM_OK && n == 0)
+        return m2mhsm_fail(M2MHSM_E_NOT_FOUND, "no key with that id");
+    return st;
+}
+
+/* ---- sweep ---- */
+
+typedef struct {
+    m2mhsm_time now;
+    const m2mhsm_record **expired; /* built from the scan on the first call */
+    size_t count;
+    int ready, nomem;
+} sweep_ctx;
+
+static int expired(const m2mhsm_record *r, m2mhsm_time now)
+{
+    return ks_kind_is_credential(r->kind) && !m2mhsm_expiry_is_valid(r->expiry, now);
+}
+
+static void collect_expired(const ks_scan *sc, sweep_ctx *c)
+{
+    c->ready = 1;
+    c->expired = calloc(sc->count + 1, sizeof(*c->expired));
+    if (c->expired == NULL) {
+        c->nomem = 1;
+        return;
+    }
+    for (size_t i = 0; i < sc->count; i++)
+        if (expired(&sc->recs[i], c->now))
+            c->expired[c->count++] = &sc->recs[i];
+}
+
+/* A credential goes if it expired, if another credential of its Enrolee expired (the CR:
+ * all of that Enrolee's credentials), or if the Ke it derives from expired. */
+static int sweep_select(const ks_scan *sc, size_t i, void *arg)
+{
+    sweep_ctx *c = arg;
+    const m2mhsm_record *rec = &sc->recs[i];
+    if (!c->ready)
+        collect_expired(sc, c);
+    if (!ks_kind_is_credential(rec->kind))
+        return 0;
+    if (expired(rec, c->now))
+        return 1;
+    for (size_t k = 0; k < c->count; k++) {
+        const m2mhsm_record *o = c->expired[k];
+        if (rec->enrolee_id[0] != '\0' && strcmp(o->enrolee_id, rec->enrolee_id) == 0)
+            return 1;
+        if (rec->ke_id[0] != '\0' && strcmp(o->identity, rec->ke_id) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+m2mhsm_status m2mhsm_keystore_sweep(m2mhsm_keystore *ks, size_t *erased)
+{
+    sweep_ctx ctx = {.now = m2mhsm_keystore_now(ks)};
+    m2mhsm_status st = erase_where(ks, sweep_select, &ctx, erased);
+    free(ctx.expired);
+    if (st == M2MHSM_OK && ctx.nomem)
+        return m2mhsm_fail(M2MHSM_E_NOMEM, "out of memory during sweep");
+    return st;
+}
+
+/* ---- list ---- */
+
+static int cmp_listing(const void *a, const void *b)
+{
+    const m2mhsm_record *x = a, *y = b;
+    if (x->kind != y->kind)
+        return x->kind < y->kind ? -1 : 1;
+    return strcmp(x->identity, y->identity);
+}
+
+m2mhsm_status m2mhsm_keystore_list(m2mhsm_keystore *ks, m2mhsm_record **out, size_t *count)
+{
+    if (out == NULL || count == NULL)
+        return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "list: NULL argument");
+    m2mhsm_status st = ks_sync_generation(ks);
+    CK_SESSION_HANDLE s;
+    if (st != M2MHSM_OK || (st = m2mhsm_token_session_get(ks->tok, &s)) != M2MHSM_OK)
+        return st;
+    ks_scan sc;
+    st = ks_scan_token(ks, s, &sc);
+    m2mhsm_token_session_put(ks->tok, s);
+    if (st != M2MHSM_OK)
+        return st;
+    size_t n = 0;
+    for (size_t i = 0; i < sc.count; i++)
+        if (ks_record_complete(&sc.recs[i]))
+            sc.recs[n++] = sc.recs[i];
+    qsort(sc.recs, n, sizeof(*sc.recs), cmp_listing);
+    free(sc.orphans);
+    *out = sc.recs;
+    *count = n;
+    return M2MHSM_OK;
+}

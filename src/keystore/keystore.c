@@ -1,0 +1,192 @@
+/* Opening the store (scan, repair, index) and the lookup that serves every handshake. */
+#include "ks.h"
+#include "../internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+m2mhsm_time m2mhsm_keystore_now(const m2mhsm_keystore *ks)
+{
+    return ks->clock(ks->clock_arg);
+}
+
+m2mhsm_token *m2mhsm_keystore_token(m2mhsm_keystore *ks)
+{
+    return ks->tok;
+}
+
+int m2mhsm_record_valid(const m2mhsm_keystore *ks, const m2mhsm_record *rec)
+{
+    return m2mhsm_expiry_is_valid(rec->expiry, m2mhsm_keystore_now(ks));
+}
+
+/* Caller holds ks->lock. */
+void ks_index_insert(m2mhsm_keystore *ks, const m2mhsm_record *rec)
+{
+    /* The newest record wins when two exist (a replacement interrupted by a crash). */
+    const m2mhsm_record *old = ks_index_get(&ks->idx, rec->kind, rec->identity,
+                                            strlen(rec->identity));
+    if (old == NULL || old->created <= rec->created)
+        ks_index_put(&ks->idx, rec->kind, rec->identity, rec);
+    if (rec->kind != M2MHSM_KIND_KE || rec->kpm_id[0] == '\0')
+        return;
+    old = ks_index_get(&ks->by_kpm, M2MHSM_KIND_KE, rec->kpm_id, strlen(rec->kpm_id));
+    if (old == NULL || old->created <= rec->created)
+        ks_index_put(&ks->by_kpm, M2MHSM_KIND_KE, rec->kpm_id, rec);
+}
+
+void ks_index_forget(m2mhsm_keystore *ks, const m2mhsm_record *rec)
+{
+    ks_index_del(&ks->idx, rec->kind, rec->identity, rec);
+    if (rec->kind == M2MHSM_KIND_KE && rec->kpm_id[0] != '\0')
+        ks_index_del(&ks->by_kpm, M2MHSM_KIND_KE, rec->kpm_id, rec);
+}
+
+m2mhsm_status ks_record_destroy(m2mhsm_keystore *ks, CK_SESSION_HANDLE s,
+                                const m2mhsm_record *rec)
+{
+    pthread_mutex_lock(&ks->lock);
+    ks_index_forget(ks, rec);
+    pthread_mutex_unlock(&ks->lock);
+    for (int f = 0; f < M2MHSM_FORM_COUNT; f++) {
+        if (rec->key[f] == CK_INVALID_HANDLE)
+            continue;
+        m2mhsm_status st = ks_destroy(ks->fn, s, rec->key[f]);
+        if (st != M2MHSM_OK)
+            return st;
+    }
+    return rec->meta != CK_INVALID_HANDLE ? ks_destroy(ks->fn, s, rec->meta) : M2MHSM_OK;
+}
+
+/* Remove what a crash left: keys without metadata, and metadata whose keys are missing once
+ * the grace period has passed (a younger one may be another process mid-write). */
+static m2mhsm_status repair(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, ks_scan *sc,
+                            m2mhsm_open_report *rep)
+{
+    for (size_t i = 0; i < sc->orphan_count; i++) {
+        m2mhsm_status st = ks_destroy(ks->fn, s, sc->orphans[i]);
+        if (st != M2MHSM_OK)
+            return st;
+        rep->orphan_keys++;
+    }
+    m2mhsm_time now = m2mhsm_keystore_now(ks);
+    for (size_t i = 0; i < sc->count; i++) {
+        m2mhsm_record *r = &sc->recs[i];
+        if (ks_record_complete(r) || now - r->created < ks->orphan_grace)
+            continue;
+        m2mhsm_status st = ks_record_destroy(ks, s, r);
+        if (st != M2MHSM_OK)
+            return st;
+        r->meta = CK_INVALID_HANDLE; /* marks it gone for build_index */
+        rep->incomplete++;
+    }
+    return M2MHSM_OK;
+}
+
+static void build_index(m2mhsm_keystore *ks, const ks_scan *sc, m2mhsm_open_report *rep)
+{
+    for (size_t i = 0; i < sc->count; i++) {
+        const m2mhsm_record *r = &sc->recs[i];
+        if (r->meta == CK_INVALID_HANDLE || !ks_record_complete(r))
+            continue;
+        ks_index_insert(ks, r);
+        rep->records++;
+    }
+}
+
+/* Scan, repair and (re)build both indexes. Caller owns ks exclusively or holds no lock. */
+static m2mhsm_status load(m2mhsm_keystore *ks, m2mhsm_open_report *rep)
+{
+    CK_SESSION_HANDLE s;
+    m2mhsm_status st = m2mhsm_token_session_get(ks->tok, &s);
+    if (st != M2MHSM_OK)
+        return st;
+    ks_scan sc;
+    st = ks_scan_token(ks, s, &sc);
+    if (st == M2MHSM_OK) {
+        rep->corrupt = sc.corrupt;
+        st = repair(ks, s, &sc, rep);
+    }
+    m2mhsm_token_session_put(ks->tok, s);
+    if (st != M2MHSM_OK) {
+        ks_scan_free(&sc);
+        return st;
+    }
+    ks_index fresh, fresh_kpm;
+    st = ks_index_init(&fresh, sc.count);
+    if (st == M2MHSM_OK && (st = ks_index_init(&fresh_kpm, sc.count)) != M2MHSM_OK)
+        ks_index_free(&fresh);
+    if (st == M2MHSM_OK) {
+        pthread_mutex_lock(&ks->lock);
+        ks_index_free(&ks->idx);
+        ks_index_free(&ks->by_kpm);
+        ks->idx = fresh;
+        ks->by_kpm = fresh_kpm;
+        build_index(ks, &sc, rep);
+        pthread_mutex_unlock(&ks->lock);
+    }
+    ks_scan_free(&sc);
+    return st;
+}
+
+m2mhsm_status ks_sync_generation(m2mhsm_keystore *ks)
+{
+    unsigned gen = m2mhsm_token_generation(ks->tok);
+    pthread_mutex_lock(&ks->lock);
+    int stale = gen != ks->generation;
+    pthread_mutex_unlock(&ks->lock);
+    if (!stale)
+        return M2MHSM_OK;
+    /* A new module generation (we are a forked child): every handle is void. */
+    CK_SESSION_HANDLE s;
+    m2mhsm_status st = m2mhsm_token_session_get(ks->tok, &s); /* re-initialises */
+    if (st != M2MHSM_OK)
+        return st;
+    m2mhsm_token_session_put(ks->tok, s);
+    m2mhsm_open_report rep = {0};
+    st = load(ks, &rep);
+    if (st == M2MHSM_OK) {
+        pthread_mutex_lock(&ks->lock);
+        ks->generation = m2mhsm_token_generation(ks->tok);
+        pthread_mutex_unlock(&ks->lock);
+    }
+    return st;
+}
+
+m2mhsm_status m2mhsm_keystore_open(m2mhsm_token *tok, const m2mhsm_keystore_options *opts,
+                                   m2mhsm_keystore **out, m2mhsm_open_report *report)
+{
+    m2mhsm_open_report rep = {0};
+    if (out == NULL || tok == NULL)
+        return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "keystore_open: NULL argument");
+    *out = NULL;
+    m2mhsm_keystore *ks = calloc(1, sizeof(*ks));
+    if (ks == NULL)
+        return m2mhsm_fail(M2MHSM_E_NOMEM, "out of memory");
+    ks->tok = tok;
+    ks->fn = m2mhsm_token_functions(tok);
+    ks->clock = opts != NULL && opts->clock != NULL ? opts->clock : m2mhsm_clock_system;
+    ks->clock_arg = opts != NULL ? opts->clock_arg : NULL;
+    ks->orphan_grace = opts != NULL && opts->orphan_grace > 0 ? opts->orphan_grace : 60;
+    pthread_mutex_init(&ks->lock, NULL);
+    ks->generation = m2mhsm_token_generation(tok);
+    m2mhsm_status st = load(ks, &rep);
+    if (st != M2MHSM_OK) {
+        m2mhsm_keystore_close(ks);
+        return st;
+    }
+    if (report != NULL)
+        *report = rep;
+    *out = ks;
+    return M2MHSM_OK;
+}
+
+void m2mhsm_keystore_close(m2mhsm_keystore *ks)
+{
+    if (ks == NULL)
+        return;
+    ks_index_free(&ks->idx);
+    ks_index_free(&ks->by_kpm);
+    pthread_mutex_destroy(&ks->lock);
+    free(ks);
+}

@@ -1,0 +1,124 @@
+/* Keystore internals shared by src/keystore/ files. */
+#ifndef M2MHSM_KS_H
+#define M2MHSM_KS_H
+
+#include <pthread.h>
+#include <m2mhsm/keystore.h>
+
+#define M2MHSM_APPLICATION "m2mhsm"   /* CKA_APPLICATION of every metadata object */
+#define M2MHSM_LABEL_PREFIX "m2mhsm:" /* CKA_LABEL prefix of every object we create */
+#define M2MHSM_LABEL_MAX (sizeof(M2MHSM_LABEL_PREFIX) + 16 + M2MHSM_ID_MAX + 16)
+#define M2MHSM_META_MAX 2048          /* metadata text is far shorter; larger is corrupt */
+
+/* ---- meta.c: the metadata text in CKA_VALUE (docs/key-lifecycle.md) ---- */
+/* Serialise rec into buf (>= M2MHSM_META_MAX); *len = bytes written. */
+m2mhsm_status ks_meta_encode(const m2mhsm_record *rec, char *buf, size_t *len);
+/* Parse and validate; handles in rec are set to CK_INVALID_HANDLE. */
+m2mhsm_status ks_meta_decode(const char *buf, size_t len, m2mhsm_record *rec);
+/* Bit (1u << form) for each form a record of this kind must have. */
+unsigned ks_kind_forms(m2mhsm_kind kind);
+const char *ks_form_name(m2mhsm_form form);
+int ks_kind_is_credential(m2mhsm_kind kind); /* Ke, Km, Kpsa: subject to Enrolment Expiry */
+/* "m2mhsm:<kind>:<identity>" and, for a key object, ":<form>". */
+void ks_meta_label(const m2mhsm_record *rec, char *buf, size_t len);
+void ks_key_label(const m2mhsm_record *rec, m2mhsm_form form, char *buf, size_t len);
+/* The form named by a key label's suffix, or -1. */
+int ks_label_form(const char *label);
+
+/* ---- objects.c: one wrapper per PKCS#11 object call ---- */
+typedef struct ks_key_spec ks_key_spec;
+/* Makes a key on the token from the record's base template (unwrap, digest-derive). */
+typedef m2mhsm_status (*ks_key_maker)(const ks_key_spec *spec, CK_SESSION_HANDLE s,
+                                      const m2mhsm_record *rec, CK_ATTRIBUTE *tmpl, CK_ULONG n,
+                                      CK_OBJECT_HANDLE *out);
+struct ks_key_spec {
+    const uint8_t *value; /* key bytes to import, or NULL when `make` makes it */
+    size_t len;
+    CK_BBOOL sign;        /* CKA_SIGN: HMAC with this key */
+    ks_key_maker make;
+    void *make_arg;
+};
+
+m2mhsm_status ks_create_meta(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, const m2mhsm_record *rec,
+                             CK_OBJECT_HANDLE *out);
+/* Fill `tmpl` (>= KS_KEY_TEMPLATE_LEN entries) with the attributes every m2mhsm key
+ * carries; the caller adds CKA_VALUE where it imports bytes. Returns the count. */
+#define KS_KEY_TEMPLATE_LEN 24
+typedef struct {
+    CK_OBJECT_CLASS cls;
+    CK_KEY_TYPE type;
+    CK_BBOOL t, f, sign;
+    CK_DATE start, end;
+    char label[M2MHSM_LABEL_MAX];
+} ks_key_attrs;
+CK_ULONG ks_key_template(const m2mhsm_record *rec, m2mhsm_form form, CK_BBOOL sign,
+                         ks_key_attrs *a, CK_ATTRIBUTE *tmpl);
+m2mhsm_status ks_create_key(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, const m2mhsm_record *rec,
+                            m2mhsm_form form, const ks_key_spec *spec, CK_OBJECT_HANDLE *out);
+/* Destroy; an object already gone counts as destroyed (another process got there first). */
+m2mhsm_status ks_destroy(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h);
+/* All objects matching tmpl. *out is malloc'd. */
+m2mhsm_status ks_find(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tmpl,
+                      CK_ULONG n, CK_OBJECT_HANDLE **out, size_t *count);
+/* Read CKA_LABEL (NUL-terminated, truncated to label_len-1) and CKA_ID of a key object.
+ * *id_len = 0 if it has no CKA_ID. */
+m2mhsm_status ks_read_key_ids(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
+                              char *label, size_t label_len, uint8_t *id, size_t *id_len);
+/* Read and decode a metadata object. */
+m2mhsm_status ks_read_meta(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
+                           m2mhsm_record *rec);
+
+/* ---- index.c: (kind, identity) -> record, O(1) ---- */
+typedef struct ks_entry ks_entry;
+typedef struct {
+    ks_entry **buckets;
+    size_t nbuckets, count;
+    uint64_t salt;
+} ks_index;
+
+m2mhsm_status ks_index_init(ks_index *idx, size_t expected);
+void ks_index_free(ks_index *idx);
+/* Insert or replace the entry under (kind, key) with a copy of rec. */
+m2mhsm_status ks_index_put(ks_index *idx, m2mhsm_kind kind, const char *key,
+                           const m2mhsm_record *rec);
+const m2mhsm_record *ks_index_get(const ks_index *idx, m2mhsm_kind kind, const char *key,
+                                  size_t len);
+/* Remove the entry under (kind, key) if it still holds the record with rec's record id. */
+void ks_index_del(ks_index *idx, m2mhsm_kind kind, const char *key, const m2mhsm_record *rec);
+
+/* ---- keystore.c ---- */
+struct m2mhsm_keystore {
+    m2mhsm_token *tok;
+    CK_FUNCTION_LIST *fn;
+    m2mhsm_clock_fn clock;
+    void *clock_arg;
+    int64_t orphan_grace;
+    pthread_mutex_t lock; /* guards idx and generation */
+    unsigned generation;
+    ks_index idx;    /* (kind, identity) -> record */
+    ks_index by_kpm; /* (M2MHSM_KIND_KE, KpmID) -> that KpmID's Ke: re-enrolment finds it */
+};
+
+/* Every m2mhsm record on the token, keys attached, plus what is wrong. */
+typedef struct {
+    m2mhsm_record *recs;
+    size_t count, cap;
+    CK_OBJECT_HANDLE *orphans; /* keys with our label and no metadata */
+    size_t orphan_count;
+    size_t corrupt;
+} ks_scan;
+
+m2mhsm_status ks_scan_token(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, ks_scan *out);
+void ks_scan_free(ks_scan *sc);
+int ks_record_complete(const m2mhsm_record *rec);
+/* Forget a record in both indexes. Caller holds ks->lock. */
+void ks_index_forget(m2mhsm_keystore *ks, const m2mhsm_record *rec);
+/* Destroy a record: keys first, metadata last, so a crash never leaves a usable key
+ * without metadata. Removes it from the index. */
+m2mhsm_status ks_record_destroy(m2mhsm_keystore *ks, CK_SESSION_HANDLE s,
+                                const m2mhsm_record *rec);
+/* Make sure the index belongs to this process's module generation (fork). */
+m2mhsm_status ks_sync_generation(m2mhsm_keystore *ks);
+void ks_index_insert(m2mhsm_keystore *ks, const m2mhsm_record *rec);
+
+#endif

@@ -1,0 +1,151 @@
+/* Identity -> record: an index hit confirmed by one attribute read, or a token search. */
+#include "ks.h"
+#include "../internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static m2mhsm_id_type identity_type(m2mhsm_kind kind)
+{
+    return kind == M2MHSM_KIND_KPM || kind == M2MHSM_KIND_ENROLMENT ? M2MHSM_ID_KPM
+                                                                   : M2MHSM_ID_KE;
+}
+
+/* The object a hit is confirmed on: the one a handshake uses next. */
+static CK_OBJECT_HANDLE primary(const m2mhsm_record *rec, int *form)
+{
+    *form = rec->kind == M2MHSM_KIND_KE ? M2MHSM_FORM_RAW : M2MHSM_FORM_TLS12_PMS;
+    if (rec->kind == M2MHSM_KIND_ENROLMENT) {
+        *form = -1;
+        return rec->meta;
+    }
+    return rec->key[*form];
+}
+
+/* Another process may have destroyed the record (handle invalid) or, after a destroy, a
+ * module may reuse the handle for another object: the label and CKA_ID must still match. */
+static int still_there(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, const m2mhsm_record *rec)
+{
+    int form;
+    CK_OBJECT_HANDLE h = primary(rec, &form);
+    char want[M2MHSM_LABEL_MAX], label[M2MHSM_LABEL_MAX];
+    if (form < 0) {
+        ks_meta_label(rec, want, sizeof(want));
+        CK_ATTRIBUTE a = {CKA_LABEL, label, sizeof(label) - 1};
+        if (ks->fn->C_GetAttributeValue(s, h, &a, 1) != CKR_OK)
+            return 0;
+        label[a.ulValueLen] = '\0';
+        return strcmp(label, want) == 0;
+    }
+    ks_key_label(rec, (m2mhsm_form)form, want, sizeof(want));
+    uint8_t id[M2MHSM_RECORD_ID_LEN];
+    size_t id_len = 0;
+    if (ks_read_key_ids(ks->fn, s, h, label, sizeof(label), id, &id_len) != M2MHSM_OK)
+        return 0;
+    return id_len == M2MHSM_RECORD_ID_LEN &&
+           memcmp(id, rec->record_id, M2MHSM_RECORD_ID_LEN) == 0 && strcmp(label, want) == 0;
+}
+
+static m2mhsm_status attach_keys(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, m2mhsm_record *rec)
+{
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_ATTRIBUTE tmpl[] = {
+        {CKA_CLASS, &cls, sizeof(cls)},
+        {CKA_ID, rec->record_id, M2MHSM_RECORD_ID_LEN},
+    };
+    CK_OBJECT_HANDLE *h = NULL;
+    size_t n = 0;
+    m2mhsm_status st = ks_find(ks->fn, s, tmpl, M2MHSM_ARRAY_LEN(tmpl), &h, &n);
+    for (size_t i = 0; st == M2MHSM_OK && i < n; i++) {
+        char label[M2MHSM_LABEL_MAX];
+        uint8_t id[M2MHSM_RECORD_ID_LEN];
+        size_t id_len;
+        st = ks_read_key_ids(ks->fn, s, h[i], label, sizeof(label), id, &id_len);
+        int form = st == M2MHSM_OK ? ks_label_form(label) : -1;
+        if (form >= 0)
+            rec->key[form] = h[i];
+    }
+    free(h);
+    return st;
+}
+
+/* A miss: search the token for metadata with this label (another process may have written
+ * it since we opened), then its keys. The newest complete record wins. */
+static m2mhsm_status search(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, m2mhsm_kind kind,
+                            const char *identity, m2mhsm_record *out)
+{
+    m2mhsm_record probe = {.kind = kind};
+    memcpy(probe.identity, identity, strlen(identity) + 1);
+    char label[M2MHSM_LABEL_MAX];
+    ks_meta_label(&probe, label, sizeof(label));
+    CK_OBJECT_CLASS cls = CKO_DATA;
+    CK_ATTRIBUTE tmpl[] = {
+        {CKA_CLASS, &cls, sizeof(cls)},
+        {CKA_APPLICATION, (void *)M2MHSM_APPLICATION, strlen(M2MHSM_APPLICATION)},
+        {CKA_LABEL, label, strlen(label)},
+    };
+    CK_OBJECT_HANDLE *h = NULL;
+    size_t n = 0;
+    m2mhsm_status st = ks_find(ks->fn, s, tmpl, M2MHSM_ARRAY_LEN(tmpl), &h, &n);
+    int found = 0;
+    for (size_t i = 0; st == M2MHSM_OK && i < n; i++) {
+        m2mhsm_record rec;
+        if (ks_read_meta(ks->fn, s, h[i], &rec) != M2MHSM_OK || rec.kind != kind ||
+            strcmp(rec.identity, identity) != 0)
+            continue;
+        st = attach_keys(ks, s, &rec);
+        if (st == M2MHSM_OK && ks_record_complete(&rec) && (!found || rec.created > out->created)) {
+            *out = rec;
+            found = 1;
+        }
+    }
+    free(h);
+    if (st != M2MHSM_OK)
+        return st;
+    return found ? M2MHSM_OK : M2MHSM_E_NOT_FOUND;
+}
+
+m2mhsm_status m2mhsm_keystore_lookup(m2mhsm_keystore *ks, m2mhsm_kind kind, const char *id,
+                                     size_t len, m2mhsm_record *out)
+{
+    if (ks == NULL || out == NULL)
+        return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "keystore_lookup: NULL argument");
+    m2mhsm_status st = m2mhsm_id_check(identity_type(kind), id, len);
+    if (st != M2MHSM_OK)
+        return st;
+    if ((st = ks_sync_generation(ks)) != M2MHSM_OK)
+        return st;
+
+    pthread_mutex_lock(&ks->lock);
+    const m2mhsm_record *hit = ks_index_get(&ks->idx, kind, id, len);
+    int have = hit != NULL;
+    if (have)
+        *out = *hit;
+    pthread_mutex_unlock(&ks->lock);
+
+    CK_SESSION_HANDLE s;
+    if ((st = m2mhsm_token_session_get(ks->tok, &s)) != M2MHSM_OK)
+        return st;
+    if (have && still_there(ks, s, out)) {
+        m2mhsm_token_session_put(ks->tok, s);
+        return M2MHSM_OK;
+    }
+    if (have) {
+        pthread_mutex_lock(&ks->lock);
+        ks_index_forget(ks, out);
+        pthread_mutex_unlock(&ks->lock);
+    }
+    char identity[M2MHSM_ID_MAX + 1];
+    memcpy(identity, id, len);
+    identity[len] = '\0';
+    st = search(ks, s, kind, identity, out);
+    m2mhsm_token_session_put(ks->tok, s);
+    if (st == M2MHSM_OK) {
+        pthread_mutex_lock(&ks->lock);
+        ks_index_insert(ks, out);
+        pthread_mutex_unlock(&ks->lock);
+    } else if (st == M2MHSM_E_NOT_FOUND) {
+        st = m2mhsm_fail(M2MHSM_E_NOT_FOUND, "no %s with that identity", m2mhsm_kind_name(kind));
+    }
+    return st;
+}

@@ -1,0 +1,228 @@
+/*
+ * The metadata object's CKA_VALUE: "key=value" lines, version 1 (docs/key-lifecycle.md).
+ * Text rather than a binary layout so an operator can read it with pkcs11-tool; every
+ * field is validated on the way in, since another process (or a tamperer with the PIN)
+ * may have written it.
+ */
+#include "ks.h"
+#include "../internal.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define META_MAGIC "m2mhsm-meta 1\n"
+
+static const char *const kind_names[] = {
+    [M2MHSM_KIND_KPM] = "kpm",   [M2MHSM_KIND_KE] = "ke",
+    [M2MHSM_KIND_KM] = "km",     [M2MHSM_KIND_KPSA] = "kpsa",
+    [M2MHSM_KIND_ENROLMENT] = "enrolment",
+};
+
+const char *m2mhsm_kind_name(m2mhsm_kind kind)
+{
+    if ((unsigned)kind < M2MHSM_ARRAY_LEN(kind_names) && kind_names[kind] != NULL)
+        return kind_names[kind];
+    return "unknown";
+}
+
+static int kind_from_name(const char *s, m2mhsm_kind *out)
+{
+    for (unsigned k = M2MHSM_KIND_KPM; k <= M2MHSM_KIND_ENROLMENT; k++) {
+        if (strcmp(s, kind_names[k]) == 0) {
+            *out = (m2mhsm_kind)k;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static const char *const form_names[M2MHSM_FORM_COUNT] = {"raw", "tls12-pms", "tls13-es"};
+
+const char *ks_form_name(m2mhsm_form form)
+{
+    return (unsigned)form < M2MHSM_FORM_COUNT ? form_names[form] : "unknown";
+}
+
+unsigned ks_kind_forms(m2mhsm_kind kind)
+{
+    switch (kind) {
+    case M2MHSM_KIND_KPM:
+    case M2MHSM_KIND_KM:
+    case M2MHSM_KIND_KPSA:
+        return 1u << M2MHSM_FORM_RAW | 1u << M2MHSM_FORM_TLS12_PMS | 1u << M2MHSM_FORM_TLS13_ES;
+    case M2MHSM_KIND_KE:
+        return 1u << M2MHSM_FORM_RAW;
+    case M2MHSM_KIND_ENROLMENT:
+        return 0;
+    }
+    return 0;
+}
+
+int ks_kind_is_credential(m2mhsm_kind kind)
+{
+    return kind == M2MHSM_KIND_KE || kind == M2MHSM_KIND_KM || kind == M2MHSM_KIND_KPSA;
+}
+
+void ks_meta_label(const m2mhsm_record *rec, char *buf, size_t len)
+{
+    snprintf(buf, len, M2MHSM_LABEL_PREFIX "%s:%s", m2mhsm_kind_name(rec->kind), rec->identity);
+}
+
+void ks_key_label(const m2mhsm_record *rec, m2mhsm_form form, char *buf, size_t len)
+{
+    snprintf(buf, len, M2MHSM_LABEL_PREFIX "%s:%s:%s", m2mhsm_kind_name(rec->kind),
+             rec->identity, ks_form_name(form));
+}
+
+int ks_label_form(const char *label)
+{
+    const char *colon = strrchr(label, ':');
+    if (strncmp(label, M2MHSM_LABEL_PREFIX, strlen(M2MHSM_LABEL_PREFIX)) != 0 || colon == NULL)
+        return -1;
+    for (int f = 0; f < M2MHSM_FORM_COUNT; f++)
+        if (strcmp(colon + 1, form_names[f]) == 0)
+            return f;
+    return -1;
+}
+
+static void hex_encode(const uint8_t *in, size_t n, char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = hex[in[i] >> 4];
+        out[2 * i + 1] = hex[in[i] & 0xf];
+    }
+    out[2 * n] = '\0';
+}
+
+m2mhsm_status ks_meta_encode(const m2mhsm_record *rec, char *buf, size_t *len)
+{
+    char rid[2 * M2MHSM_RECORD_ID_LEN + 1], spec[32] = "";
+    hex_encode(rec->record_id, M2MHSM_RECORD_ID_LEN, rid);
+    if (rec->enrolment_expiry.kind != 0 &&
+        m2mhsm_expiry_spec_format(&rec->enrolment_expiry, spec, sizeof(spec)) != M2MHSM_OK)
+        return M2MHSM_E_INVALID_ARG;
+    int n = snprintf(buf, M2MHSM_META_MAX,
+                     META_MAGIC "kind=%s\nidentity=%s\nrecord_id=%s\nkpm_id=%s\nke_id=%s\n"
+                                "enrolee_id=%s\ntarget_id=%s\nenrolment_expiry=%s\n"
+                                "created=%" PRId64 "\nexpiry=%" PRId64 "\n",
+                     m2mhsm_kind_name(rec->kind), rec->identity, rid, rec->kpm_id, rec->ke_id,
+                     rec->enrolee_id, rec->target_id, spec, rec->created, rec->expiry);
+    if (n < 0 || n >= M2MHSM_META_MAX)
+        return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "metadata too long");
+    *len = (size_t)n;
+    return M2MHSM_OK;
+}
+
+/* ---- decoding ---- */
+
+static int parse_i64(const char *s, int64_t *out)
+{
+    char *end = NULL;
+    if (*s == '\0')
+        return 0;
+    long long v = strtoll(s, &end, 10);
+    if (*end != '\0')
+        return 0;
+    *out = v;
+    return 1;
+}
+
+static int hex_decode(const char *s, uint8_t *out, size_t n)
+{
+    if (strlen(s) != 2 * n)
+        return 0;
+    for (size_t i = 0; i < 2 * n; i++) {
+        char c = s[i];
+        int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (v < 0)
+            return 0;
+        out[i / 2] = (uint8_t)(i % 2 ? out[i / 2] | v : v << 4);
+    }
+    return 1;
+}
+
+static int copy_field(char *dst, size_t cap, const char *v)
+{
+    size_t n = strlen(v);
+    if (n >= cap)
+        return 0;
+    memcpy(dst, v, n + 1);
+    return 1;
+}
+
+static int set_field(m2mhsm_record *rec, const char *k, const char *v, unsigned *seen)
+{
+    int ok = 0;
+#define FIELD(name, bit, expr)                                                                 \
+    if (strcmp(k, name) == 0) {                                                                \
+        ok = (*seen & (1u << bit)) == 0 && (expr);                                             \
+        *seen |= 1u << bit;                                                                    \
+        return ok;                                                                             \
+    }
+    FIELD("kind", 0, kind_from_name(v, &rec->kind))
+    FIELD("identity", 1, copy_field(rec->identity, sizeof(rec->identity), v))
+    FIELD("record_id", 2, hex_decode(v, rec->record_id, M2MHSM_RECORD_ID_LEN))
+    FIELD("kpm_id", 3, copy_field(rec->kpm_id, sizeof(rec->kpm_id), v))
+    FIELD("ke_id", 4, copy_field(rec->ke_id, sizeof(rec->ke_id), v))
+    FIELD("enrolee_id", 5, copy_field(rec->enrolee_id, sizeof(rec->enrolee_id), v))
+    FIELD("target_id", 6, copy_field(rec->target_id, sizeof(rec->target_id), v))
+    FIELD("enrolment_expiry", 7,
+          v[0] == '\0' || m2mhsm_expiry_spec_parse(v, &rec->enrolment_expiry) == M2MHSM_OK)
+    FIELD("created", 8, parse_i64(v, &rec->created))
+    FIELD("expiry", 9, parse_i64(v, &rec->expiry))
+#undef FIELD
+    return 0;
+}
+
+#define ALL_FIELDS ((1u << 10) - 1)
+
+static int opt_id_ok(m2mhsm_id_type t, const char *s)
+{
+    return s[0] == '\0' || m2mhsm_id_check_str(t, s) == M2MHSM_OK;
+}
+
+static m2mhsm_id_type identity_type(m2mhsm_kind kind)
+{
+    return kind == M2MHSM_KIND_KPM || kind == M2MHSM_KIND_ENROLMENT ? M2MHSM_ID_KPM
+                                                                   : M2MHSM_ID_KE;
+}
+
+static int record_ok(const m2mhsm_record *r)
+{
+    return m2mhsm_id_check_str(identity_type(r->kind), r->identity) == M2MHSM_OK &&
+           opt_id_ok(M2MHSM_ID_KPM, r->kpm_id) && opt_id_ok(M2MHSM_ID_KE, r->ke_id) &&
+           opt_id_ok(M2MHSM_ID_M2M, r->enrolee_id) && opt_id_ok(M2MHSM_ID_TARGET, r->target_id) &&
+           r->expiry > 0;
+}
+
+m2mhsm_status ks_meta_decode(const char *buf, size_t len, m2mhsm_record *rec)
+{
+    char text[M2MHSM_META_MAX + 1];
+    size_t magic = strlen(META_MAGIC);
+    memset(rec, 0, sizeof(*rec));
+    if (len > M2MHSM_META_MAX || len < magic || memcmp(buf, META_MAGIC, magic) != 0 ||
+        memchr(buf, '\0', len) != NULL)
+        return m2mhsm_fail(M2MHSM_E_CORRUPT, "metadata: not an m2mhsm-meta 1 record");
+    memcpy(text, buf + magic, len - magic);
+    text[len - magic] = '\0';
+    unsigned seen = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(text, "\n", &save); line != NULL;
+         line = strtok_r(NULL, "\n", &save)) {
+        char *eq = strchr(line, '=');
+        if (eq == NULL)
+            return m2mhsm_fail(M2MHSM_E_CORRUPT, "metadata: line without '='");
+        *eq = '\0';
+        if (!set_field(rec, line, eq + 1, &seen))
+            return m2mhsm_fail(M2MHSM_E_CORRUPT, "metadata: bad or repeated field %s", line);
+    }
+    if (seen != ALL_FIELDS || !record_ok(rec))
+        return m2mhsm_fail(M2MHSM_E_CORRUPT, "metadata: missing or invalid fields");
+    rec->meta = CK_INVALID_HANDLE;
+    for (int f = 0; f < M2MHSM_FORM_COUNT; f++)
+        rec->key[f] = CK_INVALID_HANDLE;
+    return M2MHSM_OK;
+}

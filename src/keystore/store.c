@@ -1,0 +1,274 @@
+/* The store operations of the provisioning flow: Kpm import, the MEF's configuration,
+ * Ke enrolment (10.3.1, 10.3.4), Km/Kpsa derivation (10.3.2, 10.3.3) and import. */
+#include "ks.h"
+#include "write.h"
+#include "../internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <openssl/crypto.h>
+
+static void set_str(char *dst, size_t cap, const char *src)
+{
+    size_t n = src != NULL ? strlen(src) : 0;
+    if (n >= cap)
+        n = cap - 1; /* callers have validated lengths; never overflow regardless */
+    memcpy(dst, src != NULL ? src : "", n);
+    dst[n] = '\0';
+}
+
+static int empty(const char *s)
+{
+    return s == NULL || s[0] == '\0';
+}
+
+static m2mhsm_status check_opt(m2mhsm_id_type t, const char *s)
+{
+    return empty(s) ? M2MHSM_OK : m2mhsm_id_check_str(t, s);
+}
+
+static void record_init(m2mhsm_keystore *ks, m2mhsm_record *rec, m2mhsm_kind kind,
+                        const char *identity)
+{
+    memset(rec, 0, sizeof(*rec));
+    rec->kind = kind;
+    set_str(rec->identity, sizeof(rec->identity), identity);
+    rec->created = m2mhsm_keystore_now(ks);
+    rec->expiry = M2MHSM_NEVER;
+}
+
+/* Replace semantics: erase the previous record only after the new one is written, so a
+ * failure leaves the old one in place (nothing lost). */
+static void erase_previous(m2mhsm_keystore *ks, const m2mhsm_record *prev)
+{
+    CK_SESSION_HANDLE s;
+    if (m2mhsm_token_session_get(ks->tok, &s) != M2MHSM_OK)
+        return;
+    ks_record_destroy(ks, s, prev);
+    m2mhsm_token_session_put(ks->tok, s);
+}
+
+m2mhsm_status m2mhsm_keystore_import_kpm(m2mhsm_keystore *ks, const char *kpm_id,
+                                         const uint8_t *kpm, size_t kpm_len,
+                                         m2mhsm_time valid_until, m2mhsm_record *out)
+{
+    m2mhsm_status st = m2mhsm_id_check_str(M2MHSM_ID_KPM, kpm_id);
+    if (st != M2MHSM_OK)
+        return st;
+    if (kpm == NULL || kpm_len < M2MHSM_PSK_MIN || kpm_len > M2MHSM_PSK_MAX)
+        return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "Kpm must be %d to %d bytes", M2MHSM_PSK_MIN,
+                           M2MHSM_PSK_MAX);
+    m2mhsm_record rec;
+    record_init(ks, &rec, M2MHSM_KIND_KPM, kpm_id);
+    if (!m2mhsm_expiry_is_valid(valid_until, rec.created))
+        return m2mhsm_fail(M2MHSM_E_EXPIRED, "--valid-until is not in the future");
+    m2mhsm_record prev;
+    st = m2mhsm_keystore_lookup(ks, M2MHSM_KIND_KPM, kpm_id, strlen(kpm_id), &prev);
+    if (st == M2MHSM_OK)
+        return m2mhsm_fail(M2MHSM_E_EXISTS, "a Kpm with this KpmID exists; erase it first");
+    if (st != M2MHSM_E_NOT_FOUND)
+        return st;
+    set_str(rec.kpm_id, sizeof(rec.kpm_id), kpm_id);
+    rec.expiry = valid_until;
+    st = ks_write_psk(ks, &rec, kpm, kpm_len);
+    if (st == M2MHSM_OK && out != NULL)
+        *out = rec;
+    return st;
+}
+
+m2mhsm_status m2mhsm_keystore_configure_enrolee(m2mhsm_keystore *ks, const char *kpm_id,
+                                                const char *target_id, const char *enrolee_id,
+                                                const m2mhsm_expiry_spec *expiry)
+{
+    m2mhsm_status st = m2mhsm_id_check_str(M2MHSM_ID_KPM, kpm_id);
+    if (st == M2MHSM_OK)
+        st = m2mhsm_id_check_str(M2MHSM_ID_TARGET, target_id);
+    if (st == M2MHSM_OK)
+        st = m2mhsm_id_check_str(M2MHSM_ID_M2M, enrolee_id);
+    if (st != M2MHSM_OK)
+        return st;
+    m2mhsm_record rec;
+    record_init(ks, &rec, M2MHSM_KIND_ENROLMENT, kpm_id);
+    m2mhsm_time probe;
+    if (expiry == NULL || (st = m2mhsm_expiry_resolve(expiry, rec.created, &probe)) != M2MHSM_OK)
+        return expiry == NULL ? m2mhsm_fail(M2MHSM_E_INVALID_ARG, "Enrolment Expiry missing")
+                              : st;
+    set_str(rec.kpm_id, sizeof(rec.kpm_id), kpm_id);
+    set_str(rec.target_id, sizeof(rec.target_id), target_id);
+    set_str(rec.enrolee_id, sizeof(rec.enrolee_id), enrolee_id);
+    rec.enrolment_expiry = *expiry;
+    m2mhsm_record prev;
+    int had = m2mhsm_keystore_lookup(ks, M2MHSM_KIND_ENROLMENT, kpm_id, strlen(kpm_id), &prev) ==
+              M2MHSM_OK;
+    ks_key_spec none[M2MHSM_FORM_COUNT] = {{0}};
+    st = ks_record_write(ks, &rec, none);
+    if (st == M2MHSM_OK && had)
+        erase_previous(ks, &prev);
+    return st;
+}
+
+static m2mhsm_status check_enrolment(const m2mhsm_enrolment *enr)
+{
+    if (enr == NULL)
+        return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "enrolment is NULL");
+    m2mhsm_status st = m2mhsm_id_check_str(M2MHSM_ID_KPM, enr->kpm_id);
+    if (st == M2MHSM_OK)
+        st = m2mhsm_id_check_str(M2MHSM_ID_FQDN, enr->mef_fqdn);
+    if (st == M2MHSM_OK)
+        st = check_opt(M2MHSM_ID_M2M, enr->enrolee_id);
+    if (st == M2MHSM_OK)
+        st = check_opt(M2MHSM_ID_TARGET, enr->target_id);
+    return st;
+}
+
+/* Re-enrolment (8.3.2.1): the KpmID's previous Ke and everything derived from it go. */
+static void erase_previous_ke(m2mhsm_keystore *ks, const char *kpm_id, const char *new_ke_id)
+{
+    pthread_mutex_lock(&ks->lock);
+    const m2mhsm_record *hit = ks_index_get(&ks->by_kpm, M2MHSM_KIND_KE, kpm_id, strlen(kpm_id));
+    char old[M2MHSM_KE_ID_MAX + 1] = "";
+    if (hit != NULL && strcmp(hit->identity, new_ke_id) != 0)
+        set_str(old, sizeof(old), hit->identity);
+    pthread_mutex_unlock(&ks->lock);
+    if (old[0] != '\0')
+        m2mhsm_keystore_erase_id(ks, old, NULL);
+}
+
+m2mhsm_status m2mhsm_keystore_store_ke(m2mhsm_keystore *ks, const m2mhsm_enrolment *enr,
+                                       const uint8_t exported[M2MHSM_EXPORT_LEN],
+                                       m2mhsm_record *out)
+{
+    m2mhsm_status st = check_enrolment(enr);
+    if (st != M2MHSM_OK)
+        return st;
+    if (exported == NULL)
+        return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "exported keying material is NULL");
+    uint8_t rel[M2MHSM_RELATIVE_KE_ID_LEN], ke[M2MHSM_KE_LEN];
+    m2mhsm_export_split(exported, rel, ke);
+    m2mhsm_record rec;
+    record_init(ks, &rec, M2MHSM_KIND_KE, "");
+    st = m2mhsm_ke_id_format(rel, enr->mef_fqdn, rec.identity, sizeof(rec.identity));
+    if (st == M2MHSM_OK)
+        st = m2mhsm_expiry_resolve(&enr->enrolment_expiry, rec.created, &rec.expiry);
+    if (st == M2MHSM_OK) {
+        set_str(rec.kpm_id, sizeof(rec.kpm_id), enr->kpm_id);
+        set_str(rec.enrolee_id, sizeof(rec.enrolee_id), enr->enrolee_id);
+        set_str(rec.target_id, sizeof(rec.target_id), enr->target_id);
+        rec.enrolment_expiry = enr->enrolment_expiry;
+        ks_key_spec specs[M2MHSM_FORM_COUNT] = {{0}};
+        specs[M2MHSM_FORM_RAW] = (ks_key_spec){ke, sizeof(ke), CK_TRUE, NULL, NULL};
+        st = ks_record_write(ks, &rec, specs);
+    }
+    OPENSSL_cleanse(ke, sizeof(ke));
+    OPENSSL_cleanse(rel, sizeof(rel));
+    if (st != M2MHSM_OK)
+        return st;
+    erase_previous_ke(ks, enr->kpm_id, rec.identity);
+    if (out != NULL)
+        *out = rec;
+    return M2MHSM_OK;
+}
+
+m2mhsm_status m2mhsm_keystore_derive(m2mhsm_keystore *ks, const m2mhsm_record *ke,
+                                     m2mhsm_derivation which, const char *target_id,
+                                     uint8_t out[M2MHSM_KEY_LEN])
+{
+    if (ke == NULL || ke->kind != M2MHSM_KIND_KE || out == NULL)
+        return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "derive: needs a Ke record");
+    if (!m2mhsm_record_valid(ks, ke))
+        return m2mhsm_fail(M2MHSM_E_EXPIRED, "Ke has passed its Enrolment Expiry");
+    uint8_t *msg = NULL;
+    size_t msg_len = 0;
+    m2mhsm_status st = m2mhsm_derivation_input(which, target_id, &msg, &msg_len);
+    if (st != M2MHSM_OK)
+        return st;
+    CK_SESSION_HANDLE s;
+    if ((st = m2mhsm_token_session_get(ks->tok, &s)) != M2MHSM_OK) {
+        free(msg);
+        return st;
+    }
+    CK_MECHANISM mech = {CKM_SHA256_HMAC, NULL, 0};
+    CK_ULONG out_len = M2MHSM_KEY_LEN;
+    CK_RV rv = ks->fn->C_SignInit(s, &mech, ke->key[M2MHSM_FORM_RAW]);
+    if (rv != CKR_OK)
+        st = m2mhsm_fail_ckr("C_SignInit(CKM_SHA256_HMAC)", rv);
+    else if ((rv = ks->fn->C_Sign(s, msg, msg_len, out, &out_len)) != CKR_OK)
+        st = m2mhsm_fail_ckr("C_Sign(CKM_SHA256_HMAC)", rv);
+    else if (out_len != M2MHSM_KEY_LEN)
+        st = m2mhsm_fail(M2MHSM_E_PKCS11, "C_Sign(CKM_SHA256_HMAC): %lu bytes, not 32",
+                         (unsigned long)out_len);
+    m2mhsm_token_session_put(ks->tok, s);
+    free(msg);
+    if (st != M2MHSM_OK)
+        OPENSSL_cleanse(out, M2MHSM_KEY_LEN);
+    return st;
+}
+
+static m2mhsm_kind derived_kind(m2mhsm_derivation which)
+{
+    return which == M2MHSM_DERIVE_KM ? M2MHSM_KIND_KM : M2MHSM_KIND_KPSA;
+}
+
+/* Store a Km/Kpsa under identity ke_id, replacing an earlier one. */
+static m2mhsm_status write_derived(m2mhsm_keystore *ks, m2mhsm_record *rec, const uint8_t *key,
+                                   size_t len)
+{
+    m2mhsm_record prev;
+    int had = m2mhsm_keystore_lookup(ks, rec->kind, rec->identity, strlen(rec->identity),
+                                     &prev) == M2MHSM_OK;
+    m2mhsm_status st = ks_write_psk(ks, rec, key, len);
+    if (st == M2MHSM_OK && had)
+        erase_previous(ks, &prev);
+    return st;
+}
+
+m2mhsm_status m2mhsm_keystore_derive_store(m2mhsm_keystore *ks, const m2mhsm_record *ke,
+                                           m2mhsm_derivation which, const char *target_id,
+                                           m2mhsm_time requested_expiry, m2mhsm_record *out)
+{
+    uint8_t key[M2MHSM_KEY_LEN];
+    m2mhsm_status st = m2mhsm_keystore_derive(ks, ke, which, target_id, key);
+    if (st != M2MHSM_OK)
+        return st;
+    m2mhsm_record rec;
+    record_init(ks, &rec, derived_kind(which), ke->identity);
+    set_str(rec.kpm_id, sizeof(rec.kpm_id), ke->kpm_id);
+    set_str(rec.ke_id, sizeof(rec.ke_id), ke->identity);
+    set_str(rec.enrolee_id, sizeof(rec.enrolee_id), ke->enrolee_id);
+    set_str(rec.target_id, sizeof(rec.target_id), target_id);
+    /* The CR, clause 10.x: Km/Kpsa never outlive Ke. */
+    rec.expiry = m2mhsm_expiry_clamp(requested_expiry, ke->expiry);
+    st = write_derived(ks, &rec, key, sizeof(key));
+    OPENSSL_cleanse(key, sizeof(key));
+    if (st == M2MHSM_OK && out != NULL)
+        *out = rec;
+    return st;
+}
+
+m2mhsm_status m2mhsm_keystore_store_fetched(m2mhsm_keystore *ks, const m2mhsm_fetched_key *fk,
+                                            const uint8_t *key, size_t key_len,
+                                            m2mhsm_record *out)
+{
+    if (fk == NULL || key == NULL ||
+        (fk->kind != M2MHSM_KIND_KM && fk->kind != M2MHSM_KIND_KPSA))
+        return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "store_fetched: needs a Km or Kpsa");
+    m2mhsm_status st = m2mhsm_id_check_str(M2MHSM_ID_KE, fk->ke_id);
+    if (st == M2MHSM_OK)
+        st = check_opt(M2MHSM_ID_M2M, fk->enrolee_id);
+    if (st == M2MHSM_OK)
+        st = check_opt(M2MHSM_ID_TARGET, fk->target_id);
+    if (st != M2MHSM_OK)
+        return st;
+    m2mhsm_record rec;
+    record_init(ks, &rec, fk->kind, fk->ke_id);
+    rec.expiry = m2mhsm_expiry_clamp(fk->requested, fk->lifetime);
+    if (!m2mhsm_expiry_is_valid(rec.expiry, rec.created))
+        return m2mhsm_fail(M2MHSM_E_EXPIRED, "the key's lifetime has already passed");
+    set_str(rec.ke_id, sizeof(rec.ke_id), fk->ke_id);
+    set_str(rec.enrolee_id, sizeof(rec.enrolee_id), fk->enrolee_id);
+    set_str(rec.target_id, sizeof(rec.target_id), fk->target_id);
+    st = write_derived(ks, &rec, key, key_len);
+    if (st == M2MHSM_OK && out != NULL)
+        *out = rec;
+    return st;
+}

@@ -1,0 +1,209 @@
+/*
+ * Kpm delivered wrapped under a KEK already in the token (AES key wrap, RFC 3394 / 5649):
+ * the raw Kpm is unwrapped straight into a token object. Its TLS forms are hashes of the
+ * key, computed with C_DigestKey so the Kpm itself never reaches host memory; the forms do,
+ * briefly, before they are imported and cleansed (docs/threat-model.md).
+ */
+#include "ks.h"
+#include "write.h"
+#include "../internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+typedef struct {
+    CK_OBJECT_HANDLE kek;
+    const uint8_t *wrapped;
+    size_t wrapped_len;
+    int kwp; /* 0: RFC 3394, 1: RFC 5649 */
+    CK_FUNCTION_LIST *fn;
+} unwrap_ctx;
+
+static m2mhsm_status find_kek(m2mhsm_keystore *ks, const char *label, CK_OBJECT_HANDLE *out)
+{
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_ATTRIBUTE tmpl[] = {
+        {CKA_CLASS, &cls, sizeof(cls)},
+        {CKA_LABEL, (void *)label, strlen(label)},
+    };
+    CK_SESSION_HANDLE s;
+    m2mhsm_status st = m2mhsm_token_session_get(ks->tok, &s);
+    if (st != M2MHSM_OK)
+        return st;
+    CK_OBJECT_HANDLE *h = NULL;
+    size_t n = 0;
+    st = ks_find(ks->fn, s, tmpl, M2MHSM_ARRAY_LEN(tmpl), &h, &n);
+    m2mhsm_token_session_put(ks->tok, s);
+    if (st != M2MHSM_OK)
+        return st;
+    if (n == 1)
+        *out = h[0];
+    free(h);
+    if (n != 1)
+        return m2mhsm_fail(n == 0 ? M2MHSM_E_NOT_FOUND : M2MHSM_E_INVALID_ARG,
+                           "%s secret key labelled as the KEK", n == 0 ? "no" : "more than one");
+    return M2MHSM_OK;
+}
+
+static m2mhsm_status make_unwrapped(const ks_key_spec *spec, CK_SESSION_HANDLE s,
+                                    const m2mhsm_record *rec, CK_ATTRIBUTE *tmpl, CK_ULONG n,
+                                    CK_OBJECT_HANDLE *out)
+{
+    (void)rec;
+    const unwrap_ctx *u = spec->make_arg;
+    CK_MECHANISM mech = {u->kwp ? CKM_AES_KEY_WRAP_PAD : CKM_AES_KEY_WRAP, NULL, 0};
+    CK_RV rv = u->fn->C_UnwrapKey(s, &mech, u->kek, (CK_BYTE *)u->wrapped, u->wrapped_len, tmpl,
+                                  n, out);
+    if (rv != CKR_OK)
+        return m2mhsm_fail_ckr(u->kwp ? "C_UnwrapKey(CKM_AES_KEY_WRAP_PAD)"
+                                      : "C_UnwrapKey(CKM_AES_KEY_WRAP)",
+                               rv);
+    return M2MHSM_OK;
+}
+
+/* SHA-256(prefix || key) on the token. */
+static m2mhsm_status digest_key(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key,
+                                const uint8_t *prefix, size_t prefix_len, uint8_t out[32])
+{
+    CK_MECHANISM mech = {CKM_SHA256, NULL, 0};
+    CK_ULONG len = 32;
+    CK_RV rv = fn->C_DigestInit(s, &mech);
+    if (rv != CKR_OK)
+        return m2mhsm_fail_ckr("C_DigestInit(CKM_SHA256)", rv);
+    if ((rv = fn->C_DigestUpdate(s, (CK_BYTE *)prefix, prefix_len)) != CKR_OK)
+        return m2mhsm_fail_ckr("C_DigestUpdate", rv);
+    if ((rv = fn->C_DigestKey(s, key)) != CKR_OK)
+        return m2mhsm_fail_ckr("C_DigestKey", rv);
+    if ((rv = fn->C_DigestFinal(s, out, &len)) != CKR_OK)
+        return m2mhsm_fail_ckr("C_DigestFinal", rv);
+    return M2MHSM_OK;
+}
+
+static m2mhsm_status key_len(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key,
+                             size_t *out)
+{
+    CK_ULONG len = 0;
+    CK_ATTRIBUTE a = {CKA_VALUE_LEN, &len, sizeof(len)};
+    CK_RV rv = fn->C_GetAttributeValue(s, key, &a, 1);
+    if (rv != CKR_OK)
+        return m2mhsm_fail_ckr("C_GetAttributeValue(CKA_VALUE_LEN)", rv);
+    *out = len;
+    return M2MHSM_OK;
+}
+
+/* TLS 1.2 form: SHA-256([u16 N][N zeros][u16 N] || Kpm), valid as the HMAC key only when
+ * the premaster is longer than a block (N > 30; derive.h). */
+static m2mhsm_status pms_form(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE raw,
+                              size_t n, uint8_t out[32])
+{
+    if (4 + 2 * n <= 64)
+        return m2mhsm_fail(M2MHSM_E_UNSUPPORTED,
+                           "a wrapped Kpm must be longer than 30 bytes: the TLS 1.2 form of a "
+                           "shorter one contains the key itself");
+    uint8_t prefix[2 + M2MHSM_PSK_MAX + 2] = {0};
+    prefix[0] = (uint8_t)(n >> 8);
+    prefix[1] = (uint8_t)n;
+    prefix[2 + n] = (uint8_t)(n >> 8);
+    prefix[3 + n] = (uint8_t)n;
+    return digest_key(fn, s, raw, prefix, 4 + n, out);
+}
+
+/* TLS 1.3 form: HMAC(0^32, Kpm) = SHA-256(opad || SHA-256(ipad || Kpm)) with a zero key. */
+static m2mhsm_status es_form(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE raw,
+                             uint8_t out[32])
+{
+    uint8_t pad[64 + 32], inner[32];
+    memset(pad, 0x36, 64);
+    m2mhsm_status st = digest_key(fn, s, raw, pad, 64, inner);
+    if (st == M2MHSM_OK) {
+        memset(pad, 0x5c, 64);
+        memcpy(pad + 64, inner, 32);
+        if (!EVP_Digest(pad, sizeof(pad), out, NULL, EVP_sha256(), NULL))
+            st = m2mhsm_fail(M2MHSM_E_CRYPTO, "SHA-256 failed");
+    }
+    OPENSSL_cleanse(inner, sizeof(inner));
+    OPENSSL_cleanse(pad, sizeof(pad));
+    return st;
+}
+
+static m2mhsm_status make_form(const ks_key_spec *spec, CK_SESSION_HANDLE s,
+                               const m2mhsm_record *rec, CK_ATTRIBUTE *tmpl, CK_ULONG n,
+                               CK_OBJECT_HANDLE *out)
+{
+    const unwrap_ctx *u = spec->make_arg;
+    CK_OBJECT_HANDLE raw = rec->key[M2MHSM_FORM_RAW];
+    uint8_t form[32];
+    size_t len = 0;
+    m2mhsm_status st = key_len(u->fn, s, raw, &len);
+    if (st == M2MHSM_OK && (len < M2MHSM_PSK_MIN || len > M2MHSM_PSK_MAX))
+        st = m2mhsm_fail(M2MHSM_E_INVALID_ARG, "unwrapped Kpm is %zu bytes; need %d to %d", len,
+                         M2MHSM_PSK_MIN, M2MHSM_PSK_MAX);
+    if (st == M2MHSM_OK)
+        st = spec->len == 1 ? pms_form(u->fn, s, raw, len, form) : es_form(u->fn, s, raw, form);
+    if (st == M2MHSM_OK) {
+        tmpl[n++] = (CK_ATTRIBUTE){CKA_VALUE, form, sizeof(form)};
+        CK_RV rv = u->fn->C_CreateObject(s, tmpl, n, out);
+        if (rv != CKR_OK)
+            st = m2mhsm_fail_ckr("C_CreateObject(CKO_SECRET_KEY)", rv);
+    }
+    OPENSSL_cleanse(form, sizeof(form));
+    return st;
+}
+
+static m2mhsm_status write_unwrapped(m2mhsm_keystore *ks, m2mhsm_record *rec, unwrap_ctx *u)
+{
+    /* spec.len selects the form in make_form: 1 = TLS 1.2, 2 = TLS 1.3. */
+    ks_key_spec specs[M2MHSM_FORM_COUNT] = {
+        [M2MHSM_FORM_RAW] = {NULL, 0, CK_FALSE, make_unwrapped, u},
+        [M2MHSM_FORM_TLS12_PMS] = {NULL, 1, CK_TRUE, make_form, u},
+        [M2MHSM_FORM_TLS13_ES] = {NULL, 2, CK_TRUE, make_form, u},
+    };
+    m2mhsm_status st = ks_record_write(ks, rec, specs);
+    if (st == M2MHSM_E_PKCS11 && !u->kwp && ks->fn != NULL &&
+        m2mhsm_token_caps_get(ks->tok)->aes_key_wrap_pad) {
+        /* An RFC 5649 blob fails RFC 3394's integrity check: try the padded variant. */
+        u->kwp = 1;
+        st = ks_record_write(ks, rec, specs);
+    }
+    return st;
+}
+
+m2mhsm_status m2mhsm_keystore_unwrap_kpm(m2mhsm_keystore *ks, const char *kpm_id,
+                                         const uint8_t *wrapped, size_t wrapped_len,
+                                         const char *kek_label, m2mhsm_time valid_until,
+                                         m2mhsm_record *out)
+{
+    m2mhsm_status st = m2mhsm_id_check_str(M2MHSM_ID_KPM, kpm_id);
+    if (st != M2MHSM_OK)
+        return st;
+    if (wrapped == NULL || wrapped_len < 24 || wrapped_len % 8 != 0 ||
+        wrapped_len > M2MHSM_PSK_MAX + 16)
+        return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "wrapped Kpm must be 24 to %d bytes, a "
+                           "multiple of 8 (RFC 3394/5649)", M2MHSM_PSK_MAX + 16);
+    if (kek_label == NULL || kek_label[0] == '\0')
+        return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "the KEK label is empty");
+    const m2mhsm_token_caps *caps = m2mhsm_token_caps_get(ks->tok);
+    if (!caps->aes_key_wrap && !caps->aes_key_wrap_pad)
+        return m2mhsm_fail(M2MHSM_E_UNSUPPORTED, "token offers no AES key unwrap mechanism");
+    m2mhsm_record rec;
+    if (m2mhsm_keystore_lookup(ks, M2MHSM_KIND_KPM, kpm_id, strlen(kpm_id), &rec) == M2MHSM_OK)
+        return m2mhsm_fail(M2MHSM_E_EXISTS, "a Kpm with this KpmID exists; erase it first");
+    unwrap_ctx u = {.wrapped = wrapped, .wrapped_len = wrapped_len, .fn = ks->fn,
+                    .kwp = !caps->aes_key_wrap};
+    if ((st = find_kek(ks, kek_label, &u.kek)) != M2MHSM_OK)
+        return st;
+    memset(&rec, 0, sizeof(rec));
+    rec.kind = M2MHSM_KIND_KPM;
+    strcpy(rec.identity, kpm_id);
+    strcpy(rec.kpm_id, kpm_id);
+    rec.created = m2mhsm_keystore_now(ks);
+    rec.expiry = valid_until;
+    if (!m2mhsm_expiry_is_valid(valid_until, rec.created))
+        return m2mhsm_fail(M2MHSM_E_EXPIRED, "--valid-until is not in the future");
+    st = write_unwrapped(ks, &rec, &u);
+    if (st == M2MHSM_OK && out != NULL)
+        *out = rec;
+    return st;
+}

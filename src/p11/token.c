@@ -1,0 +1,203 @@
+/* Module loading (p11-kit), token selection by RFC 7512 URI, capability probe, login. */
+#include "p11.h"
+#include "../internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <p11-kit/p11-kit.h>
+#include <p11-kit/uri.h>
+
+static char *dup_or_null(const char *s)
+{
+    return s != NULL ? strdup(s) : NULL;
+}
+
+static m2mhsm_status parse_uri(const char *text, P11KitUri **out)
+{
+    *out = p11_kit_uri_new();
+    if (*out == NULL)
+        return m2mhsm_fail(M2MHSM_E_NOMEM, "out of memory");
+    int rc = p11_kit_uri_parse(text, P11_KIT_URI_FOR_TOKEN | P11_KIT_URI_FOR_SLOT, *out);
+    if (rc != P11_KIT_URI_OK) {
+        p11_kit_uri_free(*out);
+        *out = NULL;
+        return m2mhsm_fail(M2MHSM_E_TOKEN, "token URI: %s", p11_kit_uri_message(rc));
+    }
+    return M2MHSM_OK;
+}
+
+static int slot_matches(CK_FUNCTION_LIST *fn, CK_SLOT_ID slot, P11KitUri *uri)
+{
+    CK_SLOT_INFO si;
+    CK_TOKEN_INFO ti;
+    if (fn->C_GetSlotInfo(slot, &si) != CKR_OK || fn->C_GetTokenInfo(slot, &ti) != CKR_OK)
+        return 0;
+    if (!(ti.flags & CKF_TOKEN_INITIALIZED))
+        return 0;
+    CK_SLOT_ID want = p11_kit_uri_get_slot_id(uri);
+    if (want != (CK_SLOT_ID)-1 && want != slot)
+        return 0;
+    return p11_kit_uri_match_slot_info(uri, &si) && p11_kit_uri_match_token_info(uri, &ti);
+}
+
+/* Exactly one initialised token must match: picking "the first" of several would let a
+ * loose URI silently select the wrong key store. */
+static m2mhsm_status find_slot(m2mhsm_token *tok)
+{
+    P11KitUri *uri = NULL;
+    m2mhsm_status st = parse_uri(tok->token_uri, &uri);
+    if (st != M2MHSM_OK)
+        return st;
+    CK_ULONG n = 0;
+    CK_SLOT_ID *slots = NULL;
+    CK_RV rv = tok->fn->C_GetSlotList(CK_TRUE, NULL, &n);
+    if (rv == CKR_OK && n > 0) {
+        slots = calloc(n, sizeof(*slots));
+        rv = slots != NULL ? tok->fn->C_GetSlotList(CK_TRUE, slots, &n) : CKR_HOST_MEMORY;
+    }
+    if (rv != CKR_OK) {
+        st = m2mhsm_fail_ckr("C_GetSlotList", rv);
+        goto done;
+    }
+    size_t matches = 0;
+    for (CK_ULONG i = 0; i < n; i++) {
+        if (slot_matches(tok->fn, slots[i], uri)) {
+            tok->slot = slots[i];
+            matches++;
+        }
+    }
+    if (matches == 0)
+        st = m2mhsm_fail(M2MHSM_E_TOKEN, "no initialised token matches %s", tok->token_uri);
+    else if (matches > 1)
+        st = m2mhsm_fail(M2MHSM_E_TOKEN, "%zu tokens match %s; name one (token=, serial=)",
+                         matches, tok->token_uri);
+done:
+    free(slots);
+    p11_kit_uri_free(uri);
+    return st;
+}
+
+static int mech_has(CK_FUNCTION_LIST *fn, CK_SLOT_ID slot, CK_MECHANISM_TYPE m, CK_FLAGS need)
+{
+    CK_MECHANISM_INFO info;
+    return fn->C_GetMechanismInfo(slot, m, &info) == CKR_OK && (info.flags & need) == need;
+}
+
+static void probe(m2mhsm_token *tok)
+{
+    CK_FUNCTION_LIST *fn = tok->fn;
+    m2mhsm_token_caps *c = &tok->caps;
+    c->sha256_hmac = mech_has(fn, tok->slot, CKM_SHA256_HMAC, CKF_SIGN);
+    c->aes_key_wrap = mech_has(fn, tok->slot, CKM_AES_KEY_WRAP, CKF_UNWRAP);
+    c->aes_key_wrap_pad = mech_has(fn, tok->slot, CKM_AES_KEY_WRAP_PAD, CKF_UNWRAP) ||
+                          mech_has(fn, tok->slot, CKM_AES_KEY_WRAP_KWP, CKF_UNWRAP);
+    c->hkdf_derive = mech_has(fn, tok->slot, CKM_HKDF_DERIVE, CKF_DERIVE);
+    c->sp800_108_feedback = mech_has(fn, tok->slot, CKM_SP800_108_FEEDBACK_KDF, CKF_DERIVE);
+}
+
+static m2mhsm_status login(m2mhsm_token *tok)
+{
+    CK_RV rv = tok->fn->C_OpenSession(tok->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL,
+                                      NULL, &tok->login_session);
+    if (rv != CKR_OK)
+        return m2mhsm_fail_ckr("C_OpenSession", rv);
+    char *pin = NULL;
+    size_t pin_len = 0;
+    m2mhsm_status st = m2mhsm_pin_read(tok->pin_source, tok->token_uri, &pin, &pin_len);
+    if (st != M2MHSM_OK)
+        return st;
+    rv = tok->fn->C_Login(tok->login_session, CKU_USER, (CK_UTF8CHAR *)pin, pin_len);
+    m2mhsm_pin_free(pin, pin_len);
+    /* Another session of this application may have logged in already (p11-kit shares
+     * the module); the login state is per application, so that is success. */
+    if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN)
+        return m2mhsm_fail_ckr("C_Login(CKU_USER)", rv);
+    return M2MHSM_OK;
+}
+
+m2mhsm_status m2mhsm_token_attach(m2mhsm_token *tok)
+{
+    CK_RV rv = p11_kit_module_initialize(tok->fn);
+    if (rv != CKR_OK)
+        return m2mhsm_fail(M2MHSM_E_MODULE, "C_Initialize(%s): %s", tok->module_path,
+                           m2mhsm_ckr_name(rv));
+    tok->pid = getpid();
+    tok->login_session = CK_INVALID_HANDLE;
+    m2mhsm_status st = find_slot(tok);
+    if (st != M2MHSM_OK)
+        return st;
+    probe(tok);
+    if (!tok->caps.sha256_hmac)
+        return m2mhsm_fail(M2MHSM_E_UNSUPPORTED,
+                           "token lacks CKM_SHA256_HMAC with CKF_SIGN, which TS-0003 needs");
+    return login(tok);
+}
+
+static const char *default_module(void)
+{
+    const char *env = getenv("M2MHSM_MODULE");
+    return env != NULL && env[0] != '\0' ? env : M2MHSM_DEFAULT_MODULE;
+}
+
+/* RFC 7512 lets the URI carry the pin-source ("pkcs11:token=x?pin-source=file:/p"). */
+static m2mhsm_status pin_source_from_uri(m2mhsm_token *tok)
+{
+    P11KitUri *uri = NULL;
+    m2mhsm_status st = parse_uri(tok->token_uri, &uri);
+    if (st != M2MHSM_OK)
+        return st;
+    const char *src = p11_kit_uri_get_pin_source(uri);
+    if (src != NULL && (tok->pin_source = strdup(src)) == NULL)
+        st = m2mhsm_fail(M2MHSM_E_NOMEM, "out of memory");
+    p11_kit_uri_free(uri);
+    return st;
+}
+
+static m2mhsm_status load_module(m2mhsm_token *tok)
+{
+    if (access(tok->module_path, R_OK) != 0)
+        return m2mhsm_fail(M2MHSM_E_MODULE, "PKCS#11 module %s: not found or not readable",
+                           tok->module_path);
+    /* Managed mode: p11-kit reference-counts C_Initialize/C_Finalize, so libp11 or another
+     * user of the same module in this process does not clash with us. */
+    tok->fn = p11_kit_module_load(tok->module_path, 0);
+    if (tok->fn == NULL) {
+        const char *why = p11_kit_message();
+        return m2mhsm_fail(M2MHSM_E_MODULE, "p11_kit_module_load(%s): %s", tok->module_path,
+                           why != NULL ? why : "failed");
+    }
+    return M2MHSM_OK;
+}
+
+m2mhsm_status m2mhsm_token_open(const m2mhsm_token_config *cfg, m2mhsm_token **out)
+{
+    if (out == NULL)
+        return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "token_open: out is NULL");
+    *out = NULL;
+    if (cfg == NULL || cfg->token_uri == NULL || cfg->token_uri[0] == '\0')
+        return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "a token URI (pkcs11:token=...) is required");
+    m2mhsm_token *tok = calloc(1, sizeof(*tok));
+    if (tok == NULL)
+        return m2mhsm_fail(M2MHSM_E_NOMEM, "out of memory");
+    pthread_mutex_init(&tok->lock, NULL);
+    tok->module_path = strdup(cfg->module_path != NULL ? cfg->module_path : default_module());
+    tok->token_uri = strdup(cfg->token_uri);
+    tok->pin_source = dup_or_null(cfg->pin_source);
+    m2mhsm_status st = M2MHSM_OK;
+    if (tok->module_path == NULL || tok->token_uri == NULL ||
+        (cfg->pin_source != NULL && tok->pin_source == NULL))
+        st = m2mhsm_fail(M2MHSM_E_NOMEM, "out of memory");
+    if (st == M2MHSM_OK && tok->pin_source == NULL)
+        st = pin_source_from_uri(tok);
+    if (st == M2MHSM_OK)
+        st = load_module(tok);
+    if (st == M2MHSM_OK)
+        st = m2mhsm_token_attach(tok);
+    if (st != M2MHSM_OK) {
+        m2mhsm_token_close(tok);
+        return st;
+    }
+    *out = tok;
+    return M2MHSM_OK;
+}

@@ -1,0 +1,31 @@
+/* Throwaway SoftHSM tokens for the token suites, made under the build directory. */
+#ifndef M2MHSM_TEST_FIXTURE_H
+#define M2MHSM_TEST_FIXTURE_H
+
+#include <m2mhsm/keystore.h>
+
+typedef struct {
+    char dir[512];        /* the token directory */
+    char uri[128];        /* pkcs11:token=<label> */
+    char pin_source[600]; /* file:<dir>/user.pin */
+    char label[33];
+} fixture_token;
+
+/* Point SOFTHSM2_CONF at a fresh directory for this process (once per test binary). */
+void fixture_softhsm_setup(const char *suite);
+/* Make and initialise a token labelled `label` (unique within the process). */
+void fixture_token_make(fixture_token *t, const char *label);
+/* Open token + keystore on it with a clock the test controls. */
+typedef struct {
+    m2mhsm_token *tok;
+    m2mhsm_keystore *ks;
+    m2mhsm_time now;
+} fixture_store;
+void fixture_store_open(fixture_store *fs, const fixture_token *t);
+void fixture_store_close(fixture_store *fs);
+m2mhsm_time fixture_clock(void *arg);
+
+/* A fixed 32-byte key 00 01 .. 1f and its hex. */
+extern const uint8_t fixture_key32[32];
+
+#endif

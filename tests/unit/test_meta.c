@@ -1,0 +1,151 @@
+/* The metadata record and the key template, without a token. */
+#include <stdarg.h>
+#include <setjmp.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "keystore/ks.h"
+
+static m2mhsm_record sample(void)
+{
+    m2mhsm_record r = {0};
+    r.kind = M2MHSM_KIND_KM;
+    strcpy(r.identity, "00112233445566778899AABBCCDDEEFF@mef.example.com");
+    strcpy(r.kpm_id, "device-1");
+    strcpy(r.ke_id, r.identity);
+    strcpy(r.enrolee_id, "//sp.example.com/cse1/Cdev1");
+    strcpy(r.target_id, "maf.example.com");
+    r.enrolment_expiry = (m2mhsm_expiry_spec){M2MHSM_EXPIRY_DURATION, 3600};
+    r.created = 1795000000;
+    r.expiry = 1795003600;
+    for (int i = 0; i < M2MHSM_RECORD_ID_LEN; i++)
+        r.record_id[i] = (uint8_t)(0x10 + i);
+    return r;
+}
+
+static void test_metadata_round_trips(void **state)
+{
+    (void)state;
+    m2mhsm_record r = sample(), back;
+    char buf[M2MHSM_META_MAX];
+    size_t len = 0;
+    assert_int_equal(ks_meta_encode(&r, buf, &len), M2MHSM_OK);
+    assert_int_equal(ks_meta_decode(buf, len, &back), M2MHSM_OK);
+    assert_int_equal(back.kind, r.kind);
+    assert_string_equal(back.identity, r.identity);
+    assert_string_equal(back.kpm_id, r.kpm_id);
+    assert_string_equal(back.ke_id, r.ke_id);
+    assert_string_equal(back.enrolee_id, r.enrolee_id);
+    assert_string_equal(back.target_id, r.target_id);
+    assert_int_equal(back.enrolment_expiry.kind, M2MHSM_EXPIRY_DURATION);
+    assert_int_equal(back.enrolment_expiry.value, 3600);
+    assert_int_equal(back.created, r.created);
+    assert_int_equal(back.expiry, r.expiry);
+    assert_memory_equal(back.record_id, r.record_id, M2MHSM_RECORD_ID_LEN);
+    assert_int_equal(back.key[M2MHSM_FORM_RAW], CK_INVALID_HANDLE);
+}
+
+static void expect_corrupt(const char *text)
+{
+    m2mhsm_record back;
+    if (ks_meta_decode(text, strlen(text), &back) != M2MHSM_E_CORRUPT)
+        fail_msg("accepted: %s", text);
+}
+
+static void test_tampered_metadata_is_refused(void **state)
+{
+    (void)state;
+    m2mhsm_record r = sample();
+    char buf[M2MHSM_META_MAX], t[M2MHSM_META_MAX + 64];
+    size_t len = 0;
+    assert_int_equal(ks_meta_encode(&r, buf, &len), M2MHSM_OK);
+    buf[len] = '\0';
+    expect_corrupt("");
+    expect_corrupt("m2mhsm-meta 2\nkind=km\n");
+    /* a field twice */
+    snprintf(t, sizeof(t), "%skind=kpm\n", buf);
+    expect_corrupt(t);
+    /* an unknown field */
+    snprintf(t, sizeof(t), "%sextra=1\n", buf);
+    expect_corrupt(t);
+    /* a field missing */
+    char *p = strstr(buf, "expiry=1795003600\n");
+    assert_non_null(p);
+    memcpy(t, buf, (size_t)(p - buf));
+    t[p - buf] = '\0';
+    expect_corrupt(t);
+    /* an identity that is not a KeID */
+    char *id = strstr(buf, "identity=");
+    memcpy(id + 9, "zz", 2);
+    expect_corrupt(buf);
+}
+
+static void test_labels_name_kind_identity_and_form(void **state)
+{
+    (void)state;
+    m2mhsm_record r = sample();
+    char label[M2MHSM_LABEL_MAX];
+    ks_meta_label(&r, label, sizeof(label));
+    assert_string_equal(label, "m2mhsm:km:00112233445566778899AABBCCDDEEFF@mef.example.com");
+    ks_key_label(&r, M2MHSM_FORM_TLS12_PMS, label, sizeof(label));
+    assert_int_equal(ks_label_form(label), M2MHSM_FORM_TLS12_PMS);
+    assert_int_equal(ks_label_form("kek"), -1);
+    assert_int_equal(ks_label_form("m2mhsm:km:x:bogus"), -1);
+}
+
+static const CK_ATTRIBUTE *find(const CK_ATTRIBUTE *t, CK_ULONG n, CK_ATTRIBUTE_TYPE type)
+{
+    for (CK_ULONG i = 0; i < n; i++)
+        if (t[i].type == type)
+            return &t[i];
+    return NULL;
+}
+
+static CK_BBOOL flag(const CK_ATTRIBUTE *t, CK_ULONG n, CK_ATTRIBUTE_TYPE type)
+{
+    const CK_ATTRIBUTE *a = find(t, n, type);
+    assert_non_null(a);
+    return *(const CK_BBOOL *)a->pValue;
+}
+
+static void test_key_template_is_sensitive_unextractable_and_dated(void **state)
+{
+    (void)state;
+    m2mhsm_record r = sample();
+    ks_key_attrs a;
+    CK_ATTRIBUTE t[KS_KEY_TEMPLATE_LEN];
+    CK_ULONG n = ks_key_template(&r, M2MHSM_FORM_TLS12_PMS, CK_TRUE, &a, t);
+    assert_true(n < KS_KEY_TEMPLATE_LEN);
+    assert_true(flag(t, n, CKA_SENSITIVE));
+    assert_false(flag(t, n, CKA_EXTRACTABLE));
+    assert_true(flag(t, n, CKA_TOKEN));
+    assert_true(flag(t, n, CKA_PRIVATE));
+    assert_true(flag(t, n, CKA_SIGN));
+    assert_false(flag(t, n, CKA_DERIVE));
+    assert_false(flag(t, n, CKA_WRAP));
+    assert_false(flag(t, n, CKA_MODIFIABLE));
+    const CK_ATTRIBUTE *end = find(t, n, CKA_END_DATE);
+    assert_non_null(end);
+    assert_memory_equal(end->pValue, "20261118", 8); /* 1795003600 = 2026-11-18T12:06:40Z */
+    const CK_ATTRIBUTE *start = find(t, n, CKA_START_DATE);
+    assert_non_null(start);
+    assert_memory_equal(start->pValue, "20261118", 8);
+    r.expiry = M2MHSM_NEVER;
+    n = ks_key_template(&r, M2MHSM_FORM_RAW, CK_FALSE, &a, t);
+    assert_null(find(t, n, CKA_END_DATE));
+    assert_false(flag(t, n, CKA_SIGN));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_metadata_round_trips),
+        cmocka_unit_test(test_tampered_metadata_is_refused),
+        cmocka_unit_test(test_labels_name_kind_identity_and_form),
+        cmocka_unit_test(test_key_template_is_sensitive_unextractable_and_dated),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
