@@ -12,6 +12,16 @@ m2mhsm_status m2mhsm_fail(m2mhsm_status st, const char *fmt, ...)
 m2mhsm_status m2mhsm_fail_ckr(const char *op, CK_RV rv);
 void m2mhsm_clear_error(void);
 
+/* Bracket C_CreateObject/C_DestroyObject/C_UnwrapKey sequences (see
+ * m2mhsm_token_config.concurrent_writes). */
+struct m2mhsm_token;
+void m2mhsm_token_write_begin(struct m2mhsm_token *tok);
+void m2mhsm_token_write_end(struct m2mhsm_token *tok);
+/* Bracket calls that read token objects (C_FindObjects*, C_GetAttributeValue, C_SignInit
+ * and C_Sign on a token key) likewise: shared with each other, exclusive with writes. */
+void m2mhsm_token_read_begin(struct m2mhsm_token *tok);
+void m2mhsm_token_read_end(struct m2mhsm_token *tok);
+
 #define M2MHSM_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 #endif

@@ -21,6 +21,11 @@ typedef struct {
     /* "file:/path" (RFC 7512 pin-source); NULL: the URI's pin-source attribute.
      * The PIN is read, used for C_Login, and cleansed; it is never logged. */
     const char *pin_source;
+    /* 0 (default): m2mhsm serialises object creation and destruction within the process,
+     * because some modules fail concurrent C_CreateObject (SoftHSM 2.6.1 returns
+     * CKR_GENERAL_ERROR, softhsm/SoftHSMv2#573). 1: the module is trusted with concurrent
+     * object writes. Signing and lookups are concurrent either way. */
+    int concurrent_writes;
 } m2mhsm_token_config;
 
 /* Mechanisms m2mhsm may use, probed with C_GetMechanismInfo when the token opens. */

@@ -42,20 +42,28 @@ void ks_index_forget(m2mhsm_keystore *ks, const m2mhsm_record *rec)
         ks_index_del(&ks->by_kpm, M2MHSM_KIND_KE, rec->kpm_id, rec);
 }
 
+m2mhsm_status ks_record_destroy_objects(m2mhsm_keystore *ks, CK_SESSION_HANDLE s,
+                                        const m2mhsm_record *rec)
+{
+    m2mhsm_status st = M2MHSM_OK;
+    for (int f = 0; st == M2MHSM_OK && f < M2MHSM_FORM_COUNT; f++)
+        if (rec->key[f] != CK_INVALID_HANDLE)
+            st = ks_destroy(ks->fn, s, rec->key[f]);
+    if (st == M2MHSM_OK && rec->meta != CK_INVALID_HANDLE)
+        st = ks_destroy(ks->fn, s, rec->meta);
+    return st;
+}
+
 m2mhsm_status ks_record_destroy(m2mhsm_keystore *ks, CK_SESSION_HANDLE s,
                                 const m2mhsm_record *rec)
 {
     pthread_mutex_lock(&ks->lock);
     ks_index_forget(ks, rec);
     pthread_mutex_unlock(&ks->lock);
-    for (int f = 0; f < M2MHSM_FORM_COUNT; f++) {
-        if (rec->key[f] == CK_INVALID_HANDLE)
-            continue;
-        m2mhsm_status st = ks_destroy(ks->fn, s, rec->key[f]);
-        if (st != M2MHSM_OK)
-            return st;
-    }
-    return rec->meta != CK_INVALID_HANDLE ? ks_destroy(ks->fn, s, rec->meta) : M2MHSM_OK;
+    m2mhsm_token_write_begin(ks->tok);
+    m2mhsm_status st = ks_record_destroy_objects(ks, s, rec);
+    m2mhsm_token_write_end(ks->tok);
+    return st;
 }
 
 /* Remove what a crash left: keys without metadata, and metadata whose keys are missing once
@@ -64,7 +72,9 @@ static m2mhsm_status repair(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, ks_scan *s
                             m2mhsm_open_report *rep)
 {
     for (size_t i = 0; i < sc->orphan_count; i++) {
+        m2mhsm_token_write_begin(ks->tok);
         m2mhsm_status st = ks_destroy(ks->fn, s, sc->orphans[i]);
+        m2mhsm_token_write_end(ks->tok);
         if (st != M2MHSM_OK)
             return st;
         rep->orphan_keys++;

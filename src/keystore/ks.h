@@ -58,14 +58,16 @@ m2mhsm_status ks_create_key(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, const m2m
 /* Destroy; an object already gone counts as destroyed (another process got there first). */
 m2mhsm_status ks_destroy(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h);
 /* All objects matching tmpl. *out is malloc'd. */
-m2mhsm_status ks_find(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tmpl,
+m2mhsm_status ks_find(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tmpl,
                       CK_ULONG n, CK_OBJECT_HANDLE **out, size_t *count);
+/* The two readers below return M2MHSM_E_NOT_FOUND when the object vanished meanwhile
+ * (CKR_OBJECT_HANDLE_INVALID): another thread or process destroyed it. */
 /* Read CKA_LABEL (NUL-terminated, truncated to label_len-1) and CKA_ID of a key object.
  * *id_len = 0 if it has no CKA_ID. */
-m2mhsm_status ks_read_key_ids(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
+m2mhsm_status ks_read_key_ids(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
                               char *label, size_t label_len, uint8_t *id, size_t *id_len);
 /* Read and decode a metadata object. */
-m2mhsm_status ks_read_meta(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
+m2mhsm_status ks_read_meta(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
                            m2mhsm_record *rec);
 
 /* ---- index.c: (kind, identity) -> record, O(1) ---- */
@@ -117,6 +119,9 @@ void ks_index_forget(m2mhsm_keystore *ks, const m2mhsm_record *rec);
  * without metadata. Removes it from the index. */
 m2mhsm_status ks_record_destroy(m2mhsm_keystore *ks, CK_SESSION_HANDLE s,
                                 const m2mhsm_record *rec);
+/* The same without the index and without taking the write lock (the caller holds it). */
+m2mhsm_status ks_record_destroy_objects(m2mhsm_keystore *ks, CK_SESSION_HANDLE s,
+                                        const m2mhsm_record *rec);
 /* Make sure the index belongs to this process's module generation (fork). */
 m2mhsm_status ks_sync_generation(m2mhsm_keystore *ks);
 void ks_index_insert(m2mhsm_keystore *ks, const m2mhsm_record *rec);

@@ -32,7 +32,10 @@ static int still_there(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, const m2mhsm_re
     if (form < 0) {
         ks_meta_label(rec, want, sizeof(want));
         CK_ATTRIBUTE a = {CKA_LABEL, label, sizeof(label) - 1};
-        if (ks->fn->C_GetAttributeValue(s, h, &a, 1) != CKR_OK)
+        m2mhsm_token_read_begin(ks->tok);
+        CK_RV rv = ks->fn->C_GetAttributeValue(s, h, &a, 1);
+        m2mhsm_token_read_end(ks->tok);
+        if (rv != CKR_OK)
             return 0;
         label[a.ulValueLen] = '\0';
         return strcmp(label, want) == 0;
@@ -40,7 +43,7 @@ static int still_there(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, const m2mhsm_re
     ks_key_label(rec, (m2mhsm_form)form, want, sizeof(want));
     uint8_t id[M2MHSM_RECORD_ID_LEN];
     size_t id_len = 0;
-    if (ks_read_key_ids(ks->fn, s, h, label, sizeof(label), id, &id_len) != M2MHSM_OK)
+    if (ks_read_key_ids(ks->tok, s, h, label, sizeof(label), id, &id_len) != M2MHSM_OK)
         return 0;
     return id_len == M2MHSM_RECORD_ID_LEN &&
            memcmp(id, rec->record_id, M2MHSM_RECORD_ID_LEN) == 0 && strcmp(label, want) == 0;
@@ -55,12 +58,16 @@ static m2mhsm_status attach_keys(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, m2mhs
     };
     CK_OBJECT_HANDLE *h = NULL;
     size_t n = 0;
-    m2mhsm_status st = ks_find(ks->fn, s, tmpl, M2MHSM_ARRAY_LEN(tmpl), &h, &n);
+    m2mhsm_status st = ks_find(ks->tok, s, tmpl, M2MHSM_ARRAY_LEN(tmpl), &h, &n);
     for (size_t i = 0; st == M2MHSM_OK && i < n; i++) {
         char label[M2MHSM_LABEL_MAX];
         uint8_t id[M2MHSM_RECORD_ID_LEN];
         size_t id_len;
-        st = ks_read_key_ids(ks->fn, s, h[i], label, sizeof(label), id, &id_len);
+        st = ks_read_key_ids(ks->tok, s, h[i], label, sizeof(label), id, &id_len);
+        if (st == M2MHSM_E_NOT_FOUND) {
+            st = M2MHSM_OK;
+            continue;
+        }
         int form = st == M2MHSM_OK ? ks_label_form(label) : -1;
         if (form >= 0)
             rec->key[form] = h[i];
@@ -86,11 +93,11 @@ static m2mhsm_status search(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, m2mhsm_kin
     };
     CK_OBJECT_HANDLE *h = NULL;
     size_t n = 0;
-    m2mhsm_status st = ks_find(ks->fn, s, tmpl, M2MHSM_ARRAY_LEN(tmpl), &h, &n);
+    m2mhsm_status st = ks_find(ks->tok, s, tmpl, M2MHSM_ARRAY_LEN(tmpl), &h, &n);
     int found = 0;
     for (size_t i = 0; st == M2MHSM_OK && i < n; i++) {
         m2mhsm_record rec;
-        if (ks_read_meta(ks->fn, s, h[i], &rec) != M2MHSM_OK || rec.kind != kind ||
+        if (ks_read_meta(ks->tok, s, h[i], &rec) != M2MHSM_OK || rec.kind != kind ||
             strcmp(rec.identity, identity) != 0)
             continue;
         st = attach_keys(ks, s, &rec);

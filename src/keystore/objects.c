@@ -128,14 +128,19 @@ static m2mhsm_status find_all(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJE
     return M2MHSM_OK;
 }
 
-m2mhsm_status ks_find(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tmpl,
+m2mhsm_status ks_find(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tmpl,
                       CK_ULONG n, CK_OBJECT_HANDLE **out, size_t *count)
 {
+    CK_FUNCTION_LIST *fn = m2mhsm_token_functions(tok);
+    m2mhsm_token_read_begin(tok);
     CK_RV rv = fn->C_FindObjectsInit(s, tmpl, n);
-    if (rv != CKR_OK)
+    if (rv != CKR_OK) {
+        m2mhsm_token_read_end(tok);
         return m2mhsm_fail_ckr("C_FindObjectsInit", rv);
+    }
     m2mhsm_status st = find_all(fn, s, out, count);
     rv = fn->C_FindObjectsFinal(s);
+    m2mhsm_token_read_end(tok);
     if (st == M2MHSM_OK && rv != CKR_OK) {
         free(*out);
         return m2mhsm_fail_ckr("C_FindObjectsFinal", rv);
@@ -143,20 +148,25 @@ m2mhsm_status ks_find(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_ATTRIBUTE *t
     return st;
 }
 
-m2mhsm_status ks_read_key_ids(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
+m2mhsm_status ks_read_key_ids(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
                               char *label, size_t label_len, uint8_t *id, size_t *id_len)
 {
+    CK_FUNCTION_LIST *fn = m2mhsm_token_functions(tok);
     CK_ATTRIBUTE a[] = {
         {CKA_LABEL, label, label_len - 1},
         {CKA_ID, id, M2MHSM_RECORD_ID_LEN},
     };
+    m2mhsm_token_read_begin(tok);
     CK_RV rv = fn->C_GetAttributeValue(s, h, a, M2MHSM_ARRAY_LEN(a));
+    m2mhsm_token_read_end(tok);
     /* Foreign keys may have longer labels or ids than ours: too small means "not ours". */
     if (rv == CKR_BUFFER_TOO_SMALL || rv == CKR_ATTRIBUTE_TYPE_INVALID) {
         label[0] = '\0';
         *id_len = 0;
         return M2MHSM_OK;
     }
+    if (rv == CKR_OBJECT_HANDLE_INVALID)
+        return m2mhsm_fail(M2MHSM_E_NOT_FOUND, "object destroyed meanwhile");
     if (rv != CKR_OK)
         return m2mhsm_fail_ckr("C_GetAttributeValue(CKA_LABEL, CKA_ID)", rv);
     label[a[0].ulValueLen] = '\0';
@@ -164,15 +174,19 @@ m2mhsm_status ks_read_key_ids(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJE
     return M2MHSM_OK;
 }
 
-m2mhsm_status ks_read_meta(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
+m2mhsm_status ks_read_meta(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
                            m2mhsm_record *rec)
 {
     char value[M2MHSM_META_MAX];
     CK_ATTRIBUTE a = {CKA_VALUE, value, sizeof(value)};
-    CK_RV rv = fn->C_GetAttributeValue(s, h, &a, 1);
+    m2mhsm_token_read_begin(tok);
+    CK_RV rv = m2mhsm_token_functions(tok)->C_GetAttributeValue(s, h, &a, 1);
+    m2mhsm_token_read_end(tok);
     if (rv == CKR_BUFFER_TOO_SMALL)
         return m2mhsm_fail(M2MHSM_E_CORRUPT, "metadata object larger than %d bytes",
                            M2MHSM_META_MAX);
+    if (rv == CKR_OBJECT_HANDLE_INVALID)
+        return m2mhsm_fail(M2MHSM_E_NOT_FOUND, "object destroyed meanwhile");
     if (rv != CKR_OK)
         return m2mhsm_fail_ckr("C_GetAttributeValue(CKA_VALUE of metadata)", rv);
     m2mhsm_status st = ks_meta_decode(value, a.ulValueLen, rec);

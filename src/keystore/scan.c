@@ -42,12 +42,14 @@ static m2mhsm_status scan_meta(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, ks_scan
     };
     CK_OBJECT_HANDLE *h = NULL;
     size_t n = 0;
-    m2mhsm_status st = ks_find(ks->fn, s, tmpl, M2MHSM_ARRAY_LEN(tmpl), &h, &n);
+    m2mhsm_status st = ks_find(ks->tok, s, tmpl, M2MHSM_ARRAY_LEN(tmpl), &h, &n);
     for (size_t i = 0; st == M2MHSM_OK && i < n; i++) {
         m2mhsm_record rec;
-        m2mhsm_status rs = ks_read_meta(ks->fn, s, h[i], &rec);
+        m2mhsm_status rs = ks_read_meta(ks->tok, s, h[i], &rec);
         if (rs == M2MHSM_E_CORRUPT)
             sc->corrupt++; /* left in place for an operator to inspect */
+        else if (rs == M2MHSM_E_NOT_FOUND)
+            continue;
         else if (rs != M2MHSM_OK)
             st = rs;
         else
@@ -69,13 +71,15 @@ static m2mhsm_status push_orphan(ks_scan *sc, CK_OBJECT_HANDLE h)
 
 /* Attach one secret key to its record by CKA_ID, or note it as an orphan. Keys whose label
  * is not ours are someone else's (a KEK, another application) and are never touched. */
-static m2mhsm_status attach_key(ks_scan *sc, CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s,
+static m2mhsm_status attach_key(ks_scan *sc, m2mhsm_token *tok, CK_SESSION_HANDLE s,
                                 CK_OBJECT_HANDLE h)
 {
     char label[M2MHSM_LABEL_MAX];
     m2mhsm_record key = {0};
     size_t id_len = 0;
-    m2mhsm_status st = ks_read_key_ids(fn, s, h, label, sizeof(label), key.record_id, &id_len);
+    m2mhsm_status st = ks_read_key_ids(tok, s, h, label, sizeof(label), key.record_id, &id_len);
+    if (st == M2MHSM_E_NOT_FOUND)
+        return M2MHSM_OK;
     if (st != M2MHSM_OK)
         return st;
     int form = ks_label_form(label);
@@ -96,9 +100,9 @@ static m2mhsm_status scan_keys(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, ks_scan
     CK_ATTRIBUTE tmpl[] = {{CKA_CLASS, &cls, sizeof(cls)}};
     CK_OBJECT_HANDLE *h = NULL;
     size_t n = 0;
-    m2mhsm_status st = ks_find(ks->fn, s, tmpl, 1, &h, &n);
+    m2mhsm_status st = ks_find(ks->tok, s, tmpl, 1, &h, &n);
     for (size_t i = 0; st == M2MHSM_OK && i < n; i++)
-        st = attach_key(sc, ks->fn, s, h[i]);
+        st = attach_key(sc, ks->tok, s, h[i]);
     free(h);
     return st;
 }

@@ -121,17 +121,14 @@ static m2mhsm_status check_enrolment(const m2mhsm_enrolment *enr)
     return st;
 }
 
-/* Re-enrolment (8.3.2.1): the KpmID's previous Ke and everything derived from it go. */
-static void erase_previous_ke(m2mhsm_keystore *ks, const char *kpm_id, const char *new_ke_id)
+/* Re-enrolment (8.3.2.1): the KpmID's previous Ke, as this process knows it (the index
+ * holds every record that existed at open and every one written since). */
+static void previous_ke(m2mhsm_keystore *ks, const char *kpm_id, char *out, size_t cap)
 {
     pthread_mutex_lock(&ks->lock);
     const m2mhsm_record *hit = ks_index_get(&ks->by_kpm, M2MHSM_KIND_KE, kpm_id, strlen(kpm_id));
-    char old[M2MHSM_KE_ID_MAX + 1] = "";
-    if (hit != NULL && strcmp(hit->identity, new_ke_id) != 0)
-        set_str(old, sizeof(old), hit->identity);
+    set_str(out, cap, hit != NULL ? hit->identity : "");
     pthread_mutex_unlock(&ks->lock);
-    if (old[0] != '\0')
-        m2mhsm_keystore_erase_id(ks, old, NULL);
 }
 
 m2mhsm_status m2mhsm_keystore_store_ke(m2mhsm_keystore *ks, const m2mhsm_enrolment *enr,
@@ -145,6 +142,8 @@ m2mhsm_status m2mhsm_keystore_store_ke(m2mhsm_keystore *ks, const m2mhsm_enrolme
         return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "exported keying material is NULL");
     uint8_t rel[M2MHSM_RELATIVE_KE_ID_LEN], ke[M2MHSM_KE_LEN];
     m2mhsm_export_split(exported, rel, ke);
+    char old[M2MHSM_KE_ID_MAX + 1];
+    previous_ke(ks, enr->kpm_id, old, sizeof(old));
     m2mhsm_record rec;
     record_init(ks, &rec, M2MHSM_KIND_KE, "");
     st = m2mhsm_ke_id_format(rel, enr->mef_fqdn, rec.identity, sizeof(rec.identity));
@@ -163,7 +162,9 @@ m2mhsm_status m2mhsm_keystore_store_ke(m2mhsm_keystore *ks, const m2mhsm_enrolme
     OPENSSL_cleanse(rel, sizeof(rel));
     if (st != M2MHSM_OK)
         return st;
-    erase_previous_ke(ks, enr->kpm_id, rec.identity);
+    /* The old Ke and everything derived from it go once the new one is safely stored. */
+    if (old[0] != '\0' && strcmp(old, rec.identity) != 0)
+        m2mhsm_keystore_erase_id(ks, old, NULL);
     if (out != NULL)
         *out = rec;
     return M2MHSM_OK;
@@ -189,11 +190,13 @@ m2mhsm_status m2mhsm_keystore_derive(m2mhsm_keystore *ks, const m2mhsm_record *k
     }
     CK_MECHANISM mech = {CKM_SHA256_HMAC, NULL, 0};
     CK_ULONG out_len = M2MHSM_KEY_LEN;
+    m2mhsm_token_read_begin(ks->tok);
     CK_RV rv = ks->fn->C_SignInit(s, &mech, ke->key[M2MHSM_FORM_RAW]);
+    if (rv == CKR_OK)
+        rv = ks->fn->C_Sign(s, msg, msg_len, out, &out_len);
+    m2mhsm_token_read_end(ks->tok);
     if (rv != CKR_OK)
-        st = m2mhsm_fail_ckr("C_SignInit(CKM_SHA256_HMAC)", rv);
-    else if ((rv = ks->fn->C_Sign(s, msg, msg_len, out, &out_len)) != CKR_OK)
-        st = m2mhsm_fail_ckr("C_Sign(CKM_SHA256_HMAC)", rv);
+        st = m2mhsm_fail_ckr("C_SignInit/C_Sign(CKM_SHA256_HMAC)", rv);
     else if (out_len != M2MHSM_KEY_LEN)
         st = m2mhsm_fail(M2MHSM_E_PKCS11, "C_Sign(CKM_SHA256_HMAC): %lu bytes, not 32",
                          (unsigned long)out_len);

@@ -9,6 +9,7 @@
 #include "../internal.h"
 
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -34,7 +35,7 @@ static m2mhsm_status find_kek(m2mhsm_keystore *ks, const char *label, CK_OBJECT_
         return st;
     CK_OBJECT_HANDLE *h = NULL;
     size_t n = 0;
-    st = ks_find(ks->fn, s, tmpl, M2MHSM_ARRAY_LEN(tmpl), &h, &n);
+    st = ks_find(ks->tok, s, tmpl, M2MHSM_ARRAY_LEN(tmpl), &h, &n);
     m2mhsm_token_session_put(ks->tok, s);
     if (st != M2MHSM_OK)
         return st;
@@ -47,6 +48,16 @@ static m2mhsm_status find_kek(m2mhsm_keystore *ks, const char *label, CK_OBJECT_
     return M2MHSM_OK;
 }
 
+/* Drop CKA_MODIFIABLE from a template (in place); returns the new count. */
+static CK_ULONG without_modifiable(CK_ATTRIBUTE *tmpl, CK_ULONG n)
+{
+    CK_ULONG m = 0;
+    for (CK_ULONG i = 0; i < n; i++)
+        if (tmpl[i].type != CKA_MODIFIABLE)
+            tmpl[m++] = tmpl[i];
+    return m;
+}
+
 static m2mhsm_status make_unwrapped(const ks_key_spec *spec, CK_SESSION_HANDLE s,
                                     const m2mhsm_record *rec, CK_ATTRIBUTE *tmpl, CK_ULONG n,
                                     CK_OBJECT_HANDLE *out)
@@ -56,6 +67,12 @@ static m2mhsm_status make_unwrapped(const ks_key_spec *spec, CK_SESSION_HANDLE s
     CK_MECHANISM mech = {u->kwp ? CKM_AES_KEY_WRAP_PAD : CKM_AES_KEY_WRAP, NULL, 0};
     CK_RV rv = u->fn->C_UnwrapKey(s, &mech, u->kek, (CK_BYTE *)u->wrapped, u->wrapped_len, tmpl,
                                   n, out);
+    /* Some tokens apply the unwrap template after creating the object and so refuse
+     * CKA_MODIFIABLE=FALSE as read-only. Without it the key is no weaker: PKCS#11 forbids
+     * turning CKA_SENSITIVE off or CKA_EXTRACTABLE on whatever CKA_MODIFIABLE says. */
+    if (rv == CKR_ATTRIBUTE_READ_ONLY)
+        rv = u->fn->C_UnwrapKey(s, &mech, u->kek, (CK_BYTE *)u->wrapped, u->wrapped_len, tmpl,
+                                without_modifiable(tmpl, n), out);
     if (rv != CKR_OK)
         return m2mhsm_fail_ckr(u->kwp ? "C_UnwrapKey(CKM_AES_KEY_WRAP_PAD)"
                                       : "C_UnwrapKey(CKM_AES_KEY_WRAP)",
@@ -137,6 +154,9 @@ static m2mhsm_status make_form(const ks_key_spec *spec, CK_SESSION_HANDLE s,
     uint8_t form[32];
     size_t len = 0;
     m2mhsm_status st = key_len(u->fn, s, raw, &len);
+    /* Not every token fills CKA_VALUE_LEN on unwrap; RFC 3394 fixes it as blob - 8. */
+    if (st == M2MHSM_OK && len == 0 && !u->kwp)
+        len = u->wrapped_len - 8;
     if (st == M2MHSM_OK && (len < M2MHSM_PSK_MIN || len > M2MHSM_PSK_MAX))
         st = m2mhsm_fail(M2MHSM_E_INVALID_ARG, "unwrapped Kpm is %zu bytes; need %d to %d", len,
                          M2MHSM_PSK_MIN, M2MHSM_PSK_MAX);
@@ -163,9 +183,14 @@ static m2mhsm_status write_unwrapped(m2mhsm_keystore *ks, m2mhsm_record *rec, un
     m2mhsm_status st = ks_record_write(ks, rec, specs);
     if (st == M2MHSM_E_PKCS11 && !u->kwp && ks->fn != NULL &&
         m2mhsm_token_caps_get(ks->tok)->aes_key_wrap_pad) {
-        /* An RFC 5649 blob fails RFC 3394's integrity check: try the padded variant. */
+        /* An RFC 5649 blob fails RFC 3394's integrity check: try the padded variant, and
+         * if that fails too, report both. */
+        char first[256];
+        snprintf(first, sizeof(first), "%s", m2mhsm_last_error());
         u->kwp = 1;
         st = ks_record_write(ks, rec, specs);
+        if (st != M2MHSM_OK)
+            st = m2mhsm_fail(st, "%s; %s", first, m2mhsm_last_error());
     }
     return st;
 }

@@ -21,7 +21,7 @@ static m2mhsm_status write_objects(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, m2m
         char first[256];
         strncpy(first, m2mhsm_last_error(), sizeof(first) - 1);
         first[sizeof(first) - 1] = '\0';
-        ks_record_destroy(ks, s, rec);
+        ks_record_destroy_objects(ks, s, rec);
         return m2mhsm_fail(st, "%s", first);
     }
     return M2MHSM_OK;
@@ -39,7 +39,9 @@ m2mhsm_status ks_record_write(m2mhsm_keystore *ks, m2mhsm_record *rec,
     m2mhsm_status st = m2mhsm_token_session_get(ks->tok, &s);
     if (st != M2MHSM_OK)
         return st;
+    m2mhsm_token_write_begin(ks->tok);
     st = write_objects(ks, s, rec, specs);
+    m2mhsm_token_write_end(ks->tok);
     m2mhsm_token_session_put(ks->tok, s);
     if (st == M2MHSM_OK) {
         pthread_mutex_lock(&ks->lock);

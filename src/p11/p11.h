@@ -19,6 +19,10 @@ struct m2mhsm_token {
     char *pin_source;
     m2mhsm_token_caps caps;
 
+    int serialize_writes;
+    /* If serialised: object writes exclusive, object reads shared (SoftHSMv2#573: creation
+     * races with searches and attribute reads in the same process). */
+    pthread_rwlock_t object_lock;
     pthread_mutex_t lock;         /* guards everything below */
     pid_t pid;                    /* process that initialised the module */
     unsigned generation;          /* bumped on re-initialisation after fork */

@@ -70,6 +70,29 @@ void m2mhsm_token_session_put(m2mhsm_token *tok, CK_SESSION_HANDLE s)
     pthread_mutex_unlock(&tok->lock);
 }
 
+void m2mhsm_token_write_begin(m2mhsm_token *tok)
+{
+    if (tok->serialize_writes)
+        pthread_rwlock_wrlock(&tok->object_lock);
+}
+
+void m2mhsm_token_read_begin(m2mhsm_token *tok)
+{
+    if (tok->serialize_writes)
+        pthread_rwlock_rdlock(&tok->object_lock);
+}
+
+void m2mhsm_token_write_end(m2mhsm_token *tok)
+{
+    if (tok->serialize_writes)
+        pthread_rwlock_unlock(&tok->object_lock);
+}
+
+void m2mhsm_token_read_end(m2mhsm_token *tok)
+{
+    m2mhsm_token_write_end(tok);
+}
+
 unsigned m2mhsm_token_generation(m2mhsm_token *tok)
 {
     pthread_mutex_lock(&tok->lock);
@@ -104,6 +127,7 @@ void m2mhsm_token_close(m2mhsm_token *tok)
     if (tok->fn != NULL)
         p11_kit_module_release(tok->fn);
     pthread_mutex_destroy(&tok->lock);
+    pthread_rwlock_destroy(&tok->object_lock);
     free(tok->idle);
     free(tok->module_path);
     free(tok->token_uri);

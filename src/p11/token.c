@@ -181,6 +181,13 @@ m2mhsm_status m2mhsm_token_open(const m2mhsm_token_config *cfg, m2mhsm_token **o
     if (tok == NULL)
         return m2mhsm_fail(M2MHSM_E_NOMEM, "out of memory");
     pthread_mutex_init(&tok->lock, NULL);
+    /* Writer-preferring, so a steady stream of handshakes cannot starve an enrolment. */
+    pthread_rwlockattr_t attr;
+    pthread_rwlockattr_init(&attr);
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&tok->object_lock, &attr);
+    pthread_rwlockattr_destroy(&attr);
+    tok->serialize_writes = !cfg->concurrent_writes;
     tok->module_path = strdup(cfg->module_path != NULL ? cfg->module_path : default_module());
     tok->token_uri = strdup(cfg->token_uri);
     tok->pin_source = dup_or_null(cfg->pin_source);

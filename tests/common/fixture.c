@@ -69,7 +69,7 @@ m2mhsm_time fixture_clock(void *arg)
 
 void fixture_store_open(fixture_store *fs, const fixture_token *t)
 {
-    m2mhsm_token_config cfg = {NULL, t->uri, t->pin_source};
+    m2mhsm_token_config cfg = {.token_uri = t->uri, .pin_source = t->pin_source};
     if (fs->now == 0)
         fs->now = 1795000000; /* 2026-11-18, fixed: tests never read the wall clock */
     m2mhsm_status st = m2mhsm_token_open(&cfg, &fs->tok);

@@ -1,0 +1,492 @@
+/* The key store against a throwaway SoftHSM token. */
+#include <stdarg.h>
+#include <setjmp.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include "fixture.h"
+
+#define MEF "mef.example.com"
+#define MAF "maf.example.com"
+#define ENROLEE_B "//sp.example.com/cse1"
+
+static fixture_token token;
+
+static int suite_setup(void **state)
+{
+    (void)state;
+    fixture_softhsm_setup("keystore");
+    fixture_token_make(&token, "keystore");
+    return 0;
+}
+
+static int store_setup(void **state)
+{
+    fixture_store *fs = calloc(1, sizeof(*fs));
+    fixture_store_open(fs, &token);
+    *state = fs;
+    return 0;
+}
+
+static int store_teardown(void **state)
+{
+    fixture_store *fs = *state;
+    fixture_store_close(fs);
+    free(fs);
+    return 0;
+}
+
+static void check(m2mhsm_status st)
+{
+    if (st != M2MHSM_OK)
+        fail_msg("%s: %s", m2mhsm_status_name(st), m2mhsm_last_error());
+}
+
+/* An export whose Ke is 00 01 .. 1f and whose RelativeKeID is `tag` repeated. */
+static void make_export(uint8_t out[48], uint8_t tag)
+{
+    memset(out, tag, 16);
+    memcpy(out + 16, fixture_key32, 32);
+}
+
+static m2mhsm_record enrol(fixture_store *fs, const char *kpm_id, const char *enrolee,
+                           uint8_t tag, int64_t seconds)
+{
+    uint8_t exported[48];
+    make_export(exported, tag);
+    m2mhsm_enrolment e = {kpm_id, MEF, enrolee, MAF, {M2MHSM_EXPIRY_DURATION, seconds}};
+    m2mhsm_record ke;
+    check(m2mhsm_keystore_store_ke(fs->ks, &e, exported, &ke));
+    return ke;
+}
+
+static size_t count_records(fixture_store *fs)
+{
+    m2mhsm_record *recs = NULL;
+    size_t n = 0;
+    check(m2mhsm_keystore_list(fs->ks, &recs, &n));
+    free(recs);
+    return n;
+}
+
+/* ---- attributes and non-extractability ---- */
+
+static CK_FUNCTION_LIST *fn_of(fixture_store *fs)
+{
+    return m2mhsm_token_functions(fs->tok);
+}
+
+static void assert_bool_attr(fixture_store *fs, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
+                             CK_ATTRIBUTE_TYPE type, CK_BBOOL want)
+{
+    CK_BBOOL v = !want;
+    CK_ATTRIBUTE a = {type, &v, sizeof(v)};
+    assert_int_equal(fn_of(fs)->C_GetAttributeValue(s, h, &a, 1), CKR_OK);
+    assert_int_equal(v, want);
+}
+
+static void assert_key_locked_down(fixture_store *fs, CK_OBJECT_HANDLE h, CK_OBJECT_HANDLE kek)
+{
+    CK_FUNCTION_LIST *fn = fn_of(fs);
+    CK_SESSION_HANDLE s;
+    check(m2mhsm_token_session_get(fs->tok, &s));
+    assert_bool_attr(fs, s, h, CKA_SENSITIVE, CK_TRUE);
+    assert_bool_attr(fs, s, h, CKA_EXTRACTABLE, CK_FALSE);
+    assert_bool_attr(fs, s, h, CKA_TOKEN, CK_TRUE);
+    assert_bool_attr(fs, s, h, CKA_PRIVATE, CK_TRUE);
+    assert_bool_attr(fs, s, h, CKA_DERIVE, CK_FALSE);
+    assert_bool_attr(fs, s, h, CKA_ENCRYPT, CK_FALSE);
+    CK_OBJECT_CLASS cls = 0;
+    CK_KEY_TYPE kt = 0;
+    CK_ATTRIBUTE ck[] = {{CKA_CLASS, &cls, sizeof(cls)}, {CKA_KEY_TYPE, &kt, sizeof(kt)}};
+    assert_int_equal(fn->C_GetAttributeValue(s, h, ck, 2), CKR_OK);
+    assert_int_equal(cls, CKO_SECRET_KEY);
+    assert_int_equal(kt, CKK_GENERIC_SECRET);
+
+    uint8_t value[128];
+    CK_ATTRIBUTE v = {CKA_VALUE, value, sizeof(value)};
+    assert_int_equal(fn->C_GetAttributeValue(s, h, &v, 1), CKR_ATTRIBUTE_SENSITIVE);
+    assert_int_equal(v.ulValueLen, CK_UNAVAILABLE_INFORMATION);
+
+    CK_MECHANISM wrap = {CKM_AES_KEY_WRAP, NULL, 0};
+    CK_ULONG wlen = sizeof(value);
+    assert_int_not_equal(fn->C_WrapKey(s, &wrap, kek, h, value, &wlen), CKR_OK);
+
+    CK_BBOOL t = CK_TRUE, f = CK_FALSE;
+    CK_ATTRIBUTE ext = {CKA_EXTRACTABLE, &t, sizeof(t)};
+    assert_int_not_equal(fn->C_SetAttributeValue(s, h, &ext, 1), CKR_OK);
+    CK_ATTRIBUTE sens = {CKA_SENSITIVE, &f, sizeof(f)};
+    assert_int_not_equal(fn->C_SetAttributeValue(s, h, &sens, 1), CKR_OK);
+    CK_OBJECT_HANDLE copy = CK_INVALID_HANDLE;
+    assert_int_not_equal(fn->C_CopyObject(s, h, &ext, 1, &copy), CKR_OK);
+    assert_bool_attr(fs, s, h, CKA_EXTRACTABLE, CK_FALSE);
+    m2mhsm_token_session_put(fs->tok, s);
+}
+
+static CK_OBJECT_HANDLE make_kek(fixture_store *fs, const char *label, const uint8_t *value)
+{
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_KEY_TYPE kt = CKK_AES;
+    CK_BBOOL t = CK_TRUE, f = CK_FALSE;
+    CK_ATTRIBUTE tmpl[] = {
+        {CKA_CLASS, &cls, sizeof(cls)}, {CKA_KEY_TYPE, &kt, sizeof(kt)},
+        {CKA_TOKEN, &f, sizeof(f)},     {CKA_PRIVATE, &t, sizeof(t)},
+        {CKA_WRAP, &t, sizeof(t)},      {CKA_UNWRAP, &t, sizeof(t)},
+        {CKA_SENSITIVE, &t, sizeof(t)}, {CKA_LABEL, (void *)label, strlen(label)},
+        {CKA_VALUE, (void *)value, 32},
+    };
+    CK_SESSION_HANDLE s;
+    CK_OBJECT_HANDLE h;
+    check(m2mhsm_token_session_get(fs->tok, &s));
+    assert_int_equal(fn_of(fs)->C_CreateObject(s, tmpl, 9, &h), CKR_OK);
+    m2mhsm_token_session_put(fs->tok, s);
+    return h;
+}
+
+static void test_every_key_kind_is_sensitive_and_unextractable(void **state)
+{
+    fixture_store *fs = *state;
+    uint8_t kek_value[32] = {9};
+    CK_OBJECT_HANDLE kek = make_kek(fs, "test-kek-attrs", kek_value);
+    m2mhsm_record kpm, ke, km, kpsa;
+    check(m2mhsm_keystore_import_kpm(fs->ks, "attr-kpm", fixture_key32, 32, M2MHSM_NEVER, &kpm));
+    ke = enrol(fs, "attr-kpm", "//sp.example.com/cse1/Cattr", 0xa1, 3600);
+    check(m2mhsm_keystore_derive_store(fs->ks, &ke, M2MHSM_DERIVE_KM, MAF, M2MHSM_NEVER, &km));
+    check(m2mhsm_keystore_derive_store(fs->ks, &ke, M2MHSM_DERIVE_KPSA, ENROLEE_B, M2MHSM_NEVER,
+                                       &kpsa));
+    const m2mhsm_record *recs[] = {&kpm, &ke, &km, &kpsa};
+    size_t keys = 0;
+    for (size_t r = 0; r < 4; r++)
+        for (int f = 0; f < M2MHSM_FORM_COUNT; f++)
+            if (recs[r]->key[f] != CK_INVALID_HANDLE) {
+                assert_key_locked_down(fs, recs[r]->key[f], kek);
+                keys++;
+            }
+    assert_int_equal(keys, 3 + 1 + 3 + 3);
+    check(m2mhsm_keystore_erase_id(fs->ks, "attr-kpm", NULL));
+    check(m2mhsm_keystore_erase_enrolee(fs->ks, "//sp.example.com/cse1/Cattr", NULL));
+}
+
+static void test_usage_flags_are_only_what_each_form_needs(void **state)
+{
+    fixture_store *fs = *state;
+    m2mhsm_record kpm;
+    check(m2mhsm_keystore_import_kpm(fs->ks, "usage-kpm", fixture_key32, 32, M2MHSM_NEVER, &kpm));
+    CK_SESSION_HANDLE s;
+    check(m2mhsm_token_session_get(fs->tok, &s));
+    assert_bool_attr(fs, s, kpm.key[M2MHSM_FORM_RAW], CKA_SIGN, CK_FALSE);
+    assert_bool_attr(fs, s, kpm.key[M2MHSM_FORM_TLS12_PMS], CKA_SIGN, CK_TRUE);
+    assert_bool_attr(fs, s, kpm.key[M2MHSM_FORM_TLS13_ES], CKA_SIGN, CK_TRUE);
+    assert_bool_attr(fs, s, kpm.key[M2MHSM_FORM_TLS12_PMS], CKA_VERIFY, CK_FALSE);
+    assert_bool_attr(fs, s, kpm.key[M2MHSM_FORM_TLS12_PMS], CKA_MODIFIABLE, CK_FALSE);
+    /* The metadata is a private data object: nothing readable without login. */
+    assert_bool_attr(fs, s, kpm.meta, CKA_PRIVATE, CK_TRUE);
+    assert_bool_attr(fs, s, kpm.meta, CKA_TOKEN, CK_TRUE);
+    m2mhsm_token_session_put(fs->tok, s);
+    check(m2mhsm_keystore_erase_id(fs->ks, "usage-kpm", NULL));
+}
+
+/* ---- derivations on the token ---- */
+
+static void hmac_on_token(fixture_store *fs, CK_OBJECT_HANDLE key, const char *msg,
+                          uint8_t out[32])
+{
+    CK_SESSION_HANDLE s;
+    CK_MECHANISM m = {CKM_SHA256_HMAC, NULL, 0};
+    CK_ULONG len = 32;
+    check(m2mhsm_token_session_get(fs->tok, &s));
+    assert_int_equal(fn_of(fs)->C_SignInit(s, &m, key), CKR_OK);
+    assert_int_equal(fn_of(fs)->C_Sign(s, (CK_BYTE *)msg, strlen(msg), out, &len), CKR_OK);
+    m2mhsm_token_session_put(fs->tok, s);
+}
+
+static void hex(const uint8_t *b, size_t n, char *out)
+{
+    for (size_t i = 0; i < n; i++)
+        sprintf(out + 2 * i, "%02x", b[i]);
+}
+
+static void test_token_derivations_equal_the_check_values(void **state)
+{
+    fixture_store *fs = *state;
+    m2mhsm_record ke = enrol(fs, "derive-kpm", "//sp.example.com/cse1/Cderive", 0xb2, 3600);
+    uint8_t km[32], kpsa[32];
+    char h[65];
+    check(m2mhsm_keystore_derive(fs->ks, &ke, M2MHSM_DERIVE_KM, MAF, km));
+    hex(km, 32, h);
+    assert_string_equal(h, "3055bf32dd9c95586aaffa2ae2e165dfeffd0803566e16bdd343171457da8a5e");
+    check(m2mhsm_keystore_derive(fs->ks, &ke, M2MHSM_DERIVE_KPSA, ENROLEE_B, kpsa));
+    hex(kpsa, 32, h);
+    assert_string_equal(h, "0aa013cc8b374f98de90055eeb9f59c2e2d322af64888b8d3459433fc03639a3");
+    assert_string_equal(ke.identity, "B2B2B2B2B2B2B2B2B2B2B2B2B2B2B2B2@" MEF);
+
+    /* The stored Km's TLS 1.2 form keys HMAC exactly as the premaster of that Km does. */
+    m2mhsm_record kmrec;
+    check(m2mhsm_keystore_derive_store(fs->ks, &ke, M2MHSM_DERIVE_KM, MAF, M2MHSM_NEVER, &kmrec));
+    assert_string_equal(kmrec.identity, ke.identity); /* KmID = KeID (the CR) */
+    uint8_t form[64], want[32], got[32];
+    size_t form_len;
+    unsigned int l;
+    check(m2mhsm_psk_tls12_pms_key(km, 32, form, &form_len));
+    HMAC(EVP_sha256(), form, (int)form_len, (const uint8_t *)"master secret", 13, want, &l);
+    hmac_on_token(fs, kmrec.key[M2MHSM_FORM_TLS12_PMS], "master secret", got);
+    assert_memory_equal(got, want, 32);
+    check(m2mhsm_keystore_erase_id(fs->ks, ke.identity, NULL));
+}
+
+static void test_unwrapped_kpm_has_correct_tls_forms(void **state)
+{
+    fixture_store *fs = *state;
+    uint8_t kek_value[32], wrapped[40], form[64], want[32], got[32];
+    for (int i = 0; i < 32; i++)
+        kek_value[i] = (uint8_t)(0x80 + i);
+    make_kek(fs, "test-kek-unwrap", kek_value);
+    /* RFC 3394 wrap on the host, as a key-distribution system would. */
+    EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+    int len = 0, fin = 0;
+    EVP_CIPHER_CTX_set_flags(c, EVP_CIPHER_CTX_FLAG_WRAP_ALLOW);
+    assert_int_equal(EVP_EncryptInit_ex(c, EVP_aes_256_wrap(), NULL, kek_value, NULL), 1);
+    assert_int_equal(EVP_EncryptUpdate(c, wrapped, &len, fixture_key32, 32), 1);
+    assert_int_equal(EVP_EncryptFinal_ex(c, wrapped + len, &fin), 1);
+    EVP_CIPHER_CTX_free(c);
+    assert_int_equal(len + fin, 40);
+
+    m2mhsm_record kpm;
+    check(m2mhsm_keystore_unwrap_kpm(fs->ks, "wrapped-kpm", wrapped, 40, "test-kek-unwrap",
+                                     M2MHSM_NEVER, &kpm));
+    size_t form_len;
+    unsigned int l;
+    check(m2mhsm_psk_tls12_pms_key(fixture_key32, 32, form, &form_len));
+    HMAC(EVP_sha256(), form, (int)form_len, (const uint8_t *)"seed", 4, want, &l);
+    hmac_on_token(fs, kpm.key[M2MHSM_FORM_TLS12_PMS], "seed", got);
+    assert_memory_equal(got, want, 32);
+    check(m2mhsm_psk_tls13_early_secret(fixture_key32, 32, form));
+    HMAC(EVP_sha256(), form, 32, (const uint8_t *)"seed", 4, want, &l);
+    hmac_on_token(fs, kpm.key[M2MHSM_FORM_TLS13_ES], "seed", got);
+    assert_memory_equal(got, want, 32);
+
+    /* A wrong KEK, or a tampered blob, is refused and leaves nothing behind. */
+    size_t before = count_records(fs);
+    wrapped[5] ^= 1;
+    assert_int_not_equal(m2mhsm_keystore_unwrap_kpm(fs->ks, "wrapped-kpm2", wrapped, 40,
+                                                    "test-kek-unwrap", M2MHSM_NEVER, NULL),
+                         M2MHSM_OK);
+    assert_int_equal(m2mhsm_keystore_unwrap_kpm(fs->ks, "wrapped-kpm2", wrapped, 40, "no-such-kek",
+                                                M2MHSM_NEVER, NULL),
+                     M2MHSM_E_NOT_FOUND);
+    assert_int_equal(count_records(fs), before);
+    check(m2mhsm_keystore_erase_id(fs->ks, "wrapped-kpm", NULL));
+}
+
+/* ---- Enrolment Expiry ---- */
+
+static void test_km_lifetime_never_exceeds_ke(void **state)
+{
+    fixture_store *fs = *state;
+    m2mhsm_record ke = enrol(fs, "clamp-kpm", "//sp.example.com/cse1/Cclamp", 0xc3, 600);
+    assert_int_equal(ke.expiry, fs->now + 600);
+    m2mhsm_record km;
+    check(m2mhsm_keystore_derive_store(fs->ks, &ke, M2MHSM_DERIVE_KM, MAF, fs->now + 99999, &km));
+    assert_int_equal(km.expiry, ke.expiry);
+    check(m2mhsm_keystore_derive_store(fs->ks, &ke, M2MHSM_DERIVE_KM, MAF, fs->now + 60, &km));
+    assert_int_equal(km.expiry, fs->now + 60);
+    /* The same clamp on the Enrolment Target's side, and the value survives a re-read. */
+    m2mhsm_fetched_key fk = {M2MHSM_KIND_KM, ke.identity, "//sp.example.com/cse1/Cclamp", MAF,
+                             ke.expiry, M2MHSM_NEVER};
+    check(m2mhsm_keystore_store_fetched(fs->ks, &fk, fixture_key32, 32, &km));
+    m2mhsm_record again;
+    fixture_store_close(fs);
+    fixture_store_open(fs, &token);
+    check(m2mhsm_keystore_lookup(fs->ks, M2MHSM_KIND_KM, ke.identity, strlen(ke.identity),
+                                 &again));
+    assert_int_equal(again.expiry, ke.expiry);
+    check(m2mhsm_keystore_erase_id(fs->ks, ke.identity, NULL));
+}
+
+static void test_expiry_boundary_second_before_valid_at_expiry_refused(void **state)
+{
+    fixture_store *fs = *state;
+    m2mhsm_time t0 = fs->now;
+    m2mhsm_record ke = enrol(fs, "edge-kpm", "//sp.example.com/cse1/Cedge", 0xd4, 100);
+    uint8_t km[32];
+    fs->now = t0 + 99;
+    assert_true(m2mhsm_record_valid(fs->ks, &ke));
+    check(m2mhsm_keystore_derive(fs->ks, &ke, M2MHSM_DERIVE_KM, MAF, km));
+    fs->now = t0 + 100;
+    assert_false(m2mhsm_record_valid(fs->ks, &ke));
+    assert_int_equal(m2mhsm_keystore_derive(fs->ks, &ke, M2MHSM_DERIVE_KM, MAF, km),
+                     M2MHSM_E_EXPIRED);
+    /* An already-expired lifetime from the MEF is refused and nothing is stored. */
+    m2mhsm_fetched_key fk = {M2MHSM_KIND_KM, ke.identity, NULL, MAF, t0 + 100, M2MHSM_NEVER};
+    size_t before = count_records(fs);
+    assert_int_equal(m2mhsm_keystore_store_fetched(fs->ks, &fk, fixture_key32, 32, NULL),
+                     M2MHSM_E_EXPIRED);
+    assert_int_equal(count_records(fs), before);
+    fs->now = t0;
+    check(m2mhsm_keystore_erase_id(fs->ks, ke.identity, NULL));
+}
+
+static void test_erase_enrolee_removes_only_that_enrolee(void **state)
+{
+    fixture_store *fs = *state;
+    const char *a = "//sp.example.com/cse1/Calice", *b = "//sp.example.com/cse1/Cbob";
+    check(m2mhsm_keystore_import_kpm(fs->ks, "kpm-alice", fixture_key32, 32, M2MHSM_NEVER, NULL));
+    check(m2mhsm_keystore_import_kpm(fs->ks, "kpm-bob", fixture_key32, 32, M2MHSM_NEVER, NULL));
+    m2mhsm_expiry_spec hour = {M2MHSM_EXPIRY_DURATION, 3600};
+    check(m2mhsm_keystore_configure_enrolee(fs->ks, "kpm-alice", MAF, a, &hour));
+    m2mhsm_record ke_a = enrol(fs, "kpm-alice", a, 0x0a, 3600);
+    m2mhsm_record ke_b = enrol(fs, "kpm-bob", b, 0x0b, 3600);
+    check(m2mhsm_keystore_derive_store(fs->ks, &ke_a, M2MHSM_DERIVE_KM, MAF, M2MHSM_NEVER, NULL));
+    check(m2mhsm_keystore_derive_store(fs->ks, &ke_a, M2MHSM_DERIVE_KPSA, ENROLEE_B,
+                                       M2MHSM_NEVER, NULL));
+    check(m2mhsm_keystore_derive_store(fs->ks, &ke_b, M2MHSM_DERIVE_KM, MAF, M2MHSM_NEVER, NULL));
+    size_t before = count_records(fs), erased = 0;
+    check(m2mhsm_keystore_erase_enrolee(fs->ks, a, &erased));
+    assert_int_equal(erased, 3); /* Ke, Km, Kpsa */
+    assert_int_equal(count_records(fs), before - 3);
+    m2mhsm_record r;
+    const char *ida = ke_a.identity, *idb = ke_b.identity;
+    assert_int_equal(m2mhsm_keystore_lookup(fs->ks, M2MHSM_KIND_KE, ida, strlen(ida), &r),
+                     M2MHSM_E_NOT_FOUND);
+    assert_int_equal(m2mhsm_keystore_lookup(fs->ks, M2MHSM_KIND_KM, ida, strlen(ida), &r),
+                     M2MHSM_E_NOT_FOUND);
+    check(m2mhsm_keystore_lookup(fs->ks, M2MHSM_KIND_KE, idb, strlen(idb), &r));
+    check(m2mhsm_keystore_lookup(fs->ks, M2MHSM_KIND_KM, idb, strlen(idb), &r));
+    /* Kpm and the MEF's configuration stay: the device must be able to re-enrol. */
+    check(m2mhsm_keystore_lookup(fs->ks, M2MHSM_KIND_KPM, "kpm-alice", 9, &r));
+    check(m2mhsm_keystore_lookup(fs->ks, M2MHSM_KIND_ENROLMENT, "kpm-alice", 9, &r));
+    assert_string_equal(r.enrolee_id, a);
+    check(m2mhsm_keystore_erase_enrolee(fs->ks, b, NULL));
+    check(m2mhsm_keystore_erase_id(fs->ks, "kpm-alice", NULL));
+    check(m2mhsm_keystore_erase_id(fs->ks, "kpm-bob", NULL));
+}
+
+static void test_reenrolment_replaces_ke_and_what_derives_from_it(void **state)
+{
+    fixture_store *fs = *state;
+    const char *e = "//sp.example.com/cse1/Cre";
+    m2mhsm_record ke1 = enrol(fs, "re-kpm", e, 0x01, 3600);
+    check(m2mhsm_keystore_derive_store(fs->ks, &ke1, M2MHSM_DERIVE_KM, MAF, M2MHSM_NEVER, NULL));
+    m2mhsm_record ke2 = enrol(fs, "re-kpm", e, 0x02, 3600);
+    m2mhsm_record r;
+    const char *old = ke1.identity;
+    assert_int_equal(m2mhsm_keystore_lookup(fs->ks, M2MHSM_KIND_KE, old, strlen(old), &r),
+                     M2MHSM_E_NOT_FOUND);
+    assert_int_equal(m2mhsm_keystore_lookup(fs->ks, M2MHSM_KIND_KM, old, strlen(old), &r),
+                     M2MHSM_E_NOT_FOUND);
+    check(m2mhsm_keystore_lookup(fs->ks, M2MHSM_KIND_KE, ke2.identity, strlen(ke2.identity), &r));
+    check(m2mhsm_keystore_erase_enrolee(fs->ks, e, NULL));
+}
+
+static void test_sweep_erases_every_expired_enrolee_and_nothing_else(void **state)
+{
+    fixture_store *fs = *state;
+    m2mhsm_time t0 = fs->now;
+    const char *old = "//sp.example.com/cse1/Cold", *young = "//sp.example.com/cse1/Cyoung";
+    check(m2mhsm_keystore_import_kpm(fs->ks, "sweep-kpm", fixture_key32, 32, t0 + 10, NULL));
+    m2mhsm_record ke_old = enrol(fs, "sweep-old", old, 0x51, 50);
+    m2mhsm_record ke_young = enrol(fs, "sweep-young", young, 0x52, 5000);
+    /* A Km whose own lifetime is longer than that of another of its Enrolee's keys. */
+    check(m2mhsm_keystore_derive_store(fs->ks, &ke_old, M2MHSM_DERIVE_KM, MAF, M2MHSM_NEVER,
+                                       NULL));
+    check(m2mhsm_keystore_derive_store(fs->ks, &ke_young, M2MHSM_DERIVE_KM, MAF, M2MHSM_NEVER,
+                                       NULL));
+    size_t before = count_records(fs), erased = 0;
+    fs->now = t0 + 49;
+    check(m2mhsm_keystore_sweep(fs->ks, &erased));
+    assert_int_equal(erased, 0);
+    fs->now = t0 + 50;
+    check(m2mhsm_keystore_sweep(fs->ks, &erased));
+    assert_int_equal(erased, 2);
+    assert_int_equal(count_records(fs), before - 2);
+    m2mhsm_record r;
+    check(m2mhsm_keystore_lookup(fs->ks, M2MHSM_KIND_KM, ke_young.identity,
+                                 strlen(ke_young.identity), &r));
+    /* Kpm is not subject to Enrolment Expiry, even past its own validity end. */
+    check(m2mhsm_keystore_lookup(fs->ks, M2MHSM_KIND_KPM, "sweep-kpm", 9, &r));
+    fs->now = t0;
+    check(m2mhsm_keystore_erase_enrolee(fs->ks, young, NULL));
+    check(m2mhsm_keystore_erase_id(fs->ks, "sweep-kpm", NULL));
+}
+
+/* ---- bad input changes nothing ---- */
+
+static void test_bad_input_gets_a_clear_error_and_changes_nothing(void **state)
+{
+    fixture_store *fs = *state;
+    size_t before = count_records(fs);
+    char long_id[130];
+    memset(long_id, 'k', 129);
+    long_id[129] = '\0';
+    const char *bad_ids[] = {"", long_id, "k\xc3\xa9y", "sp ace"};
+    m2mhsm_expiry_spec hour = {M2MHSM_EXPIRY_DURATION, 3600};
+    for (size_t i = 0; i < 4; i++) {
+        assert_int_equal(m2mhsm_keystore_import_kpm(fs->ks, bad_ids[i], fixture_key32, 32,
+                                                    M2MHSM_NEVER, NULL),
+                         M2MHSM_E_INVALID_ARG);
+        assert_int_equal(m2mhsm_keystore_configure_enrolee(fs->ks, bad_ids[i], MAF, "/cse1/Cx",
+                                                           &hour),
+                         M2MHSM_E_INVALID_ARG);
+    }
+    m2mhsm_record r;
+    assert_int_equal(m2mhsm_keystore_lookup(fs->ks, M2MHSM_KIND_KPM, "nul\0id", 6, &r),
+                     M2MHSM_E_INVALID_ARG);
+    assert_non_null(strstr(m2mhsm_last_error(), "NUL"));
+    assert_int_equal(m2mhsm_keystore_lookup(fs->ks, M2MHSM_KIND_KPM, long_id, 129, &r),
+                     M2MHSM_E_INVALID_ARG);
+    assert_int_equal(m2mhsm_keystore_import_kpm(fs->ks, "short-kpm", fixture_key32, 8,
+                                                M2MHSM_NEVER, NULL),
+                     M2MHSM_E_INVALID_ARG);
+    assert_int_equal(m2mhsm_keystore_import_kpm(fs->ks, "past-kpm", fixture_key32, 32,
+                                                fs->now - 1, NULL),
+                     M2MHSM_E_EXPIRED);
+    m2mhsm_expiry_spec past = {M2MHSM_EXPIRY_ABSOLUTE, fs->now};
+    assert_int_equal(m2mhsm_keystore_configure_enrolee(fs->ks, "kpm-x", MAF, "/cse1/Cx", &past),
+                     M2MHSM_E_EXPIRED);
+    assert_int_equal(m2mhsm_keystore_configure_enrolee(fs->ks, "kpm-x", "MAF!", "/cse1/Cx", &hour),
+                     M2MHSM_E_INVALID_ARG);
+    uint8_t exported[48] = {0};
+    m2mhsm_enrolment e = {"kpm-x", "Bad_FQDN", NULL, NULL, hour};
+    assert_int_equal(m2mhsm_keystore_store_ke(fs->ks, &e, exported, NULL), M2MHSM_E_INVALID_ARG);
+    assert_int_equal(count_records(fs), before);
+    check(m2mhsm_keystore_import_kpm(fs->ks, "dup-kpm", fixture_key32, 32, M2MHSM_NEVER, NULL));
+    assert_int_equal(m2mhsm_keystore_import_kpm(fs->ks, "dup-kpm", fixture_key32, 32,
+                                                M2MHSM_NEVER, NULL),
+                     M2MHSM_E_EXISTS);
+    assert_int_equal(count_records(fs), before + 1);
+    check(m2mhsm_keystore_erase_id(fs->ks, "dup-kpm", NULL));
+    assert_int_equal(m2mhsm_keystore_erase_id(fs->ks, "dup-kpm", NULL), M2MHSM_E_NOT_FOUND);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_every_key_kind_is_sensitive_and_unextractable,
+                                        store_setup, store_teardown),
+        cmocka_unit_test_setup_teardown(test_usage_flags_are_only_what_each_form_needs,
+                                        store_setup, store_teardown),
+        cmocka_unit_test_setup_teardown(test_token_derivations_equal_the_check_values,
+                                        store_setup, store_teardown),
+        cmocka_unit_test_setup_teardown(test_unwrapped_kpm_has_correct_tls_forms, store_setup,
+                                        store_teardown),
+        cmocka_unit_test_setup_teardown(test_km_lifetime_never_exceeds_ke, store_setup,
+                                        store_teardown),
+        cmocka_unit_test_setup_teardown(test_expiry_boundary_second_before_valid_at_expiry_refused,
+                                        store_setup, store_teardown),
+        cmocka_unit_test_setup_teardown(test_erase_enrolee_removes_only_that_enrolee, store_setup,
+                                        store_teardown),
+        cmocka_unit_test_setup_teardown(test_reenrolment_replaces_ke_and_what_derives_from_it,
+                                        store_setup, store_teardown),
+        cmocka_unit_test_setup_teardown(test_sweep_erases_every_expired_enrolee_and_nothing_else,
+                                        store_setup, store_teardown),
+        cmocka_unit_test_setup_teardown(test_bad_input_gets_a_clear_error_and_changes_nothing,
+                                        store_setup, store_teardown),
+    };
+    return cmocka_run_group_tests(tests, suite_setup, NULL);
+}

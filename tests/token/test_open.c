@@ -1,0 +1,218 @@
+/* Opening a token and a store: every misconfiguration gets a clear error, and opening
+ * repairs what a crash left behind. */
+#include <stdarg.h>
+#include <setjmp.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fixture.h"
+
+static fixture_token token, other;
+
+static int suite_setup(void **state)
+{
+    (void)state;
+    fixture_softhsm_setup("open");
+    fixture_token_make(&token, "open-a");
+    fixture_token_make(&other, "open-b");
+    return 0;
+}
+
+static void expect_open_fails(const char *module, const char *uri, const char *pin_source,
+                              m2mhsm_status want, const char *words)
+{
+    m2mhsm_token_config cfg = {.module_path = module, .token_uri = uri, .pin_source = pin_source};
+    m2mhsm_token *tok = (m2mhsm_token *)&cfg; /* must be reset to NULL */
+    assert_int_equal(m2mhsm_token_open(&cfg, &tok), want);
+    assert_null(tok);
+    if (strstr(m2mhsm_last_error(), words) == NULL)
+        fail_msg("expected \"%s\" in \"%s\"", words, m2mhsm_last_error());
+}
+
+static void write_pin(const char *path, const char *pin)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(pin, f);
+    fclose(f);
+}
+
+static void test_wrong_pin_is_refused_with_the_ckr(void **state)
+{
+    (void)state;
+    char path[600], src[610];
+    snprintf(path, sizeof(path), "%s/../wrong.pin", token.dir);
+    write_pin(path, "not-the-pin\n");
+    snprintf(src, sizeof(src), "file:%s", path);
+    expect_open_fails(NULL, token.uri, src, M2MHSM_E_PIN, "C_Login(CKU_USER): CKR_PIN_INCORRECT");
+}
+
+static void test_pin_source_problems_are_named(void **state)
+{
+    (void)state;
+    expect_open_fails(NULL, token.uri, "file:/nonexistent/pin", M2MHSM_E_PIN, "cannot read");
+    expect_open_fails(NULL, token.uri, "env:PIN", M2MHSM_E_PIN, "file:PATH");
+    expect_open_fails(NULL, token.uri, NULL, M2MHSM_E_PIN, "no pin-source");
+}
+
+static void test_pin_source_may_come_from_the_uri(void **state)
+{
+    (void)state;
+    char uri[800];
+    snprintf(uri, sizeof(uri), "%s?pin-source=%s", token.uri, token.pin_source);
+    m2mhsm_token_config cfg = {.token_uri = uri};
+    m2mhsm_token *tok = NULL;
+    if (m2mhsm_token_open(&cfg, &tok) != M2MHSM_OK)
+        fail_msg("%s", m2mhsm_last_error());
+    assert_true(m2mhsm_token_caps_get(tok)->sha256_hmac);
+    m2mhsm_token_close(tok);
+}
+
+static void test_wrong_token_uri_is_refused(void **state)
+{
+    (void)state;
+    expect_open_fails(NULL, "pkcs11:token=no-such-token", token.pin_source, M2MHSM_E_TOKEN,
+                      "no initialised token matches");
+    expect_open_fails(NULL, "http://example.com", token.pin_source, M2MHSM_E_TOKEN, "token URI");
+    /* Two tokens match a bare URI: picking one would be a guess. */
+    expect_open_fails(NULL, "pkcs11:", token.pin_source, M2MHSM_E_TOKEN, "2 tokens match");
+    expect_open_fails(NULL, "", token.pin_source, M2MHSM_E_INVALID_ARG, "token URI");
+}
+
+static void test_missing_module_is_refused(void **state)
+{
+    (void)state;
+    expect_open_fails("/nonexistent/libpkcs11.so", token.uri, token.pin_source, M2MHSM_E_MODULE,
+                      "/nonexistent/libpkcs11.so");
+    expect_open_fails("/etc/hostname", token.uri, token.pin_source, M2MHSM_E_MODULE,
+                      "p11_kit_module_load");
+}
+
+/* ---- repair at open ---- */
+
+static CK_OBJECT_HANDLE create_raw_key(fixture_store *fs, const char *label, const uint8_t id[16])
+{
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_KEY_TYPE kt = CKK_GENERIC_SECRET;
+    CK_BBOOL t = CK_TRUE;
+    CK_ATTRIBUTE tmpl[] = {
+        {CKA_CLASS, &cls, sizeof(cls)},      {CKA_KEY_TYPE, &kt, sizeof(kt)},
+        {CKA_TOKEN, &t, sizeof(t)},          {CKA_PRIVATE, &t, sizeof(t)},
+        {CKA_SENSITIVE, &t, sizeof(t)},      {CKA_LABEL, (void *)label, strlen(label)},
+        {CKA_ID, (void *)id, 16},            {CKA_VALUE, (void *)fixture_key32, 32},
+    };
+    CK_SESSION_HANDLE s;
+    CK_OBJECT_HANDLE h;
+    assert_int_equal(m2mhsm_token_session_get(fs->tok, &s), M2MHSM_OK);
+    assert_int_equal(m2mhsm_token_functions(fs->tok)->C_CreateObject(s, tmpl, 8, &h), CKR_OK);
+    m2mhsm_token_session_put(fs->tok, s);
+    return h;
+}
+
+static int object_exists(fixture_store *fs, CK_OBJECT_HANDLE h)
+{
+    CK_OBJECT_CLASS cls;
+    CK_ATTRIBUTE a = {CKA_CLASS, &cls, sizeof(cls)};
+    CK_SESSION_HANDLE s;
+    assert_int_equal(m2mhsm_token_session_get(fs->tok, &s), M2MHSM_OK);
+    CK_RV rv = m2mhsm_token_functions(fs->tok)->C_GetAttributeValue(s, h, &a, 1);
+    m2mhsm_token_session_put(fs->tok, s);
+    return rv == CKR_OK;
+}
+
+/* Handles do not survive a module re-initialisation: look objects up by label. */
+static size_t labelled(fixture_store *fs, const char *label)
+{
+    CK_ATTRIBUTE t = {CKA_LABEL, (void *)label, strlen(label)};
+    CK_OBJECT_HANDLE h[8];
+    CK_ULONG n = 0;
+    CK_SESSION_HANDLE s;
+    CK_FUNCTION_LIST *fn = m2mhsm_token_functions(fs->tok);
+    assert_int_equal(m2mhsm_token_session_get(fs->tok, &s), M2MHSM_OK);
+    assert_int_equal(fn->C_FindObjectsInit(s, &t, 1), CKR_OK);
+    assert_int_equal(fn->C_FindObjects(s, h, 8, &n), CKR_OK);
+    assert_int_equal(fn->C_FindObjectsFinal(s), CKR_OK);
+    m2mhsm_token_session_put(fs->tok, s);
+    return n;
+}
+
+static void test_open_removes_orphans_and_keeps_foreign_keys(void **state)
+{
+    (void)state;
+    fixture_store fs = {0};
+    fixture_store_open(&fs, &token);
+    uint8_t id[16] = {0xee};
+    /* A key of ours without metadata (a crash between the two deletes of an erase). */
+    create_raw_key(&fs, "m2mhsm:km:EEEE@mef.example.com:tls12-pms", id);
+    /* Someone else's key on the same token: never ours to touch. */
+    create_raw_key(&fs, "operator-hmac-key", id);
+    /* A record whose keys never got written (a crash mid-import). */
+    m2mhsm_record kpm;
+    assert_int_equal(m2mhsm_keystore_import_kpm(fs.ks, "torn-kpm", fixture_key32, 32,
+                                                M2MHSM_NEVER, &kpm),
+                     M2MHSM_OK);
+    CK_SESSION_HANDLE s;
+    assert_int_equal(m2mhsm_token_session_get(fs.tok, &s), M2MHSM_OK);
+    assert_int_equal(m2mhsm_token_functions(fs.tok)->C_DestroyObject(s, kpm.key[2]), CKR_OK);
+    m2mhsm_token_session_put(fs.tok, s);
+    fixture_store_close(&fs);
+
+    /* Within the grace period a torn record may be another process mid-write: kept. */
+    m2mhsm_open_report rep;
+    fs.now += 30;
+    fixture_store_open(&fs, &token);
+    m2mhsm_keystore_close(fs.ks);
+    m2mhsm_keystore_options o = {fixture_clock, &fs.now, 0};
+    assert_int_equal(m2mhsm_keystore_open(fs.tok, &o, &fs.ks, &rep), M2MHSM_OK);
+    assert_int_equal(rep.orphan_keys, 0); /* the first open already removed it */
+    assert_int_equal(rep.incomplete, 0);
+    assert_int_equal(labelled(&fs, "m2mhsm:kpm:torn-kpm"), 1);
+    assert_int_equal(labelled(&fs, "m2mhsm:km:EEEE@mef.example.com:tls12-pms"), 0);
+    m2mhsm_keystore_close(fs.ks);
+
+    fs.now += 60;
+    assert_int_equal(m2mhsm_keystore_open(fs.tok, &o, &fs.ks, &rep), M2MHSM_OK);
+    assert_int_equal(rep.incomplete, 1);
+    assert_int_equal(labelled(&fs, "m2mhsm:kpm:torn-kpm"), 0);
+    assert_int_equal(labelled(&fs, "m2mhsm:kpm:torn-kpm:raw"), 0);
+    assert_int_equal(labelled(&fs, "m2mhsm:kpm:torn-kpm:tls12-pms"), 0);
+    assert_int_equal(labelled(&fs, "operator-hmac-key"), 1);
+    m2mhsm_record r;
+    assert_int_equal(m2mhsm_keystore_lookup(fs.ks, M2MHSM_KIND_KPM, "torn-kpm", 8, &r),
+                     M2MHSM_E_NOT_FOUND);
+    fixture_store_close(&fs);
+}
+
+static void test_first_open_reports_the_orphan_key(void **state)
+{
+    (void)state;
+    fixture_store fs = {0};
+    fixture_store_open(&fs, &other);
+    uint8_t id[16] = {0xdd};
+    CK_OBJECT_HANDLE orphan = create_raw_key(&fs, "m2mhsm:ke:DDDD@mef.example.com:raw", id);
+    m2mhsm_open_report rep;
+    m2mhsm_keystore_close(fs.ks);
+    m2mhsm_keystore_options o = {fixture_clock, &fs.now, 0};
+    assert_int_equal(m2mhsm_keystore_open(fs.tok, &o, &fs.ks, &rep), M2MHSM_OK);
+    assert_int_equal(rep.orphan_keys, 1);
+    assert_false(object_exists(&fs, orphan));
+    fixture_store_close(&fs);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_wrong_pin_is_refused_with_the_ckr),
+        cmocka_unit_test(test_pin_source_problems_are_named),
+        cmocka_unit_test(test_pin_source_may_come_from_the_uri),
+        cmocka_unit_test(test_wrong_token_uri_is_refused),
+        cmocka_unit_test(test_missing_module_is_refused),
+        cmocka_unit_test(test_open_removes_orphans_and_keeps_foreign_keys),
+        cmocka_unit_test(test_first_open_reports_the_orphan_key),
+    };
+    return cmocka_run_group_tests(tests, suite_setup, NULL);
+}
