@@ -160,7 +160,8 @@ m2mhsm_status m2mhsm_keystore_list(m2mhsm_keystore *ks, m2mhsm_record **out, siz
     for (size_t i = 0; i < sc.count; i++)
         if (ks_record_complete(&sc.recs[i]))
             sc.recs[n++] = sc.recs[i];
-    qsort(sc.recs, n, sizeof(*sc.recs), cmp_listing);
+    if (n > 0)
+        qsort(sc.recs, n, sizeof(*sc.recs), cmp_listing);
     free(sc.orphans);
     *out = sc.recs;
     *count = n;

@@ -86,7 +86,7 @@ static m2mhsm_status attach_key(ks_scan *sc, m2mhsm_token *tok, CK_SESSION_HANDL
     if (form < 0)
         return M2MHSM_OK;
     m2mhsm_record *rec = NULL;
-    if (id_len == M2MHSM_RECORD_ID_LEN)
+    if (id_len == M2MHSM_RECORD_ID_LEN && sc->count > 0)
         rec = bsearch(&key, sc->recs, sc->count, sizeof(*rec), cmp_record_id);
     if (rec == NULL || !(ks_kind_forms(rec->kind) & (1u << form)))
         return push_orphan(sc, h);
@@ -111,10 +111,10 @@ m2mhsm_status ks_scan_token(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, ks_scan *o
 {
     memset(out, 0, sizeof(*out));
     m2mhsm_status st = scan_meta(ks, s, out);
-    if (st == M2MHSM_OK) {
+    if (st == M2MHSM_OK && out->count > 0)
         qsort(out->recs, out->count, sizeof(*out->recs), cmp_record_id);
+    if (st == M2MHSM_OK)
         st = scan_keys(ks, s, out);
-    }
     if (st != M2MHSM_OK)
         ks_scan_free(out);
     return st;

@@ -1,0 +1,142 @@
+/*
+ * m2mhsm — administer oneM2M remote-provisioning keys in a PKCS#11 token.
+ * Exit status: 0 success, 1 failure, 2 usage error. PINs only ever come from a file.
+ */
+#include "cli.h"
+
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char usage_text[] =
+    "usage: m2mhsm [--module PATH] [--token URI] [--pin-source file:PATH] COMMAND ...\n"
+    "\n"
+    "  token-init --label LABEL --so-pin-source file:PATH   (lab/test tokens only)\n"
+    "  kpm import --kpm-id ID (--key-file HEXFILE | --wrapped FILE --kek LABEL)\n"
+    "             [--valid-until YYYYMMDDThhmmss]\n"
+    "  enrolee configure --kpm-id ID --target-id ID --enrolee-id ID\n"
+    "             --enrolment-expiry SECONDS|YYYYMMDDThhmmss\n"
+    "  ke import --kpm-id ID --mef-fqdn FQDN --exported-file HEXFILE\n"
+    "             [--enrolee-id ID] [--target-id ID] [--enrolment-expiry SECONDS|TS]\n"
+    "  derive (km --maf-id FQDN | kpsa --enrolee-b-id ID) --ke-id KEID [--valid-until TS]\n"
+    "  list [--json]\n"
+    "  erase (--enrolee ID | --key-id ID)\n"
+    "  sweep\n"
+    "  caps\n"
+    "\n"
+    "Defaults: --module $M2MHSM_MODULE or SoftHSM's; --token $M2MHSM_TOKEN;\n"
+    "--pin-source $M2MHSM_PIN_SOURCE, else the URI's pin-source attribute.\n";
+
+int cli_usage(const char *fmt, ...)
+{
+    va_list ap;
+    fputs("m2mhsm: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputs(" (see m2mhsm --help)\n", stderr);
+    return EXIT_USAGE;
+}
+
+int cli_fail(const char *what, m2mhsm_status st)
+{
+    fprintf(stderr, "m2mhsm: %s: %s (%s)\n", what, m2mhsm_last_error(), m2mhsm_status_name(st));
+    return EXIT_FAIL;
+}
+
+int cli_open(cli_ctx *ctx)
+{
+    if (ctx->token.token_uri == NULL) {
+        fputs("m2mhsm: no token: give --token pkcs11:token=LABEL or set M2MHSM_TOKEN\n", stderr);
+        return EXIT_USAGE;
+    }
+    m2mhsm_status st = m2mhsm_token_open(&ctx->token, &ctx->tok);
+    if (st != M2MHSM_OK)
+        return cli_fail("opening the token", st);
+    m2mhsm_open_report rep;
+    st = m2mhsm_keystore_open(ctx->tok, NULL, &ctx->ks, &rep);
+    if (st != M2MHSM_OK) {
+        m2mhsm_token_close(ctx->tok);
+        ctx->tok = NULL;
+        return cli_fail("opening the key store", st);
+    }
+    if (rep.orphan_keys + rep.incomplete > 0)
+        fprintf(stderr, "m2mhsm: repaired the store: %zu orphan key(s), %zu torn record(s)\n",
+                rep.orphan_keys, rep.incomplete);
+    if (rep.corrupt > 0)
+        fprintf(stderr, "m2mhsm: warning: %zu metadata object(s) unreadable, left in place\n",
+                rep.corrupt);
+    return EXIT_OK;
+}
+
+void cli_close(cli_ctx *ctx)
+{
+    m2mhsm_keystore_close(ctx->ks);
+    m2mhsm_token_close(ctx->tok);
+    ctx->ks = NULL;
+    ctx->tok = NULL;
+}
+
+static const struct {
+    const char *name;
+    int (*run)(int, char **, cli_ctx *);
+} commands[] = {
+    {"token-init", cmd_token_init}, {"kpm", cmd_kpm},     {"enrolee", cmd_enrolee},
+    {"ke", cmd_ke},                 {"derive", cmd_derive}, {"list", cmd_list},
+    {"erase", cmd_erase},           {"sweep", cmd_sweep}, {"caps", cmd_caps},
+};
+
+static void env_default(const char **slot, const char *var)
+{
+    const char *v = getenv(var);
+    if (*slot == NULL && v != NULL && v[0] != '\0')
+        *slot = v;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"module", required_argument, NULL, 'm'},
+        {"token", required_argument, NULL, 't'},
+        {"pin-source", required_argument, NULL, 'p'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    cli_ctx ctx = {0};
+    int c;
+    /* '+': stop at the first non-option, the command; it parses its own options. */
+    while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm':
+            ctx.token.module_path = optarg;
+            break;
+        case 't':
+            ctx.token.token_uri = optarg;
+            break;
+        case 'p':
+            ctx.token.pin_source = optarg;
+            break;
+        case 'h':
+            fputs(usage_text, stdout);
+            return EXIT_OK;
+        default:
+            fputs(usage_text, stderr);
+            return EXIT_USAGE;
+        }
+    }
+    env_default(&ctx.token.token_uri, "M2MHSM_TOKEN");
+    env_default(&ctx.token.pin_source, "M2MHSM_PIN_SOURCE");
+    if (optind >= argc)
+        return cli_usage("no command given");
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+        if (strcmp(argv[optind], commands[i].name) != 0)
+            continue;
+        int sub_argc = argc - optind;
+        char **sub_argv = argv + optind;
+        optind = 1; /* restart getopt for the command's own options */
+        return commands[i].run(sub_argc, sub_argv, &ctx);
+    }
+    return cli_usage("unknown command '%s'", argv[optind]);
+}
