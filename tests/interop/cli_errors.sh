@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The CLI under bad input: the right exit code (1 failure, 2 usage), a one-line error that
+# names the cause, no secret in the output, and the token exactly as it was.
+. "$(dirname "$0")/lib.sh"
+lab_init clierrors
+
+m() { "$M2MHSM" --token pkcs11:token=cli --pin-source "file:$USER_PIN_FILE" "$@"; }
+
+# expect CODE WORDS COMMAND...: exit status CODE, stderr one line containing WORDS.
+expect() {
+    local code=$1 words=$2; shift 2
+    checks=$((checks + 1))
+    local rc=0
+    "$@" > "$LAB/out" 2> "$LAB/err" || rc=$?
+    if [ "$rc" -eq "$code" ] && [ "$(wc -l < "$LAB/err")" -eq 1 ] && grep -qF -- "$words" "$LAB/err" \
+        && ! grep -qF -- "$(cat "$USER_PIN_FILE")" "$LAB/err" "$LAB/out"; then
+        echo "ok - exit $code: $words"
+    else
+        echo "not ok - wanted exit $code and '$words', got $rc: $(cat "$LAB/err")"
+        failures=$((failures + 1))
+    fi
+}
+
+m token-init --label cli --so-pin-source "file:$SO_PIN_FILE" >/dev/null
+openssl rand -hex 32 > "$LAB/kpm.hex"
+m kpm import --kpm-id dev-1 --key-file "$LAB/kpm.hex" >/dev/null
+m list --json > "$LAB/before.json"
+
+long=$(printf 'k%.0s' $(seq 129))
+expect 1 "KpmID is empty" m kpm import --kpm-id "" --key-file "$LAB/kpm.hex"
+expect 1 "KpmID is 129 characters" m kpm import --kpm-id "$long" --key-file "$LAB/kpm.hex"
+expect 1 "not ASCII" m kpm import --kpm-id "d$(printf '\xc3\xa9')v" --key-file "$LAB/kpm.hex"
+expect 1 "malformed" m kpm import --kpm-id "dev 2" --key-file "$LAB/kpm.hex"
+expect 1 "exists" m kpm import --kpm-id dev-1 --key-file "$LAB/kpm.hex"
+echo "zz-not-hex" > "$LAB/bad.hex"
+expect 1 "not hex" m kpm import --kpm-id dev-2 --key-file "$LAB/bad.hex"
+expect 1 "cannot read" m kpm import --kpm-id dev-2 --key-file "$LAB/missing.hex"
+expect 1 "Kpm must be" m kpm import --kpm-id dev-2 --key-file <(echo 0011)
+expect 2 "--valid-until" m kpm import --kpm-id dev-2 --key-file "$LAB/kpm.hex" --valid-until 2026-11-27
+expect 2 "--enrolment-expiry" m enrolee configure --kpm-id dev-1 --target-id maf.example.com \
+    --enrolee-id /cse1/Cdev1 --enrolment-expiry 20261131T000000
+expect 2 "--enrolment-expiry" m enrolee configure --kpm-id dev-1 --target-id maf.example.com \
+    --enrolee-id /cse1/Cdev1 --enrolment-expiry 0
+expect 1 "Enrolment Target ID is malformed" m enrolee configure --kpm-id dev-1 \
+    --target-id "MAF!" --enrolee-id /cse1/Cdev1 --enrolment-expiry 60
+expect 1 "CSE-ID/AE-ID is malformed" m enrolee configure --kpm-id dev-1 \
+    --target-id maf.example.com --enrolee-id "cse1" --enrolment-expiry 60
+expect 2 "exactly one of --key-file and --wrapped" m kpm import --kpm-id dev-2
+expect 2 "unknown command" m frobnicate
+expect 2 "erase takes exactly one" m erase
+expect 1 "no key with that id" m erase --key-id dev-9
+# Configuration problems.
+echo wrong-pin > "$LAB/wrong.pin"
+expect 1 "CKR_PIN_INCORRECT" "$M2MHSM" --token pkcs11:token=cli --pin-source "file:$LAB/wrong.pin" list
+expect 1 "cannot read" "$M2MHSM" --token pkcs11:token=cli --pin-source "file:$LAB/none.pin" list
+expect 1 "file:PATH" "$M2MHSM" --token pkcs11:token=cli --pin-source "$(cat "$USER_PIN_FILE")" list
+expect 1 "no initialised token matches" m --token pkcs11:token=nope list
+expect 1 "not found or not readable" "$M2MHSM" --module /nonexistent.so --token pkcs11:token=cli \
+    --pin-source "file:$USER_PIN_FILE" list
+m list --json > "$LAB/after.json"
+check "the token is exactly as it was" cmp -s "$LAB/before.json" "$LAB/after.json"
+
+finish
