@@ -3,6 +3,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 static _Thread_local char last_error[512];
 static _Thread_local char code_buf[32];
@@ -169,10 +170,13 @@ const char *m2mhsm_last_error(void)
 
 m2mhsm_status m2mhsm_fail(m2mhsm_status st, const char *fmt, ...)
 {
+    /* Format aside first: callers may pass m2mhsm_last_error() as an argument. */
+    char buf[sizeof(last_error)];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(last_error, sizeof(last_error), fmt, ap);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
     va_end(ap);
+    memcpy(last_error, buf, sizeof(buf));
     return st;
 }
 

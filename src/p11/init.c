@@ -49,7 +49,7 @@ static m2mhsm_status init_pin(CK_FUNCTION_LIST *fn, CK_SLOT_ID slot, const char 
 static m2mhsm_status init_token(CK_FUNCTION_LIST *fn, const char *label, const char *so_pin,
                                 size_t so_len, const char *pin, size_t pin_len)
 {
-    CK_SLOT_ID slot;
+    CK_SLOT_ID slot = 0;
     m2mhsm_status st = free_slot(fn, &slot);
     if (st != M2MHSM_OK)
         return st;

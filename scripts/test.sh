@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Every test: a normal build (gcc) with all suites, a clang build, the suites again under
+# AddressSanitizer+UndefinedBehaviorSanitizer, the threaded suite under ThreadSanitizer,
+# and valgrind memcheck on the token suites. Exits non-zero on the first failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/deps.sh
+
+jobs=$(nproc)
+build() { # DIR CMAKE-ARGS...
+    local dir=$1; shift
+    cmake -S . -B "$dir" "$@" > /dev/null
+    cmake --build "$dir" -j "$jobs" > "$dir.log" 2>&1 || { cat "$dir.log"; exit 1; }
+}
+run_ctest() { # DIR CTEST-ARGS...
+    local dir=$1; shift
+    (cd "$dir" && ctest --output-on-failure -j "$jobs" "$@")
+}
+
+echo "== gcc -O2 build, all suites"
+build build-test -DCMAKE_BUILD_TYPE=RelWithDebInfo
+run_ctest build-test
+
+echo "== clang build (-Wall -Wextra -Werror)"
+build build-clang -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang
+
+echo "== ASan + UBSan, all suites"
+build build-asan -DCMAKE_BUILD_TYPE=Debug -DM2MHSM_SANITIZE=ON
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+    run_ctest build-asan
+
+echo "== TSan, threads and processes"
+build build-tsan -DCMAKE_BUILD_TYPE=Debug -DM2MHSM_TSAN=ON
+TSAN_OPTIONS=halt_on_error=1 run_ctest build-tsan -R token_processes
+
+echo "== valgrind memcheck, token suites"
+for t in token_keystore token_open token_processes; do
+    (cd build-test/tests && M2MHSM_MODULE=/usr/lib/softhsm/libsofthsm2.so \
+        valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
+        --trace-children=no "./$t" > "../../build-test/valgrind-$t.log" 2>&1) \
+        || { cat "build-test/valgrind-$t.log"; echo "valgrind: $t failed"; exit 1; }
+    echo "valgrind $t: clean"
+done
+echo "all test stages passed"
