@@ -22,6 +22,9 @@ void m2mhsm_token_write_end(struct m2mhsm_token *tok);
 void m2mhsm_token_read_begin(struct m2mhsm_token *tok);
 void m2mhsm_token_read_end(struct m2mhsm_token *tok);
 
+/* Re-initialise in a forked child (a no-op in the process that opened the token). */
+m2mhsm_status m2mhsm_token_ensure_attached(struct m2mhsm_token *tok);
+
 #define M2MHSM_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 #endif

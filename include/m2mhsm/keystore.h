@@ -55,6 +55,7 @@ typedef struct {
     uint8_t record_id[M2MHSM_RECORD_ID_LEN];
     CK_OBJECT_HANDLE meta;
     CK_OBJECT_HANDLE key[M2MHSM_FORM_COUNT]; /* CK_INVALID_HANDLE where absent */
+    unsigned generation; /* the module generation these handles belong to (see fork) */
 } m2mhsm_record;
 
 typedef struct m2mhsm_keystore m2mhsm_keystore;
@@ -74,6 +75,7 @@ typedef struct {
     size_t orphan_keys;      /* m2mhsm keys without metadata: destroyed */
     size_t incomplete;       /* metadata with missing keys, older than the grace: destroyed */
     size_t corrupt;          /* unparseable metadata: left alone, reported */
+    size_t kept_keys;        /* keys of unparseable metadata: left alone too */
 } m2mhsm_open_report;
 
 /*

@@ -26,6 +26,11 @@ typedef struct {
      * CKR_GENERAL_ERROR, softhsm/SoftHSMv2#573). 1: the module is trusted with concurrent
      * object writes. Signing and lookups are concurrent either way. */
     int concurrent_writes;
+    /* A file that every process using this token can open (created if missing): object
+     * writes take flock(LOCK_EX) on it and object reads LOCK_SH, so processes sharing a
+     * token whose module is unsafe across processes (SoftHSM's file backend) do not
+     * interleave a creation with another's enumeration. NULL: no cross-process lock. */
+    const char *lock_file;
 } m2mhsm_token_config;
 
 /* Mechanisms m2mhsm may use, probed with C_GetMechanismInfo when the token opens. */

@@ -115,6 +115,7 @@ static m2mhsm_status load(m2mhsm_keystore *ks, m2mhsm_open_report *rep)
     st = ks_scan_token(ks, s, &sc);
     if (st == M2MHSM_OK) {
         rep->corrupt = sc.corrupt;
+        rep->kept_keys = sc.kept_keys;
         st = repair(ks, s, &sc, rep);
     }
     m2mhsm_token_session_put(ks->tok, s);
@@ -141,6 +142,10 @@ static m2mhsm_status load(m2mhsm_keystore *ks, m2mhsm_open_report *rep)
 
 m2mhsm_status ks_sync_generation(m2mhsm_keystore *ks)
 {
+    /* Detect a fork first: it is the re-attach that starts a new generation. */
+    m2mhsm_status st = m2mhsm_token_ensure_attached(ks->tok);
+    if (st != M2MHSM_OK)
+        return st;
     unsigned gen = m2mhsm_token_generation(ks->tok);
     pthread_mutex_lock(&ks->lock);
     int stale = gen != ks->generation;
@@ -148,11 +153,6 @@ m2mhsm_status ks_sync_generation(m2mhsm_keystore *ks)
     if (!stale)
         return M2MHSM_OK;
     /* A new module generation (we are a forked child): every handle is void. */
-    CK_SESSION_HANDLE s;
-    m2mhsm_status st = m2mhsm_token_session_get(ks->tok, &s); /* re-initialises */
-    if (st != M2MHSM_OK)
-        return st;
-    m2mhsm_token_session_put(ks->tok, s);
     m2mhsm_open_report rep = {0};
     st = load(ks, &rep);
     if (st == M2MHSM_OK) {

@@ -24,6 +24,11 @@ void ks_meta_label(const m2mhsm_record *rec, char *buf, size_t len);
 void ks_key_label(const m2mhsm_record *rec, m2mhsm_form form, char *buf, size_t len);
 /* The form named by a key label's suffix, or -1. */
 int ks_label_form(const char *label);
+/* 1 if label is exactly "m2mhsm:<kind>:<identity>:<form>" with a known kind, an identity of
+ * that kind's grammar and a known form: the only keys m2mhsm ever treats as its own. */
+int ks_label_parse(const char *label, m2mhsm_kind *kind, int *form);
+/* The record id of metadata too damaged to decode, so its keys can be protected. */
+int ks_meta_salvage_id(const char *buf, size_t len, uint8_t id[M2MHSM_RECORD_ID_LEN]);
 
 /* ---- objects.c: one wrapper per PKCS#11 object call ---- */
 typedef struct ks_key_spec ks_key_spec;
@@ -66,7 +71,9 @@ m2mhsm_status ks_find(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tmpl
  * *id_len = 0 if it has no CKA_ID. */
 m2mhsm_status ks_read_key_ids(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
                               char *label, size_t label_len, uint8_t *id, size_t *id_len);
-/* Read and decode a metadata object. */
+/* Read and decode a metadata object. On M2MHSM_E_CORRUPT, rec->meta is h and
+ * rec->record_id holds the record id if it could still be read, else rec->meta is
+ * CK_INVALID_HANDLE. */
 m2mhsm_status ks_read_meta(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
                            m2mhsm_record *rec);
 
@@ -106,8 +113,9 @@ typedef struct {
     m2mhsm_record *recs;
     size_t count, cap;
     CK_OBJECT_HANDLE *orphans; /* keys with our label and no metadata */
-    size_t orphan_count;
-    size_t corrupt;
+    size_t orphan_count, orphan_cap;
+    size_t corrupt;            /* metadata that does not decode */
+    size_t kept_keys;          /* keys of corrupt metadata, kept for an operator */
 } ks_scan;
 
 m2mhsm_status ks_scan_token(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, ks_scan *out);

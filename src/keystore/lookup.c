@@ -133,8 +133,10 @@ m2mhsm_status m2mhsm_keystore_lookup(m2mhsm_keystore *ks, m2mhsm_kind kind, cons
     CK_SESSION_HANDLE s;
     if ((st = m2mhsm_token_session_get(ks->tok, &s)) != M2MHSM_OK)
         return st;
+    unsigned gen = m2mhsm_token_generation(ks->tok);
     if (have && still_there(ks, s, out)) {
         m2mhsm_token_session_put(ks->tok, s);
+        out->generation = gen;
         return M2MHSM_OK;
     }
     if (have) {
@@ -148,6 +150,7 @@ m2mhsm_status m2mhsm_keystore_lookup(m2mhsm_keystore *ks, m2mhsm_kind kind, cons
     st = search(ks, s, kind, identity, out);
     m2mhsm_token_session_put(ks->tok, s);
     if (st == M2MHSM_OK) {
+        out->generation = gen;
         pthread_mutex_lock(&ks->lock);
         ks_index_insert(ks, out);
         pthread_mutex_unlock(&ks->lock);

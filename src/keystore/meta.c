@@ -87,6 +87,25 @@ int ks_label_form(const char *label)
     return -1;
 }
 
+static m2mhsm_id_type identity_type(m2mhsm_kind kind);
+
+int ks_label_parse(const char *label, m2mhsm_kind *kind, int *form)
+{
+    char copy[M2MHSM_LABEL_MAX];
+    size_t prefix = strlen(M2MHSM_LABEL_PREFIX);
+    if (strncmp(label, M2MHSM_LABEL_PREFIX, prefix) != 0 || strlen(label) >= sizeof(copy))
+        return 0;
+    strcpy(copy, label + prefix);
+    char *k = copy, *id = strchr(k, ':'), *f = strrchr(k, ':');
+    if (id == NULL || f == id)
+        return 0;
+    *id++ = '\0';
+    *f++ = '\0';
+    *form = ks_label_form(label);
+    return kind_from_name(k, kind) && *form >= 0 &&
+           m2mhsm_id_check_str(identity_type(*kind), id) == M2MHSM_OK;
+}
+
 static void hex_encode(const uint8_t *in, size_t n, char *out)
 {
     static const char hex[] = "0123456789abcdef";
@@ -188,6 +207,21 @@ static m2mhsm_id_type identity_type(m2mhsm_kind kind)
 {
     return kind == M2MHSM_KIND_KPM || kind == M2MHSM_KIND_ENROLMENT ? M2MHSM_ID_KPM
                                                                    : M2MHSM_ID_KE;
+}
+
+int ks_meta_salvage_id(const char *buf, size_t len, uint8_t id[M2MHSM_RECORD_ID_LEN])
+{
+    static const char key[] = "\nrecord_id=";
+    size_t kl = sizeof(key) - 1, hex = 2 * M2MHSM_RECORD_ID_LEN;
+    for (size_t i = 0; i + kl + hex <= len; i++) {
+        if (memcmp(buf + i, key, kl) != 0)
+            continue;
+        char v[2 * M2MHSM_RECORD_ID_LEN + 1];
+        memcpy(v, buf + i + kl, hex);
+        v[hex] = '\0';
+        return hex_decode(v, id, M2MHSM_RECORD_ID_LEN);
+    }
+    return 0;
 }
 
 static int record_ok(const m2mhsm_record *r)

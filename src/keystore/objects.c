@@ -106,7 +106,9 @@ static m2mhsm_status find_all(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJE
         return m2mhsm_fail(M2MHSM_E_NOMEM, "out of memory");
     for (;;) {
         if (n + 256 > cap) {
-            CK_OBJECT_HANDLE *g = realloc(h, (cap *= 2) * sizeof(*h));
+            while (n + 256 > cap)
+                cap *= 2;
+            CK_OBJECT_HANDLE *g = realloc(h, cap * sizeof(*h));
             if (g == NULL) {
                 free(h);
                 return m2mhsm_fail(M2MHSM_E_NOMEM, "out of memory");
@@ -192,5 +194,8 @@ m2mhsm_status ks_read_meta(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HAN
     m2mhsm_status st = ks_meta_decode(value, a.ulValueLen, rec);
     if (st == M2MHSM_OK)
         rec->meta = h;
+    else if (st == M2MHSM_E_CORRUPT)
+        rec->meta = ks_meta_salvage_id(value, a.ulValueLen, rec->record_id) ? h
+                                                                            : CK_INVALID_HANDLE;
     return st;
 }

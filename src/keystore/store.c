@@ -178,6 +178,12 @@ m2mhsm_status m2mhsm_keystore_derive(m2mhsm_keystore *ks, const m2mhsm_record *k
         return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "derive: needs a Ke record");
     if (!m2mhsm_record_valid(ks, ke))
         return m2mhsm_fail(M2MHSM_E_EXPIRED, "Ke has passed its Enrolment Expiry");
+    /* Handles are per module initialisation: a record from before a fork names nothing. */
+    m2mhsm_status gst = m2mhsm_token_ensure_attached(ks->tok);
+    if (gst != M2MHSM_OK)
+        return gst;
+    if (ke->generation != m2mhsm_token_generation(ks->tok))
+        return m2mhsm_fail(M2MHSM_E_NOT_FOUND, "the Ke record predates a fork; look it up again");
     uint8_t *msg = NULL;
     size_t msg_len = 0;
     m2mhsm_status st = m2mhsm_derivation_input(which, target_id, &msg, &msg_len);

@@ -6,6 +6,26 @@
 #include <sys/types.h>
 #include <m2mhsm/token.h>
 
+/*
+ * Object writes (create, destroy, unwrap) exclusive against object reads (find, attribute
+ * read, sign): within the process by a rwlock, across processes by flock() on an optional
+ * lock file. SoftHSM 2.6.1 needs both: a creation racing a search in the same process fails
+ * (softhsm/SoftHSMv2#573), and one racing another process's enumeration can lose the new
+ * object's attributes (tests/token/test_open.c, test_repair_never_destroys_...).
+ */
+typedef struct {
+    int enabled;
+    pthread_rwlock_t rw;
+    char *path;            /* lock file shared by the processes using the token, or NULL */
+    int fd;
+    pthread_mutex_t count_lock; /* guards readers: the first takes LOCK_SH, the last drops it */
+    unsigned readers;
+} m2mhsm_objlock;
+
+m2mhsm_status m2mhsm_objlock_init(m2mhsm_objlock *l, int enabled, const char *path);
+m2mhsm_status m2mhsm_objlock_after_fork(m2mhsm_objlock *l);
+void m2mhsm_objlock_free(m2mhsm_objlock *l);
+
 /* Set by CMake from where the build machine has SoftHSM; $M2MHSM_MODULE overrides it. */
 #ifndef M2MHSM_DEFAULT_MODULE
 #define M2MHSM_DEFAULT_MODULE "/usr/lib/softhsm/libsofthsm2.so"
@@ -19,12 +39,10 @@ struct m2mhsm_token {
     char *pin_source;
     m2mhsm_token_caps caps;
 
-    int serialize_writes;
-    /* If serialised: object writes exclusive, object reads shared (SoftHSMv2#573: creation
-     * races with searches and attribute reads in the same process). */
-    pthread_rwlock_t object_lock;
+    m2mhsm_objlock objlock;
     pthread_mutex_t lock;         /* guards everything below */
-    pid_t pid;                    /* process that initialised the module */
+    pid_t pid;                    /* process in which the token is attached and logged in */
+    pid_t initialized_pid;        /* process that called C_Initialize */
     unsigned generation;          /* bumped on re-initialisation after fork */
     CK_SESSION_HANDLE login_session; /* keeps the login alive while the pool is empty */
     CK_SESSION_HANDLE *idle;      /* pool of idle sessions */

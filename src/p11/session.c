@@ -15,9 +15,11 @@
 static m2mhsm_status reattach_after_fork(m2mhsm_token *tok)
 {
     tok->idle_count = 0;
-    tok->login_session = CK_INVALID_HANDLE;
+    if (tok->initialized_pid != getpid())
+        tok->login_session = CK_INVALID_HANDLE; /* the parent's: not ours to close */
     tok->generation++;
-    return m2mhsm_token_attach(tok);
+    m2mhsm_status st = m2mhsm_objlock_after_fork(&tok->objlock);
+    return st != M2MHSM_OK ? st : m2mhsm_token_attach(tok);
 }
 
 static m2mhsm_status open_session(m2mhsm_token *tok, CK_SESSION_HANDLE *out)
@@ -70,27 +72,14 @@ void m2mhsm_token_session_put(m2mhsm_token *tok, CK_SESSION_HANDLE s)
     pthread_mutex_unlock(&tok->lock);
 }
 
-void m2mhsm_token_write_begin(m2mhsm_token *tok)
+m2mhsm_status m2mhsm_token_ensure_attached(m2mhsm_token *tok)
 {
-    if (tok->serialize_writes)
-        pthread_rwlock_wrlock(&tok->object_lock);
-}
-
-void m2mhsm_token_read_begin(m2mhsm_token *tok)
-{
-    if (tok->serialize_writes)
-        pthread_rwlock_rdlock(&tok->object_lock);
-}
-
-void m2mhsm_token_write_end(m2mhsm_token *tok)
-{
-    if (tok->serialize_writes)
-        pthread_rwlock_unlock(&tok->object_lock);
-}
-
-void m2mhsm_token_read_end(m2mhsm_token *tok)
-{
-    m2mhsm_token_write_end(tok);
+    m2mhsm_status st = M2MHSM_OK;
+    pthread_mutex_lock(&tok->lock);
+    if (tok->pid != getpid())
+        st = reattach_after_fork(tok);
+    pthread_mutex_unlock(&tok->lock);
+    return st;
 }
 
 unsigned m2mhsm_token_generation(m2mhsm_token *tok)
@@ -115,7 +104,7 @@ void m2mhsm_token_close(m2mhsm_token *tok)
 {
     if (tok == NULL)
         return;
-    if (tok->fn != NULL && tok->pid == getpid()) {
+    if (tok->fn != NULL && tok->initialized_pid == getpid()) {
         for (size_t i = 0; i < tok->idle_count; i++)
             tok->fn->C_CloseSession(tok->idle[i]);
         /* No C_Logout: login state is shared with other users of the module in this
@@ -127,7 +116,7 @@ void m2mhsm_token_close(m2mhsm_token *tok)
     if (tok->fn != NULL)
         p11_kit_module_release(tok->fn);
     pthread_mutex_destroy(&tok->lock);
-    pthread_rwlock_destroy(&tok->object_lock);
+    m2mhsm_objlock_free(&tok->objlock);
     free(tok->idle);
     free(tok->module_path);
     free(tok->token_uri);

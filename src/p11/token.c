@@ -19,12 +19,18 @@ static m2mhsm_status parse_uri(const char *text, P11KitUri **out)
     if (*out == NULL)
         return m2mhsm_fail(M2MHSM_E_NOMEM, "out of memory");
     int rc = p11_kit_uri_parse(text, P11_KIT_URI_FOR_TOKEN | P11_KIT_URI_FOR_SLOT, *out);
-    if (rc != P11_KIT_URI_OK) {
+    m2mhsm_status st = M2MHSM_OK;
+    if (rc != P11_KIT_URI_OK)
+        st = m2mhsm_fail(M2MHSM_E_TOKEN, "token URI: %s", p11_kit_uri_message(rc));
+    /* RFC 7512 allows pin-value; a PIN in a URI ends up in configs, logs and ps. */
+    else if (p11_kit_uri_get_pin_value(*out) != NULL)
+        st = m2mhsm_fail(M2MHSM_E_PIN, "token URI carries a pin-value: refused; use "
+                                       "pin-source=file:PATH");
+    if (st != M2MHSM_OK) {
         p11_kit_uri_free(*out);
         *out = NULL;
-        return m2mhsm_fail(M2MHSM_E_TOKEN, "token URI: %s", p11_kit_uri_message(rc));
     }
-    return M2MHSM_OK;
+    return st;
 }
 
 static int slot_matches(CK_FUNCTION_LIST *fn, CK_SLOT_ID slot, P11KitUri *uri)
@@ -116,13 +122,17 @@ static m2mhsm_status login(m2mhsm_token *tok)
     return M2MHSM_OK;
 }
 
-m2mhsm_status m2mhsm_token_attach(m2mhsm_token *tok)
+static m2mhsm_status attach_locked(m2mhsm_token *tok)
 {
-    CK_RV rv = p11_kit_module_initialize(tok->fn);
-    if (rv != CKR_OK)
-        return m2mhsm_fail(M2MHSM_E_MODULE, "C_Initialize(%s): %s", tok->module_path,
-                           m2mhsm_ckr_name(rv));
-    tok->pid = getpid();
+    if (tok->initialized_pid != getpid()) {
+        CK_RV rv = p11_kit_module_initialize(tok->fn);
+        if (rv != CKR_OK)
+            return m2mhsm_fail(M2MHSM_E_MODULE, "C_Initialize(%s): %s", tok->module_path,
+                               m2mhsm_ckr_name(rv));
+        tok->initialized_pid = getpid();
+    }
+    if (tok->login_session != CK_INVALID_HANDLE)
+        tok->fn->C_CloseSession(tok->login_session); /* a failed earlier attempt's */
     tok->login_session = CK_INVALID_HANDLE;
     m2mhsm_status st = find_slot(tok);
     if (st != M2MHSM_OK)
@@ -131,7 +141,23 @@ m2mhsm_status m2mhsm_token_attach(m2mhsm_token *tok)
     if (!tok->caps.sha256_hmac)
         return m2mhsm_fail(M2MHSM_E_UNSUPPORTED,
                            "token lacks CKM_SHA256_HMAC with CKF_SIGN, which TS-0003 needs");
-    return login(tok);
+    st = login(tok);
+    /* Only a complete attach counts: a child whose login failed tries again next call
+     * rather than carrying on with sessions that see no private objects. */
+    if (st == M2MHSM_OK)
+        tok->pid = getpid();
+    return st;
+}
+
+m2mhsm_status m2mhsm_token_attach(m2mhsm_token *tok)
+{
+    /* Exclusive: SoftHSM's file backend can report an initialised token as absent when
+     * another process enumerates or writes it while this one initialises. Attaching is
+     * rare (open, fork), so the cost is nil. */
+    m2mhsm_token_write_begin(tok);
+    m2mhsm_status st = attach_locked(tok);
+    m2mhsm_token_write_end(tok);
+    return st;
 }
 
 static const char *default_module(void)
@@ -148,7 +174,7 @@ static m2mhsm_status pin_source_from_uri(m2mhsm_token *tok)
     if (st != M2MHSM_OK)
         return st;
     const char *src = p11_kit_uri_get_pin_source(uri);
-    if (src != NULL && (tok->pin_source = strdup(src)) == NULL)
+    if (tok->pin_source == NULL && src != NULL && (tok->pin_source = strdup(src)) == NULL)
         st = m2mhsm_fail(M2MHSM_E_NOMEM, "out of memory");
     p11_kit_uri_free(uri);
     return st;
@@ -181,22 +207,17 @@ m2mhsm_status m2mhsm_token_open(const m2mhsm_token_config *cfg, m2mhsm_token **o
     if (tok == NULL)
         return m2mhsm_fail(M2MHSM_E_NOMEM, "out of memory");
     pthread_mutex_init(&tok->lock, NULL);
-    /* Writer-preferring, so a steady stream of handshakes cannot starve an enrolment. */
-    pthread_rwlockattr_t attr;
-    pthread_rwlockattr_init(&attr);
-    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-    pthread_rwlock_init(&tok->object_lock, &attr);
-    pthread_rwlockattr_destroy(&attr);
-    tok->serialize_writes = !cfg->concurrent_writes;
+    m2mhsm_status st = m2mhsm_objlock_init(&tok->objlock,
+                                           !cfg->concurrent_writes || cfg->lock_file != NULL,
+                                           cfg->lock_file);
     tok->module_path = strdup(cfg->module_path != NULL ? cfg->module_path : default_module());
     tok->token_uri = strdup(cfg->token_uri);
     tok->pin_source = dup_or_null(cfg->pin_source);
-    m2mhsm_status st = M2MHSM_OK;
-    if (tok->module_path == NULL || tok->token_uri == NULL ||
-        (cfg->pin_source != NULL && tok->pin_source == NULL))
+    if (st == M2MHSM_OK && (tok->module_path == NULL || tok->token_uri == NULL ||
+        (cfg->pin_source != NULL && tok->pin_source == NULL)))
         st = m2mhsm_fail(M2MHSM_E_NOMEM, "out of memory");
-    if (st == M2MHSM_OK && tok->pin_source == NULL)
-        st = pin_source_from_uri(tok);
+    if (st == M2MHSM_OK)
+        st = pin_source_from_uri(tok); /* also validates the URI before it is ever echoed */
     if (st == M2MHSM_OK)
         st = load_module(tok);
     if (st == M2MHSM_OK)

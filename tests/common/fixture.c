@@ -57,6 +57,7 @@ void fixture_token_make(fixture_token *t, const char *label)
     snprintf(t->uri, sizeof(t->uri), "pkcs11:token=%s", label);
     snprintf(t->pin_source, sizeof(t->pin_source), "file:%s/user.pin", root);
     snprintf(so, sizeof(so), "file:%s/so.pin", root);
+    snprintf(t->lock_file, sizeof(t->lock_file), "%s/m2mhsm.lock", root);
     m2mhsm_status st = m2mhsm_token_init(NULL, label, so, t->pin_source);
     if (st != M2MHSM_OK)
         fail_msg("token init: %s", m2mhsm_last_error());
@@ -69,7 +70,8 @@ m2mhsm_time fixture_clock(void *arg)
 
 void fixture_store_open(fixture_store *fs, const fixture_token *t)
 {
-    m2mhsm_token_config cfg = {.token_uri = t->uri, .pin_source = t->pin_source};
+    m2mhsm_token_config cfg = {
+        .token_uri = t->uri, .pin_source = t->pin_source, .lock_file = t->lock_file};
     if (fs->now == 0)
         fs->now = 1795000000; /* 2026-11-18, fixed: tests never read the wall clock */
     m2mhsm_status st = m2mhsm_token_open(&cfg, &fs->tok);

@@ -9,6 +9,7 @@ typedef struct {
     char uri[128];        /* pkcs11:token=<label> */
     char pin_source[600]; /* file:<dir>/user.pin */
     char label[33];
+    char lock_file[600]; /* shared by every process of the test: SoftHSM needs it */
 } fixture_token;
 
 /* Point SOFTHSM2_CONF at a fresh directory for this process (once per test binary). */

@@ -8,8 +8,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "fixture.h"
+
+#define EEEE_KE_ID "EEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEE@mef.example.com"
 
 static fixture_token token, other;
 
@@ -147,7 +151,7 @@ static void test_open_removes_orphans_and_keeps_foreign_keys(void **state)
     fixture_store_open(&fs, &token);
     uint8_t id[16] = {0xee};
     /* A key of ours without metadata (a crash between the two deletes of an erase). */
-    create_raw_key(&fs, "m2mhsm:km:EEEE@mef.example.com:tls12-pms", id);
+    create_raw_key(&fs, "m2mhsm:km:" EEEE_KE_ID ":tls12-pms", id);
     /* Someone else's key on the same token: never ours to touch. */
     create_raw_key(&fs, "operator-hmac-key", id);
     /* A record whose keys never got written (a crash mid-import). */
@@ -171,7 +175,7 @@ static void test_open_removes_orphans_and_keeps_foreign_keys(void **state)
     assert_int_equal(rep.orphan_keys, 0); /* the first open already removed it */
     assert_int_equal(rep.incomplete, 0);
     assert_int_equal(labelled(&fs, "m2mhsm:kpm:torn-kpm"), 1);
-    assert_int_equal(labelled(&fs, "m2mhsm:km:EEEE@mef.example.com:tls12-pms"), 0);
+    assert_int_equal(labelled(&fs, "m2mhsm:km:" EEEE_KE_ID ":tls12-pms"), 0);
     m2mhsm_keystore_close(fs.ks);
 
     fs.now += 60;
@@ -193,13 +197,148 @@ static void test_first_open_reports_the_orphan_key(void **state)
     fixture_store fs = {0};
     fixture_store_open(&fs, &other);
     uint8_t id[16] = {0xdd};
-    CK_OBJECT_HANDLE orphan = create_raw_key(&fs, "m2mhsm:ke:DDDD@mef.example.com:raw", id);
+    CK_OBJECT_HANDLE orphan = create_raw_key(&fs, "m2mhsm:ke:DDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDD@mef.example.com:raw", id);
     m2mhsm_open_report rep;
     m2mhsm_keystore_close(fs.ks);
     m2mhsm_keystore_options o = {fixture_clock, &fs.now, 0};
     assert_int_equal(m2mhsm_keystore_open(fs.tok, &o, &fs.ks, &rep), M2MHSM_OK);
     assert_int_equal(rep.orphan_keys, 1);
     assert_false(object_exists(&fs, orphan));
+    fixture_store_close(&fs);
+}
+
+static CK_OBJECT_HANDLE create_raw_key_id(fixture_store *fs, const char *label, const uint8_t *id,
+                                          size_t id_len)
+{
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_KEY_TYPE kt = CKK_GENERIC_SECRET;
+    CK_BBOOL t = CK_TRUE;
+    CK_ATTRIBUTE tmpl[] = {
+        {CKA_CLASS, &cls, sizeof(cls)},      {CKA_KEY_TYPE, &kt, sizeof(kt)},
+        {CKA_TOKEN, &t, sizeof(t)},          {CKA_PRIVATE, &t, sizeof(t)},
+        {CKA_SENSITIVE, &t, sizeof(t)},      {CKA_LABEL, (void *)label, strlen(label)},
+        {CKA_ID, (void *)id, id_len},        {CKA_VALUE, (void *)fixture_key32, 32},
+    };
+    CK_SESSION_HANDLE s;
+    CK_OBJECT_HANDLE h;
+    assert_int_equal(m2mhsm_token_session_get(fs->tok, &s), M2MHSM_OK);
+    assert_int_equal(m2mhsm_token_functions(fs->tok)->C_CreateObject(s, tmpl, 8, &h), CKR_OK);
+    m2mhsm_token_session_put(fs->tok, s);
+    return h;
+}
+
+static void create_meta_text(fixture_store *fs, const char *label, const char *text)
+{
+    CK_OBJECT_CLASS cls = CKO_DATA;
+    CK_BBOOL t = CK_TRUE;
+    CK_ATTRIBUTE tmpl[] = {
+        {CKA_CLASS, &cls, sizeof(cls)},
+        {CKA_TOKEN, &t, sizeof(t)},
+        {CKA_PRIVATE, &t, sizeof(t)},
+        {CKA_APPLICATION, "m2mhsm", 6},
+        {CKA_LABEL, (void *)label, strlen(label)},
+        {CKA_VALUE, (void *)text, strlen(text)},
+    };
+    CK_SESSION_HANDLE s;
+    CK_OBJECT_HANDLE h;
+    assert_int_equal(m2mhsm_token_session_get(fs->tok, &s), M2MHSM_OK);
+    assert_int_equal(m2mhsm_token_functions(fs->tok)->C_CreateObject(s, tmpl, 6, &h), CKR_OK);
+    m2mhsm_token_session_put(fs->tok, s);
+}
+
+static m2mhsm_open_report reopen(fixture_store *fs)
+{
+    m2mhsm_open_report rep;
+    m2mhsm_keystore_close(fs->ks);
+    m2mhsm_keystore_options o = {fixture_clock, &fs->now, 0};
+    assert_int_equal(m2mhsm_keystore_open(fs->tok, &o, &fs->ks, &rep), M2MHSM_OK);
+    return rep;
+}
+
+/* Metadata written by a newer version (or damaged) is reported, and its keys are kept:
+ * a reader that cannot understand a record must not destroy its Kpm. */
+static void test_keys_of_unreadable_metadata_are_kept(void **state)
+{
+    (void)state;
+    fixture_store fs = {0};
+    fixture_store_open(&fs, &other);
+    uint8_t id[16];
+    memset(id, 0xc1, sizeof(id));
+    create_meta_text(&fs, "m2mhsm:kpm:future-kpm",
+                     "m2mhsm-meta 2\nkind=kpm\nrecord_id=c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1\n"
+                     "newfield=x\n");
+    create_raw_key_id(&fs, "m2mhsm:kpm:future-kpm:raw", id, 16);
+    create_raw_key_id(&fs, "m2mhsm:kpm:future-kpm:tls12-pms", id, 16);
+    /* A foreign key that merely looks like ours (an 8-byte CKA_ID) is not ours. */
+    create_raw_key_id(&fs, "m2mhsm:kpm:lookalike:raw", id, 8);
+    m2mhsm_open_report rep = reopen(&fs);
+    assert_int_equal(rep.corrupt, 1);
+    assert_int_equal(rep.kept_keys, 2);
+    assert_int_equal(rep.orphan_keys, 0);
+    assert_int_equal(labelled(&fs, "m2mhsm:kpm:future-kpm:raw"), 1);
+    assert_int_equal(labelled(&fs, "m2mhsm:kpm:future-kpm:tls12-pms"), 1);
+    assert_int_equal(labelled(&fs, "m2mhsm:kpm:lookalike:raw"), 1);
+    /* Metadata too damaged to name its record: then no key at all is called an orphan. */
+    uint8_t lone[16];
+    memset(lone, 0xc2, sizeof(lone));
+    create_meta_text(&fs, "m2mhsm:kpm:mangled", "m2mhsm-meta 1\nkind=kp");
+    create_raw_key_id(&fs, "m2mhsm:kpm:orphan-kpm:raw", lone, 16);
+    rep = reopen(&fs);
+    assert_int_equal(rep.corrupt, 2);
+    assert_int_equal(rep.orphan_keys, 0);
+    assert_int_equal(labelled(&fs, "m2mhsm:kpm:orphan-kpm:raw"), 1);
+    fixture_store_close(&fs);
+}
+
+/* Another process writing records while this one opens the store again and again: open's
+ * repair must never take a record that is being written for an orphan. The writer also
+ * puts well over 128 keys on the token, past one C_FindObjects batch. */
+#define RACE_RECORDS 50
+
+static void test_repair_never_destroys_a_record_being_written(void **state)
+{
+    (void)state;
+    fixture_token race;
+    fixture_token_make(&race, "open-race");
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        fixture_store w = {0};
+        fixture_store_open(&w, &race);
+        int bad = 0;
+        for (int i = 0; i < RACE_RECORDS; i++) {
+            char id[32];
+            snprintf(id, sizeof(id), "race-%03d", i);
+            bad |= m2mhsm_keystore_import_kpm(w.ks, id, fixture_key32, 32, M2MHSM_NEVER, NULL) !=
+                   M2MHSM_OK;
+        }
+        fixture_store_close(&w);
+        _exit(bad);
+    }
+    fixture_store fs = {0};
+    fixture_store_open(&fs, &race);
+    int status = 0, opens = 0;
+    while (waitpid(pid, &status, WNOHANG) == 0) {
+        m2mhsm_open_report rep = reopen(&fs);
+        assert_int_equal(rep.orphan_keys, 0);
+        assert_int_equal(rep.incomplete, 0);
+        opens++;
+    }
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_true(opens > 1);
+    /* Long after: every record the writer reported written is complete and usable. */
+    fs.now += 3600;
+    m2mhsm_open_report rep = reopen(&fs);
+    assert_int_equal(rep.records, RACE_RECORDS);
+    for (int i = 0; i < RACE_RECORDS; i++) {
+        char id[32];
+        m2mhsm_record r;
+        snprintf(id, sizeof(id), "race-%03d", i);
+        assert_int_equal(m2mhsm_keystore_lookup(fs.ks, M2MHSM_KIND_KPM, id, strlen(id), &r),
+                         M2MHSM_OK);
+    }
     fixture_store_close(&fs);
 }
 
@@ -213,6 +352,8 @@ int main(void)
         cmocka_unit_test(test_missing_module_is_refused),
         cmocka_unit_test(test_open_removes_orphans_and_keeps_foreign_keys),
         cmocka_unit_test(test_first_open_reports_the_orphan_key),
+        cmocka_unit_test(test_keys_of_unreadable_metadata_are_kept),
+        cmocka_unit_test(test_repair_never_destroys_a_record_being_written),
     };
     return cmocka_run_group_tests(tests, suite_setup, NULL);
 }
