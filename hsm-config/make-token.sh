@@ -16,4 +16,5 @@ cat <<ENV
 export SOFTHSM2_CONF='$dir/softhsm2.conf'
 export M2MHSM_TOKEN='pkcs11:token=$label'
 export M2MHSM_PIN_SOURCE='file:$dir/user.pin'
+export M2MHSM_LOCK_FILE='$dir/m2mhsm.lock'
 ENV

@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(
-    build-essential cmake pkg-config clang
+    build-essential cmake pkg-config clang clang-format git
     libssl-dev openssl libp11-kit-dev p11-kit libp11-dev
     softhsm2 libsofthsm2 opensc gnutls-bin
     libcmocka-dev libjansson-dev libevent-dev

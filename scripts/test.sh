@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 
 jobs=$(nproc)
+
+echo "== clang-format (.clang-format)"
+git ls-files '*.c' '*.h' | xargs clang-format --dry-run --Werror
 build() { # DIR CMAKE-ARGS...
     local dir=$1; shift
     cmake -S . -B "$dir" "$@" > /dev/null

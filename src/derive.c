@@ -38,12 +38,13 @@ m2mhsm_status m2mhsm_ke_id_format(const uint8_t relative_ke_id[M2MHSM_RELATIVE_K
     return M2MHSM_OK;
 }
 
-m2mhsm_status m2mhsm_derivation_input(m2mhsm_derivation which, const char *target_id,
-                                      uint8_t **out, size_t *out_len)
+m2mhsm_status m2mhsm_derivation_input(m2mhsm_derivation which, const char *target_id, uint8_t **out,
+                                      size_t *out_len)
 {
     *out = NULL;
-    /* 10.3.2: MAF-ID is the MAF's FQDN; 10.3.3: Enrolee B-ID is a CSE-ID or AE-ID. */
-    m2mhsm_id_type type = which == M2MHSM_DERIVE_KM ? M2MHSM_ID_FQDN : M2MHSM_ID_M2M;
+    /* 10.3.2: MAF-ID is the MAF's FQDN; 10.3.3: Enrolee B-ID is a CSE-ID or AE-ID, in its
+     * absolute form (project decision: one spelling, one Kpsa). */
+    m2mhsm_id_type type = which == M2MHSM_DERIVE_KM ? M2MHSM_ID_FQDN : M2MHSM_ID_M2M_ABS;
     m2mhsm_status st = m2mhsm_id_check_str(type, target_id);
     if (st != M2MHSM_OK)
         return st;
@@ -109,8 +110,7 @@ m2mhsm_status m2mhsm_psk_tls13_early_secret(const uint8_t *psk, size_t psk_len, 
     /* RFC 8446 7.1: Early Secret = HKDF-Extract(salt = 0^HashLen, IKM = PSK). */
     static const uint8_t zero[32];
     unsigned int md_len = 0;
-    if (HMAC(EVP_sha256(), zero, sizeof(zero), psk, psk_len, out, &md_len) == NULL ||
-        md_len != 32)
+    if (HMAC(EVP_sha256(), zero, sizeof(zero), psk, psk_len, out, &md_len) == NULL || md_len != 32)
         return m2mhsm_fail(M2MHSM_E_CRYPTO, "HMAC-SHA-256 for the early secret failed");
     return M2MHSM_OK;
 }

@@ -13,7 +13,10 @@ struct code_name {
     const char *name;
 };
 
-#define CKR(x) {x, #x}
+#define CKR(x)                                                                                     \
+    {                                                                                              \
+        x, #x                                                                                      \
+    }
 static const struct code_name ckr_names[] = {
     CKR(CKR_OK),
     CKR(CKR_CANCEL),
@@ -112,11 +115,19 @@ static const struct code_name ckr_names[] = {
 };
 #undef CKR
 
-#define CKM(x) {x, #x}
+#define CKM(x)                                                                                     \
+    {                                                                                              \
+        x, #x                                                                                      \
+    }
 static const struct code_name ckm_names[] = {
-    CKM(CKM_SHA256_HMAC),  CKM(CKM_SHA256),     CKM(CKM_AES_KEY_WRAP),
-    CKM(CKM_AES_KEY_WRAP_PAD), CKM(CKM_AES_KEY_WRAP_KWP), CKM(CKM_HKDF_DERIVE),
-    CKM(CKM_SP800_108_FEEDBACK_KDF), CKM(CKM_GENERIC_SECRET_KEY_GEN),
+    CKM(CKM_SHA256_HMAC),
+    CKM(CKM_SHA256),
+    CKM(CKM_AES_KEY_WRAP),
+    CKM(CKM_AES_KEY_WRAP_PAD),
+    CKM(CKM_AES_KEY_WRAP_KWP),
+    CKM(CKM_HKDF_DERIVE),
+    CKM(CKM_SP800_108_FEEDBACK_KDF),
+    CKM(CKM_GENERIC_SECRET_KEY_GEN),
 };
 #undef CKM
 

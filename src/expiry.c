@@ -59,22 +59,29 @@ static int fraction_ok(const char *f)
 m2mhsm_status m2mhsm_timestamp_parse(const char *s, m2mhsm_time *out)
 {
     int y, mo, d, h, mi, se;
-    if (s == NULL || strlen(s) < 15 || s[8] != 'T' || !digits(s, 4, &y) ||
-        !digits(s + 4, 2, &mo) || !digits(s + 6, 2, &d) || !digits(s + 9, 2, &h) ||
-        !digits(s + 11, 2, &mi) || !digits(s + 13, 2, &se) || !fraction_ok(s + 15))
+    if (s == NULL || strlen(s) < 15 || s[8] != 'T' || !digits(s, 4, &y) || !digits(s + 4, 2, &mo) ||
+        !digits(s + 6, 2, &d) || !digits(s + 9, 2, &h) || !digits(s + 11, 2, &mi) ||
+        !digits(s + 13, 2, &se) || !fraction_ok(s + 15))
         return m2mhsm_fail(M2MHSM_E_INVALID_ARG,
                            "timestamp is not an m2m:timestamp YYYYMMDDThhmmss[,ffffff]");
-    if (y < 1970 || mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo) || h > 23 ||
-        mi > 59 || se > 59)
+    if (y < 1970 || mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 ||
+        se > 59)
         return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "timestamp has a field out of range");
     *out = days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400 + h * 3600 + mi * 60 + se;
     return M2MHSM_OK;
 }
 
-static void civil(m2mhsm_time t, struct tm *tm)
+/* 9999-12-31T23:59:59Z, the last instant a timestamp or CK_DATE can name. */
+#define TIME_MAX 253402300799LL
+
+static int civil(m2mhsm_time t, struct tm *tm)
 {
     time_t tt = (time_t)t;
-    gmtime_r(&tt, tm);
+    if (t < 0 || t > TIME_MAX || gmtime_r(&tt, tm) == NULL) {
+        memset(tm, 0, sizeof(*tm));
+        return 0;
+    }
+    return 1;
 }
 
 m2mhsm_status m2mhsm_timestamp_format(m2mhsm_time t, char *buf, size_t len)
@@ -84,7 +91,8 @@ m2mhsm_status m2mhsm_timestamp_format(m2mhsm_time t, char *buf, size_t len)
         n = snprintf(buf, len, "never");
     } else {
         struct tm tm;
-        civil(t, &tm);
+        if (!civil(t, &tm))
+            return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "time out of the m2m:timestamp range");
         n = snprintf(buf, len, "%04d%02d%02dT%02d%02d%02d", tm.tm_year + 1900, tm.tm_mon + 1,
                      tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
     }
@@ -115,9 +123,10 @@ m2mhsm_status m2mhsm_expiry_spec_parse(const char *s, m2mhsm_expiry_spec *out)
             break;
     }
     if (v < 1 || v > M2MHSM_MAX_DURATION)
-        return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "Enrolment Expiry of %s seconds is out of "
-                           "range (1 to %lld)", n > 20 ? "so many" : s,
-                           (long long)M2MHSM_MAX_DURATION);
+        return m2mhsm_fail(M2MHSM_E_INVALID_ARG,
+                           "Enrolment Expiry of %s seconds is out of "
+                           "range (1 to %lld)",
+                           n > 20 ? "so many" : s, (long long)M2MHSM_MAX_DURATION);
     out->kind = M2MHSM_EXPIRY_DURATION;
     out->value = v;
     return M2MHSM_OK;

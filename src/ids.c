@@ -14,6 +14,8 @@ const char *m2mhsm_id_type_name(m2mhsm_id_type type)
         return "FQDN";
     case M2MHSM_ID_M2M:
         return "CSE-ID/AE-ID";
+    case M2MHSM_ID_M2M_ABS:
+        return "absolute CSE-ID/AE-ID";
     case M2MHSM_ID_TARGET:
         return "Enrolment Target ID";
     case M2MHSM_ID_KE:
@@ -123,6 +125,7 @@ static size_t max_len(m2mhsm_id_type type)
     case M2MHSM_ID_FQDN:
         return M2MHSM_FQDN_MAX;
     case M2MHSM_ID_M2M:
+    case M2MHSM_ID_M2M_ABS:
     case M2MHSM_ID_TARGET:
         return M2MHSM_M2M_ID_MAX;
     case M2MHSM_ID_KE:
@@ -140,8 +143,10 @@ static const char *grammar_hint(m2mhsm_id_type type)
         return "a lower-case host name";
     case M2MHSM_ID_M2M:
         return "a CSE-ID or AE-ID such as //sp.example.com/cse1 or /cse1/Cae1";
+    case M2MHSM_ID_M2M_ABS:
+        return "an absolute CSE-ID or AE-ID such as //sp.example.com/cse1/Cae1";
     case M2MHSM_ID_TARGET:
-        return "a MAF FQDN or a CSE-ID/AE-ID";
+        return "a MAF FQDN or an absolute CSE-ID/AE-ID";
     case M2MHSM_ID_KE:
         return "32 hex digits, '@', the MEF's FQDN";
     }
@@ -157,8 +162,11 @@ static int grammar_ok(m2mhsm_id_type type, const char *s, size_t len)
         return fqdn_ok(s, len);
     case M2MHSM_ID_M2M:
         return m2m_ok(s, len);
+    case M2MHSM_ID_M2M_ABS:
+        return len > 2 && s[0] == '/' && s[1] == '/' && m2m_ok(s, len);
     case M2MHSM_ID_TARGET:
-        return fqdn_ok(s, len) || m2m_ok(s, len);
+        return (len <= M2MHSM_FQDN_MAX && fqdn_ok(s, len)) ||
+               (len > 2 && s[0] == '/' && s[1] == '/' && m2m_ok(s, len));
     case M2MHSM_ID_KE:
         return ke_ok(s, len);
     }
@@ -171,8 +179,8 @@ m2mhsm_status m2mhsm_id_check(m2mhsm_id_type type, const char *s, size_t len)
     if (s == NULL || len == 0)
         return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "%s is empty", name);
     if (len > max_len(type))
-        return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "%s is %zu characters; at most %zu", name,
-                           len, max_len(type));
+        return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "%s is %zu characters; at most %zu", name, len,
+                           max_len(type));
     for (size_t i = 0; i < len; i++) {
         if (s[i] == '\0')
             return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "%s contains a NUL byte", name);
@@ -186,6 +194,22 @@ m2mhsm_status m2mhsm_id_check(m2mhsm_id_type type, const char *s, size_t len)
     if (!grammar_ok(type, s, len))
         return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "%s is malformed (expected %s)", name,
                            grammar_hint(type));
+    return M2MHSM_OK;
+}
+
+m2mhsm_status m2mhsm_id_canonical(m2mhsm_id_type type, const char *s, size_t len, char *out,
+                                  size_t cap)
+{
+    m2mhsm_status st = m2mhsm_id_check(type, s, len);
+    if (st != M2MHSM_OK)
+        return st;
+    if (cap <= len)
+        return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "identifier buffer too small");
+    memcpy(out, s, len);
+    out[len] = '\0';
+    for (size_t i = 0; type == M2MHSM_ID_KE && i < 2 * M2MHSM_RELATIVE_KE_ID_LEN; i++)
+        if (out[i] >= 'a' && out[i] <= 'f')
+            out[i] = (char)(out[i] - 'a' + 'A');
     return M2MHSM_OK;
 }
 

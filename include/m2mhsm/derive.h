@@ -47,8 +47,8 @@ m2mhsm_status m2mhsm_ke_id_format(const uint8_t relative_ke_id[M2MHSM_RELATIVE_K
  * *out is malloc'd (not secret); the caller frees it. Pure.
  */
 typedef enum { M2MHSM_DERIVE_KM, M2MHSM_DERIVE_KPSA } m2mhsm_derivation;
-m2mhsm_status m2mhsm_derivation_input(m2mhsm_derivation which, const char *target_id,
-                                      uint8_t **out, size_t *out_len);
+m2mhsm_status m2mhsm_derivation_input(m2mhsm_derivation which, const char *target_id, uint8_t **out,
+                                      size_t *out_len);
 
 /* Longest TLS 1.2 premaster key form: an HMAC-SHA-256 block. */
 #define M2MHSM_PMS_KEY_MAX 64
@@ -65,8 +65,7 @@ m2mhsm_status m2mhsm_derivation_input(m2mhsm_derivation which, const char *targe
  */
 m2mhsm_status m2mhsm_psk_tls12_pms_key(const uint8_t *psk, size_t psk_len,
                                        uint8_t out[M2MHSM_PMS_KEY_MAX], size_t *out_len);
-m2mhsm_status m2mhsm_psk_tls13_early_secret(const uint8_t *psk, size_t psk_len,
-                                            uint8_t out[32]);
+m2mhsm_status m2mhsm_psk_tls13_early_secret(const uint8_t *psk, size_t psk_len, uint8_t out[32]);
 
 #ifdef __cplusplus
 }

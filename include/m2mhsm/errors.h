@@ -10,18 +10,18 @@ extern "C" {
 
 typedef enum {
     M2MHSM_OK = 0,
-    M2MHSM_E_INVALID_ARG,   /* bad input; nothing was changed */
-    M2MHSM_E_NOT_FOUND,     /* no such identity / object */
-    M2MHSM_E_EXISTS,        /* an object with that identity already exists */
-    M2MHSM_E_EXPIRED,       /* the key's Enrolment Expiry has passed */
-    M2MHSM_E_MODULE,        /* the PKCS#11 module could not be loaded or initialised */
-    M2MHSM_E_TOKEN,         /* no (or more than one) token matches the URI */
-    M2MHSM_E_PIN,           /* pin-source unreadable, or the token refused the PIN */
-    M2MHSM_E_PKCS11,        /* a PKCS#11 call failed; detail names the call and CKR */
-    M2MHSM_E_UNSUPPORTED,   /* the token lacks a required mechanism */
-    M2MHSM_E_CORRUPT,       /* metadata on the token is malformed */
-    M2MHSM_E_IO,            /* a file could not be read */
-    M2MHSM_E_CRYPTO,        /* an OpenSSL primitive failed */
+    M2MHSM_E_INVALID_ARG, /* bad input; nothing was changed */
+    M2MHSM_E_NOT_FOUND,   /* no such identity / object */
+    M2MHSM_E_EXISTS,      /* an object with that identity already exists */
+    M2MHSM_E_EXPIRED,     /* the key's Enrolment Expiry has passed */
+    M2MHSM_E_MODULE,      /* the PKCS#11 module could not be loaded or initialised */
+    M2MHSM_E_TOKEN,       /* no (or more than one) token matches the URI */
+    M2MHSM_E_PIN,         /* pin-source unreadable, or the token refused the PIN */
+    M2MHSM_E_PKCS11,      /* a PKCS#11 call failed; detail names the call and CKR */
+    M2MHSM_E_UNSUPPORTED, /* the token lacks a required mechanism */
+    M2MHSM_E_CORRUPT,     /* metadata on the token is malformed */
+    M2MHSM_E_IO,          /* a file could not be read */
+    M2MHSM_E_CRYPTO,      /* an OpenSSL primitive failed */
     M2MHSM_E_NOMEM
 } m2mhsm_status;
 

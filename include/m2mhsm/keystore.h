@@ -23,19 +23,19 @@ extern "C" {
 #endif
 
 typedef enum {
-    M2MHSM_KIND_KPM = 1,   /* identity: KpmID */
-    M2MHSM_KIND_KE,        /* identity: KeID */
-    M2MHSM_KIND_KM,        /* identity: KmID (= KeID, per the CR) */
-    M2MHSM_KIND_KPSA,      /* identity: KpsaID (= KeID) */
-    M2MHSM_KIND_ENROLMENT  /* MEF Bootstrap Instruction Configuration; identity: KpmID;
-                              metadata only, no key */
+    M2MHSM_KIND_KPM = 1,  /* identity: KpmID */
+    M2MHSM_KIND_KE,       /* identity: KeID */
+    M2MHSM_KIND_KM,       /* identity: KmID (= KeID, per the CR) */
+    M2MHSM_KIND_KPSA,     /* identity: KpsaID (= KeID) */
+    M2MHSM_KIND_ENROLMENT /* MEF Bootstrap Instruction Configuration; identity: KpmID;
+                             metadata only, no key */
 } m2mhsm_kind;
 
 /* The secret-key objects of a record. A PSK (Kpm, Km, Kpsa) has all three; Ke has RAW. */
 typedef enum {
-    M2MHSM_FORM_RAW = 0,    /* the key itself */
-    M2MHSM_FORM_TLS12_PMS,  /* SHA-256 of the TLS 1.2 PSK premaster (derive.h) */
-    M2MHSM_FORM_TLS13_ES,   /* TLS 1.3 early secret (derive.h) */
+    M2MHSM_FORM_RAW = 0,   /* the key itself */
+    M2MHSM_FORM_TLS12_PMS, /* SHA-256 of the TLS 1.2 PSK premaster (derive.h) */
+    M2MHSM_FORM_TLS13_ES,  /* TLS 1.3 early secret (derive.h) */
     M2MHSM_FORM_COUNT
 } m2mhsm_form;
 
@@ -45,13 +45,13 @@ typedef enum {
 typedef struct {
     m2mhsm_kind kind;
     char identity[M2MHSM_ID_MAX + 1];
-    char kpm_id[M2MHSM_KPM_ID_MAX + 1];    /* KE, KM, KPSA (when known), ENROLMENT */
-    char ke_id[M2MHSM_KE_ID_MAX + 1];      /* KM, KPSA: the Ke they come from */
+    char kpm_id[M2MHSM_KPM_ID_MAX + 1];     /* KE, KM, KPSA (when known), ENROLMENT */
+    char ke_id[M2MHSM_KE_ID_MAX + 1];       /* KM, KPSA: the Ke they come from */
     char enrolee_id[M2MHSM_M2M_ID_MAX + 1]; /* the Enrolee's CSE-ID/AE-ID ("" if unknown) */
     char target_id[M2MHSM_M2M_ID_MAX + 1];  /* Enrolment Target: MAF-ID or Enrolee B-ID */
     m2mhsm_expiry_spec enrolment_expiry;    /* ENROLMENT, KE: as configured */
     m2mhsm_time created;
-    m2mhsm_time expiry;                     /* exact instant enforced; M2MHSM_NEVER if none */
+    m2mhsm_time expiry; /* exact instant enforced; M2MHSM_NEVER if none */
     uint8_t record_id[M2MHSM_RECORD_ID_LEN];
     CK_OBJECT_HANDLE meta;
     CK_OBJECT_HANDLE key[M2MHSM_FORM_COUNT]; /* CK_INVALID_HANDLE where absent */
@@ -71,11 +71,11 @@ typedef struct {
 
 /* What opening found and repaired. */
 typedef struct {
-    size_t records;          /* complete records indexed */
-    size_t orphan_keys;      /* m2mhsm keys without metadata: destroyed */
-    size_t incomplete;       /* metadata with missing keys, older than the grace: destroyed */
-    size_t corrupt;          /* unparseable metadata: left alone, reported */
-    size_t kept_keys;        /* keys of unparseable metadata: left alone too */
+    size_t records;     /* complete records indexed */
+    size_t orphan_keys; /* m2mhsm keys without metadata: destroyed */
+    size_t incomplete;  /* metadata with missing keys, older than the grace: destroyed */
+    size_t corrupt;     /* unparseable metadata: left alone, reported */
+    size_t kept_keys;   /* keys of unparseable metadata: left alone too */
 } m2mhsm_open_report;
 
 /*
@@ -162,8 +162,9 @@ m2mhsm_status m2mhsm_keystore_derive(m2mhsm_keystore *ks, const m2mhsm_record *k
 
 /*
  * Derive Km/Kpsa from Ke and store it (the Enrolee's side): identity = KeID, lifetime =
- * min(requested, Ke's). Where the token offers CKM_SP800_108_FEEDBACK_KDF the key is made
- * on the token; otherwise the HMAC output is imported at once and cleansed.
+ * min(requested, Ke's); a lifetime already over is refused with M2MHSM_E_EXPIRED. The HMAC
+ * output (C_Sign) is imported at once and cleansed: PKCS#11 2.40 tokens such as SoftHSM
+ * have no KDF that yields it as a key object (docs/deployment-hsm.md).
  */
 m2mhsm_status m2mhsm_keystore_derive_store(m2mhsm_keystore *ks, const m2mhsm_record *ke,
                                            m2mhsm_derivation which, const char *target_id,
@@ -171,24 +172,24 @@ m2mhsm_status m2mhsm_keystore_derive_store(m2mhsm_keystore *ks, const m2mhsm_rec
 
 /* What an Enrolment Target stores after fetching a key from the MEF (8.3.1.2). */
 typedef struct {
-    m2mhsm_kind kind;        /* M2MHSM_KIND_KM or M2MHSM_KIND_KPSA */
-    const char *ke_id;       /* identity (KmID/KpsaID = KeID) */
-    const char *enrolee_id;  /* as the MEF passed it, or NULL */
-    const char *target_id;   /* this Enrolment Target's own ID */
-    m2mhsm_time lifetime;    /* as received from the MEF */
-    m2mhsm_time requested;   /* local policy, M2MHSM_NEVER for none */
+    m2mhsm_kind kind;       /* M2MHSM_KIND_KM or M2MHSM_KIND_KPSA */
+    const char *ke_id;      /* identity (KmID/KpsaID = KeID) */
+    const char *enrolee_id; /* as the MEF passed it, or NULL */
+    const char *target_id;  /* this Enrolment Target's own ID */
+    m2mhsm_time lifetime;   /* as received from the MEF */
+    m2mhsm_time requested;  /* local policy, M2MHSM_NEVER for none */
 } m2mhsm_fetched_key;
 
 /* Import a fetched Km/Kpsa with expiry min(requested, lifetime). An already-expired
  * lifetime is refused with M2MHSM_E_EXPIRED and nothing is stored. */
 m2mhsm_status m2mhsm_keystore_store_fetched(m2mhsm_keystore *ks, const m2mhsm_fetched_key *fk,
-                                            const uint8_t *key, size_t key_len,
-                                            m2mhsm_record *out);
+                                            const uint8_t *key, size_t key_len, m2mhsm_record *out);
 
 /*
  * Erase everything held for an Enrolee (the CR: its credential ids and all its
- * credentials): every Ke, Km and Kpsa record whose enrolee_id matches. Kpm and the MEF's
- * configuration stay, so the device can re-enrol. *erased (may be NULL) = records erased.
+ * credentials): every Ke, Km and Kpsa record that names it, and every one derived from its
+ * Ke records. Kpm and the MEF's configuration stay, so the device can re-enrol.
+ * *erased (may be NULL) = records erased.
  */
 m2mhsm_status m2mhsm_keystore_erase_enrolee(m2mhsm_keystore *ks, const char *enrolee_id,
                                             size_t *erased);
@@ -197,9 +198,11 @@ m2mhsm_status m2mhsm_keystore_erase_enrolee(m2mhsm_keystore *ks, const char *enr
  * M2MHSM_E_NOT_FOUND if there was none. */
 m2mhsm_status m2mhsm_keystore_erase_id(m2mhsm_keystore *ks, const char *id, size_t *erased);
 
-/* Erase the credentials of every Enrolee that has an expired Ke, Km or Kpsa, the way
- * erase_enrolee does (records without an Enrolee-ID are erased with what derives from
- * them). *erased = records erased. */
+/*
+ * Erase what has expired: every expired Ke, Km or Kpsa and what derives from it, and where
+ * an Enrolment Expiry passed (a Ke's, or at an Enrolment Target a fetched Km/Kpsa's) all of
+ * that Enrolee's credentials. *erased = records erased.
+ */
 m2mhsm_status m2mhsm_keystore_sweep(m2mhsm_keystore *ks, size_t *erased);
 
 /* Every record on the token (searched afresh), sorted by kind then identity. The caller

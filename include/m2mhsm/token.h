@@ -35,10 +35,12 @@ typedef struct {
 
 /* Mechanisms m2mhsm may use, probed with C_GetMechanismInfo when the token opens. */
 typedef struct {
-    int sha256_hmac;       /* CKM_SHA256_HMAC with CKF_SIGN: required */
-    int aes_key_wrap;      /* CKM_AES_KEY_WRAP (RFC 3394) with CKF_UNWRAP */
-    int aes_key_wrap_pad;  /* CKM_AES_KEY_WRAP_PAD or _KWP (RFC 5649) with CKF_UNWRAP */
-    int hkdf_derive;       /* CKM_HKDF_DERIVE (PKCS#11 3.0) with CKF_DERIVE */
+    int sha256_hmac;        /* CKM_SHA256_HMAC with CKF_SIGN: required */
+    int aes_key_wrap;       /* CKM_AES_KEY_WRAP (RFC 3394) with CKF_UNWRAP */
+    int aes_key_wrap_kwp;   /* CKM_AES_KEY_WRAP_KWP (RFC 5649, PKCS#11 3.0) with CKF_UNWRAP */
+    int aes_key_wrap_pad;   /* CKM_AES_KEY_WRAP_PAD with CKF_UNWRAP: PKCS#11 2.40 left its
+                               padding open; some modules (SoftHSM) implement RFC 5649 here */
+    int hkdf_derive;        /* CKM_HKDF_DERIVE (PKCS#11 3.0) with CKF_DERIVE */
     int sp800_108_feedback; /* CKM_SP800_108_FEEDBACK_KDF (PKCS#11 3.0) with CKF_DERIVE */
 } m2mhsm_token_caps;
 

@@ -37,19 +37,59 @@ static m2mhsm_status erase_where(m2mhsm_keystore *ks, ks_select_fn select, void 
     return st;
 }
 
+/* An Enrolee's credentials: those that name it, and those derived from its Ke records
+ * (an Enrolment Target may hold a Km that the MEF sent without the Enrolee-ID). */
+typedef struct {
+    const char *enrolee_id;
+    const char **ke_ids; /* identities of the Enrolee's Ke records, from the scan */
+    size_t count;
+    int ready, nomem;
+} enrolee_ctx;
+
+static int names_enrolee(const m2mhsm_record *rec, const char *enrolee_id)
+{
+    return ks_kind_is_credential(rec->kind) && strcmp(rec->enrolee_id, enrolee_id) == 0;
+}
+
+static void collect_ke_ids(const ks_scan *sc, enrolee_ctx *c)
+{
+    c->ready = 1;
+    c->ke_ids = calloc(sc->count + 1, sizeof(*c->ke_ids));
+    if (c->ke_ids == NULL) {
+        c->nomem = 1;
+        return;
+    }
+    for (size_t i = 0; i < sc->count; i++)
+        if (sc->recs[i].kind == M2MHSM_KIND_KE && names_enrolee(&sc->recs[i], c->enrolee_id))
+            c->ke_ids[c->count++] = sc->recs[i].identity;
+}
+
 static int of_enrolee(const ks_scan *sc, size_t i, void *arg)
 {
+    enrolee_ctx *c = arg;
     const m2mhsm_record *rec = &sc->recs[i];
-    return ks_kind_is_credential(rec->kind) && strcmp(rec->enrolee_id, (const char *)arg) == 0;
+    if (!c->ready)
+        collect_ke_ids(sc, c);
+    if (names_enrolee(rec, c->enrolee_id))
+        return 1;
+    for (size_t k = 0; ks_kind_is_credential(rec->kind) && k < c->count; k++)
+        if (strcmp(rec->ke_id, c->ke_ids[k]) == 0)
+            return 1;
+    return 0;
 }
 
 m2mhsm_status m2mhsm_keystore_erase_enrolee(m2mhsm_keystore *ks, const char *enrolee_id,
                                             size_t *erased)
 {
-    m2mhsm_status st = m2mhsm_id_check_str(M2MHSM_ID_M2M, enrolee_id);
+    m2mhsm_status st = m2mhsm_id_check_str(M2MHSM_ID_M2M_ABS, enrolee_id);
     if (st != M2MHSM_OK)
         return st;
-    return erase_where(ks, of_enrolee, (void *)enrolee_id, erased);
+    enrolee_ctx ctx = {.enrolee_id = enrolee_id};
+    st = erase_where(ks, of_enrolee, &ctx, erased);
+    free(ctx.ke_ids);
+    if (st == M2MHSM_OK && ctx.nomem)
+        return m2mhsm_fail(M2MHSM_E_NOMEM, "out of memory during erase");
+    return st;
 }
 
 static int of_id(const ks_scan *sc, size_t i, void *arg)
@@ -62,11 +102,12 @@ static int of_id(const ks_scan *sc, size_t i, void *arg)
 m2mhsm_status m2mhsm_keystore_erase_id(m2mhsm_keystore *ks, const char *id, size_t *erased)
 {
     size_t len = id != NULL ? strlen(id) : 0;
-    if (m2mhsm_id_check(M2MHSM_ID_KPM, id, len) != M2MHSM_OK &&
-        m2mhsm_id_check(M2MHSM_ID_KE, id, len) != M2MHSM_OK)
+    char canon[M2MHSM_ID_MAX + 1];
+    if (m2mhsm_id_canonical(M2MHSM_ID_KE, id, len, canon, sizeof(canon)) != M2MHSM_OK &&
+        m2mhsm_id_canonical(M2MHSM_ID_KPM, id, len, canon, sizeof(canon)) != M2MHSM_OK)
         return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "key id must be a KpmID or a KeID");
     size_t n = 0;
-    m2mhsm_status st = erase_where(ks, of_id, (void *)id, &n);
+    m2mhsm_status st = erase_where(ks, of_id, canon, &n);
     if (erased != NULL)
         *erased = n;
     if (st == M2MHSM_OK && n == 0)
@@ -80,12 +121,29 @@ typedef struct {
     m2mhsm_time now;
     const m2mhsm_record **expired; /* built from the scan on the first call */
     size_t count;
+    const ks_scan *sc;
     int ready, nomem;
 } sweep_ctx;
 
 static int expired(const m2mhsm_record *r, m2mhsm_time now)
 {
     return ks_kind_is_credential(r->kind) && !m2mhsm_expiry_is_valid(r->expiry, now);
+}
+
+static int has_ke(const ks_scan *sc, const char *ke_id)
+{
+    for (size_t i = 0; i < sc->count; i++)
+        if (sc->recs[i].kind == M2MHSM_KIND_KE && strcmp(sc->recs[i].identity, ke_id) == 0)
+            return 1;
+    return 0;
+}
+
+/* An expiry that is the Enrolment Expiry: a Ke's, or at an Enrolment Target (which holds no
+ * Ke) a Km/Kpsa's, whose lifetime is the one the MEF handed over. A Km that an Enrolee
+ * chose to let lapse before its Ke says nothing about the enrolment. */
+static int enrolment_expired(const ks_scan *sc, const m2mhsm_record *r)
+{
+    return r->enrolee_id[0] != '\0' && (r->kind == M2MHSM_KIND_KE || !has_ke(sc, r->ke_id));
 }
 
 static void collect_expired(const ks_scan *sc, sweep_ctx *c)
@@ -101,8 +159,8 @@ static void collect_expired(const ks_scan *sc, sweep_ctx *c)
             c->expired[c->count++] = &sc->recs[i];
 }
 
-/* A credential goes if it expired, if another credential of its Enrolee expired (the CR:
- * all of that Enrolee's credentials), or if the Ke it derives from expired. */
+/* A credential goes if it expired; if it derives from an expired record; or if its
+ * Enrolee's Enrolment Expiry passed (the CR: all of that Enrolee's credentials). */
 static int sweep_select(const ks_scan *sc, size_t i, void *arg)
 {
     sweep_ctx *c = arg;
@@ -115,9 +173,10 @@ static int sweep_select(const ks_scan *sc, size_t i, void *arg)
         return 1;
     for (size_t k = 0; k < c->count; k++) {
         const m2mhsm_record *o = c->expired[k];
-        if (rec->enrolee_id[0] != '\0' && strcmp(o->enrolee_id, rec->enrolee_id) == 0)
-            return 1;
         if (rec->ke_id[0] != '\0' && strcmp(o->identity, rec->ke_id) == 0)
+            return 1;
+        if (rec->enrolee_id[0] != '\0' && strcmp(o->enrolee_id, rec->enrolee_id) == 0 &&
+            enrolment_expired(sc, o))
             return 1;
     }
     return 0;

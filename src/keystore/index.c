@@ -131,8 +131,7 @@ void ks_index_del(ks_index *idx, m2mhsm_kind kind, const char *key, const m2mhsm
         return;
     size_t len = strlen(key);
     ks_entry **p = find_slot(idx, kind, key, len, hash_key(idx, kind, key, len));
-    if (*p == NULL ||
-        memcmp((*p)->rec.record_id, rec->record_id, M2MHSM_RECORD_ID_LEN) != 0)
+    if (*p == NULL || memcmp((*p)->rec.record_id, rec->record_id, M2MHSM_RECORD_ID_LEN) != 0)
         return;
     ks_entry *e = *p;
     *p = e->next;

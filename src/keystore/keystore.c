@@ -24,8 +24,8 @@ int m2mhsm_record_valid(const m2mhsm_keystore *ks, const m2mhsm_record *rec)
 void ks_index_insert(m2mhsm_keystore *ks, const m2mhsm_record *rec)
 {
     /* The newest record wins when two exist (a replacement interrupted by a crash). */
-    const m2mhsm_record *old = ks_index_get(&ks->idx, rec->kind, rec->identity,
-                                            strlen(rec->identity));
+    const m2mhsm_record *old =
+        ks_index_get(&ks->idx, rec->kind, rec->identity, strlen(rec->identity));
     if (old == NULL || old->created <= rec->created)
         ks_index_put(&ks->idx, rec->kind, rec->identity, rec);
     if (rec->kind != M2MHSM_KIND_KE || rec->kpm_id[0] == '\0')
@@ -54,8 +54,7 @@ m2mhsm_status ks_record_destroy_objects(m2mhsm_keystore *ks, CK_SESSION_HANDLE s
     return st;
 }
 
-m2mhsm_status ks_record_destroy(m2mhsm_keystore *ks, CK_SESSION_HANDLE s,
-                                const m2mhsm_record *rec)
+m2mhsm_status ks_record_destroy(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, const m2mhsm_record *rec)
 {
     pthread_mutex_lock(&ks->lock);
     ks_index_forget(ks, rec);

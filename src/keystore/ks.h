@@ -8,7 +8,7 @@
 #define M2MHSM_APPLICATION "m2mhsm"   /* CKA_APPLICATION of every metadata object */
 #define M2MHSM_LABEL_PREFIX "m2mhsm:" /* CKA_LABEL prefix of every object we create */
 #define M2MHSM_LABEL_MAX (sizeof(M2MHSM_LABEL_PREFIX) + 16 + M2MHSM_ID_MAX + 16)
-#define M2MHSM_META_MAX 2048          /* metadata text is far shorter; larger is corrupt */
+#define M2MHSM_META_MAX 2048 /* metadata text is far shorter; larger is corrupt */
 
 /* ---- meta.c: the metadata text in CKA_VALUE (docs/key-lifecycle.md) ---- */
 /* Serialise rec into buf (>= M2MHSM_META_MAX); *len = bytes written. */
@@ -39,7 +39,7 @@ typedef m2mhsm_status (*ks_key_maker)(const ks_key_spec *spec, CK_SESSION_HANDLE
 struct ks_key_spec {
     const uint8_t *value; /* key bytes to import, or NULL when `make` makes it */
     size_t len;
-    CK_BBOOL sign;        /* CKA_SIGN: HMAC with this key */
+    CK_BBOOL sign; /* CKA_SIGN: HMAC with this key */
     ks_key_maker make;
     void *make_arg;
 };
@@ -56,15 +56,15 @@ typedef struct {
     CK_DATE start, end;
     char label[M2MHSM_LABEL_MAX];
 } ks_key_attrs;
-CK_ULONG ks_key_template(const m2mhsm_record *rec, m2mhsm_form form, CK_BBOOL sign,
-                         ks_key_attrs *a, CK_ATTRIBUTE *tmpl);
+CK_ULONG ks_key_template(const m2mhsm_record *rec, m2mhsm_form form, CK_BBOOL sign, ks_key_attrs *a,
+                         CK_ATTRIBUTE *tmpl);
 m2mhsm_status ks_create_key(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, const m2mhsm_record *rec,
                             m2mhsm_form form, const ks_key_spec *spec, CK_OBJECT_HANDLE *out);
 /* Destroy; an object already gone counts as destroyed (another process got there first). */
 m2mhsm_status ks_destroy(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h);
 /* All objects matching tmpl. *out is malloc'd. */
-m2mhsm_status ks_find(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tmpl,
-                      CK_ULONG n, CK_OBJECT_HANDLE **out, size_t *count);
+m2mhsm_status ks_find(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tmpl, CK_ULONG n,
+                      CK_OBJECT_HANDLE **out, size_t *count);
 /* The two readers below return M2MHSM_E_NOT_FOUND when the object vanished meanwhile
  * (CKR_OBJECT_HANDLE_INVALID): another thread or process destroyed it. */
 /* Read CKA_LABEL (NUL-terminated, truncated to label_len-1) and CKA_ID of a key object.
@@ -114,8 +114,8 @@ typedef struct {
     size_t count, cap;
     CK_OBJECT_HANDLE *orphans; /* keys with our label and no metadata */
     size_t orphan_count, orphan_cap;
-    size_t corrupt;            /* metadata that does not decode */
-    size_t kept_keys;          /* keys of corrupt metadata, kept for an operator */
+    size_t corrupt;   /* metadata that does not decode */
+    size_t kept_keys; /* keys of corrupt metadata, kept for an operator */
 } ks_scan;
 
 m2mhsm_status ks_scan_token(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, ks_scan *out);
@@ -125,8 +125,7 @@ int ks_record_complete(const m2mhsm_record *rec);
 void ks_index_forget(m2mhsm_keystore *ks, const m2mhsm_record *rec);
 /* Destroy a record: keys first, metadata last, so a crash never leaves a usable key
  * without metadata. Removes it from the index. */
-m2mhsm_status ks_record_destroy(m2mhsm_keystore *ks, CK_SESSION_HANDLE s,
-                                const m2mhsm_record *rec);
+m2mhsm_status ks_record_destroy(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, const m2mhsm_record *rec);
 /* The same without the index and without taking the write lock (the caller holds it). */
 m2mhsm_status ks_record_destroy_objects(m2mhsm_keystore *ks, CK_SESSION_HANDLE s,
                                         const m2mhsm_record *rec);

@@ -7,8 +7,7 @@
 
 static m2mhsm_id_type identity_type(m2mhsm_kind kind)
 {
-    return kind == M2MHSM_KIND_KPM || kind == M2MHSM_KIND_ENROLMENT ? M2MHSM_ID_KPM
-                                                                   : M2MHSM_ID_KE;
+    return kind == M2MHSM_KIND_KPM || kind == M2MHSM_KIND_ENROLMENT ? M2MHSM_ID_KPM : M2MHSM_ID_KE;
 }
 
 /* The object a hit is confirmed on: the one a handshake uses next. */
@@ -30,15 +29,11 @@ static int still_there(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, const m2mhsm_re
     CK_OBJECT_HANDLE h = primary(rec, &form);
     char want[M2MHSM_LABEL_MAX], label[M2MHSM_LABEL_MAX];
     if (form < 0) {
-        ks_meta_label(rec, want, sizeof(want));
-        CK_ATTRIBUTE a = {CKA_LABEL, label, sizeof(label) - 1};
-        m2mhsm_token_read_begin(ks->tok);
-        CK_RV rv = ks->fn->C_GetAttributeValue(s, h, &a, 1);
-        m2mhsm_token_read_end(ks->tok);
-        if (rv != CKR_OK)
-            return 0;
-        label[a.ulValueLen] = '\0';
-        return strcmp(label, want) == 0;
+        /* A configuration has no key; a replacement keeps the label, so compare the
+         * record id inside the metadata (rare: the MEF reads it once per enrolment). */
+        m2mhsm_record now;
+        return ks_read_meta(ks->tok, s, h, &now) == M2MHSM_OK &&
+               memcmp(now.record_id, rec->record_id, M2MHSM_RECORD_ID_LEN) == 0;
     }
     ks_key_label(rec, (m2mhsm_form)form, want, sizeof(want));
     uint8_t id[M2MHSM_RECORD_ID_LEN];
@@ -117,14 +112,16 @@ m2mhsm_status m2mhsm_keystore_lookup(m2mhsm_keystore *ks, m2mhsm_kind kind, cons
 {
     if (ks == NULL || out == NULL)
         return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "keystore_lookup: NULL argument");
-    m2mhsm_status st = m2mhsm_id_check(identity_type(kind), id, len);
+    char identity[M2MHSM_ID_MAX + 1];
+    m2mhsm_status st =
+        m2mhsm_id_canonical(identity_type(kind), id, len, identity, sizeof(identity));
     if (st != M2MHSM_OK)
         return st;
     if ((st = ks_sync_generation(ks)) != M2MHSM_OK)
         return st;
 
     pthread_mutex_lock(&ks->lock);
-    const m2mhsm_record *hit = ks_index_get(&ks->idx, kind, id, len);
+    const m2mhsm_record *hit = ks_index_get(&ks->idx, kind, identity, len);
     int have = hit != NULL;
     if (have)
         *out = *hit;
@@ -144,9 +141,6 @@ m2mhsm_status m2mhsm_keystore_lookup(m2mhsm_keystore *ks, m2mhsm_kind kind, cons
         ks_index_forget(ks, out);
         pthread_mutex_unlock(&ks->lock);
     }
-    char identity[M2MHSM_ID_MAX + 1];
-    memcpy(identity, id, len);
-    identity[len] = '\0';
     st = search(ks, s, kind, identity, out);
     m2mhsm_token_session_put(ks->tok, s);
     if (st == M2MHSM_OK) {

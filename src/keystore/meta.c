@@ -7,6 +7,7 @@
 #include "ks.h"
 #include "../internal.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,8 +16,10 @@
 #define META_MAGIC "m2mhsm-meta 1\n"
 
 static const char *const kind_names[] = {
-    [M2MHSM_KIND_KPM] = "kpm",   [M2MHSM_KIND_KE] = "ke",
-    [M2MHSM_KIND_KM] = "km",     [M2MHSM_KIND_KPSA] = "kpsa",
+    [M2MHSM_KIND_KPM] = "kpm",
+    [M2MHSM_KIND_KE] = "ke",
+    [M2MHSM_KIND_KM] = "km",
+    [M2MHSM_KIND_KPSA] = "kpsa",
     [M2MHSM_KIND_ENROLMENT] = "enrolment",
 };
 
@@ -72,8 +75,8 @@ void ks_meta_label(const m2mhsm_record *rec, char *buf, size_t len)
 
 void ks_key_label(const m2mhsm_record *rec, m2mhsm_form form, char *buf, size_t len)
 {
-    snprintf(buf, len, M2MHSM_LABEL_PREFIX "%s:%s:%s", m2mhsm_kind_name(rec->kind),
-             rec->identity, ks_form_name(form));
+    snprintf(buf, len, M2MHSM_LABEL_PREFIX "%s:%s:%s", m2mhsm_kind_name(rec->kind), rec->identity,
+             ks_form_name(form));
 }
 
 int ks_label_form(const char *label)
@@ -137,13 +140,24 @@ m2mhsm_status ks_meta_encode(const m2mhsm_record *rec, char *buf, size_t *len)
 
 /* ---- decoding ---- */
 
-static int parse_i64(const char *s, int64_t *out)
+/* 9999-12-31T23:59:59Z: the last instant an m2m:timestamp can name. */
+#define META_TIME_MAX 253402300799LL
+
+/* A Unix time in [0, META_TIME_MAX], or exactly M2MHSM_NEVER when never_ok. */
+static int parse_time(const char *s, int64_t *out, int never_ok)
 {
     char *end = NULL;
-    if (*s == '\0')
+    if (*s < '0' || *s > '9')
         return 0;
+    errno = 0;
     long long v = strtoll(s, &end, 10);
-    if (*end != '\0')
+    if (*end != '\0' || errno == ERANGE)
+        return 0;
+    if (v == M2MHSM_NEVER && never_ok) {
+        *out = v;
+        return 1;
+    }
+    if (v > META_TIME_MAX)
         return 0;
     *out = v;
     return 1;
@@ -175,11 +189,11 @@ static int copy_field(char *dst, size_t cap, const char *v)
 static int set_field(m2mhsm_record *rec, const char *k, const char *v, unsigned *seen)
 {
     int ok = 0;
-#define FIELD(name, bit, expr)                                                                 \
-    if (strcmp(k, name) == 0) {                                                                \
-        ok = (*seen & (1u << bit)) == 0 && (expr);                                             \
-        *seen |= 1u << bit;                                                                    \
-        return ok;                                                                             \
+#define FIELD(name, bit, expr)                                                                     \
+    if (strcmp(k, name) == 0) {                                                                    \
+        ok = (*seen & (1u << bit)) == 0 && (expr);                                                 \
+        *seen |= 1u << bit;                                                                        \
+        return ok;                                                                                 \
     }
     FIELD("kind", 0, kind_from_name(v, &rec->kind))
     FIELD("identity", 1, copy_field(rec->identity, sizeof(rec->identity), v))
@@ -190,8 +204,8 @@ static int set_field(m2mhsm_record *rec, const char *k, const char *v, unsigned 
     FIELD("target_id", 6, copy_field(rec->target_id, sizeof(rec->target_id), v))
     FIELD("enrolment_expiry", 7,
           v[0] == '\0' || m2mhsm_expiry_spec_parse(v, &rec->enrolment_expiry) == M2MHSM_OK)
-    FIELD("created", 8, parse_i64(v, &rec->created))
-    FIELD("expiry", 9, parse_i64(v, &rec->expiry))
+    FIELD("created", 8, parse_time(v, &rec->created, 0))
+    FIELD("expiry", 9, parse_time(v, &rec->expiry, 1))
 #undef FIELD
     return 0;
 }
@@ -205,8 +219,7 @@ static int opt_id_ok(m2mhsm_id_type t, const char *s)
 
 static m2mhsm_id_type identity_type(m2mhsm_kind kind)
 {
-    return kind == M2MHSM_KIND_KPM || kind == M2MHSM_KIND_ENROLMENT ? M2MHSM_ID_KPM
-                                                                   : M2MHSM_ID_KE;
+    return kind == M2MHSM_KIND_KPM || kind == M2MHSM_KIND_ENROLMENT ? M2MHSM_ID_KPM : M2MHSM_ID_KE;
 }
 
 int ks_meta_salvage_id(const char *buf, size_t len, uint8_t id[M2MHSM_RECORD_ID_LEN])
@@ -224,12 +237,30 @@ int ks_meta_salvage_id(const char *buf, size_t len, uint8_t id[M2MHSM_RECORD_ID_
     return 0;
 }
 
+/* What each kind must carry: a credential always has a finite expiry (Enrolment Expiry
+ * bounds it), a Ke its KpmID, a Km/Kpsa the KeID it is named after. */
+static int kind_fields_ok(const m2mhsm_record *r)
+{
+    switch (r->kind) {
+    case M2MHSM_KIND_KE:
+        return r->expiry != M2MHSM_NEVER && r->kpm_id[0] != '\0';
+    case M2MHSM_KIND_KM:
+    case M2MHSM_KIND_KPSA:
+        return r->expiry != M2MHSM_NEVER && strcmp(r->ke_id, r->identity) == 0;
+    case M2MHSM_KIND_ENROLMENT:
+        return r->enrolment_expiry.kind != 0 && r->enrolee_id[0] != '\0' && r->target_id[0] != '\0';
+    case M2MHSM_KIND_KPM:
+        return 1;
+    }
+    return 0;
+}
+
 static int record_ok(const m2mhsm_record *r)
 {
     return m2mhsm_id_check_str(identity_type(r->kind), r->identity) == M2MHSM_OK &&
            opt_id_ok(M2MHSM_ID_KPM, r->kpm_id) && opt_id_ok(M2MHSM_ID_KE, r->ke_id) &&
-           opt_id_ok(M2MHSM_ID_M2M, r->enrolee_id) && opt_id_ok(M2MHSM_ID_TARGET, r->target_id) &&
-           r->expiry > 0;
+           opt_id_ok(M2MHSM_ID_M2M_ABS, r->enrolee_id) &&
+           opt_id_ok(M2MHSM_ID_TARGET, r->target_id) && r->expiry > 0 && kind_fields_ok(r);
 }
 
 m2mhsm_status ks_meta_decode(const char *buf, size_t len, m2mhsm_record *rec)
@@ -250,8 +281,10 @@ m2mhsm_status ks_meta_decode(const char *buf, size_t len, m2mhsm_record *rec)
         if (eq == NULL)
             return m2mhsm_fail(M2MHSM_E_CORRUPT, "metadata: line without '='");
         *eq = '\0';
+        /* The field name is not echoed: the text may come from whoever holds the PIN. */
         if (!set_field(rec, line, eq + 1, &seen))
-            return m2mhsm_fail(M2MHSM_E_CORRUPT, "metadata: bad or repeated field %s", line);
+            return m2mhsm_fail(M2MHSM_E_CORRUPT, "metadata: a field is unknown, repeated or "
+                                                 "malformed");
     }
     if (seen != ALL_FIELDS || !record_ok(rec))
         return m2mhsm_fail(M2MHSM_E_CORRUPT, "metadata: missing or invalid fields");

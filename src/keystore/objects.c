@@ -32,8 +32,8 @@ m2mhsm_status ks_create_meta(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, const m2
     return M2MHSM_OK;
 }
 
-CK_ULONG ks_key_template(const m2mhsm_record *rec, m2mhsm_form form, CK_BBOOL sign,
-                         ks_key_attrs *a, CK_ATTRIBUTE *tmpl)
+CK_ULONG ks_key_template(const m2mhsm_record *rec, m2mhsm_form form, CK_BBOOL sign, ks_key_attrs *a,
+                         CK_ATTRIBUTE *tmpl)
 {
     a->cls = CKO_SECRET_KEY;
     a->type = CKK_GENERIC_SECRET;
@@ -130,8 +130,8 @@ static m2mhsm_status find_all(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJE
     return M2MHSM_OK;
 }
 
-m2mhsm_status ks_find(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tmpl,
-                      CK_ULONG n, CK_OBJECT_HANDLE **out, size_t *count)
+m2mhsm_status ks_find(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tmpl, CK_ULONG n,
+                      CK_OBJECT_HANDLE **out, size_t *count)
 {
     CK_FUNCTION_LIST *fn = m2mhsm_token_functions(tok);
     m2mhsm_token_read_begin(tok);
@@ -195,7 +195,6 @@ m2mhsm_status ks_read_meta(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HAN
     if (st == M2MHSM_OK)
         rec->meta = h;
     else if (st == M2MHSM_E_CORRUPT)
-        rec->meta = ks_meta_salvage_id(value, a.ulValueLen, rec->record_id) ? h
-                                                                            : CK_INVALID_HANDLE;
+        rec->meta = ks_meta_salvage_id(value, a.ulValueLen, rec->record_id) ? h : CK_INVALID_HANDLE;
     return st;
 }

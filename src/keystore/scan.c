@@ -163,9 +163,9 @@ static m2mhsm_status attach_keys(ks_scan *sc, const ks_scan_work *w)
         const ks_key_seen *k = &w->keys[i];
         m2mhsm_record probe;
         memcpy(probe.record_id, k->record_id, M2MHSM_RECORD_ID_LEN);
-        m2mhsm_record *rec = sc->count > 0 ? bsearch(&probe, sc->recs, sc->count,
-                                                     sizeof(*rec), cmp_record_id)
-                                           : NULL;
+        m2mhsm_record *rec = sc->count > 0
+                                 ? bsearch(&probe, sc->recs, sc->count, sizeof(*rec), cmp_record_id)
+                                 : NULL;
         if (rec != NULL && (ks_kind_forms(rec->kind) & (1u << k->form))) {
             rec->key[k->form] = k->handle;
         } else if (is_protected(w, k->record_id) || w->unidentified_corrupt) {

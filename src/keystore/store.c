@@ -84,15 +84,14 @@ m2mhsm_status m2mhsm_keystore_configure_enrolee(m2mhsm_keystore *ks, const char 
     if (st == M2MHSM_OK)
         st = m2mhsm_id_check_str(M2MHSM_ID_TARGET, target_id);
     if (st == M2MHSM_OK)
-        st = m2mhsm_id_check_str(M2MHSM_ID_M2M, enrolee_id);
+        st = m2mhsm_id_check_str(M2MHSM_ID_M2M_ABS, enrolee_id);
     if (st != M2MHSM_OK)
         return st;
     m2mhsm_record rec;
     record_init(ks, &rec, M2MHSM_KIND_ENROLMENT, kpm_id);
     m2mhsm_time probe;
     if (expiry == NULL || (st = m2mhsm_expiry_resolve(expiry, rec.created, &probe)) != M2MHSM_OK)
-        return expiry == NULL ? m2mhsm_fail(M2MHSM_E_INVALID_ARG, "Enrolment Expiry missing")
-                              : st;
+        return expiry == NULL ? m2mhsm_fail(M2MHSM_E_INVALID_ARG, "Enrolment Expiry missing") : st;
     set_str(rec.kpm_id, sizeof(rec.kpm_id), kpm_id);
     set_str(rec.target_id, sizeof(rec.target_id), target_id);
     set_str(rec.enrolee_id, sizeof(rec.enrolee_id), enrolee_id);
@@ -115,7 +114,7 @@ static m2mhsm_status check_enrolment(const m2mhsm_enrolment *enr)
     if (st == M2MHSM_OK)
         st = m2mhsm_id_check_str(M2MHSM_ID_FQDN, enr->mef_fqdn);
     if (st == M2MHSM_OK)
-        st = check_opt(M2MHSM_ID_M2M, enr->enrolee_id);
+        st = check_opt(M2MHSM_ID_M2M_ABS, enr->enrolee_id);
     if (st == M2MHSM_OK)
         st = check_opt(M2MHSM_ID_TARGET, enr->target_id);
     return st;
@@ -223,8 +222,8 @@ static m2mhsm_status write_derived(m2mhsm_keystore *ks, m2mhsm_record *rec, cons
                                    size_t len)
 {
     m2mhsm_record prev;
-    int had = m2mhsm_keystore_lookup(ks, rec->kind, rec->identity, strlen(rec->identity),
-                                     &prev) == M2MHSM_OK;
+    int had = m2mhsm_keystore_lookup(ks, rec->kind, rec->identity, strlen(rec->identity), &prev) ==
+              M2MHSM_OK;
     m2mhsm_status st = ks_write_psk(ks, rec, key, len);
     if (st == M2MHSM_OK && had)
         erase_previous(ks, &prev);
@@ -247,7 +246,10 @@ m2mhsm_status m2mhsm_keystore_derive_store(m2mhsm_keystore *ks, const m2mhsm_rec
     set_str(rec.target_id, sizeof(rec.target_id), target_id);
     /* The CR, clause 10.x: Km/Kpsa never outlive Ke. */
     rec.expiry = m2mhsm_expiry_clamp(requested_expiry, ke->expiry);
-    st = write_derived(ks, &rec, key, sizeof(key));
+    if (!m2mhsm_expiry_is_valid(rec.expiry, rec.created))
+        st = m2mhsm_fail(M2MHSM_E_EXPIRED, "the requested lifetime has already passed");
+    else
+        st = write_derived(ks, &rec, key, sizeof(key));
     OPENSSL_cleanse(key, sizeof(key));
     if (st == M2MHSM_OK && out != NULL)
         *out = rec;
@@ -255,25 +257,25 @@ m2mhsm_status m2mhsm_keystore_derive_store(m2mhsm_keystore *ks, const m2mhsm_rec
 }
 
 m2mhsm_status m2mhsm_keystore_store_fetched(m2mhsm_keystore *ks, const m2mhsm_fetched_key *fk,
-                                            const uint8_t *key, size_t key_len,
-                                            m2mhsm_record *out)
+                                            const uint8_t *key, size_t key_len, m2mhsm_record *out)
 {
-    if (fk == NULL || key == NULL ||
-        (fk->kind != M2MHSM_KIND_KM && fk->kind != M2MHSM_KIND_KPSA))
+    if (fk == NULL || key == NULL || (fk->kind != M2MHSM_KIND_KM && fk->kind != M2MHSM_KIND_KPSA))
         return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "store_fetched: needs a Km or Kpsa");
-    m2mhsm_status st = m2mhsm_id_check_str(M2MHSM_ID_KE, fk->ke_id);
+    char ke_id[M2MHSM_KE_ID_MAX + 1];
+    m2mhsm_status st = m2mhsm_id_canonical(
+        M2MHSM_ID_KE, fk->ke_id, fk->ke_id != NULL ? strlen(fk->ke_id) : 0, ke_id, sizeof(ke_id));
     if (st == M2MHSM_OK)
-        st = check_opt(M2MHSM_ID_M2M, fk->enrolee_id);
+        st = check_opt(M2MHSM_ID_M2M_ABS, fk->enrolee_id);
     if (st == M2MHSM_OK)
         st = check_opt(M2MHSM_ID_TARGET, fk->target_id);
     if (st != M2MHSM_OK)
         return st;
     m2mhsm_record rec;
-    record_init(ks, &rec, fk->kind, fk->ke_id);
+    record_init(ks, &rec, fk->kind, ke_id);
     rec.expiry = m2mhsm_expiry_clamp(fk->requested, fk->lifetime);
     if (!m2mhsm_expiry_is_valid(rec.expiry, rec.created))
         return m2mhsm_fail(M2MHSM_E_EXPIRED, "the key's lifetime has already passed");
-    set_str(rec.ke_id, sizeof(rec.ke_id), fk->ke_id);
+    set_str(rec.ke_id, sizeof(rec.ke_id), ke_id);
     set_str(rec.enrolee_id, sizeof(rec.enrolee_id), fk->enrolee_id);
     set_str(rec.target_id, sizeof(rec.target_id), fk->target_id);
     st = write_derived(ks, &rec, key, key_len);

@@ -18,7 +18,8 @@ typedef struct {
     CK_OBJECT_HANDLE kek;
     const uint8_t *wrapped;
     size_t wrapped_len;
-    int kwp; /* 0: RFC 3394, 1: RFC 5649 */
+    CK_MECHANISM_TYPE mech; /* CKM_AES_KEY_WRAP (RFC 3394) or an RFC 5649 mechanism */
+    int unwrap_failed;      /* the C_UnwrapKey itself failed (not a later step) */
     CK_FUNCTION_LIST *fn;
 } unwrap_ctx;
 
@@ -63,20 +64,22 @@ static m2mhsm_status make_unwrapped(const ks_key_spec *spec, CK_SESSION_HANDLE s
                                     CK_OBJECT_HANDLE *out)
 {
     (void)rec;
-    const unwrap_ctx *u = spec->make_arg;
-    CK_MECHANISM mech = {u->kwp ? CKM_AES_KEY_WRAP_PAD : CKM_AES_KEY_WRAP, NULL, 0};
-    CK_RV rv = u->fn->C_UnwrapKey(s, &mech, u->kek, (CK_BYTE *)u->wrapped, u->wrapped_len, tmpl,
-                                  n, out);
+    unwrap_ctx *u = spec->make_arg;
+    CK_MECHANISM mech = {u->mech, NULL, 0};
+    CK_RV rv =
+        u->fn->C_UnwrapKey(s, &mech, u->kek, (CK_BYTE *)u->wrapped, u->wrapped_len, tmpl, n, out);
     /* Some tokens apply the unwrap template after creating the object and so refuse
      * CKA_MODIFIABLE=FALSE as read-only. Without it the key is no weaker: PKCS#11 forbids
      * turning CKA_SENSITIVE off or CKA_EXTRACTABLE on whatever CKA_MODIFIABLE says. */
     if (rv == CKR_ATTRIBUTE_READ_ONLY)
         rv = u->fn->C_UnwrapKey(s, &mech, u->kek, (CK_BYTE *)u->wrapped, u->wrapped_len, tmpl,
                                 without_modifiable(tmpl, n), out);
-    if (rv != CKR_OK)
-        return m2mhsm_fail_ckr(u->kwp ? "C_UnwrapKey(CKM_AES_KEY_WRAP_PAD)"
-                                      : "C_UnwrapKey(CKM_AES_KEY_WRAP)",
-                               rv);
+    if (rv != CKR_OK) {
+        u->unwrap_failed = 1;
+        char op[64];
+        snprintf(op, sizeof(op), "C_UnwrapKey(%s)", m2mhsm_ckm_name(u->mech));
+        return m2mhsm_fail_ckr(op, rv);
+    }
     return M2MHSM_OK;
 }
 
@@ -91,7 +94,11 @@ static m2mhsm_status digest_key(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OB
         return m2mhsm_fail_ckr("C_DigestInit(CKM_SHA256)", rv);
     if ((rv = fn->C_DigestUpdate(s, (CK_BYTE *)prefix, prefix_len)) != CKR_OK)
         return m2mhsm_fail_ckr("C_DigestUpdate", rv);
-    if ((rv = fn->C_DigestKey(s, key)) != CKR_OK)
+    if ((rv = fn->C_DigestKey(s, key)) == CKR_KEY_INDIGESTIBLE)
+        return m2mhsm_fail(M2MHSM_E_UNSUPPORTED,
+                           "C_DigestKey: CKR_KEY_INDIGESTIBLE: this token will not hash a "
+                           "sensitive key, so it cannot make the TLS forms of a wrapped Kpm");
+    if (rv != CKR_OK)
         return m2mhsm_fail_ckr("C_DigestKey", rv);
     if ((rv = fn->C_DigestFinal(s, out, &len)) != CKR_OK)
         return m2mhsm_fail_ckr("C_DigestFinal", rv);
@@ -155,7 +162,7 @@ static m2mhsm_status make_form(const ks_key_spec *spec, CK_SESSION_HANDLE s,
     size_t len = 0;
     m2mhsm_status st = key_len(u->fn, s, raw, &len);
     /* Not every token fills CKA_VALUE_LEN on unwrap; RFC 3394 fixes it as blob - 8. */
-    if (st == M2MHSM_OK && len == 0 && !u->kwp)
+    if (st == M2MHSM_OK && len == 0 && u->mech == CKM_AES_KEY_WRAP)
         len = u->wrapped_len - 8;
     if (st == M2MHSM_OK && (len < M2MHSM_PSK_MIN || len > M2MHSM_PSK_MAX))
         st = m2mhsm_fail(M2MHSM_E_INVALID_ARG, "unwrapped Kpm is %zu bytes; need %d to %d", len,
@@ -180,14 +187,19 @@ static m2mhsm_status write_unwrapped(m2mhsm_keystore *ks, m2mhsm_record *rec, un
         [M2MHSM_FORM_TLS12_PMS] = {NULL, 1, CK_TRUE, make_form, u},
         [M2MHSM_FORM_TLS13_ES] = {NULL, 2, CK_TRUE, make_form, u},
     };
+    const m2mhsm_token_caps *caps = m2mhsm_token_caps_get(ks->tok);
+    CK_MECHANISM_TYPE rfc5649 =
+        caps->aes_key_wrap_kwp ? CKM_AES_KEY_WRAP_KWP : CKM_AES_KEY_WRAP_PAD;
+    int have5649 = caps->aes_key_wrap_kwp || caps->aes_key_wrap_pad;
+    u->mech = caps->aes_key_wrap ? CKM_AES_KEY_WRAP : rfc5649;
     m2mhsm_status st = ks_record_write(ks, rec, specs);
-    if (st == M2MHSM_E_PKCS11 && !u->kwp && ks->fn != NULL &&
-        m2mhsm_token_caps_get(ks->tok)->aes_key_wrap_pad) {
-        /* An RFC 5649 blob fails RFC 3394's integrity check: try the padded variant, and
-         * if that fails too, report both. */
+    if (st != M2MHSM_OK && u->unwrap_failed && u->mech == CKM_AES_KEY_WRAP && have5649) {
+        /* An RFC 5649 blob fails RFC 3394's integrity check (and vice versa): try the
+         * padded variant, and if that fails too, report both. */
         char first[256];
         snprintf(first, sizeof(first), "%s", m2mhsm_last_error());
-        u->kwp = 1;
+        u->mech = rfc5649;
+        u->unwrap_failed = 0;
         st = ks_record_write(ks, rec, specs);
         if (st != M2MHSM_OK)
             st = m2mhsm_fail(st, "%s; %s", first, m2mhsm_last_error());
@@ -205,18 +217,19 @@ m2mhsm_status m2mhsm_keystore_unwrap_kpm(m2mhsm_keystore *ks, const char *kpm_id
         return st;
     if (wrapped == NULL || wrapped_len < 24 || wrapped_len % 8 != 0 ||
         wrapped_len > M2MHSM_PSK_MAX + 16)
-        return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "wrapped Kpm must be 24 to %d bytes, a "
-                           "multiple of 8 (RFC 3394/5649)", M2MHSM_PSK_MAX + 16);
+        return m2mhsm_fail(M2MHSM_E_INVALID_ARG,
+                           "wrapped Kpm must be 24 to %d bytes, a "
+                           "multiple of 8 (RFC 3394/5649)",
+                           M2MHSM_PSK_MAX + 16);
     if (kek_label == NULL || kek_label[0] == '\0')
         return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "the KEK label is empty");
     const m2mhsm_token_caps *caps = m2mhsm_token_caps_get(ks->tok);
-    if (!caps->aes_key_wrap && !caps->aes_key_wrap_pad)
+    if (!caps->aes_key_wrap && !caps->aes_key_wrap_kwp && !caps->aes_key_wrap_pad)
         return m2mhsm_fail(M2MHSM_E_UNSUPPORTED, "token offers no AES key unwrap mechanism");
     m2mhsm_record rec;
     if (m2mhsm_keystore_lookup(ks, M2MHSM_KIND_KPM, kpm_id, strlen(kpm_id), &rec) == M2MHSM_OK)
         return m2mhsm_fail(M2MHSM_E_EXISTS, "a Kpm with this KpmID exists; erase it first");
-    unwrap_ctx u = {.wrapped = wrapped, .wrapped_len = wrapped_len, .fn = ks->fn,
-                    .kwp = !caps->aes_key_wrap};
+    unwrap_ctx u = {.wrapped = wrapped, .wrapped_len = wrapped_len, .fn = ks->fn};
     if ((st = find_kek(ks, kek_label, &u.kek)) != M2MHSM_OK)
         return st;
     memset(&rec, 0, sizeof(rec));

@@ -70,8 +70,7 @@ m2mhsm_status ks_psk_forms(const uint8_t *psk, size_t len, ks_psk_buf *buf,
     return M2MHSM_OK;
 }
 
-m2mhsm_status ks_write_psk(m2mhsm_keystore *ks, m2mhsm_record *rec, const uint8_t *psk,
-                           size_t len)
+m2mhsm_status ks_write_psk(m2mhsm_keystore *ks, m2mhsm_record *rec, const uint8_t *psk, size_t len)
 {
     ks_psk_buf buf;
     ks_key_spec specs[M2MHSM_FORM_COUNT];

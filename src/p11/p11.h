@@ -16,7 +16,7 @@
 typedef struct {
     int enabled;
     pthread_rwlock_t rw;
-    char *path;            /* lock file shared by the processes using the token, or NULL */
+    char *path; /* lock file shared by the processes using the token, or NULL */
     int fd;
     pthread_mutex_t count_lock; /* guards readers: the first takes LOCK_SH, the last drops it */
     unsigned readers;
@@ -40,12 +40,12 @@ struct m2mhsm_token {
     m2mhsm_token_caps caps;
 
     m2mhsm_objlock objlock;
-    pthread_mutex_t lock;         /* guards everything below */
-    pid_t pid;                    /* process in which the token is attached and logged in */
-    pid_t initialized_pid;        /* process that called C_Initialize */
-    unsigned generation;          /* bumped on re-initialisation after fork */
+    pthread_mutex_t lock;            /* guards everything below */
+    pid_t pid;                       /* process in which the token is attached and logged in */
+    pid_t initialized_pid;           /* process that called C_Initialize */
+    unsigned generation;             /* bumped on re-initialisation after fork */
     CK_SESSION_HANDLE login_session; /* keeps the login alive while the pool is empty */
-    CK_SESSION_HANDLE *idle;      /* pool of idle sessions */
+    CK_SESSION_HANDLE *idle;         /* pool of idle sessions */
     size_t idle_count, idle_cap;
 };
 

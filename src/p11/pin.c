@@ -26,8 +26,8 @@ m2mhsm_status m2mhsm_pin_read(const char *pin_source, const char *token_uri, cha
     if (path == NULL || path[0] == '\0')
         return m2mhsm_fail(M2MHSM_E_PIN, "pin-source must be file:PATH");
 
-    P11KitPin *p = p11_kit_pin_file_callback(path, NULL, token_uri, P11_KIT_PIN_FLAGS_USER_LOGIN,
-                                             NULL);
+    P11KitPin *p =
+        p11_kit_pin_file_callback(path, NULL, token_uri, P11_KIT_PIN_FLAGS_USER_LOGIN, NULL);
     if (p == NULL)
         return m2mhsm_fail(M2MHSM_E_PIN, "pin-source %s: cannot read the file", path);
     size_t len = 0;

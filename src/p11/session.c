@@ -24,8 +24,8 @@ static m2mhsm_status reattach_after_fork(m2mhsm_token *tok)
 
 static m2mhsm_status open_session(m2mhsm_token *tok, CK_SESSION_HANDLE *out)
 {
-    CK_RV rv = tok->fn->C_OpenSession(tok->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL,
-                                      NULL, out);
+    CK_RV rv =
+        tok->fn->C_OpenSession(tok->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, out);
     if (rv != CKR_OK)
         return m2mhsm_fail_ckr("C_OpenSession", rv);
     return M2MHSM_OK;

@@ -76,8 +76,8 @@ static m2mhsm_status find_slot(m2mhsm_token *tok)
     if (matches == 0)
         st = m2mhsm_fail(M2MHSM_E_TOKEN, "no initialised token matches %s", tok->token_uri);
     else if (matches > 1)
-        st = m2mhsm_fail(M2MHSM_E_TOKEN, "%zu tokens match %s; name one (token=, serial=)",
-                         matches, tok->token_uri);
+        st = m2mhsm_fail(M2MHSM_E_TOKEN, "%zu tokens match %s; name one (token=, serial=)", matches,
+                         tok->token_uri);
 done:
     free(slots);
     p11_kit_uri_free(uri);
@@ -96,16 +96,16 @@ static void probe(m2mhsm_token *tok)
     m2mhsm_token_caps *c = &tok->caps;
     c->sha256_hmac = mech_has(fn, tok->slot, CKM_SHA256_HMAC, CKF_SIGN);
     c->aes_key_wrap = mech_has(fn, tok->slot, CKM_AES_KEY_WRAP, CKF_UNWRAP);
-    c->aes_key_wrap_pad = mech_has(fn, tok->slot, CKM_AES_KEY_WRAP_PAD, CKF_UNWRAP) ||
-                          mech_has(fn, tok->slot, CKM_AES_KEY_WRAP_KWP, CKF_UNWRAP);
+    c->aes_key_wrap_kwp = mech_has(fn, tok->slot, CKM_AES_KEY_WRAP_KWP, CKF_UNWRAP);
+    c->aes_key_wrap_pad = mech_has(fn, tok->slot, CKM_AES_KEY_WRAP_PAD, CKF_UNWRAP);
     c->hkdf_derive = mech_has(fn, tok->slot, CKM_HKDF_DERIVE, CKF_DERIVE);
     c->sp800_108_feedback = mech_has(fn, tok->slot, CKM_SP800_108_FEEDBACK_KDF, CKF_DERIVE);
 }
 
 static m2mhsm_status login(m2mhsm_token *tok)
 {
-    CK_RV rv = tok->fn->C_OpenSession(tok->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL,
-                                      NULL, &tok->login_session);
+    CK_RV rv = tok->fn->C_OpenSession(tok->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL,
+                                      &tok->login_session);
     if (rv != CKR_OK)
         return m2mhsm_fail_ckr("C_OpenSession", rv);
     char *pin = NULL;
@@ -207,14 +207,13 @@ m2mhsm_status m2mhsm_token_open(const m2mhsm_token_config *cfg, m2mhsm_token **o
     if (tok == NULL)
         return m2mhsm_fail(M2MHSM_E_NOMEM, "out of memory");
     pthread_mutex_init(&tok->lock, NULL);
-    m2mhsm_status st = m2mhsm_objlock_init(&tok->objlock,
-                                           !cfg->concurrent_writes || cfg->lock_file != NULL,
-                                           cfg->lock_file);
+    m2mhsm_status st = m2mhsm_objlock_init(
+        &tok->objlock, !cfg->concurrent_writes || cfg->lock_file != NULL, cfg->lock_file);
     tok->module_path = strdup(cfg->module_path != NULL ? cfg->module_path : default_module());
     tok->token_uri = strdup(cfg->token_uri);
     tok->pin_source = dup_or_null(cfg->pin_source);
     if (st == M2MHSM_OK && (tok->module_path == NULL || tok->token_uri == NULL ||
-        (cfg->pin_source != NULL && tok->pin_source == NULL)))
+                            (cfg->pin_source != NULL && tok->pin_source == NULL)))
         st = m2mhsm_fail(M2MHSM_E_NOMEM, "out of memory");
     if (st == M2MHSM_OK)
         st = pin_source_from_uri(tok); /* also validates the URI before it is ever echoed */

@@ -38,13 +38,15 @@ expect 1 "cannot read" m kpm import --kpm-id dev-2 --key-file "$LAB/missing.hex"
 expect 1 "Kpm must be" m kpm import --kpm-id dev-2 --key-file <(echo 0011)
 expect 2 "--valid-until" m kpm import --kpm-id dev-2 --key-file "$LAB/kpm.hex" --valid-until 2026-11-27
 expect 2 "--enrolment-expiry" m enrolee configure --kpm-id dev-1 --target-id maf.example.com \
-    --enrolee-id /cse1/Cdev1 --enrolment-expiry 20261131T000000
+    --enrolee-id //sp.example.com/cse1/Cdev1 --enrolment-expiry 20261131T000000
 expect 2 "--enrolment-expiry" m enrolee configure --kpm-id dev-1 --target-id maf.example.com \
-    --enrolee-id /cse1/Cdev1 --enrolment-expiry 0
+    --enrolee-id //sp.example.com/cse1/Cdev1 --enrolment-expiry 0
 expect 1 "Enrolment Target ID is malformed" m enrolee configure --kpm-id dev-1 \
-    --target-id "MAF!" --enrolee-id /cse1/Cdev1 --enrolment-expiry 60
+    --target-id "MAF!" --enrolee-id //sp.example.com/cse1/Cdev1 --enrolment-expiry 60
 expect 1 "CSE-ID/AE-ID is malformed" m enrolee configure --kpm-id dev-1 \
     --target-id maf.example.com --enrolee-id "cse1" --enrolment-expiry 60
+expect 1 "absolute CSE-ID/AE-ID is malformed" m enrolee configure --kpm-id dev-1 \
+    --target-id maf.example.com --enrolee-id "/cse1/Cdev1" --enrolment-expiry 60
 expect 2 "exactly one of --key-file and --wrapped" m kpm import --kpm-id dev-2
 expect 2 "unknown command" m frobnicate
 expect 2 "erase takes exactly one" m erase

@@ -55,8 +55,8 @@ static void make_export(uint8_t out[48], uint8_t tag)
     memcpy(out + 16, fixture_key32, 32);
 }
 
-static m2mhsm_record enrol(fixture_store *fs, const char *kpm_id, const char *enrolee,
-                           uint8_t tag, int64_t seconds)
+static m2mhsm_record enrol(fixture_store *fs, const char *kpm_id, const char *enrolee, uint8_t tag,
+                           int64_t seconds)
 {
     uint8_t exported[48];
     make_export(exported, tag);
@@ -91,6 +91,13 @@ static void assert_bool_attr(fixture_store *fs, CK_SESSION_HANDLE s, CK_OBJECT_H
     assert_int_equal(v, want);
 }
 
+static void assert_policy_refusal(CK_RV rv)
+{
+    if (rv != CKR_ATTRIBUTE_READ_ONLY && rv != CKR_ACTION_PROHIBITED)
+        fail_msg("expected CKR_ATTRIBUTE_READ_ONLY or CKR_ACTION_PROHIBITED, got %s",
+                 m2mhsm_ckr_name(rv));
+}
+
 static void assert_key_locked_down(fixture_store *fs, CK_OBJECT_HANDLE h, CK_OBJECT_HANDLE kek)
 {
     CK_FUNCTION_LIST *fn = fn_of(fs);
@@ -114,17 +121,21 @@ static void assert_key_locked_down(fixture_store *fs, CK_OBJECT_HANDLE h, CK_OBJ
     assert_int_equal(fn->C_GetAttributeValue(s, h, &v, 1), CKR_ATTRIBUTE_SENSITIVE);
     assert_int_equal(v.ulValueLen, CK_UNAVAILABLE_INFORMATION);
 
+    /* The codes PKCS#11 2.40 prescribes (sections 5.18, 4.4.1 and 4.10), not just "failed":
+     * an unrelated error must not pass for a refusal. */
     CK_MECHANISM wrap = {CKM_AES_KEY_WRAP, NULL, 0};
     CK_ULONG wlen = sizeof(value);
-    assert_int_not_equal(fn->C_WrapKey(s, &wrap, kek, h, value, &wlen), CKR_OK);
+    assert_int_equal(fn->C_WrapKey(s, &wrap, kek, h, value, &wlen), CKR_KEY_UNEXTRACTABLE);
 
+    /* A read-only attribute, or a non-modifiable / non-copyable object: either refusal. */
     CK_BBOOL t = CK_TRUE, f = CK_FALSE;
     CK_ATTRIBUTE ext = {CKA_EXTRACTABLE, &t, sizeof(t)};
-    assert_int_not_equal(fn->C_SetAttributeValue(s, h, &ext, 1), CKR_OK);
+    assert_policy_refusal(fn->C_SetAttributeValue(s, h, &ext, 1));
     CK_ATTRIBUTE sens = {CKA_SENSITIVE, &f, sizeof(f)};
-    assert_int_not_equal(fn->C_SetAttributeValue(s, h, &sens, 1), CKR_OK);
+    assert_policy_refusal(fn->C_SetAttributeValue(s, h, &sens, 1));
     CK_OBJECT_HANDLE copy = CK_INVALID_HANDLE;
-    assert_int_not_equal(fn->C_CopyObject(s, h, &ext, 1, &copy), CKR_OK);
+    assert_policy_refusal(fn->C_CopyObject(s, h, &ext, 1, &copy));
+    assert_int_equal(copy, CK_INVALID_HANDLE);
     assert_bool_attr(fs, s, h, CKA_EXTRACTABLE, CK_FALSE);
     m2mhsm_token_session_put(fs->tok, s);
 }
@@ -194,8 +205,7 @@ static void test_usage_flags_are_only_what_each_form_needs(void **state)
 
 /* ---- derivations on the token ---- */
 
-static void hmac_on_token(fixture_store *fs, CK_OBJECT_HANDLE key, const char *msg,
-                          uint8_t out[32])
+static void hmac_on_token(fixture_store *fs, CK_OBJECT_HANDLE key, const char *msg, uint8_t out[32])
 {
     CK_SESSION_HANDLE s;
     CK_MECHANISM m = {CKM_SHA256_HMAC, NULL, 0};
@@ -298,13 +308,12 @@ static void test_km_lifetime_never_exceeds_ke(void **state)
     assert_int_equal(km.expiry, fs->now + 60);
     /* The same clamp on the Enrolment Target's side, and the value survives a re-read. */
     m2mhsm_fetched_key fk = {M2MHSM_KIND_KM, ke.identity, "//sp.example.com/cse1/Cclamp", MAF,
-                             ke.expiry, M2MHSM_NEVER};
+                             ke.expiry,      M2MHSM_NEVER};
     check(m2mhsm_keystore_store_fetched(fs->ks, &fk, fixture_key32, 32, &km));
     m2mhsm_record again;
     fixture_store_close(fs);
     fixture_store_open(fs, &token);
-    check(m2mhsm_keystore_lookup(fs->ks, M2MHSM_KIND_KM, ke.identity, strlen(ke.identity),
-                                 &again));
+    check(m2mhsm_keystore_lookup(fs->ks, M2MHSM_KIND_KM, ke.identity, strlen(ke.identity), &again));
     assert_int_equal(again.expiry, ke.expiry);
     check(m2mhsm_keystore_erase_id(fs->ks, ke.identity, NULL));
 }
@@ -343,8 +352,8 @@ static void test_erase_enrolee_removes_only_that_enrolee(void **state)
     m2mhsm_record ke_a = enrol(fs, "kpm-alice", a, 0x0a, 3600);
     m2mhsm_record ke_b = enrol(fs, "kpm-bob", b, 0x0b, 3600);
     check(m2mhsm_keystore_derive_store(fs->ks, &ke_a, M2MHSM_DERIVE_KM, MAF, M2MHSM_NEVER, NULL));
-    check(m2mhsm_keystore_derive_store(fs->ks, &ke_a, M2MHSM_DERIVE_KPSA, ENROLEE_B,
-                                       M2MHSM_NEVER, NULL));
+    check(m2mhsm_keystore_derive_store(fs->ks, &ke_a, M2MHSM_DERIVE_KPSA, ENROLEE_B, M2MHSM_NEVER,
+                                       NULL));
     check(m2mhsm_keystore_derive_store(fs->ks, &ke_b, M2MHSM_DERIVE_KM, MAF, M2MHSM_NEVER, NULL));
     size_t before = count_records(fs), erased = 0;
     check(m2mhsm_keystore_erase_enrolee(fs->ks, a, &erased));
@@ -384,35 +393,116 @@ static void test_reenrolment_replaces_ke_and_what_derives_from_it(void **state)
     check(m2mhsm_keystore_erase_enrolee(fs->ks, e, NULL));
 }
 
+static int exists(fixture_store *fs, m2mhsm_kind kind, const char *id)
+{
+    m2mhsm_record r;
+    return m2mhsm_keystore_lookup(fs->ks, kind, id, strlen(id), &r) == M2MHSM_OK;
+}
+
 static void test_sweep_erases_every_expired_enrolee_and_nothing_else(void **state)
 {
     fixture_store *fs = *state;
     m2mhsm_time t0 = fs->now;
-    const char *old = "//sp.example.com/cse1/Cold", *young = "//sp.example.com/cse1/Cyoung";
+    const char *old = "//sp.example.com/cse1/Cold", *young = "//sp.example.com/cse1/Cyoung",
+               *early = "//sp.example.com/cse1/Cearly", *tgt = "//sp.example.com/cse1/Ctgt";
     check(m2mhsm_keystore_import_kpm(fs->ks, "sweep-kpm", fixture_key32, 32, t0 + 10, NULL));
+    /* Enrolee "old": Ke expires at +50; its Km (stored with no Enrolee-ID, as a Target may
+     * hold it) derives from it and must go with it. */
     m2mhsm_record ke_old = enrol(fs, "sweep-old", old, 0x51, 50);
+    m2mhsm_fetched_key orphan_km = {M2MHSM_KIND_KPSA, ke_old.identity, NULL, MAF,
+                                    t0 + 5000,        M2MHSM_NEVER};
+    check(m2mhsm_keystore_store_fetched(fs->ks, &orphan_km, fixture_key32, 32, NULL));
+    /* Enrolee "early": its Km lapses at +20 by local choice; its Ke (Enrolment Expiry) does
+     * not, so only the Km goes. */
+    m2mhsm_record ke_early = enrol(fs, "sweep-early", early, 0x53, 5000);
+    check(m2mhsm_keystore_derive_store(fs->ks, &ke_early, M2MHSM_DERIVE_KM, MAF, t0 + 20, NULL));
+    /* At a Target (no Ke here) two keys of Enrolee "tgt": when the Enrolment Expiry passes
+     * for one, all of that Enrolee's credentials go. */
+    const char *ke_t1 = "1111111111111111111111111111111A@mef.example.com";
+    const char *ke_t2 = "2222222222222222222222222222222B@mef.example.com";
+    m2mhsm_fetched_key t1 = {M2MHSM_KIND_KM, ke_t1, tgt, MAF, t0 + 30, M2MHSM_NEVER};
+    m2mhsm_fetched_key t2 = {M2MHSM_KIND_KM, ke_t2, tgt, MAF, t0 + 9000, M2MHSM_NEVER};
+    check(m2mhsm_keystore_store_fetched(fs->ks, &t1, fixture_key32, 32, NULL));
+    check(m2mhsm_keystore_store_fetched(fs->ks, &t2, fixture_key32, 32, NULL));
     m2mhsm_record ke_young = enrol(fs, "sweep-young", young, 0x52, 5000);
-    /* A Km whose own lifetime is longer than that of another of its Enrolee's keys. */
-    check(m2mhsm_keystore_derive_store(fs->ks, &ke_old, M2MHSM_DERIVE_KM, MAF, M2MHSM_NEVER,
-                                       NULL));
-    check(m2mhsm_keystore_derive_store(fs->ks, &ke_young, M2MHSM_DERIVE_KM, MAF, M2MHSM_NEVER,
-                                       NULL));
+    check(
+        m2mhsm_keystore_derive_store(fs->ks, &ke_young, M2MHSM_DERIVE_KM, MAF, M2MHSM_NEVER, NULL));
     size_t before = count_records(fs), erased = 0;
-    fs->now = t0 + 49;
+
+    fs->now = t0 + 19;
     check(m2mhsm_keystore_sweep(fs->ks, &erased));
     assert_int_equal(erased, 0);
-    fs->now = t0 + 50;
+    fs->now = t0 + 20; /* early's Km lapses: the Km only */
+    check(m2mhsm_keystore_sweep(fs->ks, &erased));
+    assert_int_equal(erased, 1);
+    assert_false(exists(fs, M2MHSM_KIND_KM, ke_early.identity));
+    assert_true(exists(fs, M2MHSM_KIND_KE, ke_early.identity));
+    fs->now = t0 + 30; /* tgt's Enrolment Expiry at the Target: both its Km */
     check(m2mhsm_keystore_sweep(fs->ks, &erased));
     assert_int_equal(erased, 2);
-    assert_int_equal(count_records(fs), before - 2);
-    m2mhsm_record r;
-    check(m2mhsm_keystore_lookup(fs->ks, M2MHSM_KIND_KM, ke_young.identity,
-                                 strlen(ke_young.identity), &r));
+    assert_false(exists(fs, M2MHSM_KIND_KM, ke_t2));
+    fs->now = t0 + 50; /* old's Ke, and the Kpsa derived from it */
+    check(m2mhsm_keystore_sweep(fs->ks, &erased));
+    assert_int_equal(erased, 2);
+    assert_false(exists(fs, M2MHSM_KIND_KPSA, ke_old.identity));
+    assert_int_equal(count_records(fs), before - 5);
+    assert_true(exists(fs, M2MHSM_KIND_KM, ke_young.identity));
     /* Kpm is not subject to Enrolment Expiry, even past its own validity end. */
-    check(m2mhsm_keystore_lookup(fs->ks, M2MHSM_KIND_KPM, "sweep-kpm", 9, &r));
+    assert_true(exists(fs, M2MHSM_KIND_KPM, "sweep-kpm"));
     fs->now = t0;
     check(m2mhsm_keystore_erase_enrolee(fs->ks, young, NULL));
+    check(m2mhsm_keystore_erase_enrolee(fs->ks, early, NULL));
     check(m2mhsm_keystore_erase_id(fs->ks, "sweep-kpm", NULL));
+}
+
+static void test_erase_enrolee_follows_its_ke_to_unnamed_derived_keys(void **state)
+{
+    fixture_store *fs = *state;
+    const char *e = "//sp.example.com/cse1/Ccascade";
+    m2mhsm_record ke = enrol(fs, "cascade-kpm", e, 0x61, 3600);
+    m2mhsm_fetched_key fk = {M2MHSM_KIND_KPSA, ke.identity, NULL, MAF, fs->now + 60, M2MHSM_NEVER};
+    check(m2mhsm_keystore_store_fetched(fs->ks, &fk, fixture_key32, 32, NULL));
+    size_t erased = 0;
+    check(m2mhsm_keystore_erase_enrolee(fs->ks, e, &erased));
+    assert_int_equal(erased, 2);
+    assert_false(exists(fs, M2MHSM_KIND_KPSA, ke.identity));
+}
+
+static void test_ke_id_is_found_in_either_hex_case(void **state)
+{
+    fixture_store *fs = *state;
+    m2mhsm_record ke = enrol(fs, "case-kpm", "//sp.example.com/cse1/Ccase", 0xab, 3600);
+    char lower[M2MHSM_KE_ID_MAX + 1];
+    strcpy(lower, ke.identity);
+    for (int i = 0; i < 32; i++)
+        lower[i] = (char)(lower[i] >= 'A' && lower[i] <= 'F' ? lower[i] - 'A' + 'a' : lower[i]);
+    assert_string_not_equal(lower, ke.identity);
+    assert_true(exists(fs, M2MHSM_KIND_KE, lower));
+    check(m2mhsm_keystore_erase_id(fs->ks, lower, NULL));
+    assert_false(exists(fs, M2MHSM_KIND_KE, ke.identity));
+}
+
+static void test_fetched_key_takes_the_shorter_of_policy_and_lifetime(void **state)
+{
+    fixture_store *fs = *state;
+    const char *ke_id = "3333333333333333333333333333333C@mef.example.com";
+    m2mhsm_fetched_key fk = {M2MHSM_KIND_KM, ke_id,       "//sp.example.com/cse1/Cpol", MAF,
+                             fs->now + 600,  fs->now + 60};
+    m2mhsm_record r;
+    check(m2mhsm_keystore_store_fetched(fs->ks, &fk, fixture_key32, 32, &r));
+    assert_int_equal(r.expiry, fs->now + 60);
+    fk.requested = fs->now + 6000;
+    check(m2mhsm_keystore_store_fetched(fs->ks, &fk, fixture_key32, 32, &r));
+    assert_int_equal(r.expiry, fs->now + 600);
+    assert_int_equal(count_records(fs) > 0, 1);
+    check(m2mhsm_keystore_erase_id(fs->ks, ke_id, NULL));
+    /* A derived key whose requested lifetime is already over is refused, not stored. */
+    m2mhsm_record ke = enrol(fs, "past-kpm", "//sp.example.com/cse1/Cpast", 0x71, 3600);
+    assert_int_equal(
+        m2mhsm_keystore_derive_store(fs->ks, &ke, M2MHSM_DERIVE_KM, MAF, fs->now, NULL),
+        M2MHSM_E_EXPIRED);
+    assert_false(exists(fs, M2MHSM_KIND_KM, ke.identity));
+    check(m2mhsm_keystore_erase_id(fs->ks, ke.identity, NULL));
 }
 
 /* ---- bad input changes nothing ---- */
@@ -427,11 +517,11 @@ static void test_bad_input_gets_a_clear_error_and_changes_nothing(void **state)
     const char *bad_ids[] = {"", long_id, "k\xc3\xa9y", "sp ace"};
     m2mhsm_expiry_spec hour = {M2MHSM_EXPIRY_DURATION, 3600};
     for (size_t i = 0; i < 4; i++) {
-        assert_int_equal(m2mhsm_keystore_import_kpm(fs->ks, bad_ids[i], fixture_key32, 32,
-                                                    M2MHSM_NEVER, NULL),
-                         M2MHSM_E_INVALID_ARG);
-        assert_int_equal(m2mhsm_keystore_configure_enrolee(fs->ks, bad_ids[i], MAF, "/cse1/Cx",
-                                                           &hour),
+        assert_int_equal(
+            m2mhsm_keystore_import_kpm(fs->ks, bad_ids[i], fixture_key32, 32, M2MHSM_NEVER, NULL),
+            M2MHSM_E_INVALID_ARG);
+        assert_int_equal(m2mhsm_keystore_configure_enrolee(fs->ks, bad_ids[i], MAF,
+                                                           "//sp.example.com/cse1/Cx", &hour),
                          M2MHSM_E_INVALID_ARG);
     }
     m2mhsm_record r;
@@ -440,25 +530,27 @@ static void test_bad_input_gets_a_clear_error_and_changes_nothing(void **state)
     assert_non_null(strstr(m2mhsm_last_error(), "NUL"));
     assert_int_equal(m2mhsm_keystore_lookup(fs->ks, M2MHSM_KIND_KPM, long_id, 129, &r),
                      M2MHSM_E_INVALID_ARG);
-    assert_int_equal(m2mhsm_keystore_import_kpm(fs->ks, "short-kpm", fixture_key32, 8,
-                                                M2MHSM_NEVER, NULL),
-                     M2MHSM_E_INVALID_ARG);
-    assert_int_equal(m2mhsm_keystore_import_kpm(fs->ks, "past-kpm", fixture_key32, 32,
-                                                fs->now - 1, NULL),
-                     M2MHSM_E_EXPIRED);
+    assert_int_equal(
+        m2mhsm_keystore_import_kpm(fs->ks, "short-kpm", fixture_key32, 8, M2MHSM_NEVER, NULL),
+        M2MHSM_E_INVALID_ARG);
+    assert_int_equal(
+        m2mhsm_keystore_import_kpm(fs->ks, "past-kpm", fixture_key32, 32, fs->now - 1, NULL),
+        M2MHSM_E_EXPIRED);
     m2mhsm_expiry_spec past = {M2MHSM_EXPIRY_ABSOLUTE, fs->now};
-    assert_int_equal(m2mhsm_keystore_configure_enrolee(fs->ks, "kpm-x", MAF, "/cse1/Cx", &past),
-                     M2MHSM_E_EXPIRED);
-    assert_int_equal(m2mhsm_keystore_configure_enrolee(fs->ks, "kpm-x", "MAF!", "/cse1/Cx", &hour),
+    assert_int_equal(
+        m2mhsm_keystore_configure_enrolee(fs->ks, "kpm-x", MAF, "//sp.example.com/cse1/Cx", &past),
+        M2MHSM_E_EXPIRED);
+    assert_int_equal(m2mhsm_keystore_configure_enrolee(fs->ks, "kpm-x", "MAF!",
+                                                       "//sp.example.com/cse1/Cx", &hour),
                      M2MHSM_E_INVALID_ARG);
     uint8_t exported[48] = {0};
     m2mhsm_enrolment e = {"kpm-x", "Bad_FQDN", NULL, NULL, hour};
     assert_int_equal(m2mhsm_keystore_store_ke(fs->ks, &e, exported, NULL), M2MHSM_E_INVALID_ARG);
     assert_int_equal(count_records(fs), before);
     check(m2mhsm_keystore_import_kpm(fs->ks, "dup-kpm", fixture_key32, 32, M2MHSM_NEVER, NULL));
-    assert_int_equal(m2mhsm_keystore_import_kpm(fs->ks, "dup-kpm", fixture_key32, 32,
-                                                M2MHSM_NEVER, NULL),
-                     M2MHSM_E_EXISTS);
+    assert_int_equal(
+        m2mhsm_keystore_import_kpm(fs->ks, "dup-kpm", fixture_key32, 32, M2MHSM_NEVER, NULL),
+        M2MHSM_E_EXISTS);
     assert_int_equal(count_records(fs), before + 1);
     check(m2mhsm_keystore_erase_id(fs->ks, "dup-kpm", NULL));
     assert_int_equal(m2mhsm_keystore_erase_id(fs->ks, "dup-kpm", NULL), M2MHSM_E_NOT_FOUND);
@@ -469,10 +561,10 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_every_key_kind_is_sensitive_and_unextractable,
                                         store_setup, store_teardown),
-        cmocka_unit_test_setup_teardown(test_usage_flags_are_only_what_each_form_needs,
-                                        store_setup, store_teardown),
-        cmocka_unit_test_setup_teardown(test_token_derivations_equal_the_check_values,
-                                        store_setup, store_teardown),
+        cmocka_unit_test_setup_teardown(test_usage_flags_are_only_what_each_form_needs, store_setup,
+                                        store_teardown),
+        cmocka_unit_test_setup_teardown(test_token_derivations_equal_the_check_values, store_setup,
+                                        store_teardown),
         cmocka_unit_test_setup_teardown(test_unwrapped_kpm_has_correct_tls_forms, store_setup,
                                         store_teardown),
         cmocka_unit_test_setup_teardown(test_km_lifetime_never_exceeds_ke, store_setup,
@@ -486,6 +578,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sweep_erases_every_expired_enrolee_and_nothing_else,
                                         store_setup, store_teardown),
         cmocka_unit_test_setup_teardown(test_bad_input_gets_a_clear_error_and_changes_nothing,
+                                        store_setup, store_teardown),
+        cmocka_unit_test_setup_teardown(test_erase_enrolee_follows_its_ke_to_unnamed_derived_keys,
+                                        store_setup, store_teardown),
+        cmocka_unit_test_setup_teardown(test_ke_id_is_found_in_either_hex_case, store_setup,
+                                        store_teardown),
+        cmocka_unit_test_setup_teardown(test_fetched_key_takes_the_shorter_of_policy_and_lifetime,
                                         store_setup, store_teardown),
     };
     return cmocka_run_group_tests(tests, suite_setup, NULL);

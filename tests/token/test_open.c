@@ -87,6 +87,15 @@ static void test_wrong_token_uri_is_refused(void **state)
     expect_open_fails(NULL, "", token.pin_source, M2MHSM_E_INVALID_ARG, "token URI");
 }
 
+static void test_pin_value_in_the_uri_is_refused_and_not_echoed(void **state)
+{
+    (void)state;
+    char uri[200];
+    snprintf(uri, sizeof(uri), "%s?pin-value=hunter2-secret", token.uri);
+    expect_open_fails(NULL, uri, token.pin_source, M2MHSM_E_PIN, "pin-value");
+    assert_null(strstr(m2mhsm_last_error(), "hunter2"));
+}
+
 static void test_missing_module_is_refused(void **state)
 {
     (void)state;
@@ -104,10 +113,10 @@ static CK_OBJECT_HANDLE create_raw_key(fixture_store *fs, const char *label, con
     CK_KEY_TYPE kt = CKK_GENERIC_SECRET;
     CK_BBOOL t = CK_TRUE;
     CK_ATTRIBUTE tmpl[] = {
-        {CKA_CLASS, &cls, sizeof(cls)},      {CKA_KEY_TYPE, &kt, sizeof(kt)},
-        {CKA_TOKEN, &t, sizeof(t)},          {CKA_PRIVATE, &t, sizeof(t)},
-        {CKA_SENSITIVE, &t, sizeof(t)},      {CKA_LABEL, (void *)label, strlen(label)},
-        {CKA_ID, (void *)id, 16},            {CKA_VALUE, (void *)fixture_key32, 32},
+        {CKA_CLASS, &cls, sizeof(cls)}, {CKA_KEY_TYPE, &kt, sizeof(kt)},
+        {CKA_TOKEN, &t, sizeof(t)},     {CKA_PRIVATE, &t, sizeof(t)},
+        {CKA_SENSITIVE, &t, sizeof(t)}, {CKA_LABEL, (void *)label, strlen(label)},
+        {CKA_ID, (void *)id, 16},       {CKA_VALUE, (void *)fixture_key32, 32},
     };
     CK_SESSION_HANDLE s;
     CK_OBJECT_HANDLE h;
@@ -156,9 +165,9 @@ static void test_open_removes_orphans_and_keeps_foreign_keys(void **state)
     create_raw_key(&fs, "operator-hmac-key", id);
     /* A record whose keys never got written (a crash mid-import). */
     m2mhsm_record kpm;
-    assert_int_equal(m2mhsm_keystore_import_kpm(fs.ks, "torn-kpm", fixture_key32, 32,
-                                                M2MHSM_NEVER, &kpm),
-                     M2MHSM_OK);
+    assert_int_equal(
+        m2mhsm_keystore_import_kpm(fs.ks, "torn-kpm", fixture_key32, 32, M2MHSM_NEVER, &kpm),
+        M2MHSM_OK);
     CK_SESSION_HANDLE s;
     assert_int_equal(m2mhsm_token_session_get(fs.tok, &s), M2MHSM_OK);
     assert_int_equal(m2mhsm_token_functions(fs.tok)->C_DestroyObject(s, kpm.key[2]), CKR_OK);
@@ -197,7 +206,8 @@ static void test_first_open_reports_the_orphan_key(void **state)
     fixture_store fs = {0};
     fixture_store_open(&fs, &other);
     uint8_t id[16] = {0xdd};
-    CK_OBJECT_HANDLE orphan = create_raw_key(&fs, "m2mhsm:ke:DDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDD@mef.example.com:raw", id);
+    CK_OBJECT_HANDLE orphan =
+        create_raw_key(&fs, "m2mhsm:ke:DDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDD@mef.example.com:raw", id);
     m2mhsm_open_report rep;
     m2mhsm_keystore_close(fs.ks);
     m2mhsm_keystore_options o = {fixture_clock, &fs.now, 0};
@@ -214,10 +224,10 @@ static CK_OBJECT_HANDLE create_raw_key_id(fixture_store *fs, const char *label, 
     CK_KEY_TYPE kt = CKK_GENERIC_SECRET;
     CK_BBOOL t = CK_TRUE;
     CK_ATTRIBUTE tmpl[] = {
-        {CKA_CLASS, &cls, sizeof(cls)},      {CKA_KEY_TYPE, &kt, sizeof(kt)},
-        {CKA_TOKEN, &t, sizeof(t)},          {CKA_PRIVATE, &t, sizeof(t)},
-        {CKA_SENSITIVE, &t, sizeof(t)},      {CKA_LABEL, (void *)label, strlen(label)},
-        {CKA_ID, (void *)id, id_len},        {CKA_VALUE, (void *)fixture_key32, 32},
+        {CKA_CLASS, &cls, sizeof(cls)}, {CKA_KEY_TYPE, &kt, sizeof(kt)},
+        {CKA_TOKEN, &t, sizeof(t)},     {CKA_PRIVATE, &t, sizeof(t)},
+        {CKA_SENSITIVE, &t, sizeof(t)}, {CKA_LABEL, (void *)label, strlen(label)},
+        {CKA_ID, (void *)id, id_len},   {CKA_VALUE, (void *)fixture_key32, 32},
     };
     CK_SESSION_HANDLE s;
     CK_OBJECT_HANDLE h;
@@ -350,6 +360,7 @@ int main(void)
         cmocka_unit_test(test_pin_source_may_come_from_the_uri),
         cmocka_unit_test(test_wrong_token_uri_is_refused),
         cmocka_unit_test(test_missing_module_is_refused),
+        cmocka_unit_test(test_pin_value_in_the_uri_is_refused_and_not_echoed),
         cmocka_unit_test(test_open_removes_orphans_and_keeps_foreign_keys),
         cmocka_unit_test(test_first_open_reports_the_orphan_key),
         cmocka_unit_test(test_keys_of_unreadable_metadata_are_kept),

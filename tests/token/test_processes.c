@@ -46,7 +46,9 @@ static int in_other_process(int (*fn)(fixture_store *fs))
 static int create_kpm(fixture_store *fs)
 {
     return m2mhsm_keystore_import_kpm(fs->ks, "other-proc-kpm", fixture_key32, 32, M2MHSM_NEVER,
-                                      NULL) == M2MHSM_OK ? 0 : 1;
+                                      NULL) == M2MHSM_OK
+               ? 0
+               : 1;
 }
 
 static int erase_kpm(fixture_store *fs)
@@ -82,14 +84,17 @@ static void test_forked_child_reinitialises_before_its_first_token_call(void **s
     fixture_store_open(&fs, &token);
     uint8_t exported[48] = {0x42};
     memcpy(exported + 16, fixture_key32, 32);
-    m2mhsm_enrolment e = {"fork-kpm", "mef.example.com", "/cse1/Cfork", "maf.example.com",
+    m2mhsm_enrolment e = {"fork-kpm",
+                          "mef.example.com",
+                          "//sp.example.com/cse1/Cfork",
+                          "maf.example.com",
                           {M2MHSM_EXPIRY_DURATION, 3600}};
     m2mhsm_record ke;
     assert_int_equal(m2mhsm_keystore_store_ke(fs.ks, &e, exported, &ke), M2MHSM_OK);
     uint8_t parent_km[32], child_km[32];
-    assert_int_equal(m2mhsm_keystore_derive(fs.ks, &ke, M2MHSM_DERIVE_KM, "maf.example.com",
-                                            parent_km),
-                     M2MHSM_OK);
+    assert_int_equal(
+        m2mhsm_keystore_derive(fs.ks, &ke, M2MHSM_DERIVE_KM, "maf.example.com", parent_km),
+        M2MHSM_OK);
     int fds[2];
     assert_int_equal(pipe(fds), 0);
     fflush(NULL);
@@ -98,10 +103,13 @@ static void test_forked_child_reinitialises_before_its_first_token_call(void **s
         /* The parent's store, used in the child: handles and sessions are void here. */
         close(fds[0]);
         m2mhsm_record k;
-        int rc = m2mhsm_keystore_lookup(fs.ks, M2MHSM_KIND_KE, ke.identity, strlen(ke.identity),
-                                        &k) != M2MHSM_OK;
-        rc |= m2mhsm_keystore_derive(fs.ks, &k, M2MHSM_DERIVE_KM, "maf.example.com",
-                                     child_km) != M2MHSM_OK;
+        /* The parent's record names handles of the parent's module instance: refused. */
+        int rc = m2mhsm_keystore_derive(fs.ks, &ke, M2MHSM_DERIVE_KM, "maf.example.com",
+                                        child_km) != M2MHSM_E_NOT_FOUND;
+        rc |= m2mhsm_keystore_lookup(fs.ks, M2MHSM_KIND_KE, ke.identity, strlen(ke.identity), &k) !=
+              M2MHSM_OK;
+        rc |= m2mhsm_keystore_derive(fs.ks, &k, M2MHSM_DERIVE_KM, "maf.example.com", child_km) !=
+              M2MHSM_OK;
         rc |= write(fds[1], child_km, 32) != 32;
         _exit(rc);
     }
@@ -114,9 +122,9 @@ static void test_forked_child_reinitialises_before_its_first_token_call(void **s
     assert_int_equal(WEXITSTATUS(status), 0);
     assert_memory_equal(child_km, parent_km, 32);
     /* The parent is untouched by the child's re-initialisation. */
-    assert_int_equal(m2mhsm_keystore_derive(fs.ks, &ke, M2MHSM_DERIVE_KM, "maf.example.com",
-                                            child_km),
-                     M2MHSM_OK);
+    assert_int_equal(
+        m2mhsm_keystore_derive(fs.ks, &ke, M2MHSM_DERIVE_KM, "maf.example.com", child_km),
+        M2MHSM_OK);
     assert_memory_equal(child_km, parent_km, 32);
     assert_int_equal(m2mhsm_keystore_erase_id(fs.ks, ke.identity, NULL), M2MHSM_OK);
     fixture_store_close(&fs);
@@ -134,12 +142,12 @@ typedef struct {
 } worker;
 
 /* Count a failure and say what it was (the detail is per thread). */
-#define CHECKW(x)                                                                              \
-    do {                                                                                       \
-        if ((x) != M2MHSM_OK) {                                                                \
-            w->failures++;                                                                     \
-            fprintf(stderr, "worker %d: %s\n", w->id, m2mhsm_last_error());                    \
-        }                                                                                      \
+#define CHECKW(x)                                                                                  \
+    do {                                                                                           \
+        if ((x) != M2MHSM_OK) {                                                                    \
+            w->failures++;                                                                         \
+            fprintf(stderr, "worker %d: %s\n", w->id, m2mhsm_last_error());                        \
+        }                                                                                          \
     } while (0)
 
 static void *work(void *arg)
@@ -170,7 +178,10 @@ static void test_threads_share_one_store(void **state)
     fixture_store_open(&fs, &token);
     uint8_t exported[48] = {0x77};
     memcpy(exported + 16, fixture_key32, 32);
-    m2mhsm_enrolment e = {"thread-kpm", "mef.example.com", "/cse1/Cthr", "maf.example.com",
+    m2mhsm_enrolment e = {"thread-kpm",
+                          "mef.example.com",
+                          "//sp.example.com/cse1/Cthr",
+                          "maf.example.com",
                           {M2MHSM_EXPIRY_DURATION, 3600}};
     m2mhsm_record ke;
     assert_int_equal(m2mhsm_keystore_store_ke(fs.ks, &e, exported, &ke), M2MHSM_OK);

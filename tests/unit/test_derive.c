@@ -70,12 +70,17 @@ static void test_derivation_rejects_bad_targets(void **state)
     assert_int_equal(m2mhsm_derivation_input(M2MHSM_DERIVE_KM, "MAF.Example.com", &msg, &len),
                      M2MHSM_E_INVALID_ARG);
     assert_null(msg);
-    assert_int_equal(m2mhsm_derivation_input(M2MHSM_DERIVE_KM, "maf.ex\xc3\xa4mple.com", &msg,
-                                             &len),
-                     M2MHSM_E_INVALID_ARG);
+    assert_int_equal(
+        m2mhsm_derivation_input(M2MHSM_DERIVE_KM, "maf.ex\xc3\xa4mple.com", &msg, &len),
+        M2MHSM_E_INVALID_ARG);
     assert_int_equal(m2mhsm_derivation_input(M2MHSM_DERIVE_KPSA, "not an id", &msg, &len),
                      M2MHSM_E_INVALID_ARG);
     assert_int_equal(m2mhsm_derivation_input(M2MHSM_DERIVE_KPSA, "", &msg, &len),
+                     M2MHSM_E_INVALID_ARG);
+    /* One Enrolee B, one spelling: SP-relative forms would derive a different Kpsa. */
+    assert_int_equal(m2mhsm_derivation_input(M2MHSM_DERIVE_KPSA, "/cse1", &msg, &len),
+                     M2MHSM_E_INVALID_ARG);
+    assert_int_equal(m2mhsm_derivation_input(M2MHSM_DERIVE_KPSA, "Cae1", &msg, &len),
                      M2MHSM_E_INVALID_ARG);
 }
 
@@ -86,8 +91,8 @@ static void test_export_split_is_big_endian(void **state)
     for (int i = 0; i < 48; i++)
         exported[i] = (uint8_t)(0xa0 + i);
     m2mhsm_export_split(exported, rel, ke);
-    assert_memory_equal(rel, exported, 16);       /* most significant 16 */
-    assert_memory_equal(ke, exported + 16, 32);   /* least significant 32 */
+    assert_memory_equal(rel, exported, 16);     /* most significant 16 */
+    assert_memory_equal(ke, exported + 16, 32); /* least significant 32 */
 }
 
 static void test_ke_id_format_upper_hex_at_fqdn(void **state)
@@ -161,8 +166,7 @@ static void test_psk_length_bounds(void **state)
     (void)state;
     uint8_t out[64];
     size_t len;
-    assert_int_equal(m2mhsm_psk_tls12_pms_key(fixture_key32, 15, out, &len),
-                     M2MHSM_E_INVALID_ARG);
+    assert_int_equal(m2mhsm_psk_tls12_pms_key(fixture_key32, 15, out, &len), M2MHSM_E_INVALID_ARG);
     assert_int_equal(m2mhsm_psk_tls13_early_secret(fixture_key32, 65, out), M2MHSM_E_INVALID_ARG);
 }
 

@@ -67,8 +67,7 @@ static void test_spec_is_duration_or_timestamp(void **state)
     assert_int_equal(s.kind, M2MHSM_EXPIRY_ABSOLUTE);
     assert_int_equal(m2mhsm_expiry_spec_parse("0", &s), M2MHSM_E_INVALID_ARG);
     assert_int_equal(m2mhsm_expiry_spec_parse("-5", &s), M2MHSM_E_INVALID_ARG);
-    assert_int_equal(m2mhsm_expiry_spec_parse("99999999999999999999999", &s),
-                     M2MHSM_E_INVALID_ARG);
+    assert_int_equal(m2mhsm_expiry_spec_parse("99999999999999999999999", &s), M2MHSM_E_INVALID_ARG);
     assert_int_equal(m2mhsm_expiry_spec_parse("10s", &s), M2MHSM_E_INVALID_ARG);
     assert_int_equal(m2mhsm_expiry_spec_parse("", &s), M2MHSM_E_INVALID_ARG);
 }

@@ -77,6 +77,18 @@ static void test_tampered_metadata_is_refused(void **state)
     memcpy(t, buf, (size_t)(p - buf));
     t[p - buf] = '\0';
     expect_corrupt(t);
+    /* an expiry past what a timestamp can name, which strtoll would clamp to "never" */
+    char *e = strstr(buf, "expiry=1795003600");
+    assert_non_null(e);
+    snprintf(t, sizeof(t), "%.*sexpiry=99999999999999999999\n", (int)(e - buf), buf);
+    expect_corrupt(t);
+    /* a credential that never expires */
+    snprintf(t, sizeof(t), "%.*sexpiry=9223372036854775807\n", (int)(e - buf), buf);
+    expect_corrupt(t);
+    /* a field name meant for a terminal is not echoed */
+    snprintf(t, sizeof(t), "%s\x1b[2J=1\n", buf);
+    expect_corrupt(t);
+    assert_null(strchr(m2mhsm_last_error(), '\x1b'));
     /* an identity that is not a KeID */
     char *id = strstr(buf, "identity=");
     memcpy(id + 9, "zz", 2);

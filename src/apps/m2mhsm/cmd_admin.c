@@ -28,10 +28,9 @@ static json_t *record_json(cli_ctx *ctx, const m2mhsm_record *r)
     m2mhsm_timestamp_format(r->expiry, ts, sizeof(ts));
     spec_text(r, spec, sizeof(spec));
     const char *state = r->kind == M2MHSM_KIND_ENROLMENT ? "config" : state_of(ctx, r);
-    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "kind",
-                     m2mhsm_kind_name(r->kind), "identity", r->identity, "enrolee",
-                     r->enrolee_id, "target", r->target_id, "kpmId", r->kpm_id, "expires", ts,
-                     "enrolmentExpiry", spec, "state", state);
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "kind", m2mhsm_kind_name(r->kind),
+                     "identity", r->identity, "enrolee", r->enrolee_id, "target", r->target_id,
+                     "kpmId", r->kpm_id, "expires", ts, "enrolmentExpiry", spec, "state", state);
 }
 
 static int print_json(cli_ctx *ctx, const m2mhsm_record *recs, size_t n)
@@ -55,8 +54,8 @@ static int print_json(cli_ctx *ctx, const m2mhsm_record *recs, size_t n)
 
 static void print_table(cli_ctx *ctx, const m2mhsm_record *recs, size_t n)
 {
-    printf("%-9s %-50s %-28s %-20s %-15s %s\n", "KIND", "IDENTITY", "ENROLEE", "TARGET",
-           "EXPIRES", "STATE");
+    printf("%-9s %-50s %-28s %-20s %-15s %s\n", "KIND", "IDENTITY", "ENROLEE", "TARGET", "EXPIRES",
+           "STATE");
     for (size_t i = 0; i < n; i++) {
         const m2mhsm_record *r = &recs[i];
         char ts[M2MHSM_TIMESTAMP_LEN];
@@ -155,7 +154,8 @@ int cmd_caps(int argc, char **argv, cli_ctx *ctx)
     const m2mhsm_token_caps *c = m2mhsm_token_caps_get(ctx->tok);
     printf("CKM_SHA256_HMAC sign:           %s\n", c->sha256_hmac ? "yes" : "no");
     printf("CKM_AES_KEY_WRAP unwrap:        %s\n", c->aes_key_wrap ? "yes" : "no");
-    printf("CKM_AES_KEY_WRAP_PAD/KWP:       %s\n", c->aes_key_wrap_pad ? "yes" : "no");
+    printf("CKM_AES_KEY_WRAP_KWP unwrap:    %s\n", c->aes_key_wrap_kwp ? "yes" : "no");
+    printf("CKM_AES_KEY_WRAP_PAD unwrap:    %s\n", c->aes_key_wrap_pad ? "yes" : "no");
     printf("CKM_HKDF_DERIVE:                %s\n", c->hkdf_derive ? "yes" : "no");
     printf("CKM_SP800_108_FEEDBACK_KDF:     %s\n", c->sp800_108_feedback ? "yes" : "no");
     cli_close(ctx);

@@ -7,14 +7,27 @@
 #include <openssl/crypto.h>
 
 typedef struct {
-    const char *kpm_id, *key_file, *wrapped, *kek, *valid_until, *target_id, *enrolee_id,
-        *expiry, *mef_fqdn, *exported, *ke_id, *maf_id, *enrolee_b_id, *label, *so_pin_source;
+    const char *kpm_id, *key_file, *wrapped, *kek, *valid_until, *target_id, *enrolee_id, *expiry,
+        *mef_fqdn, *exported, *ke_id, *maf_id, *enrolee_b_id, *label, *so_pin_source;
     int json;
 } cli_args;
 
 enum {
-    O_KPM_ID = 256, O_KEY_FILE, O_WRAPPED, O_KEK, O_VALID_UNTIL, O_TARGET_ID, O_ENROLEE_ID,
-    O_EXPIRY, O_MEF_FQDN, O_EXPORTED, O_KE_ID, O_MAF_ID, O_ENROLEE_B_ID, O_LABEL, O_SO_PIN
+    O_KPM_ID = 256,
+    O_KEY_FILE,
+    O_WRAPPED,
+    O_KEK,
+    O_VALID_UNTIL,
+    O_TARGET_ID,
+    O_ENROLEE_ID,
+    O_EXPIRY,
+    O_MEF_FQDN,
+    O_EXPORTED,
+    O_KE_ID,
+    O_MAF_ID,
+    O_ENROLEE_B_ID,
+    O_LABEL,
+    O_SO_PIN
 };
 
 static const struct option all_opts[] = {
@@ -49,13 +62,20 @@ static int parse(int argc, char **argv, const int *allowed, cli_args *a)
         if (!ok)
             return cli_usage("%s does not take that option", argv[0]);
         const char **slot[] = {
-            [O_KPM_ID - 256] = &a->kpm_id,         [O_KEY_FILE - 256] = &a->key_file,
-            [O_WRAPPED - 256] = &a->wrapped,       [O_KEK - 256] = &a->kek,
-            [O_VALID_UNTIL - 256] = &a->valid_until, [O_TARGET_ID - 256] = &a->target_id,
-            [O_ENROLEE_ID - 256] = &a->enrolee_id, [O_EXPIRY - 256] = &a->expiry,
-            [O_MEF_FQDN - 256] = &a->mef_fqdn,     [O_EXPORTED - 256] = &a->exported,
-            [O_KE_ID - 256] = &a->ke_id,           [O_MAF_ID - 256] = &a->maf_id,
-            [O_ENROLEE_B_ID - 256] = &a->enrolee_b_id, [O_LABEL - 256] = &a->label,
+            [O_KPM_ID - 256] = &a->kpm_id,
+            [O_KEY_FILE - 256] = &a->key_file,
+            [O_WRAPPED - 256] = &a->wrapped,
+            [O_KEK - 256] = &a->kek,
+            [O_VALID_UNTIL - 256] = &a->valid_until,
+            [O_TARGET_ID - 256] = &a->target_id,
+            [O_ENROLEE_ID - 256] = &a->enrolee_id,
+            [O_EXPIRY - 256] = &a->expiry,
+            [O_MEF_FQDN - 256] = &a->mef_fqdn,
+            [O_EXPORTED - 256] = &a->exported,
+            [O_KE_ID - 256] = &a->ke_id,
+            [O_MAF_ID - 256] = &a->maf_id,
+            [O_ENROLEE_B_ID - 256] = &a->enrolee_b_id,
+            [O_LABEL - 256] = &a->label,
             [O_SO_PIN - 256] = &a->so_pin_source,
         };
         *slot[c - 256] = optarg;
@@ -93,8 +113,8 @@ int cmd_token_init(int argc, char **argv, cli_ctx *ctx)
         rc = need(ctx->token.pin_source, "--pin-source");
     if (rc != EXIT_OK)
         return rc;
-    m2mhsm_status st = m2mhsm_token_init(ctx->token.module_path, a.label, a.so_pin_source,
-                                         ctx->token.pin_source);
+    m2mhsm_status st =
+        m2mhsm_token_init(ctx->token.module_path, a.label, a.so_pin_source, ctx->token.pin_source);
     if (st != M2MHSM_OK)
         return cli_fail("token-init", st);
     printf("initialised token %s\n", a.label);
@@ -216,8 +236,8 @@ static int ke_expiry(cli_ctx *ctx, cli_args *a, m2mhsm_expiry_spec *spec, m2mhsm
             return cli_usage("--enrolment-expiry: %s", m2mhsm_last_error());
         return EXIT_OK;
     }
-    if (m2mhsm_keystore_lookup(ctx->ks, M2MHSM_KIND_ENROLMENT, a->kpm_id, strlen(a->kpm_id),
-                               cfg) != M2MHSM_OK) {
+    if (m2mhsm_keystore_lookup(ctx->ks, M2MHSM_KIND_ENROLMENT, a->kpm_id, strlen(a->kpm_id), cfg) !=
+        M2MHSM_OK) {
         fprintf(stderr, "m2mhsm: ke import: no --enrolment-expiry and %s is not configured\n",
                 a->kpm_id);
         return EXIT_FAIL;
@@ -232,8 +252,8 @@ static int ke_expiry(cli_ctx *ctx, cli_args *a, m2mhsm_expiry_spec *spec, m2mhsm
 
 int cmd_ke(int argc, char **argv, cli_ctx *ctx)
 {
-    static const int allowed[] = {O_KPM_ID,    O_MEF_FQDN,  O_EXPORTED, O_ENROLEE_ID,
-                                  O_TARGET_ID, O_EXPIRY, 0};
+    static const int allowed[] = {O_KPM_ID,    O_MEF_FQDN, O_EXPORTED, O_ENROLEE_ID,
+                                  O_TARGET_ID, O_EXPIRY,   0};
     if (argc < 2 || strcmp(argv[1], "import") != 0)
         return cli_usage("ke: the subcommand is 'import'");
     cli_args a;
@@ -277,9 +297,8 @@ int cmd_derive(int argc, char **argv, cli_ctx *ctx)
     m2mhsm_status st =
         m2mhsm_keystore_lookup(ctx->ks, M2MHSM_KIND_KE, a.ke_id, strlen(a.ke_id), &ke);
     if (st == M2MHSM_OK)
-        st = m2mhsm_keystore_derive_store(ctx->ks, &ke,
-                                          km ? M2MHSM_DERIVE_KM : M2MHSM_DERIVE_KPSA, target,
-                                          until, &out);
+        st = m2mhsm_keystore_derive_store(ctx->ks, &ke, km ? M2MHSM_DERIVE_KM : M2MHSM_DERIVE_KPSA,
+                                          target, until, &out);
     cli_close(ctx);
     if (st != M2MHSM_OK)
         return cli_fail(km ? "derive km" : "derive kpsa", st);

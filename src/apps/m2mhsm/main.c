@@ -11,7 +11,8 @@
 #include <string.h>
 
 static const char usage_text[] =
-    "usage: m2mhsm [--module PATH] [--token URI] [--pin-source file:PATH] COMMAND ...\n"
+    "usage: m2mhsm [--module PATH] [--token URI] [--pin-source file:PATH]\n"
+    "              [--lock-file PATH] COMMAND ...\n"
     "\n"
     "  token-init --label LABEL --so-pin-source file:PATH   (lab/test tokens only)\n"
     "  kpm import --kpm-id ID (--key-file HEXFILE | --wrapped FILE --kek LABEL)\n"
@@ -27,7 +28,9 @@ static const char usage_text[] =
     "  caps\n"
     "\n"
     "Defaults: --module $M2MHSM_MODULE or SoftHSM's; --token $M2MHSM_TOKEN;\n"
-    "--pin-source $M2MHSM_PIN_SOURCE, else the URI's pin-source attribute.\n";
+    "--pin-source $M2MHSM_PIN_SOURCE, else the URI's pin-source attribute;\n"
+    "--lock-file $M2MHSM_LOCK_FILE: shared by every process using the token when its\n"
+    "module is unsafe across processes (SoftHSM's file backend).\n";
 
 int cli_usage(const char *fmt, ...)
 {
@@ -83,9 +86,15 @@ static const struct {
     const char *name;
     int (*run)(int, char **, cli_ctx *);
 } commands[] = {
-    {"token-init", cmd_token_init}, {"kpm", cmd_kpm},     {"enrolee", cmd_enrolee},
-    {"ke", cmd_ke},                 {"derive", cmd_derive}, {"list", cmd_list},
-    {"erase", cmd_erase},           {"sweep", cmd_sweep}, {"caps", cmd_caps},
+    {"token-init", cmd_token_init},
+    {"kpm", cmd_kpm},
+    {"enrolee", cmd_enrolee},
+    {"ke", cmd_ke},
+    {"derive", cmd_derive},
+    {"list", cmd_list},
+    {"erase", cmd_erase},
+    {"sweep", cmd_sweep},
+    {"caps", cmd_caps},
 };
 
 static void env_default(const char **slot, const char *var)
@@ -101,6 +110,7 @@ int main(int argc, char **argv)
         {"module", required_argument, NULL, 'm'},
         {"token", required_argument, NULL, 't'},
         {"pin-source", required_argument, NULL, 'p'},
+        {"lock-file", required_argument, NULL, 'l'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -118,6 +128,9 @@ int main(int argc, char **argv)
         case 'p':
             ctx.token.pin_source = optarg;
             break;
+        case 'l':
+            ctx.token.lock_file = optarg;
+            break;
         case 'h':
             fputs(usage_text, stdout);
             return EXIT_OK;
@@ -128,6 +141,7 @@ int main(int argc, char **argv)
     }
     env_default(&ctx.token.token_uri, "M2MHSM_TOKEN");
     env_default(&ctx.token.pin_source, "M2MHSM_PIN_SOURCE");
+    env_default(&ctx.token.lock_file, "M2MHSM_LOCK_FILE");
     if (optind >= argc)
         return cli_usage("no command given");
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
