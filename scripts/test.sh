@@ -13,7 +13,7 @@ git ls-files '*.c' '*.h' | xargs clang-format --dry-run --Werror
 build() { # DIR CMAKE-ARGS...
     local dir=$1; shift
     cmake -S . -B "$dir" "$@" > /dev/null
-    cmake --build "$dir" -j "$jobs" > "$dir.log" 2>&1 || { cat "$dir.log"; exit 1; }
+    cmake --build "$dir" -j "$jobs" > "$dir/build.log" 2>&1 || { cat "$dir/build.log"; exit 1; }
 }
 run_ctest() { # DIR CTEST-ARGS...
     local dir=$1; shift
