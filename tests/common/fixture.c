@@ -82,6 +82,21 @@ void fixture_store_open(fixture_store *fs, const fixture_token *t)
         fail_msg("keystore_open: %s", m2mhsm_last_error());
 }
 
+m2mhsm_record fixture_enrol(fixture_store *fs, const char *kpm_id, const char *enrolee, uint8_t tag,
+                            int64_t seconds)
+{
+    uint8_t exported[48];
+    memset(exported, tag, 16);
+    memcpy(exported + 16, fixture_key32, 32);
+    m2mhsm_enrolment e = {
+        kpm_id, "mef.example.com", enrolee, "maf.example.com", {M2MHSM_EXPIRY_DURATION, seconds}};
+    m2mhsm_record ke;
+    m2mhsm_status st = m2mhsm_keystore_store_ke(fs->ks, &e, exported, &ke);
+    if (st != M2MHSM_OK)
+        fail_msg("store_ke: %s", m2mhsm_last_error());
+    return ke;
+}
+
 void fixture_store_close(fixture_store *fs)
 {
     m2mhsm_keystore_close(fs->ks);

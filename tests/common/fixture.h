@@ -26,7 +26,12 @@ void fixture_store_open(fixture_store *fs, const fixture_token *t);
 void fixture_store_close(fixture_store *fs);
 m2mhsm_time fixture_clock(void *arg);
 
-/* A fixed 32-byte key 00 01 .. 1f and its hex. */
+/* Store a Ke as enrolment would: RelativeKeID = `tag` x16, Ke = 00 01 .. 1f, MEF
+ * mef.example.com, target maf.example.com, Enrolment Expiry `seconds`. */
+m2mhsm_record fixture_enrol(fixture_store *fs, const char *kpm_id, const char *enrolee, uint8_t tag,
+                            int64_t seconds);
+
+/* A fixed 32-byte key 00 01 .. 1f. */
 extern const uint8_t fixture_key32[32];
 
 #endif

@@ -48,24 +48,6 @@ static void check(m2mhsm_status st)
         fail_msg("%s: %s", m2mhsm_status_name(st), m2mhsm_last_error());
 }
 
-/* An export whose Ke is 00 01 .. 1f and whose RelativeKeID is `tag` repeated. */
-static void make_export(uint8_t out[48], uint8_t tag)
-{
-    memset(out, tag, 16);
-    memcpy(out + 16, fixture_key32, 32);
-}
-
-static m2mhsm_record enrol(fixture_store *fs, const char *kpm_id, const char *enrolee, uint8_t tag,
-                           int64_t seconds)
-{
-    uint8_t exported[48];
-    make_export(exported, tag);
-    m2mhsm_enrolment e = {kpm_id, MEF, enrolee, MAF, {M2MHSM_EXPIRY_DURATION, seconds}};
-    m2mhsm_record ke;
-    check(m2mhsm_keystore_store_ke(fs->ks, &e, exported, &ke));
-    return ke;
-}
-
 static size_t count_records(fixture_store *fs)
 {
     m2mhsm_record *recs = NULL;
@@ -167,7 +149,7 @@ static void test_every_key_kind_is_sensitive_and_unextractable(void **state)
     CK_OBJECT_HANDLE kek = make_kek(fs, "test-kek-attrs", kek_value);
     m2mhsm_record kpm, ke, km, kpsa;
     check(m2mhsm_keystore_import_kpm(fs->ks, "attr-kpm", fixture_key32, 32, M2MHSM_NEVER, &kpm));
-    ke = enrol(fs, "attr-kpm", "//sp.example.com/cse1/Cattr", 0xa1, 3600);
+    ke = fixture_enrol(fs, "attr-kpm", "//sp.example.com/cse1/Cattr", 0xa1, 3600);
     check(m2mhsm_keystore_derive_store(fs->ks, &ke, M2MHSM_DERIVE_KM, MAF, M2MHSM_NEVER, &km));
     check(m2mhsm_keystore_derive_store(fs->ks, &ke, M2MHSM_DERIVE_KPSA, ENROLEE_B, M2MHSM_NEVER,
                                        &kpsa));
@@ -216,6 +198,17 @@ static void hmac_on_token(fixture_store *fs, CK_OBJECT_HANDLE key, const char *m
     m2mhsm_token_session_put(fs->tok, s);
 }
 
+/* The token's HMAC with `handle` equals the host's HMAC with `key`. */
+static void assert_same_hmac(fixture_store *fs, CK_OBJECT_HANDLE handle, const uint8_t *key,
+                             size_t key_len, const char *msg)
+{
+    uint8_t want[32], got[32];
+    unsigned int l = 0;
+    HMAC(EVP_sha256(), key, (int)key_len, (const uint8_t *)msg, strlen(msg), want, &l);
+    hmac_on_token(fs, handle, msg, got);
+    assert_memory_equal(got, want, 32);
+}
+
 static void hex(const uint8_t *b, size_t n, char *out)
 {
     for (size_t i = 0; i < n; i++)
@@ -225,7 +218,7 @@ static void hex(const uint8_t *b, size_t n, char *out)
 static void test_token_derivations_equal_the_check_values(void **state)
 {
     fixture_store *fs = *state;
-    m2mhsm_record ke = enrol(fs, "derive-kpm", "//sp.example.com/cse1/Cderive", 0xb2, 3600);
+    m2mhsm_record ke = fixture_enrol(fs, "derive-kpm", "//sp.example.com/cse1/Cderive", 0xb2, 3600);
     uint8_t km[32], kpsa[32];
     char h[65];
     check(m2mhsm_keystore_derive(fs->ks, &ke, M2MHSM_DERIVE_KM, MAF, km));
@@ -240,20 +233,17 @@ static void test_token_derivations_equal_the_check_values(void **state)
     m2mhsm_record kmrec;
     check(m2mhsm_keystore_derive_store(fs->ks, &ke, M2MHSM_DERIVE_KM, MAF, M2MHSM_NEVER, &kmrec));
     assert_string_equal(kmrec.identity, ke.identity); /* KmID = KeID (the CR) */
-    uint8_t form[64], want[32], got[32];
+    uint8_t form[64];
     size_t form_len;
-    unsigned int l;
     check(m2mhsm_psk_tls12_pms_key(km, 32, form, &form_len));
-    HMAC(EVP_sha256(), form, (int)form_len, (const uint8_t *)"master secret", 13, want, &l);
-    hmac_on_token(fs, kmrec.key[M2MHSM_FORM_TLS12_PMS], "master secret", got);
-    assert_memory_equal(got, want, 32);
+    assert_same_hmac(fs, kmrec.key[M2MHSM_FORM_TLS12_PMS], form, form_len, "master secret");
     check(m2mhsm_keystore_erase_id(fs->ks, ke.identity, NULL));
 }
 
 static void test_unwrapped_kpm_has_correct_tls_forms(void **state)
 {
     fixture_store *fs = *state;
-    uint8_t kek_value[32], wrapped[40], form[64], want[32], got[32];
+    uint8_t kek_value[32], wrapped[40], form[64];
     for (int i = 0; i < 32; i++)
         kek_value[i] = (uint8_t)(0x80 + i);
     make_kek(fs, "test-kek-unwrap", kek_value);
@@ -271,15 +261,10 @@ static void test_unwrapped_kpm_has_correct_tls_forms(void **state)
     check(m2mhsm_keystore_unwrap_kpm(fs->ks, "wrapped-kpm", wrapped, 40, "test-kek-unwrap",
                                      M2MHSM_NEVER, &kpm));
     size_t form_len;
-    unsigned int l;
     check(m2mhsm_psk_tls12_pms_key(fixture_key32, 32, form, &form_len));
-    HMAC(EVP_sha256(), form, (int)form_len, (const uint8_t *)"seed", 4, want, &l);
-    hmac_on_token(fs, kpm.key[M2MHSM_FORM_TLS12_PMS], "seed", got);
-    assert_memory_equal(got, want, 32);
+    assert_same_hmac(fs, kpm.key[M2MHSM_FORM_TLS12_PMS], form, form_len, "seed");
     check(m2mhsm_psk_tls13_early_secret(fixture_key32, 32, form));
-    HMAC(EVP_sha256(), form, 32, (const uint8_t *)"seed", 4, want, &l);
-    hmac_on_token(fs, kpm.key[M2MHSM_FORM_TLS13_ES], "seed", got);
-    assert_memory_equal(got, want, 32);
+    assert_same_hmac(fs, kpm.key[M2MHSM_FORM_TLS13_ES], form, 32, "seed");
 
     /* A wrong KEK, or a tampered blob, is refused and leaves nothing behind. */
     size_t before = count_records(fs);
@@ -299,7 +284,7 @@ static void test_unwrapped_kpm_has_correct_tls_forms(void **state)
 static void test_km_lifetime_never_exceeds_ke(void **state)
 {
     fixture_store *fs = *state;
-    m2mhsm_record ke = enrol(fs, "clamp-kpm", "//sp.example.com/cse1/Cclamp", 0xc3, 600);
+    m2mhsm_record ke = fixture_enrol(fs, "clamp-kpm", "//sp.example.com/cse1/Cclamp", 0xc3, 600);
     assert_int_equal(ke.expiry, fs->now + 600);
     m2mhsm_record km;
     check(m2mhsm_keystore_derive_store(fs->ks, &ke, M2MHSM_DERIVE_KM, MAF, fs->now + 99999, &km));
@@ -322,7 +307,7 @@ static void test_expiry_boundary_second_before_valid_at_expiry_refused(void **st
 {
     fixture_store *fs = *state;
     m2mhsm_time t0 = fs->now;
-    m2mhsm_record ke = enrol(fs, "edge-kpm", "//sp.example.com/cse1/Cedge", 0xd4, 100);
+    m2mhsm_record ke = fixture_enrol(fs, "edge-kpm", "//sp.example.com/cse1/Cedge", 0xd4, 100);
     uint8_t km[32];
     fs->now = t0 + 99;
     assert_true(m2mhsm_record_valid(fs->ks, &ke));
@@ -349,8 +334,8 @@ static void test_erase_enrolee_removes_only_that_enrolee(void **state)
     check(m2mhsm_keystore_import_kpm(fs->ks, "kpm-bob", fixture_key32, 32, M2MHSM_NEVER, NULL));
     m2mhsm_expiry_spec hour = {M2MHSM_EXPIRY_DURATION, 3600};
     check(m2mhsm_keystore_configure_enrolee(fs->ks, "kpm-alice", MAF, a, &hour));
-    m2mhsm_record ke_a = enrol(fs, "kpm-alice", a, 0x0a, 3600);
-    m2mhsm_record ke_b = enrol(fs, "kpm-bob", b, 0x0b, 3600);
+    m2mhsm_record ke_a = fixture_enrol(fs, "kpm-alice", a, 0x0a, 3600);
+    m2mhsm_record ke_b = fixture_enrol(fs, "kpm-bob", b, 0x0b, 3600);
     check(m2mhsm_keystore_derive_store(fs->ks, &ke_a, M2MHSM_DERIVE_KM, MAF, M2MHSM_NEVER, NULL));
     check(m2mhsm_keystore_derive_store(fs->ks, &ke_a, M2MHSM_DERIVE_KPSA, ENROLEE_B, M2MHSM_NEVER,
                                        NULL));
@@ -380,9 +365,9 @@ static void test_reenrolment_replaces_ke_and_what_derives_from_it(void **state)
 {
     fixture_store *fs = *state;
     const char *e = "//sp.example.com/cse1/Cre";
-    m2mhsm_record ke1 = enrol(fs, "re-kpm", e, 0x01, 3600);
+    m2mhsm_record ke1 = fixture_enrol(fs, "re-kpm", e, 0x01, 3600);
     check(m2mhsm_keystore_derive_store(fs->ks, &ke1, M2MHSM_DERIVE_KM, MAF, M2MHSM_NEVER, NULL));
-    m2mhsm_record ke2 = enrol(fs, "re-kpm", e, 0x02, 3600);
+    m2mhsm_record ke2 = fixture_enrol(fs, "re-kpm", e, 0x02, 3600);
     m2mhsm_record r;
     const char *old = ke1.identity;
     assert_int_equal(m2mhsm_keystore_lookup(fs->ks, M2MHSM_KIND_KE, old, strlen(old), &r),
@@ -408,13 +393,13 @@ static void test_sweep_erases_every_expired_enrolee_and_nothing_else(void **stat
     check(m2mhsm_keystore_import_kpm(fs->ks, "sweep-kpm", fixture_key32, 32, t0 + 10, NULL));
     /* Enrolee "old": Ke expires at +50; its Km (stored with no Enrolee-ID, as a Target may
      * hold it) derives from it and must go with it. */
-    m2mhsm_record ke_old = enrol(fs, "sweep-old", old, 0x51, 50);
+    m2mhsm_record ke_old = fixture_enrol(fs, "sweep-old", old, 0x51, 50);
     m2mhsm_fetched_key orphan_km = {M2MHSM_KIND_KPSA, ke_old.identity, NULL, MAF,
                                     t0 + 5000,        M2MHSM_NEVER};
     check(m2mhsm_keystore_store_fetched(fs->ks, &orphan_km, fixture_key32, 32, NULL));
     /* Enrolee "early": its Km lapses at +20 by local choice; its Ke (Enrolment Expiry) does
      * not, so only the Km goes. */
-    m2mhsm_record ke_early = enrol(fs, "sweep-early", early, 0x53, 5000);
+    m2mhsm_record ke_early = fixture_enrol(fs, "sweep-early", early, 0x53, 5000);
     check(m2mhsm_keystore_derive_store(fs->ks, &ke_early, M2MHSM_DERIVE_KM, MAF, t0 + 20, NULL));
     /* At a Target (no Ke here) two keys of Enrolee "tgt": when the Enrolment Expiry passes
      * for one, all of that Enrolee's credentials go. */
@@ -424,7 +409,7 @@ static void test_sweep_erases_every_expired_enrolee_and_nothing_else(void **stat
     m2mhsm_fetched_key t2 = {M2MHSM_KIND_KM, ke_t2, tgt, MAF, t0 + 9000, M2MHSM_NEVER};
     check(m2mhsm_keystore_store_fetched(fs->ks, &t1, fixture_key32, 32, NULL));
     check(m2mhsm_keystore_store_fetched(fs->ks, &t2, fixture_key32, 32, NULL));
-    m2mhsm_record ke_young = enrol(fs, "sweep-young", young, 0x52, 5000);
+    m2mhsm_record ke_young = fixture_enrol(fs, "sweep-young", young, 0x52, 5000);
     check(
         m2mhsm_keystore_derive_store(fs->ks, &ke_young, M2MHSM_DERIVE_KM, MAF, M2MHSM_NEVER, NULL));
     size_t before = count_records(fs), erased = 0;
@@ -459,7 +444,7 @@ static void test_erase_enrolee_follows_its_ke_to_unnamed_derived_keys(void **sta
 {
     fixture_store *fs = *state;
     const char *e = "//sp.example.com/cse1/Ccascade";
-    m2mhsm_record ke = enrol(fs, "cascade-kpm", e, 0x61, 3600);
+    m2mhsm_record ke = fixture_enrol(fs, "cascade-kpm", e, 0x61, 3600);
     m2mhsm_fetched_key fk = {M2MHSM_KIND_KPSA, ke.identity, NULL, MAF, fs->now + 60, M2MHSM_NEVER};
     check(m2mhsm_keystore_store_fetched(fs->ks, &fk, fixture_key32, 32, NULL));
     size_t erased = 0;
@@ -471,7 +456,7 @@ static void test_erase_enrolee_follows_its_ke_to_unnamed_derived_keys(void **sta
 static void test_ke_id_is_found_in_either_hex_case(void **state)
 {
     fixture_store *fs = *state;
-    m2mhsm_record ke = enrol(fs, "case-kpm", "//sp.example.com/cse1/Ccase", 0xab, 3600);
+    m2mhsm_record ke = fixture_enrol(fs, "case-kpm", "//sp.example.com/cse1/Ccase", 0xab, 3600);
     char lower[M2MHSM_KE_ID_MAX + 1];
     strcpy(lower, ke.identity);
     for (int i = 0; i < 32; i++)
@@ -497,7 +482,7 @@ static void test_fetched_key_takes_the_shorter_of_policy_and_lifetime(void **sta
     assert_int_equal(count_records(fs) > 0, 1);
     check(m2mhsm_keystore_erase_id(fs->ks, ke_id, NULL));
     /* A derived key whose requested lifetime is already over is refused, not stored. */
-    m2mhsm_record ke = enrol(fs, "past-kpm", "//sp.example.com/cse1/Cpast", 0x71, 3600);
+    m2mhsm_record ke = fixture_enrol(fs, "past-kpm", "//sp.example.com/cse1/Cpast", 0x71, 3600);
     assert_int_equal(
         m2mhsm_keystore_derive_store(fs->ks, &ke, M2MHSM_DERIVE_KM, MAF, fs->now, NULL),
         M2MHSM_E_EXPIRED);

@@ -107,7 +107,8 @@ static void test_missing_module_is_refused(void **state)
 
 /* ---- repair at open ---- */
 
-static CK_OBJECT_HANDLE create_raw_key(fixture_store *fs, const char *label, const uint8_t id[16])
+static CK_OBJECT_HANDLE create_raw_key_id(fixture_store *fs, const char *label, const uint8_t *id,
+                                          size_t id_len)
 {
     CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
     CK_KEY_TYPE kt = CKK_GENERIC_SECRET;
@@ -116,7 +117,7 @@ static CK_OBJECT_HANDLE create_raw_key(fixture_store *fs, const char *label, con
         {CKA_CLASS, &cls, sizeof(cls)}, {CKA_KEY_TYPE, &kt, sizeof(kt)},
         {CKA_TOKEN, &t, sizeof(t)},     {CKA_PRIVATE, &t, sizeof(t)},
         {CKA_SENSITIVE, &t, sizeof(t)}, {CKA_LABEL, (void *)label, strlen(label)},
-        {CKA_ID, (void *)id, 16},       {CKA_VALUE, (void *)fixture_key32, 32},
+        {CKA_ID, (void *)id, id_len},   {CKA_VALUE, (void *)fixture_key32, 32},
     };
     CK_SESSION_HANDLE s;
     CK_OBJECT_HANDLE h;
@@ -124,6 +125,11 @@ static CK_OBJECT_HANDLE create_raw_key(fixture_store *fs, const char *label, con
     assert_int_equal(m2mhsm_token_functions(fs->tok)->C_CreateObject(s, tmpl, 8, &h), CKR_OK);
     m2mhsm_token_session_put(fs->tok, s);
     return h;
+}
+
+static CK_OBJECT_HANDLE create_raw_key(fixture_store *fs, const char *label, const uint8_t id[16])
+{
+    return create_raw_key_id(fs, label, id, 16);
 }
 
 static int object_exists(fixture_store *fs, CK_OBJECT_HANDLE h)
@@ -215,26 +221,6 @@ static void test_first_open_reports_the_orphan_key(void **state)
     assert_int_equal(rep.orphan_keys, 1);
     assert_false(object_exists(&fs, orphan));
     fixture_store_close(&fs);
-}
-
-static CK_OBJECT_HANDLE create_raw_key_id(fixture_store *fs, const char *label, const uint8_t *id,
-                                          size_t id_len)
-{
-    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
-    CK_KEY_TYPE kt = CKK_GENERIC_SECRET;
-    CK_BBOOL t = CK_TRUE;
-    CK_ATTRIBUTE tmpl[] = {
-        {CKA_CLASS, &cls, sizeof(cls)}, {CKA_KEY_TYPE, &kt, sizeof(kt)},
-        {CKA_TOKEN, &t, sizeof(t)},     {CKA_PRIVATE, &t, sizeof(t)},
-        {CKA_SENSITIVE, &t, sizeof(t)}, {CKA_LABEL, (void *)label, strlen(label)},
-        {CKA_ID, (void *)id, id_len},   {CKA_VALUE, (void *)fixture_key32, 32},
-    };
-    CK_SESSION_HANDLE s;
-    CK_OBJECT_HANDLE h;
-    assert_int_equal(m2mhsm_token_session_get(fs->tok, &s), M2MHSM_OK);
-    assert_int_equal(m2mhsm_token_functions(fs->tok)->C_CreateObject(s, tmpl, 8, &h), CKR_OK);
-    m2mhsm_token_session_put(fs->tok, s);
-    return h;
 }
 
 static void create_meta_text(fixture_store *fs, const char *label, const char *text)

@@ -82,15 +82,7 @@ static void test_forked_child_reinitialises_before_its_first_token_call(void **s
     (void)state;
     fixture_store fs = {0};
     fixture_store_open(&fs, &token);
-    uint8_t exported[48] = {0x42};
-    memcpy(exported + 16, fixture_key32, 32);
-    m2mhsm_enrolment e = {"fork-kpm",
-                          "mef.example.com",
-                          "//sp.example.com/cse1/Cfork",
-                          "maf.example.com",
-                          {M2MHSM_EXPIRY_DURATION, 3600}};
-    m2mhsm_record ke;
-    assert_int_equal(m2mhsm_keystore_store_ke(fs.ks, &e, exported, &ke), M2MHSM_OK);
+    m2mhsm_record ke = fixture_enrol(&fs, "fork-kpm", "//sp.example.com/cse1/Cfork", 0x42, 3600);
     uint8_t parent_km[32], child_km[32];
     assert_int_equal(
         m2mhsm_keystore_derive(fs.ks, &ke, M2MHSM_DERIVE_KM, "maf.example.com", parent_km),
@@ -176,15 +168,7 @@ static void test_threads_share_one_store(void **state)
     (void)state;
     fixture_store fs = {0};
     fixture_store_open(&fs, &token);
-    uint8_t exported[48] = {0x77};
-    memcpy(exported + 16, fixture_key32, 32);
-    m2mhsm_enrolment e = {"thread-kpm",
-                          "mef.example.com",
-                          "//sp.example.com/cse1/Cthr",
-                          "maf.example.com",
-                          {M2MHSM_EXPIRY_DURATION, 3600}};
-    m2mhsm_record ke;
-    assert_int_equal(m2mhsm_keystore_store_ke(fs.ks, &e, exported, &ke), M2MHSM_OK);
+    m2mhsm_record ke = fixture_enrol(&fs, "thread-kpm", "//sp.example.com/cse1/Cthr", 0x77, 3600);
     pthread_t t[THREADS];
     worker w[THREADS];
     for (int i = 0; i < THREADS; i++) {
