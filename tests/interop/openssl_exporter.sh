@@ -18,7 +18,9 @@ handshake() {
     local common=(-tls1_2 -cipher PSK-AES128-CBC-SHA256 -keymatexport EXPORTER-oneM2M-Bootstrap
                   -keymatexportlen 48)
     # s_server quits at end of input: give it a stdin that stays open until we close it.
-    rm -f "$LAB/stdin"; mkfifo "$LAB/stdin"; exec 3<>"$LAB/stdin"
+    # A fresh output file: the readiness check below must not see the last server's ACCEPT.
+    rm -f "$LAB/stdin" "$LAB/server.out" "$LAB/client.out"
+    mkfifo "$LAB/stdin"; exec 3<>"$LAB/stdin"
     timeout 20 openssl s_server -accept "127.0.0.1:$port" -nocert -naccept 1 -psk "$1" \
         "${common[@]}" > "$LAB/server.out" 2>&1 <&3 &
     local server=$!
