@@ -36,8 +36,8 @@ echo "== TSan, threads and processes"
 build build-tsan -DCMAKE_BUILD_TYPE=Debug -DM2MHSM_TSAN=ON
 TSAN_OPTIONS=halt_on_error=1 run_ctest build-tsan -R token_processes
 
-echo "== valgrind memcheck, token suites"
-for t in token_keystore token_open token_processes; do
+echo "== valgrind memcheck, token suites and provider load/unload"
+for t in token_keystore token_open token_processes unit_provider; do
     (cd build-test/tests && M2MHSM_MODULE=/usr/lib/softhsm/libsofthsm2.so \
         valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
         --trace-children=no "./$t" > "../../build-test/valgrind-$t.log" 2>&1) \

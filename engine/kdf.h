@@ -1,0 +1,50 @@
+/* The shape shared by m2mhsm's KDFs: a default-provider context that receives every
+ * parameter, plus a per-algorithm check for PSK handles among them. */
+#ifndef M2MHSM_KDF_H
+#define M2MHSM_KDF_H
+
+#include "prov.h"
+
+typedef struct m2mhsm_kdf_ctx m2mhsm_kdf_ctx;
+
+typedef struct {
+    const char *name; /* the algorithm, as the default provider names it */
+    /* Note whether params put a PSK handle where the PSK goes. 0 on malformed params. */
+    int (*note_params)(m2mhsm_kdf_ctx *c, const OSSL_PARAM params[]);
+    const OSSL_PARAM *settable;
+} m2mhsm_kdf_kind;
+
+struct m2mhsm_kdf_ctx {
+    m2mhsm_provctx *pc;
+    const m2mhsm_kdf_kind *kind;
+    EVP_KDF_CTX *dflt;
+    int handle; /* the key material set so far is a PSK handle */
+};
+
+void *m2mhsm_kdf_new(void *provctx, const m2mhsm_kdf_kind *kind);
+
+/* The dispatch entries common to both KDFs, followed by the given newctx. */
+#define M2MHSM_KDF_DISPATCH(newctx)                                                                \
+    {OSSL_FUNC_KDF_NEWCTX, (void (*)(void))newctx},                                                \
+        {OSSL_FUNC_KDF_DUPCTX, (void (*)(void))m2mhsm_kdf_dup},                                    \
+        {OSSL_FUNC_KDF_FREECTX, (void (*)(void))m2mhsm_kdf_free},                                  \
+        {OSSL_FUNC_KDF_RESET, (void (*)(void))m2mhsm_kdf_reset},                                   \
+        {OSSL_FUNC_KDF_DERIVE, (void (*)(void))m2mhsm_kdf_derive},                                 \
+        {OSSL_FUNC_KDF_SETTABLE_CTX_PARAMS, (void (*)(void))m2mhsm_kdf_settable},                  \
+        {OSSL_FUNC_KDF_SET_CTX_PARAMS, (void (*)(void))m2mhsm_kdf_set_params},                     \
+        {OSSL_FUNC_KDF_GETTABLE_CTX_PARAMS, (void (*)(void))m2mhsm_kdf_gettable},                  \
+        {OSSL_FUNC_KDF_GET_CTX_PARAMS, (void (*)(void))m2mhsm_kdf_get_params},                     \
+    {                                                                                              \
+        0, NULL                                                                                    \
+    }
+
+void *m2mhsm_kdf_dup(void *vctx);
+void m2mhsm_kdf_free(void *vctx);
+void m2mhsm_kdf_reset(void *vctx);
+int m2mhsm_kdf_derive(void *vctx, unsigned char *key, size_t keylen, const OSSL_PARAM params[]);
+int m2mhsm_kdf_set_params(void *vctx, const OSSL_PARAM params[]);
+const OSSL_PARAM *m2mhsm_kdf_settable(void *vctx, void *provctx);
+int m2mhsm_kdf_get_params(void *vctx, OSSL_PARAM params[]);
+const OSSL_PARAM *m2mhsm_kdf_gettable(void *vctx, void *provctx);
+
+#endif

@@ -1,0 +1,29 @@
+/* The m2mhsm OpenSSL 3 provider: shared declarations of engine/ files. */
+#ifndef M2MHSM_PROV_H
+#define M2MHSM_PROV_H
+
+#include <openssl/core.h>
+#include <openssl/core_dispatch.h>
+#include <openssl/types.h>
+
+#define M2MHSM_PROV_NAME "m2mhsm"
+
+typedef struct {
+    const OSSL_CORE_HANDLE *core;
+    /* A child of the library context that loaded us: where the default provider's
+     * algorithms, to which every input without a PSK handle is delegated, are fetched. */
+    OSSL_LIB_CTX *libctx;
+} m2mhsm_provctx;
+
+extern const OSSL_DISPATCH m2mhsm_kdf_tls1_prf_functions[];
+extern const OSSL_DISPATCH m2mhsm_kdf_tls13_functions[];
+
+/* Fetch the default provider's implementation of a KDF into a fresh context. */
+EVP_KDF_CTX *m2mhsm_prov_delegate(const m2mhsm_provctx *pc, const char *name);
+
+/* The provider's entry point, for OSSL_PROVIDER_add_builtin and (as OSSL_provider_init) for
+ * the loadable module. */
+int m2mhsm_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
+                         const OSSL_DISPATCH **out, void **provctx);
+
+#endif
