@@ -1,7 +1,124 @@
 /* Recognising PSK handles in what libssl passes to the KDFs. */
 #include "handle.h"
 
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+typedef struct {
+    m2mhsm_record rec;
+    uint8_t tag[M2MHSM_HANDLE_TAG_LEN];
+    int used;
+} slot;
+
+struct m2mhsm_handles {
+    m2mhsm_keystore *ks;
+    pthread_mutex_t lock;
+    slot *slots;
+    size_t count, cap;
+};
+
+m2mhsm_status m2mhsm_handles_new(m2mhsm_keystore *ks, m2mhsm_handles **out)
+{
+    m2mhsm_handles *h = calloc(1, sizeof(*h));
+    if (h == NULL)
+        return M2MHSM_E_NOMEM;
+    h->ks = ks;
+    pthread_mutex_init(&h->lock, NULL);
+    *out = h;
+    return M2MHSM_OK;
+}
+
+void m2mhsm_handles_free(m2mhsm_handles *h)
+{
+    if (h == NULL)
+        return;
+    OPENSSL_cleanse(h->slots, h->cap * sizeof(*h->slots));
+    free(h->slots);
+    pthread_mutex_destroy(&h->lock);
+    free(h);
+}
+
+m2mhsm_keystore *m2mhsm_handles_keystore(m2mhsm_handles *h)
+{
+    return h->ks;
+}
+
+/* The slot already holding this record, else a free or new one. Caller holds the lock. */
+static slot *slot_for(m2mhsm_handles *h, const m2mhsm_record *rec, uint32_t *index)
+{
+    slot *free_slot = NULL;
+    for (size_t i = 0; i < h->count; i++) {
+        slot *s = &h->slots[i];
+        if (s->used && memcmp(s->rec.record_id, rec->record_id, M2MHSM_RECORD_ID_LEN) == 0) {
+            *index = (uint32_t)i;
+            return s;
+        }
+        if (!s->used && free_slot == NULL) {
+            free_slot = s;
+            *index = (uint32_t)i;
+        }
+    }
+    if (free_slot != NULL)
+        return free_slot;
+    if (h->count == h->cap) {
+        size_t cap = h->cap ? h->cap * 2 : 64;
+        slot *n = realloc(h->slots, cap * sizeof(*n));
+        if (n == NULL)
+            return NULL;
+        h->slots = n;
+        h->cap = cap;
+    }
+    *index = (uint32_t)h->count;
+    memset(&h->slots[h->count], 0, sizeof(slot));
+    return &h->slots[h->count++];
+}
+
+m2mhsm_status m2mhsm_handles_issue(m2mhsm_handles *h, const m2mhsm_record *rec,
+                                   uint8_t out[M2MHSM_HANDLE_LEN])
+{
+    uint32_t index = 0;
+    pthread_mutex_lock(&h->lock);
+    slot *s = slot_for(h, rec, &index);
+    m2mhsm_status st = M2MHSM_OK;
+    if (s == NULL)
+        st = M2MHSM_E_NOMEM;
+    else if (!s->used && RAND_bytes(s->tag, sizeof(s->tag)) != 1)
+        st = M2MHSM_E_CRYPTO;
+    if (st == M2MHSM_OK) {
+        s->rec = *rec; /* the newest handles (after a fork, a re-lookup) */
+        s->used = 1;
+        memcpy(out, M2MHSM_HANDLE_MAGIC, M2MHSM_HANDLE_MAGIC_LEN);
+        memcpy(out + M2MHSM_HANDLE_MAGIC_LEN, &index, 4);
+        memcpy(out + M2MHSM_HANDLE_MAGIC_LEN + 4, s->tag, M2MHSM_HANDLE_TAG_LEN);
+    }
+    pthread_mutex_unlock(&h->lock);
+    return st;
+}
+
+m2mhsm_status m2mhsm_handles_resolve(m2mhsm_handles *h, const uint8_t *handle, size_t len,
+                                     m2mhsm_record *rec)
+{
+    if (!m2mhsm_handle_shaped(handle, len))
+        return M2MHSM_E_NOT_FOUND;
+    uint32_t index;
+    memcpy(&index, handle + M2MHSM_HANDLE_MAGIC_LEN, 4);
+    const uint8_t *tag = handle + M2MHSM_HANDLE_MAGIC_LEN + 4;
+    m2mhsm_status st = M2MHSM_E_NOT_FOUND;
+    pthread_mutex_lock(&h->lock);
+    if (index < h->count && h->slots[index].used &&
+        CRYPTO_memcmp(h->slots[index].tag, tag, M2MHSM_HANDLE_TAG_LEN) == 0) {
+        *rec = h->slots[index].rec;
+        st = M2MHSM_OK;
+    }
+    pthread_mutex_unlock(&h->lock);
+    /* An expired key computes nothing, even mid-handshake. */
+    if (st == M2MHSM_OK && !m2mhsm_record_valid(h->ks, rec))
+        st = M2MHSM_E_EXPIRED;
+    return st;
+}
 
 int m2mhsm_handle_shaped(const uint8_t *psk, size_t len)
 {

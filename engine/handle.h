@@ -15,6 +15,30 @@
 #define M2MHSM_HANDLE_TAG_LEN 16
 #define M2MHSM_HANDLE_LEN (M2MHSM_HANDLE_MAGIC_LEN + 4 + M2MHSM_HANDLE_TAG_LEN)
 
+#include <m2mhsm/keystore.h>
+
+/*
+ * The registry behind the handles of one m2mhsm_tls context. A handle names a record (a
+ * Kpm, Km or Kpsa) of one key store; the tag is random per issue, compared in constant
+ * time, so a handle cannot be guessed from another. Thread-safe.
+ */
+typedef struct m2mhsm_handles m2mhsm_handles;
+
+m2mhsm_status m2mhsm_handles_new(m2mhsm_keystore *ks, m2mhsm_handles **out);
+void m2mhsm_handles_free(m2mhsm_handles *h);
+/* A handle for rec (the same one while rec's record id is registered). */
+m2mhsm_status m2mhsm_handles_issue(m2mhsm_handles *h, const m2mhsm_record *rec,
+                                   uint8_t out[M2MHSM_HANDLE_LEN]);
+/* The record behind a handle, if the handle is known, its tag matches and the key has not
+ * expired; M2MHSM_E_NOT_FOUND or M2MHSM_E_EXPIRED otherwise. */
+m2mhsm_status m2mhsm_handles_resolve(m2mhsm_handles *h, const uint8_t *handle, size_t len,
+                                     m2mhsm_record *rec);
+m2mhsm_keystore *m2mhsm_handles_keystore(m2mhsm_handles *h);
+
+/* P_SHA256(key, seed) into out[0..olen) with key a token HMAC key (RFC 5246 5). */
+m2mhsm_status m2mhsm_token_p_sha256(m2mhsm_token *tok, CK_OBJECT_HANDLE key, const uint8_t *seed,
+                                    size_t seed_len, uint8_t *out, size_t olen);
+
 /* 1 if psk[0..len) has the shape of a handle (it may still be unknown or forged). */
 int m2mhsm_handle_shaped(const uint8_t *psk, size_t len);
 

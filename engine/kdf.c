@@ -6,6 +6,8 @@
 #include "kdf.h"
 
 #include <stdlib.h>
+#include <string.h>
+#include <openssl/crypto.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -26,6 +28,16 @@ void *m2mhsm_kdf_new(void *provctx, const m2mhsm_kdf_kind *kind)
     return c;
 }
 
+static void clear_token_state(m2mhsm_kdf_ctx *c)
+{
+    OPENSSL_clear_free(c->seed, c->seed_len);
+    c->seed = NULL;
+    c->seed_len = 0;
+    OPENSSL_cleanse(c->handle_bytes, sizeof(c->handle_bytes));
+    c->handle = 0;
+    c->digest[0] = '\0';
+}
+
 void *m2mhsm_kdf_dup(void *vctx)
 {
     const m2mhsm_kdf_ctx *src = vctx;
@@ -33,7 +45,10 @@ void *m2mhsm_kdf_dup(void *vctx)
     if (c == NULL)
         return NULL;
     *c = *src;
-    if ((c->dflt = EVP_KDF_CTX_dup(src->dflt)) == NULL) {
+    c->seed = NULL;
+    if ((src->seed_len > 0 && (c->seed = OPENSSL_memdup(src->seed, src->seed_len)) == NULL) ||
+        (c->dflt = EVP_KDF_CTX_dup(src->dflt)) == NULL) {
+        OPENSSL_clear_free(c->seed, c->seed_len);
         free(c);
         return NULL;
     }
@@ -46,6 +61,7 @@ void m2mhsm_kdf_free(void *vctx)
     if (c == NULL)
         return;
     EVP_KDF_CTX_free(c->dflt);
+    clear_token_state(c);
     free(c);
 }
 
@@ -53,7 +69,31 @@ void m2mhsm_kdf_reset(void *vctx)
 {
     m2mhsm_kdf_ctx *c = vctx;
     EVP_KDF_CTX_reset(c->dflt);
-    c->handle = 0;
+    clear_token_state(c);
+}
+
+int m2mhsm_kdf_note_digest_seed(m2mhsm_kdf_ctx *c, const OSSL_PARAM params[])
+{
+    const OSSL_PARAM *p = OSSL_PARAM_locate_const(params, OSSL_KDF_PARAM_DIGEST);
+    char *digest = c->digest;
+    if (p != NULL && !OSSL_PARAM_get_utf8_string(p, &digest, sizeof(c->digest)))
+        return 0;
+    for (p = OSSL_PARAM_locate_const(params, OSSL_KDF_PARAM_SEED); p != NULL;
+         p = OSSL_PARAM_locate_const(p + 1, OSSL_KDF_PARAM_SEED)) {
+        const void *v = NULL;
+        size_t n = 0;
+        if (p->data == NULL || p->data_size == 0)
+            continue;
+        if (!OSSL_PARAM_get_octet_string_ptr(p, &v, &n))
+            return 0;
+        uint8_t *grown = OPENSSL_clear_realloc(c->seed, c->seed_len, c->seed_len + n);
+        if (grown == NULL)
+            return 0;
+        memcpy(grown + c->seed_len, v, n);
+        c->seed = grown;
+        c->seed_len += n;
+    }
+    return 1;
 }
 
 int m2mhsm_kdf_set_params(void *vctx, const OSSL_PARAM params[])
@@ -69,12 +109,9 @@ int m2mhsm_kdf_derive(void *vctx, unsigned char *key, size_t keylen, const OSSL_
     m2mhsm_kdf_ctx *c = vctx;
     if (!m2mhsm_kdf_set_params(c, params))
         return 0;
-    if (c->handle) {
-        /* No key is registered behind this handle in this process: fail, never fall back
-         * to using the handle's bytes as a key. */
-        ERR_raise_data(ERR_LIB_PROV, ERR_R_PASSED_INVALID_ARGUMENT, "m2mhsm: unknown PSK handle");
-        return 0;
-    }
+    /* A handle is computed on the token or not at all: never as key bytes. */
+    if (c->handle)
+        return c->kind->derive_token(c, key, keylen);
     return EVP_KDF_derive(c->dflt, key, keylen, NULL);
 }
 

@@ -3,12 +3,15 @@
 #ifndef M2MHSM_KDF_H
 #define M2MHSM_KDF_H
 
+#include "handle.h"
 #include "prov.h"
 
 typedef struct m2mhsm_kdf_ctx m2mhsm_kdf_ctx;
 
 typedef struct {
     const char *name; /* the algorithm, as the default provider names it */
+    /* Compute on the token with the key behind c->handle_bytes. */
+    int (*derive_token)(m2mhsm_kdf_ctx *c, unsigned char *key, size_t keylen);
     /* Note whether params put a PSK handle where the PSK goes. 0 on malformed params. */
     int (*note_params)(m2mhsm_kdf_ctx *c, const OSSL_PARAM params[]);
     const OSSL_PARAM *settable;
@@ -19,9 +22,15 @@ struct m2mhsm_kdf_ctx {
     const m2mhsm_kdf_kind *kind;
     EVP_KDF_CTX *dflt;
     int handle; /* the key material set so far is a PSK handle */
+    uint8_t handle_bytes[M2MHSM_HANDLE_LEN];
+    char digest[32];
+    uint8_t *seed; /* seeds concatenate, as the default TLS1-PRF does */
+    size_t seed_len;
 };
 
 void *m2mhsm_kdf_new(void *provctx, const m2mhsm_kdf_kind *kind);
+/* Track the digest and append the seeds of params (for the token path). */
+int m2mhsm_kdf_note_digest_seed(m2mhsm_kdf_ctx *c, const OSSL_PARAM params[]);
 
 /* The dispatch entries common to both KDFs, followed by the given newctx. */
 #define M2MHSM_KDF_DISPATCH(newctx)                                                                \

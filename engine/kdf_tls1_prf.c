@@ -7,11 +7,16 @@
 #include "handle.h"
 #include "kdf.h"
 
+#include <string.h>
 #include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/params.h>
 
 static int note_params(m2mhsm_kdf_ctx *c, const OSSL_PARAM params[])
 {
+    if (!m2mhsm_kdf_note_digest_seed(c, params))
+        return 0;
     const OSSL_PARAM *p = OSSL_PARAM_locate_const(params, OSSL_KDF_PARAM_SECRET);
     if (p == NULL)
         return 1;
@@ -23,7 +28,33 @@ static int note_params(m2mhsm_kdf_ctx *c, const OSSL_PARAM params[])
     size_t psk_len;
     c->handle =
         m2mhsm_premaster_psk(sec, len, &psk, &psk_len) && m2mhsm_handle_shaped(psk, psk_len);
+    if (c->handle)
+        memcpy(c->handle_bytes, psk, M2MHSM_HANDLE_LEN);
     return 1;
+}
+
+/* P_SHA256(pms, seed) with the premaster as a token key: the Kpm/Km/Kpsa's TLS 1.2 form
+ * (derive.h). The 48-byte master secret costs four token HMACs. */
+static int derive_token(m2mhsm_kdf_ctx *c, unsigned char *out, size_t olen)
+{
+    m2mhsm_record rec;
+    if (c->pc->handles == NULL || m2mhsm_handles_resolve(c->pc->handles, c->handle_bytes,
+                                                         M2MHSM_HANDLE_LEN, &rec) != M2MHSM_OK) {
+        ERR_raise_data(ERR_LIB_PROV, ERR_R_PASSED_INVALID_ARGUMENT,
+                       "m2mhsm: unknown, stale or expired PSK handle");
+        return 0;
+    }
+    /* The stored form is SHA-256 based; libssl asks for SHA256 in every TS-0003 suite. */
+    if (OPENSSL_strcasecmp(c->digest, "SHA256") != 0 &&
+        OPENSSL_strcasecmp(c->digest, "SHA2-256") != 0) {
+        ERR_raise_data(ERR_LIB_PROV, ERR_R_UNSUPPORTED, "m2mhsm: token PSKs need a SHA256 PRF");
+        return 0;
+    }
+    if (c->seed_len == 0 || olen == 0)
+        return 0;
+    m2mhsm_token *tok = m2mhsm_keystore_token(m2mhsm_handles_keystore(c->pc->handles));
+    return m2mhsm_token_p_sha256(tok, rec.key[M2MHSM_FORM_TLS12_PMS], c->seed, c->seed_len, out,
+                                 olen) == M2MHSM_OK;
 }
 
 static const OSSL_PARAM settable[] = {
@@ -34,7 +65,7 @@ static const OSSL_PARAM settable[] = {
     OSSL_PARAM_END,
 };
 
-static const m2mhsm_kdf_kind tls1_prf = {"TLS1-PRF", note_params, settable};
+static const m2mhsm_kdf_kind tls1_prf = {"TLS1-PRF", derive_token, note_params, settable};
 
 static void *tls1_prf_new(void *provctx)
 {

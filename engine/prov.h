@@ -8,8 +8,13 @@
 
 #define M2MHSM_PROV_NAME "m2mhsm"
 
+struct m2mhsm_handles;
+
 typedef struct {
     const OSSL_CORE_HANDLE *core;
+    /* The handles this provider instance resolves; set by m2mhsm_tls after loading it into
+     * its library context (NULL: every handle is unknown). */
+    struct m2mhsm_handles *handles;
     /* A child of the library context that loaded us: where the default provider's
      * algorithms, to which every input without a PSK handle is delegated, are fetched. */
     OSSL_LIB_CTX *libctx;

@@ -5,6 +5,8 @@
 #ifndef M2MHSM_TOKEN_H
 #define M2MHSM_TOKEN_H
 
+#include <stddef.h>
+#include <stdint.h>
 #include <m2mhsm/errors.h>
 
 #ifdef __cplusplus
@@ -77,6 +79,14 @@ CK_FUNCTION_LIST *m2mhsm_token_functions(const m2mhsm_token *tok);
  */
 m2mhsm_status m2mhsm_token_session_get(m2mhsm_token *tok, CK_SESSION_HANDLE *out);
 void m2mhsm_token_session_put(m2mhsm_token *tok, CK_SESSION_HANDLE s);
+
+/*
+ * HMAC-SHA-256 of msg keyed by a token key (C_SignInit/C_Sign with CKM_SHA256_HMAC), out
+ * 32 bytes. The key never leaves the token; the caller cleanses out when it is secret.
+ * Thread-safe (borrows a session).
+ */
+m2mhsm_status m2mhsm_token_hmac_sha256(m2mhsm_token *tok, CK_OBJECT_HANDLE key,
+                                       const uint8_t *msg, size_t msg_len, uint8_t out[32]);
 
 /* Incremented each time the module is re-initialised (after fork): object handles from an
  * earlier generation are meaningless. Thread-safe. */

@@ -188,27 +188,8 @@ m2mhsm_status m2mhsm_keystore_derive(m2mhsm_keystore *ks, const m2mhsm_record *k
     m2mhsm_status st = m2mhsm_derivation_input(which, target_id, &msg, &msg_len);
     if (st != M2MHSM_OK)
         return st;
-    CK_SESSION_HANDLE s;
-    if ((st = m2mhsm_token_session_get(ks->tok, &s)) != M2MHSM_OK) {
-        free(msg);
-        return st;
-    }
-    CK_MECHANISM mech = {CKM_SHA256_HMAC, NULL, 0};
-    CK_ULONG out_len = M2MHSM_KEY_LEN;
-    m2mhsm_token_read_begin(ks->tok);
-    CK_RV rv = ks->fn->C_SignInit(s, &mech, ke->key[M2MHSM_FORM_RAW]);
-    if (rv == CKR_OK)
-        rv = ks->fn->C_Sign(s, msg, msg_len, out, &out_len);
-    m2mhsm_token_read_end(ks->tok);
-    if (rv != CKR_OK)
-        st = m2mhsm_fail_ckr("C_SignInit/C_Sign(CKM_SHA256_HMAC)", rv);
-    else if (out_len != M2MHSM_KEY_LEN)
-        st = m2mhsm_fail(M2MHSM_E_PKCS11, "C_Sign(CKM_SHA256_HMAC): %lu bytes, not 32",
-                         (unsigned long)out_len);
-    m2mhsm_token_session_put(ks->tok, s);
+    st = m2mhsm_token_hmac_sha256(ks->tok, ke->key[M2MHSM_FORM_RAW], msg, msg_len, out);
     free(msg);
-    if (st != M2MHSM_OK)
-        OPENSSL_cleanse(out, M2MHSM_KEY_LEN);
     return st;
 }
 

@@ -1,0 +1,70 @@
+/*
+ * TLS-PSK with keys that stay in the token: SSL_CTXs whose PSK callbacks hand libssl an
+ * opaque handle, and a library context whose "TLS1-PRF" (the m2mhsm provider) computes the
+ * master secret on the token from it (docs/threat-model.md).
+ */
+#ifndef M2MHSM_TLS_H
+#define M2MHSM_TLS_H
+
+#include <openssl/ssl.h>
+#include <m2mhsm/keystore.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct m2mhsm_tls m2mhsm_tls;
+
+/*
+ * A library context with the default provider and the built-in m2mhsm provider, whose
+ * handles resolve against ks. Every SSL_CTX made by m2mhsm_tls_ctx_new lives in it.
+ * Thread-safe after creation; free after every SSL_CTX made from it.
+ */
+m2mhsm_status m2mhsm_tls_new(m2mhsm_keystore *ks, m2mhsm_tls **out);
+void m2mhsm_tls_free(m2mhsm_tls *t);
+OSSL_LIB_CTX *m2mhsm_tls_libctx(m2mhsm_tls *t);
+
+typedef enum { M2MHSM_TLS_SERVER = 1, M2MHSM_TLS_CLIENT } m2mhsm_tls_role;
+typedef enum { M2MHSM_TLS_1_2 = 1, M2MHSM_DTLS_1_2, M2MHSM_TLS_1_3 } m2mhsm_tls_proto;
+
+/* What a server did with a client's psk_identity; passed to the profile's observer. */
+typedef enum {
+    M2MHSM_TLS_PSK_ACCEPTED = 1, /* a handle for a valid key went to libssl */
+    M2MHSM_TLS_PSK_UNKNOWN,      /* no such identity: refused */
+    M2MHSM_TLS_PSK_EXPIRED,      /* expired: refused, and the Enrolee's credentials erased */
+    M2MHSM_TLS_PSK_ERROR         /* a token or input error: refused */
+} m2mhsm_tls_psk_event;
+
+typedef void (*m2mhsm_tls_observer)(void *arg, m2mhsm_tls_psk_event ev, const char *identity,
+                                    const m2mhsm_record *rec, size_t erased);
+
+typedef struct {
+    m2mhsm_tls_role role;
+    m2mhsm_tls_proto proto;
+    /* Server: the kind of key a psk_identity names (KPM at the MEF, KM at a MAF, KPSA at
+     * Enrolee B). Client: the kind of the key presented. */
+    m2mhsm_kind kind;
+    const char *identity;         /* client: the psk_identity to present (KpmID or KeID) */
+    const char *server_name;      /* client: SNI to send, or NULL */
+    m2mhsm_tls_observer observer; /* server: told of every identity it resolves; may be NULL */
+    void *observer_arg;
+} m2mhsm_tls_profile;
+
+/*
+ * An SSL_CTX for a role and protocol with TS-0003 10.2.2's ciphersuites (TLS 1.2:
+ * PSK-AES128-CBC-SHA256, PSK-AES128-GCM-SHA256, PSK-AES128-CCM8; DTLS 1.2: PSK-AES128-CCM8)
+ * and PSK callbacks that resolve identities through the key store's index. Session caching
+ * and tickets are off, so no security association outlives the handshake's key (the CR).
+ * TLS 1.3 is refused with M2MHSM_E_UNSUPPORTED until its token path exists.
+ */
+m2mhsm_status m2mhsm_tls_ctx_new(m2mhsm_tls *t, const m2mhsm_tls_profile *p, SSL_CTX **out);
+
+/* The clause 10.3.1 export of a finished session straight into a Ke record (the 48 bytes
+ * are cleansed): EXPORTER-oneM2M-Bootstrap, no context. */
+m2mhsm_status m2mhsm_tls_export_ke(SSL *ssl, m2mhsm_keystore *ks, const m2mhsm_enrolment *enr,
+                                   m2mhsm_record *ke);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,279 @@
+/* TLS-PSK handshakes whose PSK stays in the token, against OpenSSL peers holding the key in
+ * memory (same process here; tests/interop/ runs real s_client/s_server). */
+#include <stdarg.h>
+#include <setjmp.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <m2mhsm/tls.h>
+
+#include "fixture.h"
+
+static fixture_token token;
+
+typedef struct {
+    fixture_store fs;
+    m2mhsm_tls *tls;
+    m2mhsm_tls_psk_event last;
+    size_t erased;
+    int events;
+} tls_fixture;
+
+static void observer(void *arg, m2mhsm_tls_psk_event ev, const char *identity,
+                     const m2mhsm_record *rec, size_t erased)
+{
+    (void)identity;
+    (void)rec;
+    tls_fixture *f = arg;
+    f->last = ev;
+    f->erased = erased;
+    f->events++;
+}
+
+static int suite_setup(void **state)
+{
+    (void)state;
+    fixture_softhsm_setup("tls");
+    fixture_token_make(&token, "tls");
+    return 0;
+}
+
+static int setup(void **state)
+{
+    tls_fixture *f = calloc(1, sizeof(*f));
+    fixture_store_open(&f->fs, &token);
+    assert_int_equal(m2mhsm_tls_new(f->fs.ks, &f->tls), M2MHSM_OK);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    tls_fixture *f = *state;
+    m2mhsm_tls_free(f->tls);
+    fixture_store_close(&f->fs);
+    free(f);
+    return 0;
+}
+
+/* ---- a plain OpenSSL peer with the PSK in memory ---- */
+
+static uint8_t peer_psk[32];
+static const char *peer_identity = "tls-kpm";
+
+static unsigned int plain_client_psk(SSL *ssl, const char *hint, char *id, unsigned int id_len,
+                                     unsigned char *psk, unsigned int psk_len)
+{
+    (void)ssl;
+    (void)hint;
+    (void)psk_len;
+    snprintf(id, id_len, "%s", peer_identity);
+    memcpy(psk, peer_psk, sizeof(peer_psk));
+    return sizeof(peer_psk);
+}
+
+static unsigned int plain_server_psk(SSL *ssl, const char *id, unsigned char *psk,
+                                     unsigned int psk_len)
+{
+    (void)ssl;
+    (void)psk_len;
+    if (strcmp(id, peer_identity) != 0)
+        return 0;
+    memcpy(psk, peer_psk, sizeof(peer_psk));
+    return sizeof(peer_psk);
+}
+
+static SSL_CTX *plain_ctx(int server, const char *cipher)
+{
+    SSL_CTX *c = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
+    assert_non_null(c);
+    SSL_CTX_set_max_proto_version(c, TLS1_2_VERSION);
+    assert_int_equal(SSL_CTX_set_cipher_list(c, cipher), 1);
+    if (server)
+        SSL_CTX_set_psk_server_callback(c, plain_server_psk);
+    else
+        SSL_CTX_set_psk_client_callback(c, plain_client_psk);
+    return c;
+}
+
+/* Run a handshake in memory; on success fill the two sides' clause 10.3.1 exports. */
+static int handshake(SSL_CTX *sctx, SSL_CTX *cctx, uint8_t sexp[48], uint8_t cexp[48],
+                     SSL **keep_server)
+{
+    SSL *s = SSL_new(sctx), *c = SSL_new(cctx);
+    BIO *bs, *bc;
+    assert_int_equal(BIO_new_bio_pair(&bs, 0, &bc, 0), 1);
+    SSL_set_bio(s, bs, bs);
+    SSL_set_bio(c, bc, bc);
+    SSL_set_accept_state(s);
+    SSL_set_connect_state(c);
+    int ds = 0, dc = 0;
+    for (int i = 0; i < 20 && !(ds && dc); i++) {
+        if (!dc && SSL_do_handshake(c) == 1)
+            dc = 1;
+        if (!ds && SSL_do_handshake(s) == 1)
+            ds = 1;
+    }
+    int ok = ds && dc;
+    if (ok) {
+        const char *l = "EXPORTER-oneM2M-Bootstrap";
+        assert_int_equal(SSL_export_keying_material(s, sexp, 48, l, strlen(l), NULL, 0, 0), 1);
+        assert_int_equal(SSL_export_keying_material(c, cexp, 48, l, strlen(l), NULL, 0, 0), 1);
+    }
+    ERR_clear_error();
+    SSL_free(c);
+    if (keep_server != NULL && ok)
+        *keep_server = s;
+    else
+        SSL_free(s);
+    return ok;
+}
+
+static SSL_CTX *token_ctx(tls_fixture *f, m2mhsm_tls_role role, m2mhsm_kind kind,
+                          const char *identity)
+{
+    m2mhsm_tls_profile p = {role, M2MHSM_TLS_1_2, kind, identity, NULL, observer, f};
+    SSL_CTX *ctx = NULL;
+    assert_int_equal(m2mhsm_tls_ctx_new(f->tls, &p, &ctx), M2MHSM_OK);
+    return ctx;
+}
+
+static void test_token_server_completes_handshakes_with_a_plain_client(void **state)
+{
+    tls_fixture *f = *state;
+    memcpy(peer_psk, fixture_key32, 32);
+    assert_int_equal(
+        m2mhsm_keystore_import_kpm(f->fs.ks, "tls-kpm", fixture_key32, 32, M2MHSM_NEVER, NULL),
+        M2MHSM_OK);
+    SSL_CTX *server = token_ctx(f, M2MHSM_TLS_SERVER, M2MHSM_KIND_KPM, NULL);
+    static const char *ciphers[] = {"PSK-AES128-CBC-SHA256", "PSK-AES128-GCM-SHA256",
+                                    "PSK-AES128-CCM8"};
+    for (int i = 0; i < 3; i++) {
+        SSL_CTX *client = plain_ctx(0, ciphers[i]);
+        uint8_t sexp[48], cexp[48];
+        assert_true(handshake(server, client, sexp, cexp, NULL));
+        assert_memory_equal(sexp, cexp, 48); /* same master secret on both sides */
+        assert_int_equal(f->last, M2MHSM_TLS_PSK_ACCEPTED);
+        SSL_CTX_free(client);
+    }
+    /* Negative control: the wrong key fails. */
+    peer_psk[0] ^= 1;
+    SSL_CTX *client = plain_ctx(0, "PSK-AES128-CBC-SHA256");
+    uint8_t sexp[48], cexp[48];
+    assert_false(handshake(server, client, sexp, cexp, NULL));
+    peer_psk[0] ^= 1;
+    /* An unknown identity is refused. */
+    peer_identity = "no-such-kpm";
+    assert_false(handshake(server, client, sexp, cexp, NULL));
+    assert_int_equal(f->last, M2MHSM_TLS_PSK_UNKNOWN);
+    peer_identity = "tls-kpm";
+    SSL_CTX_free(client);
+    SSL_CTX_free(server);
+    assert_int_equal(m2mhsm_keystore_erase_id(f->fs.ks, "tls-kpm", NULL), M2MHSM_OK);
+}
+
+static void test_token_client_completes_a_handshake_with_a_plain_server(void **state)
+{
+    tls_fixture *f = *state;
+    memcpy(peer_psk, fixture_key32, 32);
+    assert_int_equal(
+        m2mhsm_keystore_import_kpm(f->fs.ks, "tls-kpm", fixture_key32, 32, M2MHSM_NEVER, NULL),
+        M2MHSM_OK);
+    SSL_CTX *client = token_ctx(f, M2MHSM_TLS_CLIENT, M2MHSM_KIND_KPM, "tls-kpm");
+    SSL_CTX *server = plain_ctx(1, "PSK-AES128-CBC-SHA256");
+    uint8_t sexp[48], cexp[48];
+    assert_true(handshake(server, client, sexp, cexp, NULL));
+    assert_memory_equal(sexp, cexp, 48);
+    peer_psk[5] ^= 1;
+    assert_false(handshake(server, client, sexp, cexp, NULL));
+    SSL_CTX_free(client);
+    SSL_CTX_free(server);
+    assert_int_equal(m2mhsm_keystore_erase_id(f->fs.ks, "tls-kpm", NULL), M2MHSM_OK);
+}
+
+static void test_export_goes_straight_into_a_ke_record(void **state)
+{
+    tls_fixture *f = *state;
+    memcpy(peer_psk, fixture_key32, 32);
+    assert_int_equal(
+        m2mhsm_keystore_import_kpm(f->fs.ks, "tls-kpm", fixture_key32, 32, M2MHSM_NEVER, NULL),
+        M2MHSM_OK);
+    SSL_CTX *server = token_ctx(f, M2MHSM_TLS_SERVER, M2MHSM_KIND_KPM, NULL);
+    SSL_CTX *client = plain_ctx(0, "PSK-AES128-CBC-SHA256");
+    uint8_t sexp[48], cexp[48];
+    SSL *s = NULL;
+    assert_true(handshake(server, client, sexp, cexp, &s));
+    m2mhsm_enrolment e = {"tls-kpm",
+                          "mef.example.com",
+                          "//sp.example.com/cse1/Ctls",
+                          "maf.example.com",
+                          {M2MHSM_EXPIRY_DURATION, 600}};
+    m2mhsm_record ke;
+    assert_int_equal(m2mhsm_tls_export_ke(s, f->fs.ks, &e, &ke), M2MHSM_OK);
+    char want[80];
+    for (int i = 0; i < 16; i++)
+        sprintf(want + 2 * i, "%02X", cexp[i]);
+    strcpy(want + 32, "@mef.example.com");
+    assert_string_equal(ke.identity, want); /* the client's RelativeKeID (10.3.1, 10.3.4) */
+    assert_int_equal(ke.expiry, f->fs.now + 600);
+    SSL_free(s);
+    SSL_CTX_free(client);
+    SSL_CTX_free(server);
+    assert_int_equal(m2mhsm_keystore_erase_id(f->fs.ks, "tls-kpm", NULL), M2MHSM_OK);
+    assert_int_equal(m2mhsm_keystore_erase_id(f->fs.ks, ke.identity, NULL), M2MHSM_OK);
+}
+
+static void test_expired_identity_is_refused_and_its_enrolee_erased(void **state)
+{
+    tls_fixture *f = *state;
+    const char *enrolee = "//sp.example.com/cse1/Cexp";
+    m2mhsm_record ke = fixture_enrol(&f->fs, "exp-kpm", enrolee, 0xe1, 100);
+    m2mhsm_record km;
+    assert_int_equal(m2mhsm_keystore_derive_store(f->fs.ks, &ke, M2MHSM_DERIVE_KM,
+                                                  "maf.example.com", M2MHSM_NEVER, &km),
+                     M2MHSM_OK);
+    /* The device side holds Km in memory: the check value of the fixture Ke. */
+    assert_int_equal(
+        m2mhsm_keystore_derive(f->fs.ks, &ke, M2MHSM_DERIVE_KM, "maf.example.com", peer_psk),
+        M2MHSM_OK);
+    peer_identity = km.identity;
+    SSL_CTX *server = token_ctx(f, M2MHSM_TLS_SERVER, M2MHSM_KIND_KM, NULL);
+    SSL_CTX *client = plain_ctx(0, "PSK-AES128-CBC-SHA256");
+    uint8_t sexp[48], cexp[48];
+    f->fs.now += 99;
+    assert_true(handshake(server, client, sexp, cexp, NULL));
+    f->fs.now += 1; /* at the expiry instant */
+    assert_false(handshake(server, client, sexp, cexp, NULL));
+    assert_int_equal(f->last, M2MHSM_TLS_PSK_EXPIRED);
+    assert_int_equal(f->erased, 2); /* the Enrolee's Ke and Km */
+    m2mhsm_record r;
+    assert_int_equal(
+        m2mhsm_keystore_lookup(f->fs.ks, M2MHSM_KIND_KM, km.identity, strlen(km.identity), &r),
+        M2MHSM_E_NOT_FOUND);
+    assert_int_equal(
+        m2mhsm_keystore_lookup(f->fs.ks, M2MHSM_KIND_KE, ke.identity, strlen(ke.identity), &r),
+        M2MHSM_E_NOT_FOUND);
+    peer_identity = "tls-kpm";
+    SSL_CTX_free(client);
+    SSL_CTX_free(server);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_token_server_completes_handshakes_with_a_plain_client,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_token_client_completes_a_handshake_with_a_plain_server,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_export_goes_straight_into_a_ke_record, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_expired_identity_is_refused_and_its_enrolee_erased,
+                                        setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, suite_setup, NULL);
+}
