@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# TLS-PSK with the key in the token against peers we did not write: openssl s_client and
+# s_server, gnutls-cli (TLS 1.2 with and without the extended master secret, DTLS 1.2) and
+# gnutls-serv. Our side (tls_peer) is given the token only, never the PSK bytes. Each peer
+# run has a negative control, and the Enrolment Expiry is checked end to end.
+. "$(dirname "$0")/lib.sh"
+: "${TLS_PEER:?TLS_PEER must name the tls_peer test program}"
+lab_init tlspeers
+
+LOCK="$LAB/m2mhsm.lock"
+tokargs=(--token pkcs11:token=tls --pin-source "file:$USER_PIN_FILE" --lock-file "$LOCK")
+m() { "$M2MHSM" "${tokargs[@]}" "$@"; }
+mq() { m "$@" >/dev/null; }
+export P11PIN; P11PIN=$(cat "$USER_PIN_FILE")
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+sha_of_hex() { echo -n "$1" | xxd -r -p | openssl dgst -sha256 -r | cut -d' ' -f1; }
+
+server=""
+stop_server() {
+    if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi
+    server=""
+}
+trap 'stop_server; rm -rf "$LAB"' EXIT
+
+# start_peer_server COUNT ARGS...: our token-backed server on a fresh port ($port).
+start_peer_server() {
+    local count=$1; shift
+    port=$(free_port)
+    rm -f "$LAB/peer.out"
+    "$TLS_PEER" server "${tokargs[@]}" --port "$port" --count "$count" "$@" > "$LAB/peer.out" 2>&1 &
+    server=$!
+    for _ in $(seq 100); do grep -q listening "$LAB/peer.out" 2>/dev/null && return; sleep 0.05; done
+}
+peer_line() { sleep 0.2; grep -E '^(ok|fail)' "$LAB/peer.out" | sed -n "${1}p"; }
+
+check "token-init" mq token-init --label tls --so-pin-source "file:$SO_PIN_FILE"
+kpm=$(openssl rand -hex 32)
+echo "$kpm" > "$LAB/kpm.hex"
+check "kpm import" mq kpm import --kpm-id dev-1 --key-file "$LAB/kpm.hex"
+
+# ---- openssl s_client against our server (TLS 1.2, EMS on: OpenSSL's default) ----
+sclient() { # PSK-HEX CIPHER
+    timeout 20 openssl s_client -connect "127.0.0.1:$port" -tls1_2 -cipher "$2" -psk "$1" \
+        -psk_identity dev-1 -keymatexport EXPORTER-oneM2M-Bootstrap -keymatexportlen 48 \
+        < /dev/null > "$LAB/client.out" 2>&1 || true
+}
+for cipher in PSK-AES128-CBC-SHA256 PSK-AES128-GCM-SHA256 PSK-AES128-CCM8; do
+    start_peer_server 1
+    sclient "$kpm" "$cipher"
+    line=$(peer_line 1)
+    exp=$(awk '/Keying material:/{print $3}' "$LAB/client.out")
+    check "s_client $cipher: our server completes the handshake" \
+        grep -q "^ok identity=dev-1 cipher=$cipher " <<< "$line"
+    check "s_client $cipher: extended master secret in use" grep -q "Extended master secret: yes" "$LAB/client.out"
+    check "s_client $cipher: both sides export the same EXPORTER-oneM2M-Bootstrap" \
+        grep -q "export-sha256=$(sha_of_hex "$exp")" <<< "$line"
+    stop_server
+done
+start_peer_server 1
+sclient "$(openssl rand -hex 32)" PSK-AES128-CBC-SHA256
+check "negative control: s_client with a wrong Kpm is refused" grep -q "^fail" <<< "$(peer_line 1)"
+stop_server
+
+# ---- gnutls-cli: TLS 1.2 without EMS, and DTLS 1.2 ----
+gnutls() { # PSK-HEX PRIORITY [--udp]
+    timeout "${GNUTLS_TIMEOUT:-20}" gnutls-cli --pskusername dev-1 --pskkey "$1" --priority "$2" ${3:-} -p "$port" \
+        127.0.0.1 < /dev/null > "$LAB/gnutls.out" 2>&1 || true
+}
+tls12_noems="NORMAL:-VERS-ALL:+VERS-TLS1.2:-KX-ALL:+PSK:-CIPHER-ALL:+AES-128-CBC:-MAC-ALL:+SHA256:%NO_SESSION_HASH"
+start_peer_server 1
+gnutls "$kpm" "$tls12_noems"
+check "gnutls-cli TLS 1.2 without extended master secret: handshake" \
+    grep -q "^ok identity=dev-1 cipher=PSK-AES128-CBC-SHA256" <<< "$(peer_line 1)"
+stop_server
+start_peer_server 1
+gnutls "$(openssl rand -hex 32)" "$tls12_noems"
+check "negative control: gnutls-cli with a wrong Kpm is refused" grep -q "^fail" <<< "$(peer_line 1)"
+stop_server
+dtls="NORMAL:-VERS-ALL:+VERS-DTLS1.2:-KX-ALL:+PSK:-CIPHER-ALL:+AES-128-CCM-8:-MAC-ALL:+AEAD"
+start_peer_server 1 --dtls
+gnutls "$kpm" "$dtls" --udp
+check "gnutls-cli --udp DTLS 1.2 PSK-AES128-CCM8: handshake" \
+    grep -q "^ok identity=dev-1 cipher=PSK-AES128-CCM8" <<< "$(peer_line 1)"
+check "gnutls-cli --udp reports the handshake complete" grep -q "Handshake was completed" "$LAB/gnutls.out"
+stop_server
+start_peer_server 1 --dtls
+# DTLS drops a record with a bad MAC instead of alerting (RFC 6347 4.1.2.7): the handshake
+# never completes on either side.
+GNUTLS_TIMEOUT=6 gnutls "$(openssl rand -hex 32)" "$dtls" --udp
+check "negative control: DTLS with a wrong Kpm never completes" \
+    bash -c "! grep -q '^ok' '$LAB/peer.out' && ! grep -q 'Handshake was completed' '$LAB/gnutls.out'"
+stop_server
+
+# ---- our client against openssl s_server and gnutls-serv ----
+sserver() { # PSK-HEX
+    port=$(free_port)
+    rm -f "$LAB/stdin" "$LAB/sserver.out"; mkfifo "$LAB/stdin"; exec 3<>"$LAB/stdin"
+    timeout 20 openssl s_server -accept "127.0.0.1:$port" -nocert -naccept 1 -psk "$1" -tls1_2 \
+        -cipher PSK-AES128-CBC-SHA256 -keymatexport EXPORTER-oneM2M-Bootstrap \
+        -keymatexportlen 48 > "$LAB/sserver.out" 2>&1 <&3 &
+    server=$!
+    for _ in $(seq 100); do grep -q ACCEPT "$LAB/sserver.out" 2>/dev/null && break; sleep 0.05; done
+}
+sserver "$kpm"
+"$TLS_PEER" client "${tokargs[@]}" --identity dev-1 --port "$port" > "$LAB/peer.out" 2>&1 || true
+sleep 0.2; stop_server; exec 3>&-
+exp=$(awk '/Keying material:/{print $3}' "$LAB/sserver.out")
+check "our client with s_server: handshake and the same export" \
+    grep -q "^ok identity=dev-1 .*export-sha256=$(sha_of_hex "${exp:-00}")" "$LAB/peer.out"
+sserver "$(openssl rand -hex 32)"
+check "negative control: our client with a wrong-key s_server fails" \
+    bash -c "! '$TLS_PEER' client ${tokargs[*]} --identity dev-1 --port $port >/dev/null 2>&1"
+stop_server; exec 3>&-
+
+port=$(free_port)
+echo "dev-1:$kpm" > "$LAB/psk.passwd"
+gnutls-serv --pskpasswd "$LAB/psk.passwd" -p "$port" \
+    --priority "NORMAL:-VERS-ALL:+VERS-TLS1.2:-KX-ALL:+PSK" > "$LAB/gserv.out" 2>&1 &
+server=$!
+for _ in $(seq 100); do grep -q "listening\|Echo" "$LAB/gserv.out" 2>/dev/null && break; sleep 0.05; done
+sleep 0.3
+check "our client with gnutls-serv: handshake" \
+    bash -c "'$TLS_PEER' client ${tokargs[*]} --identity dev-1 --port $port | grep -q '^ok identity=dev-1'"
+stop_server
+echo "dev-1:$(openssl rand -hex 32)" > "$LAB/psk.passwd"
+gnutls-serv --pskpasswd "$LAB/psk.passwd" -p "$port" \
+    --priority "NORMAL:-VERS-ALL:+VERS-TLS1.2:-KX-ALL:+PSK" > "$LAB/gserv.out" 2>&1 &
+server=$!
+sleep 0.5
+check "negative control: our client with a wrong-key gnutls-serv fails" \
+    bash -c "! '$TLS_PEER' client ${tokargs[*]} --identity dev-1 --port $port >/dev/null 2>&1"
+stop_server
+
+# ---- Enrolment Expiry at an Enrolment Target: refuse with an alert, then erase ----
+openssl rand -hex 48 > "$LAB/export.hex"
+mq ke import --kpm-id dev-1 --mef-fqdn mef.example.com --exported-file "$LAB/export.hex" \
+    --enrolee-id //sp.example.com/cse1/Cdev1 --target-id maf.example.com --enrolment-expiry 3
+ke_id=$(m list --json | python3 -c 'import json,sys; print([r["identity"] for r in json.load(sys.stdin) if r["kind"]=="ke"][0])')
+mq derive km --ke-id "$ke_id" --maf-id maf.example.com
+exphex=$(cat "$LAB/export.hex")
+printf '%s%s' "oneM2M Enrolment Key to Master Credential derivation" maf.example.com > "$LAB/km.in"
+km=$(openssl mac -digest SHA256 -macopt "hexkey:${exphex:32:64}" -in "$LAB/km.in" HMAC)
+kmclient() {
+    timeout 20 openssl s_client -connect "127.0.0.1:$port" -tls1_2 -cipher PSK-AES128-CBC-SHA256 \
+        -psk "$km" -psk_identity "$ke_id" < /dev/null > "$LAB/client.out" 2>&1 || true
+}
+start_peer_server 2 --kind km
+kmclient
+check "within the Enrolment Expiry s_client connects with KeID and Km (openssl mac)" \
+    grep -q "^ok identity=$ke_id" <<< "$(peer_line 1)"
+sleep 3.5
+kmclient
+check "past it the handshake is refused with an alert" grep -q "alert" "$LAB/client.out"
+check "and the server reports the identity expired, 2 records erased" \
+    grep -q "^psk expired identity=$ke_id erased=2" "$LAB/peer.out"
+stop_server
+check "m2mhsm list shows neither Ke nor Km" \
+    bash -c "! '$M2MHSM' ${tokargs[*]} list | grep -qE '^(ke|km) '"
+check "pkcs11-tool finds no key of that enrolment" \
+    bash -c "! pkcs11-tool --module '$M2MHSM_MODULE' --token-label tls --login --pin env:P11PIN -O 2>/dev/null | grep -q '$ke_id'"
+check "the Kpm stays for re-enrolment" bash -c "'$M2MHSM' ${tokargs[*]} list | grep -q '^kpm *dev-1'"
+
+finish
