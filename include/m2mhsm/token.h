@@ -85,8 +85,8 @@ void m2mhsm_token_session_put(m2mhsm_token *tok, CK_SESSION_HANDLE s);
  * 32 bytes. The key never leaves the token; the caller cleanses out when it is secret.
  * Thread-safe (borrows a session).
  */
-m2mhsm_status m2mhsm_token_hmac_sha256(m2mhsm_token *tok, CK_OBJECT_HANDLE key,
-                                       const uint8_t *msg, size_t msg_len, uint8_t out[32]);
+m2mhsm_status m2mhsm_token_hmac_sha256(m2mhsm_token *tok, CK_OBJECT_HANDLE key, const uint8_t *msg,
+                                       size_t msg_len, uint8_t out[32]);
 
 /* Incremented each time the module is re-initialised (after fork): object handles from an
  * earlier generation are meaningless. Thread-safe. */
