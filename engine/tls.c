@@ -22,9 +22,10 @@ typedef struct {
     m2mhsm_tls *t;
     m2mhsm_tls_profile p;
     char identity[M2MHSM_ID_MAX + 1];
+    char server_name[M2MHSM_FQDN_MAX + 1];
 } ctx_state;
 
-static int state_index = -1;
+static int state_index = -1, expiry_index = -1;
 static pthread_once_t state_once = PTHREAD_ONCE_INIT;
 
 static void state_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
@@ -40,6 +41,48 @@ static void state_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, lon
 static void state_index_init(void)
 {
     state_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, state_free);
+    expiry_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, state_free);
+}
+
+/* Remember on the connection when the key it was keyed with expires. */
+static void note_expiry(SSL *ssl, m2mhsm_time expiry)
+{
+    m2mhsm_time *slot = SSL_get_ex_data(ssl, expiry_index);
+    if (slot == NULL && (slot = malloc(sizeof(*slot))) != NULL &&
+        !SSL_set_ex_data(ssl, expiry_index, slot)) {
+        free(slot);
+        slot = NULL;
+    }
+    if (slot != NULL)
+        *slot = expiry;
+}
+
+m2mhsm_time m2mhsm_tls_ssl_expiry(SSL *ssl)
+{
+    pthread_once(&state_once, state_index_init);
+    const m2mhsm_time *slot = SSL_get_ex_data(ssl, expiry_index);
+    return slot != NULL ? *slot : M2MHSM_NEVER;
+}
+
+int m2mhsm_tls_ssl_expired(m2mhsm_tls *t, SSL *ssl)
+{
+    return !m2mhsm_expiry_is_valid(m2mhsm_tls_ssl_expiry(ssl), m2mhsm_keystore_now(t->ks));
+}
+
+m2mhsm_status m2mhsm_tls_ssl_new(SSL_CTX *ctx, SSL **out)
+{
+    pthread_once(&state_once, state_index_init);
+    ctx_state *cs = SSL_CTX_get_ex_data(ctx, state_index);
+    SSL *ssl = SSL_new(ctx);
+    if (ssl == NULL)
+        return M2MHSM_E_NOMEM;
+    if (cs != NULL && cs->server_name[0] != '\0' &&
+        !SSL_set_tlsext_host_name(ssl, cs->server_name)) {
+        SSL_free(ssl);
+        return M2MHSM_E_CRYPTO;
+    }
+    *out = ssl;
+    return M2MHSM_OK;
 }
 
 m2mhsm_status m2mhsm_tls_new(m2mhsm_keystore *ks, m2mhsm_tls **out)
@@ -132,6 +175,7 @@ static unsigned int server_psk(SSL *ssl, const char *identity, unsigned char *ps
         observe(cs, M2MHSM_TLS_PSK_ERROR, identity, &rec, 0);
         return 0;
     }
+    note_expiry(ssl, rec.expiry);
     observe(cs, M2MHSM_TLS_PSK_ACCEPTED, identity, &rec, 0);
     return M2MHSM_HANDLE_LEN;
 }
@@ -151,6 +195,7 @@ static unsigned int client_psk(SSL *ssl, const char *hint, char *identity,
         m2mhsm_handles_issue(cs->t->handles, &rec, psk) != M2MHSM_OK)
         return 0;
     memcpy(identity, cs->identity, id_len + 1);
+    note_expiry(ssl, rec.expiry);
     return M2MHSM_HANDLE_LEN;
 }
 
@@ -199,7 +244,16 @@ m2mhsm_status m2mhsm_tls_ctx_new(m2mhsm_tls *t, const m2mhsm_tls_profile *p, SSL
     }
     if (p->identity != NULL)
         strcpy(cs->identity, p->identity);
+    if (p->server_name != NULL &&
+        (strlen(p->server_name) >= sizeof(cs->server_name) ||
+         m2mhsm_id_check_str(M2MHSM_ID_FQDN, p->server_name) != M2MHSM_OK)) {
+        free(cs);
+        return M2MHSM_E_INVALID_ARG;
+    }
+    if (p->server_name != NULL)
+        strcpy(cs->server_name, p->server_name);
     cs->p.identity = NULL;
+    cs->p.server_name = NULL;
     /* "?provider=m2mhsm": prefer our KDFs; a mandatory query fails to find ciphers. */
     SSL_CTX *ctx = SSL_CTX_new_ex(t->libctx, "?provider=" M2MHSM_PROV_NAME, method_for(p));
     if (ctx == NULL || !SSL_CTX_set_ex_data(ctx, state_index, cs)) {

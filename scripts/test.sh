@@ -34,10 +34,10 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print
 
 echo "== TSan, threads and processes"
 build build-tsan -DCMAKE_BUILD_TYPE=Debug -DM2MHSM_TSAN=ON
-TSAN_OPTIONS=halt_on_error=1 run_ctest build-tsan -R token_processes
+TSAN_OPTIONS=halt_on_error=1 run_ctest build-tsan -R "token_processes|token_tls"
 
 echo "== valgrind memcheck, token suites and provider load/unload"
-for t in token_keystore token_open token_processes unit_provider; do
+for t in token_keystore token_open token_processes token_tls unit_provider; do
     (cd build-test/tests && M2MHSM_MODULE=/usr/lib/softhsm/libsofthsm2.so \
         valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
         --trace-children=no "./$t" > "../../build-test/valgrind-$t.log" 2>&1) \

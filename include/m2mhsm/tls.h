@@ -59,6 +59,19 @@ typedef struct {
  */
 m2mhsm_status m2mhsm_tls_ctx_new(m2mhsm_tls *t, const m2mhsm_tls_profile *p, SSL_CTX **out);
 
+/* A connection on ctx, with the profile's per-connection settings applied (a client's SNI,
+ * TS-0003 10.2.1). */
+m2mhsm_status m2mhsm_tls_ssl_new(SSL_CTX *ctx, SSL **out);
+
+/*
+ * The Enrolment Expiry of the key a connection's handshake used (M2MHSM_NEVER before the
+ * PSK callback ran), and whether it has passed: a server walks its open connections with
+ * this and closes those whose key expired, so no security association outlives it (the
+ * CR). Thread-safe for distinct connections.
+ */
+m2mhsm_time m2mhsm_tls_ssl_expiry(SSL *ssl);
+int m2mhsm_tls_ssl_expired(m2mhsm_tls *t, SSL *ssl);
+
 /* The clause 10.3.1 export of a finished session straight into a Ke record (the 48 bytes
  * are cleansed): EXPORTER-oneM2M-Bootstrap, no context. */
 m2mhsm_status m2mhsm_tls_export_ke(SSL *ssl, m2mhsm_keystore *ks, const m2mhsm_enrolment *enr,

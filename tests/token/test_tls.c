@@ -105,7 +105,8 @@ static SSL_CTX *plain_ctx(int server, const char *cipher)
 static int handshake(SSL_CTX *sctx, SSL_CTX *cctx, uint8_t sexp[48], uint8_t cexp[48],
                      SSL **keep_server)
 {
-    SSL *s = SSL_new(sctx), *c = SSL_new(cctx);
+    SSL *s = SSL_new(sctx), *c = NULL;
+    assert_int_equal(m2mhsm_tls_ssl_new(cctx, &c), M2MHSM_OK);
     BIO *bs, *bc;
     assert_int_equal(BIO_new_bio_pair(&bs, 0, &bc, 0), 1);
     SSL_set_bio(s, bs, bs);
@@ -196,6 +197,57 @@ static void test_token_client_completes_a_handshake_with_a_plain_server(void **s
     assert_int_equal(m2mhsm_keystore_erase_id(f->fs.ks, "tls-kpm", NULL), M2MHSM_OK);
 }
 
+static char seen_sni[64];
+
+static int record_sni(SSL *ssl, int *alert, void *arg)
+{
+    (void)alert;
+    (void)arg;
+    const char *n = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    snprintf(seen_sni, sizeof(seen_sni), "%s", n != NULL ? n : "");
+    return SSL_TLSEXT_ERR_OK;
+}
+
+static void test_client_sends_sni_and_a_server_sees_open_connections_expire(void **state)
+{
+    tls_fixture *f = *state;
+    memcpy(peer_psk, fixture_key32, 32);
+    assert_int_equal(
+        m2mhsm_keystore_import_kpm(f->fs.ks, "tls-kpm", fixture_key32, 32, f->fs.now + 50, NULL),
+        M2MHSM_OK);
+    m2mhsm_tls_profile cp = {M2MHSM_TLS_CLIENT,
+                             M2MHSM_TLS_1_2,
+                             M2MHSM_KIND_KPM,
+                             "tls-kpm",
+                             "mef.example.com",
+                             NULL,
+                             NULL};
+    SSL_CTX *client = NULL;
+    assert_int_equal(m2mhsm_tls_ctx_new(f->tls, &cp, &client), M2MHSM_OK);
+    SSL_CTX *plain = plain_ctx(1, "PSK-AES128-CBC-SHA256");
+    SSL_CTX_set_tlsext_servername_callback(plain, record_sni);
+    uint8_t sexp[48], cexp[48];
+    assert_true(handshake(plain, client, sexp, cexp, NULL));
+    assert_string_equal(seen_sni, "mef.example.com");
+    SSL_CTX_free(plain);
+    /* Our server: an open connection carries its key's expiry. */
+    SSL_CTX *server = token_ctx(f, M2MHSM_TLS_SERVER, M2MHSM_KIND_KPM, NULL);
+    SSL_CTX *pc = plain_ctx(0, "PSK-AES128-CBC-SHA256");
+    SSL *open_conn = NULL;
+    assert_true(handshake(server, pc, sexp, cexp, &open_conn));
+    assert_int_equal(m2mhsm_tls_ssl_expiry(open_conn), f->fs.now + 50);
+    f->fs.now += 49;
+    assert_false(m2mhsm_tls_ssl_expired(f->tls, open_conn));
+    f->fs.now += 1;
+    assert_true(m2mhsm_tls_ssl_expired(f->tls, open_conn));
+    SSL_free(open_conn);
+    SSL_CTX_free(pc);
+    SSL_CTX_free(server);
+    SSL_CTX_free(client);
+    f->fs.now -= 50;
+    assert_int_equal(m2mhsm_keystore_erase_id(f->fs.ks, "tls-kpm", NULL), M2MHSM_OK);
+}
+
 static void test_export_goes_straight_into_a_ke_record(void **state)
 {
     tls_fixture *f = *state;
@@ -272,6 +324,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_export_goes_straight_into_a_ke_record, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(
+            test_client_sends_sni_and_a_server_sees_open_connections_expire, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expired_identity_is_refused_and_its_enrolee_erased,
                                         setup, teardown),
     };
