@@ -2,6 +2,7 @@
 #include "handle.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <openssl/crypto.h>
@@ -11,6 +12,9 @@ typedef struct {
     m2mhsm_record rec;
     uint8_t tag[M2MHSM_HANDLE_TAG_LEN];
     int used;
+    /* An in-memory session copy of the TLS 1.2 form, which the module signs with several
+     * times faster than with the stored key; CK_INVALID_HANDLE if the token would not copy. */
+    CK_OBJECT_HANDLE hot;
 } slot;
 
 struct m2mhsm_handles {
@@ -31,10 +35,19 @@ m2mhsm_status m2mhsm_handles_new(m2mhsm_keystore *ks, m2mhsm_handles **out)
     return M2MHSM_OK;
 }
 
+static void drop_hot(m2mhsm_handles *h, slot *s)
+{
+    if (s->hot != CK_INVALID_HANDLE)
+        m2mhsm_token_session_destroy(m2mhsm_keystore_token(h->ks), s->hot);
+    s->hot = CK_INVALID_HANDLE;
+}
+
 void m2mhsm_handles_free(m2mhsm_handles *h)
 {
     if (h == NULL)
         return;
+    for (size_t i = 0; i < h->count; i++)
+        drop_hot(h, &h->slots[i]);
     OPENSSL_cleanse(h->slots, h->cap * sizeof(*h->slots));
     free(h->slots);
     pthread_mutex_destroy(&h->lock);
@@ -87,8 +100,20 @@ m2mhsm_status m2mhsm_handles_issue(m2mhsm_handles *h, const m2mhsm_record *rec,
         st = M2MHSM_E_NOMEM;
     else if (!s->used && RAND_bytes(s->tag, sizeof(s->tag)) != 1)
         st = M2MHSM_E_CRYPTO;
+    if (st == M2MHSM_OK && (!s->used || s->rec.generation != rec->generation ||
+                            s->rec.key[M2MHSM_FORM_TLS12_PMS] != rec->key[M2MHSM_FORM_TLS12_PMS])) {
+        /* A new record, or new handles for it (a fork, a re-lookup): a fresh copy. */
+        if (s->used && s->rec.generation == rec->generation)
+            drop_hot(h, s);
+        s->hot = CK_INVALID_HANDLE;
+        if (m2mhsm_token_session_copy(m2mhsm_keystore_token(h->ks), rec->key[M2MHSM_FORM_TLS12_PMS],
+                                      &s->hot) != M2MHSM_OK) {
+            fprintf(stderr, "DEBUG copy failed: %s\n", m2mhsm_last_error());
+            s->hot = CK_INVALID_HANDLE;
+        }
+    }
     if (st == M2MHSM_OK) {
-        s->rec = *rec; /* the newest handles (after a fork, a re-lookup) */
+        s->rec = *rec;
         s->used = 1;
         memcpy(out, M2MHSM_HANDLE_MAGIC, M2MHSM_HANDLE_MAGIC_LEN);
         memcpy(out + M2MHSM_HANDLE_MAGIC_LEN, &index, 4);
@@ -111,6 +136,8 @@ m2mhsm_status m2mhsm_handles_resolve(m2mhsm_handles *h, const uint8_t *handle, s
     if (index < h->count && h->slots[index].used &&
         CRYPTO_memcmp(h->slots[index].tag, tag, M2MHSM_HANDLE_TAG_LEN) == 0) {
         *rec = h->slots[index].rec;
+        if (h->slots[index].hot != CK_INVALID_HANDLE)
+            rec->key[M2MHSM_FORM_TLS12_PMS] = h->slots[index].hot;
         st = M2MHSM_OK;
     }
     pthread_mutex_unlock(&h->lock);

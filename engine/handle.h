@@ -35,10 +35,6 @@ m2mhsm_status m2mhsm_handles_resolve(m2mhsm_handles *h, const uint8_t *handle, s
                                      m2mhsm_record *rec);
 m2mhsm_keystore *m2mhsm_handles_keystore(m2mhsm_handles *h);
 
-/* P_SHA256(key, seed) into out[0..olen) with key a token HMAC key (RFC 5246 5). */
-m2mhsm_status m2mhsm_token_p_sha256(m2mhsm_token *tok, CK_OBJECT_HANDLE key, const uint8_t *seed,
-                                    size_t seed_len, uint8_t *out, size_t olen);
-
 /* 1 if psk[0..len) has the shape of a handle (it may still be unknown or forged). */
 int m2mhsm_handle_shaped(const uint8_t *psk, size_t len);
 

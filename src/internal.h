@@ -17,8 +17,12 @@ void m2mhsm_clear_error(void);
 struct m2mhsm_token;
 void m2mhsm_token_write_begin(struct m2mhsm_token *tok);
 void m2mhsm_token_write_end(struct m2mhsm_token *tok);
-/* Bracket calls that read token objects (C_FindObjects*, C_GetAttributeValue, C_SignInit
- * and C_Sign on a token key) likewise: shared with each other, exclusive with writes. */
+/* Bracket C_FindObjects* sequences likewise: shared with each other, exclusive with
+ * writes, within the process and (with a lock file) across processes. */
+void m2mhsm_token_search_begin(struct m2mhsm_token *tok);
+void m2mhsm_token_search_end(struct m2mhsm_token *tok);
+/* Bracket calls that read one object (C_GetAttributeValue, C_SignInit/C_Sign): shared,
+ * exclusive with writes, within the process. */
 void m2mhsm_token_read_begin(struct m2mhsm_token *tok);
 void m2mhsm_token_read_end(struct m2mhsm_token *tok);
 

@@ -67,6 +67,12 @@ typedef struct {
      * alone at open, since another process may be writing them; older ones are removed.
      * 0: 60 seconds. */
     int64_t orphan_grace;
+    /* 0 (default): every index hit is confirmed on the token (one attribute read), so a
+     * record another process erased is refused at once. N > 0: a hit confirmed less than N
+     * milliseconds ago is trusted, so such a record stays usable here for up to N ms;
+     * expiry is still checked exactly on every lookup. For servers where the token read
+     * dominates the handshake (docs/performance.md). */
+    int64_t revalidate_ms;
 } m2mhsm_keystore_options;
 
 /* What opening found and repaired. */

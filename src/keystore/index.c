@@ -13,6 +13,7 @@ struct ks_entry {
     uint64_t hash;
     m2mhsm_kind kind;
     size_t key_len;
+    int64_t confirmed_ms;
     m2mhsm_record rec;
     char key[]; /* not NUL-terminated */
 };
@@ -99,6 +100,7 @@ m2mhsm_status ks_index_put(ks_index *idx, m2mhsm_kind kind, const char *key,
     ks_entry **p = find_slot(idx, kind, key, len, h);
     if (*p != NULL) {
         (*p)->rec = *rec;
+        (*p)->confirmed_ms = 0;
         return M2MHSM_OK;
     }
     ks_entry *e = malloc(sizeof(*e) + len);
@@ -108,6 +110,7 @@ m2mhsm_status ks_index_put(ks_index *idx, m2mhsm_kind kind, const char *key,
     e->hash = h;
     e->kind = kind;
     e->key_len = len;
+    e->confirmed_ms = 0;
     e->rec = *rec;
     memcpy(e->key, key, len);
     *p = e;
@@ -123,6 +126,14 @@ const m2mhsm_record *ks_index_get(const ks_index *idx, m2mhsm_kind kind, const c
         return NULL;
     ks_entry **p = find_slot(idx, kind, key, len, hash_key(idx, kind, key, len));
     return *p != NULL ? &(*p)->rec : NULL;
+}
+
+int64_t *ks_index_confirmed(ks_index *idx, m2mhsm_kind kind, const char *key, size_t len)
+{
+    if (idx->nbuckets == 0)
+        return NULL;
+    ks_entry **p = find_slot(idx, kind, key, len, hash_key(idx, kind, key, len));
+    return *p != NULL ? &(*p)->confirmed_ms : NULL;
 }
 
 void ks_index_del(ks_index *idx, m2mhsm_kind kind, const char *key, const m2mhsm_record *rec)

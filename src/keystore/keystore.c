@@ -177,6 +177,7 @@ m2mhsm_status m2mhsm_keystore_open(m2mhsm_token *tok, const m2mhsm_keystore_opti
     ks->clock = opts != NULL && opts->clock != NULL ? opts->clock : m2mhsm_clock_system;
     ks->clock_arg = opts != NULL ? opts->clock_arg : NULL;
     ks->orphan_grace = opts != NULL && opts->orphan_grace > 0 ? opts->orphan_grace : 60;
+    ks->revalidate_ms = opts != NULL && opts->revalidate_ms > 0 ? opts->revalidate_ms : 0;
     pthread_mutex_init(&ks->lock, NULL);
     ks->generation = m2mhsm_token_generation(tok);
     m2mhsm_status st = load(ks, &rep);

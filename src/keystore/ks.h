@@ -92,6 +92,9 @@ m2mhsm_status ks_index_put(ks_index *idx, m2mhsm_kind kind, const char *key,
                            const m2mhsm_record *rec);
 const m2mhsm_record *ks_index_get(const ks_index *idx, m2mhsm_kind kind, const char *key,
                                   size_t len);
+/* When the entry under (kind, key) was last confirmed on the token (monotonic ms), for
+ * reading and updating under the keystore lock; NULL if there is no such entry. */
+int64_t *ks_index_confirmed(ks_index *idx, m2mhsm_kind kind, const char *key, size_t len);
 /* Remove the entry under (kind, key) if it still holds the record with rec's record id. */
 void ks_index_del(ks_index *idx, m2mhsm_kind kind, const char *key, const m2mhsm_record *rec);
 
@@ -102,6 +105,7 @@ struct m2mhsm_keystore {
     m2mhsm_clock_fn clock;
     void *clock_arg;
     int64_t orphan_grace;
+    int64_t revalidate_ms;
     pthread_mutex_t lock; /* guards idx and generation */
     unsigned generation;
     ks_index idx;    /* (kind, identity) -> record */

@@ -4,6 +4,14 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+static int64_t monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static m2mhsm_id_type identity_type(m2mhsm_kind kind)
 {
@@ -120,12 +128,20 @@ m2mhsm_status m2mhsm_keystore_lookup(m2mhsm_keystore *ks, m2mhsm_kind kind, cons
     if ((st = ks_sync_generation(ks)) != M2MHSM_OK)
         return st;
 
+    int64_t t = ks->revalidate_ms > 0 ? monotonic_ms() : 0;
     pthread_mutex_lock(&ks->lock);
     const m2mhsm_record *hit = ks_index_get(&ks->idx, kind, identity, len);
-    int have = hit != NULL;
-    if (have)
+    int have = hit != NULL, fresh = 0;
+    if (have) {
         *out = *hit;
+        int64_t *confirmed = ks_index_confirmed(&ks->idx, kind, identity, len);
+        fresh = ks->revalidate_ms > 0 && t - *confirmed < ks->revalidate_ms;
+    }
     pthread_mutex_unlock(&ks->lock);
+    if (fresh) {
+        out->generation = m2mhsm_token_generation(ks->tok);
+        return M2MHSM_OK;
+    }
 
     CK_SESSION_HANDLE s;
     if ((st = m2mhsm_token_session_get(ks->tok, &s)) != M2MHSM_OK)
@@ -134,6 +150,13 @@ m2mhsm_status m2mhsm_keystore_lookup(m2mhsm_keystore *ks, m2mhsm_kind kind, cons
     if (have && still_there(ks, s, out)) {
         m2mhsm_token_session_put(ks->tok, s);
         out->generation = gen;
+        if (ks->revalidate_ms > 0) {
+            pthread_mutex_lock(&ks->lock);
+            int64_t *confirmed = ks_index_confirmed(&ks->idx, kind, identity, len);
+            if (confirmed != NULL)
+                *confirmed = t;
+            pthread_mutex_unlock(&ks->lock);
+        }
         return M2MHSM_OK;
     }
     if (have) {

@@ -51,10 +51,13 @@ CK_ULONG ks_key_template(const m2mhsm_record *rec, m2mhsm_form form, CK_BBOOL si
     /* The design card: never readable, never wrappable. */
     ATTR(CKA_SENSITIVE, &a->t, sizeof(CK_BBOOL));
     ATTR(CKA_EXTRACTABLE, &a->f, sizeof(CK_BBOOL));
-    /* No attribute may be changed and no copy made: a copy is another path to weaker
-     * attributes on tokens that check copies less strictly than creation. */
-    ATTR(CKA_MODIFIABLE, &a->f, sizeof(CK_BBOOL));
-    ATTR(CKA_COPYABLE, &a->f, sizeof(CK_BBOOL));
+    /* The raw key can be neither changed nor copied. The TLS forms can be copied into the
+     * in-memory session objects that serve handshakes (m2mhsm_token_session_copy), which
+     * needs CKA_MODIFIABLE too on modules (SoftHSM) that refuse any template change in a
+     * copy of a non-modifiable object. PKCS#11 lets neither a change nor a copy weaken
+     * CKA_SENSITIVE or CKA_EXTRACTABLE (tested for every key). */
+    ATTR(CKA_MODIFIABLE, form == M2MHSM_FORM_RAW ? &a->f : &a->t, sizeof(CK_BBOOL));
+    ATTR(CKA_COPYABLE, form == M2MHSM_FORM_RAW ? &a->f : &a->t, sizeof(CK_BBOOL));
     /* Only the usage each form needs: HMAC (C_Sign) or nothing. */
     ATTR(CKA_SIGN, &a->sign, sizeof(CK_BBOOL));
     ATTR(CKA_VERIFY, &a->f, sizeof(CK_BBOOL));
@@ -134,15 +137,15 @@ m2mhsm_status ks_find(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tmpl
                       CK_OBJECT_HANDLE **out, size_t *count)
 {
     CK_FUNCTION_LIST *fn = m2mhsm_token_functions(tok);
-    m2mhsm_token_read_begin(tok);
+    m2mhsm_token_search_begin(tok);
     CK_RV rv = fn->C_FindObjectsInit(s, tmpl, n);
     if (rv != CKR_OK) {
-        m2mhsm_token_read_end(tok);
+        m2mhsm_token_search_end(tok);
         return m2mhsm_fail_ckr("C_FindObjectsInit", rv);
     }
     m2mhsm_status st = find_all(fn, s, out, count);
     rv = fn->C_FindObjectsFinal(s);
-    m2mhsm_token_read_end(tok);
+    m2mhsm_token_search_end(tok);
     if (st == M2MHSM_OK && rv != CKR_OK) {
         free(*out);
         return m2mhsm_fail_ckr("C_FindObjectsFinal", rv);

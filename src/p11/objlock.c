@@ -85,7 +85,7 @@ void m2mhsm_token_write_end(m2mhsm_token *tok)
     pthread_rwlock_unlock(&l->rw);
 }
 
-void m2mhsm_token_read_begin(m2mhsm_token *tok)
+void m2mhsm_token_search_begin(m2mhsm_token *tok)
 {
     m2mhsm_objlock *l = &tok->objlock;
     if (!l->enabled)
@@ -99,7 +99,7 @@ void m2mhsm_token_read_begin(m2mhsm_token *tok)
     pthread_mutex_unlock(&l->count_lock);
 }
 
-void m2mhsm_token_read_end(m2mhsm_token *tok)
+void m2mhsm_token_search_end(m2mhsm_token *tok)
 {
     m2mhsm_objlock *l = &tok->objlock;
     if (!l->enabled)
@@ -111,4 +111,18 @@ void m2mhsm_token_read_end(m2mhsm_token *tok)
         pthread_mutex_unlock(&l->count_lock);
     }
     pthread_rwlock_unlock(&l->rw);
+}
+
+/* Reading one object or signing needs only the in-process lock: the cross-process race is
+ * between a creation and another process's enumeration (see p11.h). */
+void m2mhsm_token_read_begin(m2mhsm_token *tok)
+{
+    if (tok->objlock.enabled)
+        pthread_rwlock_rdlock(&tok->objlock.rw);
+}
+
+void m2mhsm_token_read_end(m2mhsm_token *tok)
+{
+    if (tok->objlock.enabled)
+        pthread_rwlock_unlock(&tok->objlock.rw);
 }

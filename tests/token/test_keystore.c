@@ -87,7 +87,6 @@ static void assert_key_locked_down(fixture_store *fs, CK_OBJECT_HANDLE h, CK_OBJ
     check(m2mhsm_token_session_get(fs->tok, &s));
     assert_bool_attr(fs, s, h, CKA_SENSITIVE, CK_TRUE);
     assert_bool_attr(fs, s, h, CKA_EXTRACTABLE, CK_FALSE);
-    assert_bool_attr(fs, s, h, CKA_TOKEN, CK_TRUE);
     assert_bool_attr(fs, s, h, CKA_PRIVATE, CK_TRUE);
     assert_bool_attr(fs, s, h, CKA_DERIVE, CK_FALSE);
     assert_bool_attr(fs, s, h, CKA_ENCRYPT, CK_FALSE);
@@ -155,13 +154,29 @@ static void test_every_key_kind_is_sensitive_and_unextractable(void **state)
                                        &kpsa));
     const m2mhsm_record *recs[] = {&kpm, &ke, &km, &kpsa};
     size_t keys = 0;
+    CK_SESSION_HANDLE ts;
+    check(m2mhsm_token_session_get(fs->tok, &ts));
     for (size_t r = 0; r < 4; r++)
         for (int f = 0; f < M2MHSM_FORM_COUNT; f++)
             if (recs[r]->key[f] != CK_INVALID_HANDLE) {
                 assert_key_locked_down(fs, recs[r]->key[f], kek);
+                assert_bool_attr(fs, ts, recs[r]->key[f], CKA_TOKEN, CK_TRUE);
                 keys++;
             }
+    m2mhsm_token_session_put(fs->tok, ts);
     assert_int_equal(keys, 3 + 1 + 3 + 3);
+    /* The in-memory session copy a handshake signs with is just as locked down. */
+    CK_OBJECT_HANDLE copy = CK_INVALID_HANDLE;
+    check(m2mhsm_token_session_copy(fs->tok, km.key[M2MHSM_FORM_TLS12_PMS], &copy));
+    assert_key_locked_down(fs, copy, kek);
+    CK_SESSION_HANDLE s;
+    check(m2mhsm_token_session_get(fs->tok, &s));
+    assert_bool_attr(fs, s, copy, CKA_TOKEN, CK_FALSE);
+    m2mhsm_token_session_put(fs->tok, s);
+    m2mhsm_token_session_destroy(fs->tok, copy);
+    /* The raw key cannot be copied at all. */
+    assert_int_equal(m2mhsm_token_session_copy(fs->tok, km.key[M2MHSM_FORM_RAW], &copy),
+                     M2MHSM_E_PKCS11);
     check(m2mhsm_keystore_erase_id(fs->ks, "attr-kpm", NULL));
     check(m2mhsm_keystore_erase_enrolee(fs->ks, "//sp.example.com/cse1/Cattr", NULL));
 }
@@ -177,7 +192,9 @@ static void test_usage_flags_are_only_what_each_form_needs(void **state)
     assert_bool_attr(fs, s, kpm.key[M2MHSM_FORM_TLS12_PMS], CKA_SIGN, CK_TRUE);
     assert_bool_attr(fs, s, kpm.key[M2MHSM_FORM_TLS13_ES], CKA_SIGN, CK_TRUE);
     assert_bool_attr(fs, s, kpm.key[M2MHSM_FORM_TLS12_PMS], CKA_VERIFY, CK_FALSE);
-    assert_bool_attr(fs, s, kpm.key[M2MHSM_FORM_TLS12_PMS], CKA_MODIFIABLE, CK_FALSE);
+    assert_bool_attr(fs, s, kpm.key[M2MHSM_FORM_RAW], CKA_MODIFIABLE, CK_FALSE);
+    assert_bool_attr(fs, s, kpm.key[M2MHSM_FORM_RAW], CKA_COPYABLE, CK_FALSE);
+    assert_bool_attr(fs, s, kpm.key[M2MHSM_FORM_TLS12_PMS], CKA_COPYABLE, CK_TRUE);
     /* The metadata is a private data object: nothing readable without login. */
     assert_bool_attr(fs, s, kpm.meta, CKA_PRIVATE, CK_TRUE);
     assert_bool_attr(fs, s, kpm.meta, CKA_TOKEN, CK_TRUE);

@@ -185,7 +185,7 @@ static void test_open_removes_orphans_and_keeps_foreign_keys(void **state)
     fs.now += 30;
     fixture_store_open(&fs, &token);
     m2mhsm_keystore_close(fs.ks);
-    m2mhsm_keystore_options o = {fixture_clock, &fs.now, 0};
+    m2mhsm_keystore_options o = {.clock = fixture_clock, .clock_arg = &fs.now};
     assert_int_equal(m2mhsm_keystore_open(fs.tok, &o, &fs.ks, &rep), M2MHSM_OK);
     assert_int_equal(rep.orphan_keys, 0); /* the first open already removed it */
     assert_int_equal(rep.incomplete, 0);
@@ -216,7 +216,7 @@ static void test_first_open_reports_the_orphan_key(void **state)
         create_raw_key(&fs, "m2mhsm:ke:DDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDD@mef.example.com:raw", id);
     m2mhsm_open_report rep;
     m2mhsm_keystore_close(fs.ks);
-    m2mhsm_keystore_options o = {fixture_clock, &fs.now, 0};
+    m2mhsm_keystore_options o = {.clock = fixture_clock, .clock_arg = &fs.now};
     assert_int_equal(m2mhsm_keystore_open(fs.tok, &o, &fs.ks, &rep), M2MHSM_OK);
     assert_int_equal(rep.orphan_keys, 1);
     assert_false(object_exists(&fs, orphan));
@@ -246,7 +246,7 @@ static m2mhsm_open_report reopen(fixture_store *fs)
 {
     m2mhsm_open_report rep;
     m2mhsm_keystore_close(fs->ks);
-    m2mhsm_keystore_options o = {fixture_clock, &fs->now, 0};
+    m2mhsm_keystore_options o = {.clock = fixture_clock, .clock_arg = &fs->now};
     assert_int_equal(m2mhsm_keystore_open(fs->tok, &o, &fs->ks, &rep), M2MHSM_OK);
     return rep;
 }

@@ -77,6 +77,31 @@ static void test_index_sees_another_process_create_and_destroy(void **state)
     fixture_store_close(&fs);
 }
 
+/* With revalidate_ms, a hit confirmed moments ago is trusted: another process's erase is
+ * seen only after the window (expiry is still exact). Without it, at once (above). */
+static void test_revalidation_window_trades_coherence_for_speed(void **state)
+{
+    (void)state;
+    assert_int_equal(in_other_process(create_kpm), 0);
+    fixture_store fs = {0};
+    fixture_store_open(&fs, &token);
+    m2mhsm_keystore_close(fs.ks);
+    m2mhsm_keystore_options o = {
+        .clock = fixture_clock, .clock_arg = &fs.now, .revalidate_ms = 60000};
+    assert_int_equal(m2mhsm_keystore_open(fs.tok, &o, &fs.ks, NULL), M2MHSM_OK);
+    m2mhsm_record r;
+    const char *id = "other-proc-kpm";
+    assert_int_equal(m2mhsm_keystore_lookup(fs.ks, M2MHSM_KIND_KPM, id, 14, &r), M2MHSM_OK);
+    assert_int_equal(in_other_process(erase_kpm), 0);
+    assert_int_equal(m2mhsm_keystore_lookup(fs.ks, M2MHSM_KIND_KPM, id, 14, &r), M2MHSM_OK);
+    m2mhsm_keystore_close(fs.ks);
+    o.revalidate_ms = 0;
+    assert_int_equal(m2mhsm_keystore_open(fs.tok, &o, &fs.ks, NULL), M2MHSM_OK);
+    assert_int_equal(m2mhsm_keystore_lookup(fs.ks, M2MHSM_KIND_KPM, id, 14, &r),
+                     M2MHSM_E_NOT_FOUND);
+    fixture_store_close(&fs);
+}
+
 static void test_forked_child_reinitialises_before_its_first_token_call(void **state)
 {
     (void)state;
@@ -187,6 +212,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_index_sees_another_process_create_and_destroy),
+        cmocka_unit_test(test_revalidation_window_trades_coherence_for_speed),
         cmocka_unit_test(test_forked_child_reinitialises_before_its_first_token_call),
         cmocka_unit_test(test_threads_share_one_store),
     };

@@ -138,7 +138,8 @@ static void test_key_template_is_sensitive_unextractable_and_dated(void **state)
     assert_true(flag(t, n, CKA_SIGN));
     assert_false(flag(t, n, CKA_DERIVE));
     assert_false(flag(t, n, CKA_WRAP));
-    assert_false(flag(t, n, CKA_MODIFIABLE));
+    assert_true(flag(t, n, CKA_MODIFIABLE)); /* a TLS form: copyable to a session object */
+    assert_true(flag(t, n, CKA_COPYABLE));
     const CK_ATTRIBUTE *end = find(t, n, CKA_END_DATE);
     assert_non_null(end);
     assert_memory_equal(end->pValue, "20261118", 8); /* 1795003600 = 2026-11-18T12:06:40Z */
@@ -149,6 +150,8 @@ static void test_key_template_is_sensitive_unextractable_and_dated(void **state)
     n = ks_key_template(&r, M2MHSM_FORM_RAW, CK_FALSE, &a, t);
     assert_null(find(t, n, CKA_END_DATE));
     assert_false(flag(t, n, CKA_SIGN));
+    assert_false(flag(t, n, CKA_MODIFIABLE)); /* the raw key: neither changed nor copied */
+    assert_false(flag(t, n, CKA_COPYABLE));
 }
 
 int main(void)
