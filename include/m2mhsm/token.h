@@ -92,9 +92,8 @@ m2mhsm_status m2mhsm_token_hmac_sha256(m2mhsm_token *tok, CK_OBJECT_HANDLE key, 
  * P_SHA256(key, seed) (RFC 5246 section 5) into out[0..olen), every HMAC on the token with
  * one borrowed session. Thread-safe.
  */
-m2mhsm_status m2mhsm_token_p_sha256(m2mhsm_token *tok, CK_OBJECT_HANDLE key,
-                                    const uint8_t *seed, size_t seed_len, uint8_t *out,
-                                    size_t olen);
+m2mhsm_status m2mhsm_token_p_sha256(m2mhsm_token *tok, CK_OBJECT_HANDLE key, const uint8_t *seed,
+                                    size_t seed_len, uint8_t *out, size_t olen);
 
 /*
  * A session-object copy of a token key (CKA_TOKEN=FALSE, everything else as the key: still
