@@ -1,20 +1,23 @@
-/* Recognising PSK handles in what libssl passes to the KDFs. */
+/* The handle registry, and recognising handles in what libssl passes to the KDFs. */
 #include "handle.h"
 
 #include <pthread.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
+/* The TLS forms a handshake signs with. */
+static const m2mhsm_form hot_forms[] = {M2MHSM_FORM_TLS12_PMS, M2MHSM_FORM_TLS13_ES};
+#define HOT_COUNT 2
+
 typedef struct {
     m2mhsm_record rec;
     uint8_t tag[M2MHSM_HANDLE_TAG_LEN];
     int used;
-    /* An in-memory session copy of the TLS 1.2 form, which the module signs with several
-     * times faster than with the stored key; CK_INVALID_HANDLE if the token would not copy. */
-    CK_OBJECT_HANDLE hot;
+    /* In-memory session copies of the TLS forms, which the module signs with several times
+     * faster than with the stored keys; CK_INVALID_HANDLE where the token would not copy. */
+    CK_OBJECT_HANDLE hot[HOT_COUNT];
 } slot;
 
 struct m2mhsm_handles {
@@ -37,9 +40,19 @@ m2mhsm_status m2mhsm_handles_new(m2mhsm_keystore *ks, m2mhsm_handles **out)
 
 static void drop_hot(m2mhsm_handles *h, slot *s)
 {
-    if (s->hot != CK_INVALID_HANDLE)
-        m2mhsm_token_session_destroy(m2mhsm_keystore_token(h->ks), s->hot);
-    s->hot = CK_INVALID_HANDLE;
+    for (int i = 0; i < HOT_COUNT; i++) {
+        if (s->hot[i] != CK_INVALID_HANDLE)
+            m2mhsm_token_session_destroy(m2mhsm_keystore_token(h->ks), s->hot[i]);
+        s->hot[i] = CK_INVALID_HANDLE;
+    }
+}
+
+static void make_hot(m2mhsm_handles *h, slot *s, const m2mhsm_record *rec)
+{
+    for (int i = 0; i < HOT_COUNT; i++)
+        if (m2mhsm_token_session_copy(m2mhsm_keystore_token(h->ks), rec->key[hot_forms[i]],
+                                      &s->hot[i]) != M2MHSM_OK)
+            s->hot[i] = CK_INVALID_HANDLE; /* sign with the stored key instead */
 }
 
 void m2mhsm_handles_free(m2mhsm_handles *h)
@@ -47,7 +60,8 @@ void m2mhsm_handles_free(m2mhsm_handles *h)
     if (h == NULL)
         return;
     for (size_t i = 0; i < h->count; i++)
-        drop_hot(h, &h->slots[i]);
+        if (h->slots[i].used)
+            drop_hot(h, &h->slots[i]);
     OPENSSL_cleanse(h->slots, h->cap * sizeof(*h->slots));
     free(h->slots);
     pthread_mutex_destroy(&h->lock);
@@ -89,6 +103,13 @@ static slot *slot_for(m2mhsm_handles *h, const m2mhsm_record *rec, uint32_t *ind
     return &h->slots[h->count++];
 }
 
+/* New handles for the record (a new record, a fork, a re-lookup): fresh copies. */
+static int stale(const slot *s, const m2mhsm_record *rec)
+{
+    return !s->used || s->rec.generation != rec->generation ||
+           memcmp(s->rec.key, rec->key, sizeof(rec->key)) != 0;
+}
+
 m2mhsm_status m2mhsm_handles_issue(m2mhsm_handles *h, const m2mhsm_record *rec,
                                    uint8_t out[M2MHSM_HANDLE_LEN])
 {
@@ -100,17 +121,13 @@ m2mhsm_status m2mhsm_handles_issue(m2mhsm_handles *h, const m2mhsm_record *rec,
         st = M2MHSM_E_NOMEM;
     else if (!s->used && RAND_bytes(s->tag, sizeof(s->tag)) != 1)
         st = M2MHSM_E_CRYPTO;
-    if (st == M2MHSM_OK && (!s->used || s->rec.generation != rec->generation ||
-                            s->rec.key[M2MHSM_FORM_TLS12_PMS] != rec->key[M2MHSM_FORM_TLS12_PMS])) {
-        /* A new record, or new handles for it (a fork, a re-lookup): a fresh copy. */
+    if (st == M2MHSM_OK && stale(s, rec)) {
+        /* Copies from before a fork belong to the parent: forget, do not destroy. */
         if (s->used && s->rec.generation == rec->generation)
             drop_hot(h, s);
-        s->hot = CK_INVALID_HANDLE;
-        if (m2mhsm_token_session_copy(m2mhsm_keystore_token(h->ks), rec->key[M2MHSM_FORM_TLS12_PMS],
-                                      &s->hot) != M2MHSM_OK) {
-            fprintf(stderr, "DEBUG copy failed: %s\n", m2mhsm_last_error());
-            s->hot = CK_INVALID_HANDLE;
-        }
+        for (int i = 0; i < HOT_COUNT; i++)
+            s->hot[i] = CK_INVALID_HANDLE;
+        make_hot(h, s, rec);
     }
     if (st == M2MHSM_OK) {
         s->rec = *rec;
@@ -126,7 +143,7 @@ m2mhsm_status m2mhsm_handles_issue(m2mhsm_handles *h, const m2mhsm_record *rec,
 m2mhsm_status m2mhsm_handles_resolve(m2mhsm_handles *h, const uint8_t *handle, size_t len,
                                      m2mhsm_record *rec)
 {
-    if (!m2mhsm_handle_shaped(handle, len))
+    if (!m2mhsm_handle_shaped(handle, len) && !m2mhsm_es_handle_shaped(handle, len))
         return M2MHSM_E_NOT_FOUND;
     uint32_t index;
     memcpy(&index, handle + M2MHSM_HANDLE_MAGIC_LEN, 4);
@@ -135,9 +152,11 @@ m2mhsm_status m2mhsm_handles_resolve(m2mhsm_handles *h, const uint8_t *handle, s
     pthread_mutex_lock(&h->lock);
     if (index < h->count && h->slots[index].used &&
         CRYPTO_memcmp(h->slots[index].tag, tag, M2MHSM_HANDLE_TAG_LEN) == 0) {
-        *rec = h->slots[index].rec;
-        if (h->slots[index].hot != CK_INVALID_HANDLE)
-            rec->key[M2MHSM_FORM_TLS12_PMS] = h->slots[index].hot;
+        const slot *s = &h->slots[index];
+        *rec = s->rec;
+        for (int i = 0; i < HOT_COUNT; i++)
+            if (s->hot[i] != CK_INVALID_HANDLE)
+                rec->key[hot_forms[i]] = s->hot[i];
         st = M2MHSM_OK;
     }
     pthread_mutex_unlock(&h->lock);
@@ -151,6 +170,22 @@ int m2mhsm_handle_shaped(const uint8_t *psk, size_t len)
 {
     return len == M2MHSM_HANDLE_LEN &&
            memcmp(psk, M2MHSM_HANDLE_MAGIC, M2MHSM_HANDLE_MAGIC_LEN) == 0;
+}
+
+int m2mhsm_es_handle_shaped(const uint8_t *b, size_t len)
+{
+    static const uint8_t pad[M2MHSM_ES_HANDLE_LEN - M2MHSM_HANDLE_LEN];
+    return len == M2MHSM_ES_HANDLE_LEN &&
+           memcmp(b, M2MHSM_ES_HANDLE_MAGIC, M2MHSM_HANDLE_MAGIC_LEN) == 0 &&
+           memcmp(b + M2MHSM_HANDLE_LEN, pad, sizeof(pad)) == 0;
+}
+
+void m2mhsm_es_handle_from(const uint8_t psk_handle[M2MHSM_HANDLE_LEN],
+                           uint8_t out[M2MHSM_ES_HANDLE_LEN])
+{
+    memset(out, 0, M2MHSM_ES_HANDLE_LEN);
+    memcpy(out, psk_handle, M2MHSM_HANDLE_LEN);
+    memcpy(out, M2MHSM_ES_HANDLE_MAGIC, M2MHSM_HANDLE_MAGIC_LEN);
 }
 
 int m2mhsm_premaster_psk(const uint8_t *secret, size_t len, const uint8_t **psk, size_t *psk_len)

@@ -1,42 +1,54 @@
 /*
  * PSK handles: what the library hands libssl instead of a PSK, so that the key never
- * leaves the token. A handle is a magic, an index and a random tag; the provider
- * recognises one wherever libssl puts the PSK (the TLS 1.2 premaster, the TLS 1.3 early
- * extract) and must never treat it as key bytes.
+ * leaves the token. A handle is a magic, a slot index and a random tag; the provider
+ * recognises one wherever libssl puts the PSK and must never treat it as key bytes:
+ *  - a PSK handle (28 bytes) inside the TLS 1.2 premaster, or as the key of the TLS 1.3
+ *    early-secret extract;
+ *  - an early-secret handle (32 bytes, the size of the secret it stands for), which the
+ *    provider returns from that extract and later meets as the key of the expands and as
+ *    the salt of the handshake-secret extract.
  */
 #ifndef M2MHSM_HANDLE_H
 #define M2MHSM_HANDLE_H
 
 #include <stddef.h>
 #include <stdint.h>
+#include <m2mhsm/keystore.h>
 
 #define M2MHSM_HANDLE_MAGIC "\x00m2mhsm\x01" /* 8 bytes: a random PSK starts so w.p. 2^-64 */
+#define M2MHSM_ES_HANDLE_MAGIC "\x00m2mhsm\x02"
 #define M2MHSM_HANDLE_MAGIC_LEN 8
 #define M2MHSM_HANDLE_TAG_LEN 16
 #define M2MHSM_HANDLE_LEN (M2MHSM_HANDLE_MAGIC_LEN + 4 + M2MHSM_HANDLE_TAG_LEN)
-
-#include <m2mhsm/keystore.h>
+#define M2MHSM_ES_HANDLE_LEN 32
 
 /*
  * The registry behind the handles of one m2mhsm_tls context. A handle names a record (a
- * Kpm, Km or Kpsa) of one key store; the tag is random per issue, compared in constant
- * time, so a handle cannot be guessed from another. Thread-safe.
+ * Kpm, Km or Kpsa) of one key store; the tag is random per record, compared in constant
+ * time, so a handle cannot be guessed. Thread-safe.
  */
 typedef struct m2mhsm_handles m2mhsm_handles;
 
 m2mhsm_status m2mhsm_handles_new(m2mhsm_keystore *ks, m2mhsm_handles **out);
 void m2mhsm_handles_free(m2mhsm_handles *h);
-/* A handle for rec (the same one while rec's record id is registered). */
+/* A PSK handle for rec (the same one while rec's record id is registered). */
 m2mhsm_status m2mhsm_handles_issue(m2mhsm_handles *h, const m2mhsm_record *rec,
                                    uint8_t out[M2MHSM_HANDLE_LEN]);
-/* The record behind a handle, if the handle is known, its tag matches and the key has not
- * expired; M2MHSM_E_NOT_FOUND or M2MHSM_E_EXPIRED otherwise. */
+/*
+ * The record behind a PSK or early-secret handle, if the handle is known, its tag matches
+ * and the key has not expired (M2MHSM_E_NOT_FOUND or M2MHSM_E_EXPIRED otherwise). The
+ * record's TLS forms are the in-memory session copies where the token made them.
+ */
 m2mhsm_status m2mhsm_handles_resolve(m2mhsm_handles *h, const uint8_t *handle, size_t len,
                                      m2mhsm_record *rec);
 m2mhsm_keystore *m2mhsm_handles_keystore(m2mhsm_handles *h);
 
-/* 1 if psk[0..len) has the shape of a handle (it may still be unknown or forged). */
+/* 1 if bytes have the shape of a PSK / an early-secret handle (maybe unknown or forged). */
 int m2mhsm_handle_shaped(const uint8_t *psk, size_t len);
+int m2mhsm_es_handle_shaped(const uint8_t *b, size_t len);
+/* The early-secret handle of the same record as a PSK handle. */
+void m2mhsm_es_handle_from(const uint8_t psk_handle[M2MHSM_HANDLE_LEN],
+                           uint8_t out[M2MHSM_ES_HANDLE_LEN]);
 
 /* If secret is an RFC 4279 plain-PSK premaster [u16 N][N zeros][u16 N][psk], point *psk at
  * the psk part and return 1. */

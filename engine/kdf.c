@@ -30,6 +30,7 @@ void *m2mhsm_kdf_new(void *provctx, const m2mhsm_kdf_kind *kind)
 
 static void clear_token_state(m2mhsm_kdf_ctx *c)
 {
+    OPENSSL_cleanse(&c->t13, sizeof(c->t13));
     OPENSSL_clear_free(c->seed, c->seed_len);
     c->seed = NULL;
     c->seed_len = 0;

@@ -26,6 +26,12 @@ struct m2mhsm_kdf_ctx {
     char digest[32];
     uint8_t *seed; /* seeds concatenate, as the default TLS1-PRF does */
     size_t seed_len;
+    /* TLS13-KDF: the parameters the token path needs (libssl's sizes, bounded). */
+    struct {
+        int mode;
+        uint8_t key[64], salt[64], prefix[16], label[255], data[64];
+        size_t key_len, salt_len, prefix_len, label_len, data_len;
+    } t13;
 };
 
 void *m2mhsm_kdf_new(void *provctx, const m2mhsm_kdf_kind *kind);

@@ -211,6 +211,16 @@ static const SSL_METHOD *method_for(const m2mhsm_tls_profile *p)
 static int configure(SSL_CTX *ctx, const m2mhsm_tls_profile *p)
 {
     int dtls = p->proto == M2MHSM_DTLS_1_2;
+    /* TLS 1.3 external PSK, an option beside TS-0003's TLS 1.2: the legacy PSK callbacks
+     * serve it with TLS_AES_128_GCM_SHA256 (a SHA-256 suite, as the stored form needs). */
+    if (p->proto == M2MHSM_TLS_1_3) {
+        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+        SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+        SSL_CTX_set_num_tickets(ctx, 0);
+        return SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) &&
+               SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) &&
+               SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_GCM_SHA256");
+    }
     int v = dtls ? DTLS1_2_VERSION : TLS1_2_VERSION;
     const char *ciphers =
         dtls ? "PSK-AES128-CCM8" : "PSK-AES128-CBC-SHA256:PSK-AES128-GCM-SHA256:PSK-AES128-CCM8";
@@ -227,9 +237,7 @@ m2mhsm_status m2mhsm_tls_ctx_new(m2mhsm_tls *t, const m2mhsm_tls_profile *p, SSL
     *out = NULL;
     if (p == NULL || (p->role != M2MHSM_TLS_SERVER && p->role != M2MHSM_TLS_CLIENT))
         return M2MHSM_E_INVALID_ARG;
-    if (p->proto == M2MHSM_TLS_1_3)
-        return M2MHSM_E_UNSUPPORTED;
-    if (p->proto != M2MHSM_TLS_1_2 && p->proto != M2MHSM_DTLS_1_2)
+    if (p->proto != M2MHSM_TLS_1_2 && p->proto != M2MHSM_DTLS_1_2 && p->proto != M2MHSM_TLS_1_3)
         return M2MHSM_E_INVALID_ARG;
     pthread_once(&state_once, state_index_init);
     ctx_state *cs = calloc(1, sizeof(*cs));

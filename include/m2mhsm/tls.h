@@ -53,9 +53,9 @@ typedef struct {
 /*
  * An SSL_CTX for a role and protocol with TS-0003 10.2.2's ciphersuites (TLS 1.2:
  * PSK-AES128-CBC-SHA256, PSK-AES128-GCM-SHA256, PSK-AES128-CCM8; DTLS 1.2: PSK-AES128-CCM8)
- * and PSK callbacks that resolve identities through the key store's index. Session caching
- * and tickets are off, so no security association outlives the handshake's key (the CR).
- * TLS 1.3 is refused with M2MHSM_E_UNSUPPORTED until its token path exists.
+ * and PSK callbacks that resolve identities through the key store's index; TLS 1.3 (an
+ * option) with an external PSK and TLS_AES_128_GCM_SHA256. Session caching and tickets are
+ * off, so no security association outlives the handshake's key (the CR).
  */
 m2mhsm_status m2mhsm_tls_ctx_new(m2mhsm_tls *t, const m2mhsm_tls_profile *p, SSL_CTX **out);
 

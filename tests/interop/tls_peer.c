@@ -20,7 +20,7 @@
 
 typedef struct {
     const char *role, *uri, *pin_source, *lock_file, *identity, *kind;
-    int port, count, dtls;
+    int port, count, dtls, tls13;
 } args;
 
 static m2mhsm_kind kind_of(const char *s)
@@ -47,11 +47,16 @@ static const char *event_name(m2mhsm_tls_psk_event ev)
     return "?";
 }
 
+/* The identity of the connection being reported: libssl's SSL_get_psk_identity is NULL
+ * for TLS 1.3 external PSKs, so the server takes it from the observer. */
+static char last_identity[300] = "-";
+
 static void observer(void *arg, m2mhsm_tls_psk_event ev, const char *identity,
                      const m2mhsm_record *rec, size_t erased)
 {
     (void)arg;
     (void)rec;
+    snprintf(last_identity, sizeof(last_identity), "%s", identity);
     printf("psk %s identity=%s erased=%zu\n", event_name(ev), identity, erased);
     fflush(stdout);
 }
@@ -71,7 +76,7 @@ static void report(SSL *ssl, int ok)
     EVP_Digest(exp, sizeof(exp), md, NULL, EVP_sha256(), NULL);
     OPENSSL_cleanse(exp, sizeof(exp));
     const char *id = SSL_get_psk_identity(ssl);
-    printf("ok identity=%s cipher=%s export-sha256=", id ? id : "-",
+    printf("ok identity=%s cipher=%s export-sha256=", id ? id : last_identity,
            SSL_CIPHER_get_name(SSL_get_current_cipher(ssl)));
     for (int i = 0; i < 32; i++)
         printf("%02x", md[i]);
@@ -155,15 +160,11 @@ static int connect_once(SSL_CTX *ctx, const args *a)
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"token", required_argument, NULL, 't'},
-        {"pin-source", required_argument, NULL, 'p'},
-        {"lock-file", required_argument, NULL, 'l'},
-        {"identity", required_argument, NULL, 'i'},
-        {"kind", required_argument, NULL, 'k'},
-        {"port", required_argument, NULL, 'P'},
-        {"count", required_argument, NULL, 'n'},
-        {"dtls", no_argument, NULL, 'd'},
-        {NULL, 0, NULL, 0},
+        {"token", required_argument, NULL, 't'},     {"pin-source", required_argument, NULL, 'p'},
+        {"lock-file", required_argument, NULL, 'l'}, {"identity", required_argument, NULL, 'i'},
+        {"kind", required_argument, NULL, 'k'},      {"port", required_argument, NULL, 'P'},
+        {"count", required_argument, NULL, 'n'},     {"dtls", no_argument, NULL, 'd'},
+        {"tls13", no_argument, NULL, '3'},           {NULL, 0, NULL, 0},
     };
     args a = {.kind = "kpm", .count = 1};
     int c;
@@ -197,6 +198,9 @@ int main(int argc, char **argv)
         case 'd':
             a.dtls = 1;
             break;
+        case '3':
+            a.tls13 = 1;
+            break;
         default:
             return 2;
         }
@@ -209,7 +213,9 @@ int main(int argc, char **argv)
     SSL_CTX *ctx = NULL;
     int server = strcmp(a.role, "server") == 0;
     m2mhsm_tls_profile p = {server ? M2MHSM_TLS_SERVER : M2MHSM_TLS_CLIENT,
-                            a.dtls ? M2MHSM_DTLS_1_2 : M2MHSM_TLS_1_2,
+                            a.dtls    ? M2MHSM_DTLS_1_2
+                            : a.tls13 ? M2MHSM_TLS_1_3
+                                      : M2MHSM_TLS_1_2,
                             kind_of(a.kind),
                             a.identity,
                             NULL,
@@ -221,6 +227,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "tls_peer: %s\n", m2mhsm_last_error());
         return 1;
     }
+    if (a.identity != NULL)
+        snprintf(last_identity, sizeof(last_identity), "%s", a.identity);
     int rc = server ? serve(ctx, &a) : connect_once(ctx, &a);
     SSL_CTX_free(ctx);
     m2mhsm_tls_free(tls);

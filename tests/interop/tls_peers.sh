@@ -91,6 +91,27 @@ check "negative control: DTLS with a wrong Kpm never completes" \
     bash -c "! grep -q '^ok' '$LAB/peer.out' && ! grep -q 'Handshake was completed' '$LAB/gnutls.out'"
 stop_server
 
+# ---- TLS 1.3 external PSK (an option): the early secret is a token object ----
+start_peer_server 1 --tls13
+timeout 20 openssl s_client -connect "127.0.0.1:$port" -tls1_3 -psk "$kpm" -psk_identity dev-1 \
+    -keymatexport EXPORTER-oneM2M-Bootstrap -keymatexportlen 48 < /dev/null \
+    > "$LAB/client.out" 2>&1 || true
+exp=$(awk '/Keying material:/{print $3}' "$LAB/client.out")
+check "s_client -tls1_3: handshake with TLS_AES_128_GCM_SHA256 and the same export" \
+    grep -q "^ok identity=dev-1 cipher=TLS_AES_128_GCM_SHA256 export-sha256=$(sha_of_hex "${exp:-00}")" \
+    <<< "$(peer_line 1)"
+stop_server
+start_peer_server 1 --tls13
+timeout 20 openssl s_client -connect "127.0.0.1:$port" -tls1_3 -psk "$(openssl rand -hex 32)" \
+    -psk_identity dev-1 < /dev/null > "$LAB/client.out" 2>&1 || true
+check "negative control: TLS 1.3 with a wrong Kpm is refused" grep -q "^fail" <<< "$(peer_line 1)"
+stop_server
+start_peer_server 1 --tls13
+gnutls "$kpm" "NORMAL:-VERS-ALL:+VERS-TLS1.3:+PSK:+DHE-PSK:+ECDHE-PSK"
+check "gnutls-cli TLS 1.3 PSK: handshake" \
+    grep -q "^ok identity=dev-1 cipher=TLS_AES_128_GCM_SHA256" <<< "$(peer_line 1)"
+stop_server
+
 # ---- our client against openssl s_server and gnutls-serv ----
 sserver() { # PSK-HEX
     port=$(free_port)

@@ -248,6 +248,53 @@ static void test_client_sends_sni_and_a_server_sees_open_connections_expire(void
     assert_int_equal(m2mhsm_keystore_erase_id(f->fs.ks, "tls-kpm", NULL), M2MHSM_OK);
 }
 
+static SSL_CTX *plain_ctx13(int server)
+{
+    SSL_CTX *c = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
+    assert_non_null(c);
+    SSL_CTX_set_min_proto_version(c, TLS1_3_VERSION);
+    assert_int_equal(SSL_CTX_set_ciphersuites(c, "TLS_AES_128_GCM_SHA256"), 1);
+    if (server)
+        SSL_CTX_set_psk_server_callback(c, plain_server_psk);
+    else
+        SSL_CTX_set_psk_client_callback(c, plain_client_psk);
+    return c;
+}
+
+/* TLS 1.3 external PSK: the early secret is a token object; libssl only ever holds its
+ * handle until the "derived" step. */
+static void test_tls13_with_the_psk_in_the_token_both_ways(void **state)
+{
+    tls_fixture *f = *state;
+    memcpy(peer_psk, fixture_key32, 32);
+    assert_int_equal(
+        m2mhsm_keystore_import_kpm(f->fs.ks, "tls-kpm", fixture_key32, 32, M2MHSM_NEVER, NULL),
+        M2MHSM_OK);
+    m2mhsm_tls_profile sp = {
+        M2MHSM_TLS_SERVER, M2MHSM_TLS_1_3, M2MHSM_KIND_KPM, NULL, NULL, observer, f};
+    m2mhsm_tls_profile cp = {
+        M2MHSM_TLS_CLIENT, M2MHSM_TLS_1_3, M2MHSM_KIND_KPM, "tls-kpm", NULL, NULL, NULL};
+    SSL_CTX *server = NULL, *client = NULL;
+    assert_int_equal(m2mhsm_tls_ctx_new(f->tls, &sp, &server), M2MHSM_OK);
+    assert_int_equal(m2mhsm_tls_ctx_new(f->tls, &cp, &client), M2MHSM_OK);
+    SSL_CTX *pc = plain_ctx13(0), *ps = plain_ctx13(1);
+    uint8_t sexp[48], cexp[48];
+    assert_true(handshake(server, pc, sexp, cexp, NULL));
+    assert_memory_equal(sexp, cexp, 48);
+    assert_true(handshake(ps, client, sexp, cexp, NULL));
+    assert_memory_equal(sexp, cexp, 48);
+    assert_true(handshake(server, client, sexp, cexp, NULL));
+    peer_psk[3] ^= 1; /* negative control */
+    assert_false(handshake(server, pc, sexp, cexp, NULL));
+    assert_false(handshake(ps, client, sexp, cexp, NULL));
+    peer_psk[3] ^= 1;
+    SSL_CTX_free(pc);
+    SSL_CTX_free(ps);
+    SSL_CTX_free(client);
+    SSL_CTX_free(server);
+    assert_int_equal(m2mhsm_keystore_erase_id(f->fs.ks, "tls-kpm", NULL), M2MHSM_OK);
+}
+
 static void test_export_goes_straight_into_a_ke_record(void **state)
 {
     tls_fixture *f = *state;
@@ -323,6 +370,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_token_client_completes_a_handshake_with_a_plain_server,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_export_goes_straight_into_a_ke_record, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_tls13_with_the_psk_in_the_token_both_ways, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(
             test_client_sends_sni_and_a_server_sees_open_connections_expire, setup, teardown),
