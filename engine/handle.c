@@ -25,6 +25,11 @@ struct m2mhsm_handles {
     pthread_mutex_t lock;
     slot *slots;
     size_t count, cap;
+    /* record id -> slot index + 1 (0: empty), open addressing: issuing a handle is O(1)
+     * however many enrolees a server has seen. Record ids are random, so their first
+     * bytes hash well. */
+    uint32_t *map;
+    size_t map_cap;
 };
 
 m2mhsm_status m2mhsm_handles_new(m2mhsm_keystore *ks, m2mhsm_handles **out)
@@ -64,6 +69,7 @@ void m2mhsm_handles_free(m2mhsm_handles *h)
             drop_hot(h, &h->slots[i]);
     OPENSSL_cleanse(h->slots, h->cap * sizeof(*h->slots));
     free(h->slots);
+    free(h->map);
     pthread_mutex_destroy(&h->lock);
     free(h);
 }
@@ -73,23 +79,49 @@ m2mhsm_keystore *m2mhsm_handles_keystore(m2mhsm_handles *h)
     return h->ks;
 }
 
-/* The slot already holding this record, else a free or new one. Caller holds the lock. */
+static size_t map_pos(const m2mhsm_handles *h, const uint8_t *record_id)
+{
+    uint64_t v;
+    memcpy(&v, record_id, sizeof(v));
+    return (size_t)v & (h->map_cap - 1);
+}
+
+static int map_put(m2mhsm_handles *h, uint32_t index)
+{
+    if (2 * (h->count + 1) > h->map_cap) {
+        size_t cap = h->map_cap ? h->map_cap * 2 : 128;
+        uint32_t *m = calloc(cap, sizeof(*m));
+        if (m == NULL)
+            return 0;
+        free(h->map);
+        h->map = m;
+        h->map_cap = cap;
+        for (size_t i = 0; i < h->count; i++) /* re-insert all but the new one */
+            if (i != index)
+                for (size_t p = map_pos(h, h->slots[i].rec.record_id);; p = (p + 1) & (cap - 1))
+                    if (m[p] == 0) {
+                        m[p] = (uint32_t)i + 1;
+                        break;
+                    }
+    }
+    for (size_t p = map_pos(h, h->slots[index].rec.record_id);; p = (p + 1) & (h->map_cap - 1))
+        if (h->map[p] == 0) {
+            h->map[p] = index + 1;
+            return 1;
+        }
+}
+
+/* The slot already holding this record, else a new one. Caller holds the lock. */
 static slot *slot_for(m2mhsm_handles *h, const m2mhsm_record *rec, uint32_t *index)
 {
-    slot *free_slot = NULL;
-    for (size_t i = 0; i < h->count; i++) {
-        slot *s = &h->slots[i];
-        if (s->used && memcmp(s->rec.record_id, rec->record_id, M2MHSM_RECORD_ID_LEN) == 0) {
-            *index = (uint32_t)i;
+    for (size_t p = h->map_cap ? map_pos(h, rec->record_id) : 0; h->map_cap && h->map[p];
+         p = (p + 1) & (h->map_cap - 1)) {
+        slot *s = &h->slots[h->map[p] - 1];
+        if (memcmp(s->rec.record_id, rec->record_id, M2MHSM_RECORD_ID_LEN) == 0) {
+            *index = h->map[p] - 1;
             return s;
         }
-        if (!s->used && free_slot == NULL) {
-            free_slot = s;
-            *index = (uint32_t)i;
-        }
     }
-    if (free_slot != NULL)
-        return free_slot;
     if (h->count == h->cap) {
         size_t cap = h->cap ? h->cap * 2 : 64;
         slot *n = realloc(h->slots, cap * sizeof(*n));
@@ -99,8 +131,13 @@ static slot *slot_for(m2mhsm_handles *h, const m2mhsm_record *rec, uint32_t *ind
         h->cap = cap;
     }
     *index = (uint32_t)h->count;
-    memset(&h->slots[h->count], 0, sizeof(slot));
-    return &h->slots[h->count++];
+    slot *s = &h->slots[h->count];
+    memset(s, 0, sizeof(*s));
+    memcpy(s->rec.record_id, rec->record_id, M2MHSM_RECORD_ID_LEN);
+    if (!map_put(h, *index))
+        return NULL;
+    h->count++;
+    return s;
 }
 
 /* New handles for the record (a new record, a fork, a re-lookup): fresh copies. */

@@ -12,6 +12,8 @@
 #include <openssl/ssl.h>
 #include <m2mhsm/tls.h>
 
+#include "handle.h"
+
 #include "fixture.h"
 
 static fixture_token token;
@@ -295,6 +297,55 @@ static void test_tls13_with_the_psk_in_the_token_both_ways(void **state)
     assert_int_equal(m2mhsm_keystore_erase_id(f->fs.ks, "tls-kpm", NULL), M2MHSM_OK);
 }
 
+/* The registry: many records, each handle resolves to its own; a forged tag, an unknown
+ * slot or a changed magic resolves to nothing. */
+static void test_handles_resolve_their_own_record_and_refuse_forgeries(void **state)
+{
+    tls_fixture *f = *state;
+    m2mhsm_handles *h = NULL;
+    assert_int_equal(m2mhsm_handles_new(f->fs.ks, &h), M2MHSM_OK);
+    enum { N = 300 };
+    static uint8_t handles[N][M2MHSM_HANDLE_LEN];
+    for (int i = 0; i < N; i++) {
+        m2mhsm_record rec = {.kind = M2MHSM_KIND_KM, .expiry = M2MHSM_NEVER};
+        memcpy(rec.record_id, &i, sizeof(i));
+        rec.record_id[15] = 0x5a;
+        for (int k = 0; k < M2MHSM_FORM_COUNT; k++)
+            rec.key[k] = CK_INVALID_HANDLE; /* no copies: resolve returns these */
+        snprintf(rec.identity, sizeof(rec.identity), "rec-%d", i);
+        assert_int_equal(m2mhsm_handles_issue(h, &rec, handles[i]), M2MHSM_OK);
+    }
+    for (int i = 0; i < N; i++) {
+        m2mhsm_record out;
+        char want[32];
+        assert_int_equal(m2mhsm_handles_resolve(h, handles[i], M2MHSM_HANDLE_LEN, &out), M2MHSM_OK);
+        snprintf(want, sizeof(want), "rec-%d", i);
+        assert_string_equal(out.identity, want);
+    }
+    m2mhsm_record out;
+    uint8_t forged[M2MHSM_HANDLE_LEN];
+    memcpy(forged, handles[7], sizeof(forged));
+    forged[M2MHSM_HANDLE_LEN - 1] ^= 1; /* tag */
+    assert_int_equal(m2mhsm_handles_resolve(h, forged, sizeof(forged), &out), M2MHSM_E_NOT_FOUND);
+    memcpy(forged, handles[7], sizeof(forged));
+    forged[M2MHSM_HANDLE_MAGIC_LEN + 2] = 0x7f; /* slot far out of range */
+    assert_int_equal(m2mhsm_handles_resolve(h, forged, sizeof(forged), &out), M2MHSM_E_NOT_FOUND);
+    memcpy(forged, handles[7], sizeof(forged));
+    forged[0] ^= 1; /* not a handle at all */
+    assert_int_equal(m2mhsm_handles_resolve(h, forged, sizeof(forged), &out), M2MHSM_E_NOT_FOUND);
+    /* The same record issued again gets the same handle. */
+    m2mhsm_record again = {.kind = M2MHSM_KIND_KM, .expiry = M2MHSM_NEVER};
+    int seven = 7;
+    memcpy(again.record_id, &seven, sizeof(seven));
+    again.record_id[15] = 0x5a;
+    for (int k = 0; k < M2MHSM_FORM_COUNT; k++)
+        again.key[k] = CK_INVALID_HANDLE;
+    uint8_t same[M2MHSM_HANDLE_LEN];
+    assert_int_equal(m2mhsm_handles_issue(h, &again, same), M2MHSM_OK);
+    assert_memory_equal(same, handles[7], M2MHSM_HANDLE_LEN);
+    m2mhsm_handles_free(h);
+}
+
 static void test_export_goes_straight_into_a_ke_record(void **state)
 {
     tls_fixture *f = *state;
@@ -373,6 +424,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_tls13_with_the_psk_in_the_token_both_ways, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_handles_resolve_their_own_record_and_refuse_forgeries,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_client_sends_sni_and_a_server_sees_open_connections_expire, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expired_identity_is_refused_and_its_enrolee_erased,
