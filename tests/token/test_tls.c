@@ -343,6 +343,14 @@ static void test_handles_resolve_their_own_record_and_refuse_forgeries(void **st
     uint8_t same[M2MHSM_HANDLE_LEN];
     assert_int_equal(m2mhsm_handles_issue(h, &again, same), M2MHSM_OK);
     assert_memory_equal(same, handles[7], M2MHSM_HANDLE_LEN);
+    /* A handle whose key expires computes nothing from that instant, even mid-handshake. */
+    again.expiry = f->fs.now + 5;
+    assert_int_equal(m2mhsm_handles_issue(h, &again, same), M2MHSM_OK);
+    f->fs.now += 4;
+    assert_int_equal(m2mhsm_handles_resolve(h, same, sizeof(same), &out), M2MHSM_OK);
+    f->fs.now += 1;
+    assert_int_equal(m2mhsm_handles_resolve(h, same, sizeof(same), &out), M2MHSM_E_EXPIRED);
+    f->fs.now -= 5;
     m2mhsm_handles_free(h);
 }
 
