@@ -60,6 +60,17 @@ start_peer_server 1
 sclient "$(openssl rand -hex 32)" PSK-AES128-CBC-SHA256
 check "negative control: s_client with a wrong Kpm is refused" grep -q "^fail" <<< "$(peer_line 1)"
 stop_server
+# EMS off: OpenSSL 3.0's s_client has no flag for it; its config does.
+printf 'openssl_conf = c\n[c]\nssl_conf = s\n[s]\nsystem_default = d\n[d]\nOptions = -ExtendedMasterSecret\n' \
+    > "$LAB/noems.cnf"
+start_peer_server 1
+OPENSSL_CONF="$LAB/noems.cnf" sclient "$kpm" PSK-AES128-CBC-SHA256
+exp=$(awk '/Keying material:/{print $3}' "$LAB/client.out")
+check "s_client with EMS off: extended master secret not in use" \
+    grep -q "Extended master secret: no" "$LAB/client.out"
+check "s_client with EMS off: handshake and the same export" \
+    grep -q "^ok identity=dev-1 .*export-sha256=$(sha_of_hex "${exp:-00}")" <<< "$(peer_line 1)"
+stop_server
 
 # ---- gnutls-cli: TLS 1.2 without EMS, and DTLS 1.2 ----
 gnutls() { # PSK-HEX PRIORITY [--udp]
@@ -163,12 +174,16 @@ printf '%s%s' "oneM2M Enrolment Key to Master Credential derivation" maf.example
 km=$(openssl mac -digest SHA256 -macopt "hexkey:${exphex:32:64}" -in "$LAB/km.in" HMAC)
 kmclient() {
     timeout 20 openssl s_client -connect "127.0.0.1:$port" -tls1_2 -cipher PSK-AES128-CBC-SHA256 \
-        -psk "$km" -psk_identity "$ke_id" < /dev/null > "$LAB/client.out" 2>&1 || true
+        -psk "$km" -psk_identity "$ke_id" "$@" < /dev/null > "$LAB/client.out" 2>&1 || true
 }
 start_peer_server 2 --kind km
 kmclient
 check "within the Enrolment Expiry s_client connects with KeID and Km (openssl mac)" \
     grep -q "^ok identity=$ke_id" <<< "$(peer_line 1)"
+# Nothing to resume past the expiry: no session id, no ticket.
+check "the server offers no session to resume (empty Session-ID)" \
+    grep -qE "^ *Session-ID: *$" "$LAB/client.out"
+check "and no session ticket" bash -c "! grep -q 'TLS session ticket' '$LAB/client.out'"
 sleep 3.5
 kmclient
 check "past it the handshake is refused with an alert" grep -q "alert" "$LAB/client.out"
