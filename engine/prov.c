@@ -51,8 +51,9 @@ static const OSSL_PARAM *gettable_params(void *provctx)
 
 static int get_params(void *provctx, OSSL_PARAM params[])
 {
-    (void)provctx;
     OSSL_PARAM *p;
+    if (!m2mhsm_prov_config_get_params(provctx, params))
+        return 0;
     if ((p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_NAME)) != NULL &&
         !OSSL_PARAM_set_utf8_ptr(p, "m2mhsm: oneM2M TS-0003 PSKs in a PKCS#11 token"))
         return 0;
@@ -73,6 +74,7 @@ static void teardown(void *provctx)
     m2mhsm_provctx *pc = provctx;
     if (pc == NULL)
         return;
+    m2mhsm_prov_config_close(pc);
     OSSL_LIB_CTX_free(pc->libctx);
     free(pc);
 }
@@ -93,7 +95,8 @@ int m2mhsm_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in
         return 0;
     pc->core = handle;
     pc->libctx = OSSL_LIB_CTX_new_child(handle, in);
-    if (pc->libctx == NULL) {
+    if (pc->libctx == NULL || !m2mhsm_prov_config_open(pc, in)) {
+        OSSL_LIB_CTX_free(pc->libctx);
         free(pc);
         return 0;
     }

@@ -9,9 +9,15 @@
 #define M2MHSM_PROV_NAME "m2mhsm"
 
 struct m2mhsm_handles;
+struct m2mhsm_token;
+struct m2mhsm_keystore;
 
 typedef struct {
     const OSSL_CORE_HANDLE *core;
+    /* A token the provider opened itself from its openssl.cnf section (config.c); NULL
+     * when built into an m2mhsm_tls context, which brings its own. */
+    struct m2mhsm_token *own_tok;
+    struct m2mhsm_keystore *own_ks;
     /* The handles this provider instance resolves; set by m2mhsm_tls after loading it into
      * its library context (NULL: every handle is unknown). */
     struct m2mhsm_handles *handles;
@@ -25,6 +31,12 @@ extern const OSSL_DISPATCH m2mhsm_kdf_tls13_functions[];
 
 /* Fetch the default provider's implementation of a KDF into a fresh context. */
 EVP_KDF_CTX *m2mhsm_prov_delegate(const m2mhsm_provctx *pc, const char *name);
+
+/* config.c: open the token named in the provider's configuration section, if any, and
+ * answer the "m2mhsm-psk-handle:<kind>:<identity>" provider parameters. */
+int m2mhsm_prov_config_open(m2mhsm_provctx *pc, const OSSL_DISPATCH *in);
+void m2mhsm_prov_config_close(m2mhsm_provctx *pc);
+int m2mhsm_prov_config_get_params(m2mhsm_provctx *pc, OSSL_PARAM params[]);
 
 /* The provider's entry point, for OSSL_PROVIDER_add_builtin and (as OSSL_provider_init) for
  * the loadable module. */
