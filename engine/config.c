@@ -114,8 +114,7 @@ static int answer_handle(m2mhsm_provctx *pc, OSSL_PARAM *p)
     m2mhsm_record rec;
     uint8_t handle[M2MHSM_HANDLE_LEN];
     if (pc->own_ks == NULL || colon == NULL || !kind_of(spec, (size_t)(colon - spec), &kind) ||
-        m2mhsm_keystore_lookup(pc->own_ks, kind, colon + 1, strlen(colon + 1), &rec) !=
-            M2MHSM_OK ||
+        m2mhsm_keystore_lookup(pc->own_ks, kind, colon + 1, strlen(colon + 1), &rec) != M2MHSM_OK ||
         !m2mhsm_record_valid(pc->own_ks, &rec) ||
         m2mhsm_handles_issue(pc->handles, &rec, handle) != M2MHSM_OK)
         return 0;

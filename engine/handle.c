@@ -43,11 +43,15 @@ m2mhsm_status m2mhsm_handles_new(m2mhsm_keystore *ks, m2mhsm_handles **out)
     return M2MHSM_OK;
 }
 
+/* Destroy a slot's copies, if they belong to this process's module generation: after a
+ * fork the numbers name the parent's objects, which are not ours to touch. */
 static void drop_hot(m2mhsm_handles *h, slot *s)
 {
+    m2mhsm_token *tok = m2mhsm_keystore_token(h->ks);
+    int ours = s->used && s->rec.generation == m2mhsm_token_generation(tok);
     for (int i = 0; i < HOT_COUNT; i++) {
-        if (s->hot[i] != CK_INVALID_HANDLE)
-            m2mhsm_token_session_destroy(m2mhsm_keystore_token(h->ks), s->hot[i]);
+        if (ours && s->hot[i] != CK_INVALID_HANDLE)
+            m2mhsm_token_session_destroy(tok, s->hot[i]);
         s->hot[i] = CK_INVALID_HANDLE;
     }
 }
@@ -159,11 +163,7 @@ m2mhsm_status m2mhsm_handles_issue(m2mhsm_handles *h, const m2mhsm_record *rec,
     else if (!s->used && RAND_bytes(s->tag, sizeof(s->tag)) != 1)
         st = M2MHSM_E_CRYPTO;
     if (st == M2MHSM_OK && stale(s, rec)) {
-        /* Copies from before a fork belong to the parent: forget, do not destroy. */
-        if (s->used && s->rec.generation == rec->generation)
-            drop_hot(h, s);
-        for (int i = 0; i < HOT_COUNT; i++)
-            s->hot[i] = CK_INVALID_HANDLE;
+        drop_hot(h, s);
         make_hot(h, s, rec);
     }
     if (st == M2MHSM_OK) {
@@ -187,7 +187,9 @@ m2mhsm_status m2mhsm_handles_resolve(m2mhsm_handles *h, const uint8_t *handle, s
     const uint8_t *tag = handle + M2MHSM_HANDLE_MAGIC_LEN + 4;
     m2mhsm_status st = M2MHSM_E_NOT_FOUND;
     pthread_mutex_lock(&h->lock);
-    if (index < h->count && h->slots[index].used &&
+    unsigned gen = m2mhsm_token_generation(m2mhsm_keystore_token(h->ks));
+    /* A slot from before a fork names the parent's objects: stale until issued again. */
+    if (index < h->count && h->slots[index].used && h->slots[index].rec.generation == gen &&
         CRYPTO_memcmp(h->slots[index].tag, tag, M2MHSM_HANDLE_TAG_LEN) == 0) {
         const slot *s = &h->slots[index];
         *rec = s->rec;
@@ -225,19 +227,22 @@ void m2mhsm_es_handle_from(const uint8_t psk_handle[M2MHSM_HANDLE_LEN],
     memcpy(out, M2MHSM_ES_HANDLE_MAGIC, M2MHSM_HANDLE_MAGIC_LEN);
 }
 
-int m2mhsm_premaster_psk(const uint8_t *secret, size_t len, const uint8_t **psk, size_t *psk_len)
+int m2mhsm_premaster_psk(const uint8_t *secret, size_t len, const uint8_t **psk, size_t *psk_len,
+                         int *plain)
 {
     if (len < 4)
         return 0;
-    size_t n = (size_t)secret[0] << 8 | secret[1];
-    if (len != 4 + 2 * n)
+    size_t m = (size_t)secret[0] << 8 | secret[1];
+    if (len < 4 + m)
         return 0;
-    for (size_t i = 0; i < n; i++)
-        if (secret[2 + i] != 0)
-            return 0;
-    if (((size_t)secret[2 + n] << 8 | secret[3 + n]) != n)
+    size_t n = (size_t)secret[2 + m] << 8 | secret[3 + m];
+    if (len != 4 + m + n)
         return 0;
-    *psk = secret + 4 + n;
+    int zeros = m == n;
+    for (size_t i = 0; zeros && i < m; i++)
+        zeros = secret[2 + i] == 0;
+    *psk = secret + 4 + m;
     *psk_len = n;
+    *plain = zeros;
     return 1;
 }

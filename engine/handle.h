@@ -50,8 +50,10 @@ int m2mhsm_es_handle_shaped(const uint8_t *b, size_t len);
 void m2mhsm_es_handle_from(const uint8_t psk_handle[M2MHSM_HANDLE_LEN],
                            uint8_t out[M2MHSM_ES_HANDLE_LEN]);
 
-/* If secret is an RFC 4279 plain-PSK premaster [u16 N][N zeros][u16 N][psk], point *psk at
- * the psk part and return 1. */
-int m2mhsm_premaster_psk(const uint8_t *secret, size_t len, const uint8_t **psk, size_t *psk_len);
+/* If secret has the RFC 4279 premaster shape [u16 M][other_secret][u16 N][psk], point *psk at
+ * the psk part, set *plain when it is plain PSK (other_secret = N zeros), and return 1. With
+ * (EC)DHE-PSK or RSA-PSK other_secret is not zeros: a handle there must be refused. */
+int m2mhsm_premaster_psk(const uint8_t *secret, size_t len, const uint8_t **psk, size_t *psk_len,
+                         int *plain);
 
 #endif

@@ -30,12 +30,14 @@ void *m2mhsm_kdf_new(void *provctx, const m2mhsm_kdf_kind *kind)
 
 static void clear_token_state(m2mhsm_kdf_ctx *c)
 {
+    OPENSSL_clear_free(c->t13.key, c->t13.key_len);
     OPENSSL_cleanse(&c->t13, sizeof(c->t13));
     OPENSSL_clear_free(c->seed, c->seed_len);
     c->seed = NULL;
     c->seed_len = 0;
     OPENSSL_cleanse(c->handle_bytes, sizeof(c->handle_bytes));
     c->handle = 0;
+    c->handle_plain = 0;
     c->digest[0] = '\0';
 }
 
@@ -47,10 +49,13 @@ void *m2mhsm_kdf_dup(void *vctx)
         return NULL;
     *c = *src;
     c->seed = NULL;
+    c->t13.key = NULL;
+    c->dflt = NULL;
     if ((src->seed_len > 0 && (c->seed = OPENSSL_memdup(src->seed, src->seed_len)) == NULL) ||
+        (src->t13.key != NULL &&
+         (c->t13.key = OPENSSL_memdup(src->t13.key, src->t13.key_len)) == NULL) ||
         (c->dflt = EVP_KDF_CTX_dup(src->dflt)) == NULL) {
-        OPENSSL_clear_free(c->seed, c->seed_len);
-        free(c);
+        m2mhsm_kdf_free(c);
         return NULL;
     }
     return c;
@@ -63,7 +68,7 @@ void m2mhsm_kdf_free(void *vctx)
         return;
     EVP_KDF_CTX_free(c->dflt);
     clear_token_state(c);
-    free(c);
+    OPENSSL_clear_free(c, sizeof(*c));
 }
 
 void m2mhsm_kdf_reset(void *vctx)
@@ -114,13 +119,6 @@ int m2mhsm_kdf_derive(void *vctx, unsigned char *key, size_t keylen, const OSSL_
     if (c->handle)
         return c->kind->derive_token(c, key, keylen);
     return EVP_KDF_derive(c->dflt, key, keylen, NULL);
-}
-
-const OSSL_PARAM *m2mhsm_kdf_settable(void *vctx, void *provctx)
-{
-    (void)provctx;
-    const m2mhsm_kdf_ctx *c = vctx;
-    return c != NULL ? c->kind->settable : NULL;
 }
 
 int m2mhsm_kdf_get_params(void *vctx, OSSL_PARAM params[])

@@ -19,8 +19,10 @@
 
 #define HLEN 32
 
-static int copy_param(const OSSL_PARAM params[], const char *name, uint8_t *buf, size_t cap,
-                      size_t *len)
+/* Copy a bounded parameter; one longer than libssl ever passes marks the context oversize,
+ * which the token path refuses (the delegated path never reads these copies). */
+static int copy_param(m2mhsm_kdf_ctx *c, const OSSL_PARAM params[], const char *name, uint8_t *buf,
+                      size_t cap, size_t *len)
 {
     const OSSL_PARAM *p = OSSL_PARAM_locate_const(params, name);
     if (p == NULL)
@@ -30,12 +32,29 @@ static int copy_param(const OSSL_PARAM params[], const char *name, uint8_t *buf,
     if (!OSSL_PARAM_get_octet_string_ptr(p, &v, &n))
         return 0;
     if (n > cap) {
-        *len = (size_t)-1; /* longer than libssl ever passes: not ours to handle */
+        c->t13.oversize = 1;
+        *len = 0;
         return 1;
     }
     memcpy(buf, v, n);
     *len = n;
     return 1;
+}
+
+static int copy_key(m2mhsm_kdf_ctx *c, const OSSL_PARAM params[])
+{
+    const OSSL_PARAM *p = OSSL_PARAM_locate_const(params, OSSL_KDF_PARAM_KEY);
+    if (p == NULL)
+        return 1;
+    const void *v = NULL;
+    size_t n = 0;
+    if (!OSSL_PARAM_get_octet_string_ptr(p, &v, &n))
+        return 0;
+    OPENSSL_clear_free(c->t13.key, c->t13.key_len);
+    c->t13.key = OPENSSL_memdup(v != NULL ? v : "", n > 0 ? n : 1);
+    c->t13.key_len = n;
+    c->t13.key_set = 1;
+    return c->t13.key != NULL;
 }
 
 static int note_mode(m2mhsm_kdf_ctx *c, const OSSL_PARAM params[])
@@ -55,54 +74,60 @@ static int note_mode(m2mhsm_kdf_ctx *c, const OSSL_PARAM params[])
 
 static int note_params(m2mhsm_kdf_ctx *c, const OSSL_PARAM params[])
 {
-    if (!m2mhsm_kdf_note_digest_seed(c, params) || !note_mode(c, params) ||
-        !copy_param(params, OSSL_KDF_PARAM_KEY, c->t13.key, sizeof(c->t13.key), &c->t13.key_len) ||
-        !copy_param(params, OSSL_KDF_PARAM_SALT, c->t13.salt, sizeof(c->t13.salt),
+    if (!note_mode(c, params) || !copy_key(c, params) || !m2mhsm_kdf_note_digest_seed(c, params) ||
+        !copy_param(c, params, OSSL_KDF_PARAM_SALT, c->t13.salt, sizeof(c->t13.salt),
                     &c->t13.salt_len) ||
-        !copy_param(params, OSSL_KDF_PARAM_PREFIX, c->t13.prefix, sizeof(c->t13.prefix),
+        !copy_param(c, params, OSSL_KDF_PARAM_PREFIX, c->t13.prefix, sizeof(c->t13.prefix),
                     &c->t13.prefix_len) ||
-        !copy_param(params, OSSL_KDF_PARAM_LABEL, c->t13.label, sizeof(c->t13.label),
+        !copy_param(c, params, OSSL_KDF_PARAM_LABEL, c->t13.label, sizeof(c->t13.label),
                     &c->t13.label_len) ||
-        !copy_param(params, OSSL_KDF_PARAM_DATA, c->t13.data, sizeof(c->t13.data),
+        !copy_param(c, params, OSSL_KDF_PARAM_DATA, c->t13.data, sizeof(c->t13.data),
                     &c->t13.data_len))
         return 0;
-    c->handle = m2mhsm_handle_shaped(c->t13.key, c->t13.key_len) ||
-                m2mhsm_es_handle_shaped(c->t13.key, c->t13.key_len) ||
+    /* Any handle anywhere goes to the token path, which computes the shapes it knows and
+     * refuses every other: a handle is never key bytes. */
+    const uint8_t *k = c->t13.key;
+    size_t kl = c->t13.key_len;
+    c->handle = m2mhsm_handle_shaped(k, kl) || m2mhsm_es_handle_shaped(k, kl) ||
+                m2mhsm_handle_shaped(c->t13.salt, c->t13.salt_len) ||
                 m2mhsm_es_handle_shaped(c->t13.salt, c->t13.salt_len);
     return 1;
 }
 
 /* HKDF-Expand(PRK = the token key, info = HkdfLabel(L, prefix || label, data), L) (RFC 5869,
- * RFC 8446 7.1): T(i) = HMAC(PRK, T(i-1) || info || i). */
+ * RFC 8446 7.1): T(i) = HMAC(PRK, T(i-1) || info || i). The caller has bounded the lengths
+ * (prefix + label <= 255, data <= 64, L <= 255 * 32). */
 static int expand_label(m2mhsm_token *tok, CK_OBJECT_HANDLE prk, const m2mhsm_kdf_ctx *c,
                         const uint8_t *data, size_t data_len, uint8_t *out, size_t olen)
 {
-    uint8_t msg[HLEN + 2 + 1 + 16 + 255 + 1 + 64 + 1], t[HLEN];
-    size_t info = 0, tlen = 0;
-    uint8_t hkdf_label[2 + 1 + 16 + 255 + 1 + 64];
-    hkdf_label[info++] = (uint8_t)(olen >> 8);
-    hkdf_label[info++] = (uint8_t)olen;
-    hkdf_label[info++] = (uint8_t)(c->t13.prefix_len + c->t13.label_len);
-    memcpy(hkdf_label + info, c->t13.prefix, c->t13.prefix_len);
-    info += c->t13.prefix_len;
-    memcpy(hkdf_label + info, c->t13.label, c->t13.label_len);
-    info += c->t13.label_len;
-    hkdf_label[info++] = (uint8_t)data_len;
-    memcpy(hkdf_label + info, data, data_len);
-    info += data_len;
+    uint8_t info[2 + 1 + 255 + 1 + 64], msg[HLEN + sizeof(info) + 1], t[HLEN];
+    size_t n = 0, tlen = 0, total = olen;
+    info[n++] = (uint8_t)(olen >> 8);
+    info[n++] = (uint8_t)olen;
+    info[n++] = (uint8_t)(c->t13.prefix_len + c->t13.label_len);
+    memcpy(info + n, c->t13.prefix, c->t13.prefix_len);
+    n += c->t13.prefix_len;
+    memcpy(info + n, c->t13.label, c->t13.label_len);
+    n += c->t13.label_len;
+    info[n++] = (uint8_t)data_len;
+    memcpy(info + n, data, data_len);
+    n += data_len;
     int ok = 1;
-    for (uint8_t i = 1; ok && olen > 0; i++) {
+    uint8_t *p = out;
+    for (unsigned i = 1; ok && olen > 0; i++) {
         memcpy(msg, t, tlen);
-        memcpy(msg + tlen, hkdf_label, info);
-        msg[tlen + info] = i;
-        ok = m2mhsm_token_hmac_sha256(tok, prk, msg, tlen + info + 1, t) == M2MHSM_OK;
+        memcpy(msg + tlen, info, n);
+        msg[tlen + n] = (uint8_t)i;
+        ok = m2mhsm_token_hmac_sha256(tok, prk, msg, tlen + n + 1, t) == M2MHSM_OK;
         tlen = HLEN;
-        size_t n = olen < HLEN ? olen : HLEN;
+        size_t k = olen < HLEN ? olen : HLEN;
         if (ok)
-            memcpy(out, t, n);
-        out += n;
-        olen -= n;
+            memcpy(p, t, k);
+        p += k;
+        olen -= k;
     }
+    if (!ok)
+        OPENSSL_cleanse(out, total);
     OPENSSL_cleanse(t, sizeof(t));
     OPENSSL_cleanse(msg, sizeof(msg));
     return ok;
@@ -110,7 +135,7 @@ static int expand_label(m2mhsm_token *tok, CK_OBJECT_HANDLE prk, const m2mhsm_kd
 
 /* Handshake-secret extract with the early secret as the previous secret: the pre-extract
  * "derived" expand on the token, then HKDF-Extract(derived, IKM) here, as libcrypto's
- * TLS13-KDF does. */
+ * TLS13-KDF does (IKM: the (EC)DHE secret, or zeros when no key was set). */
 static int extract_after_es(m2mhsm_token *tok, CK_OBJECT_HANDLE es, const m2mhsm_kdf_ctx *c,
                             uint8_t *out, size_t olen)
 {
@@ -120,10 +145,12 @@ static int extract_after_es(m2mhsm_token *tok, CK_OBJECT_HANDLE es, const m2mhsm
     if (olen != HLEN || !EVP_Digest(NULL, 0, empty_hash, NULL, EVP_sha256(), NULL) ||
         !expand_label(tok, es, c, empty_hash, HLEN, derived, HLEN))
         return 0;
-    const uint8_t *ikm = c->t13.key_len > 0 ? c->t13.key : zeros;
-    size_t ikm_len = c->t13.key_len > 0 ? c->t13.key_len : HLEN;
+    const uint8_t *ikm = c->t13.key_set ? c->t13.key : zeros;
+    size_t ikm_len = c->t13.key_set ? c->t13.key_len : HLEN;
     int ok = HMAC(EVP_sha256(), derived, HLEN, ikm, ikm_len, out, &n) != NULL && n == HLEN;
     OPENSSL_cleanse(derived, sizeof(derived));
+    if (!ok)
+        OPENSSL_cleanse(out, olen);
     return ok;
 }
 
@@ -133,35 +160,52 @@ static int refuse(const char *why)
     return 0;
 }
 
+static int resolve(m2mhsm_kdf_ctx *c, const uint8_t *h, size_t hl, m2mhsm_record *rec)
+{
+    return c->pc->handles != NULL &&
+           m2mhsm_handles_resolve(c->pc->handles, h, hl, rec) == M2MHSM_OK;
+}
+
+/*
+ * The three places libssl puts an external PSK's secrets, and nothing else:
+ *  - extract, key = PSK handle, no salt: the early secret -> its handle;
+ *  - extract, salt = early-secret handle, key = (EC)DHE secret or none: the handshake secret;
+ *  - expand, key = early-secret handle: binder key, "derived", early traffic secrets.
+ */
 static int derive_token(m2mhsm_kdf_ctx *c, unsigned char *out, size_t olen)
 {
-    const uint8_t *h = c->t13.key;
-    size_t hl = c->t13.key_len;
-    int es_salt = m2mhsm_es_handle_shaped(c->t13.salt, c->t13.salt_len);
-    if (es_salt) {
-        h = c->t13.salt;
-        hl = c->t13.salt_len;
-    }
-    m2mhsm_record rec;
-    if (c->pc->handles == NULL || m2mhsm_handles_resolve(c->pc->handles, h, hl, &rec) != M2MHSM_OK)
-        return refuse("unknown, stale or expired PSK handle");
+    const uint8_t *key = c->t13.key, *salt = c->t13.salt;
+    size_t kl = c->t13.key_len, sl = c->t13.salt_len;
+    int key_psk = m2mhsm_handle_shaped(key, kl), key_es = m2mhsm_es_handle_shaped(key, kl);
+    int salt_es = m2mhsm_es_handle_shaped(salt, sl);
+    if (c->t13.oversize || c->t13.prefix_len + c->t13.label_len > 255 || olen > 255 * HLEN)
+        return refuse("TLS13-KDF input beyond what TLS 1.3 uses");
     if (OPENSSL_strcasecmp(c->digest, "SHA256") != 0 &&
         OPENSSL_strcasecmp(c->digest, "SHA2-256") != 0)
         return refuse("token PSKs need a SHA256 TLS 1.3 suite");
-    m2mhsm_token *tok = m2mhsm_keystore_token(m2mhsm_handles_keystore(c->pc->handles));
-    CK_OBJECT_HANDLE es = rec.key[M2MHSM_FORM_TLS13_ES];
+    m2mhsm_record rec;
+    m2mhsm_token *tok = c->pc->handles != NULL
+                            ? m2mhsm_keystore_token(m2mhsm_handles_keystore(c->pc->handles))
+                            : NULL;
     int mode = c->t13.mode;
-    if (mode == EVP_KDF_HKDF_MODE_EXTRACT_ONLY && m2mhsm_handle_shaped(h, hl)) {
+    if (mode == EVP_KDF_HKDF_MODE_EXTRACT_ONLY && key_psk && sl == 0) {
         /* Early Secret = HKDF-Extract(0, PSK): the stored form; hand back its handle. */
-        if (c->t13.salt_len != 0 || olen != M2MHSM_ES_HANDLE_LEN)
-            return refuse("a PSK handle is only an early-secret extract's key");
-        m2mhsm_es_handle_from(h, out);
+        if (olen != M2MHSM_ES_HANDLE_LEN || !resolve(c, key, kl, &rec))
+            return refuse("unknown, stale or expired PSK handle");
+        m2mhsm_es_handle_from(key, out);
         return 1;
     }
-    if (mode == EVP_KDF_HKDF_MODE_EXTRACT_ONLY && es_salt)
-        return extract_after_es(tok, es, c, out, olen);
-    if (mode == EVP_KDF_HKDF_MODE_EXPAND_ONLY && m2mhsm_es_handle_shaped(h, hl))
-        return expand_label(tok, es, c, c->t13.data, c->t13.data_len, out, olen);
+    if (mode == EVP_KDF_HKDF_MODE_EXTRACT_ONLY && salt_es && !key_psk && !key_es) {
+        if (!resolve(c, salt, sl, &rec))
+            return refuse("unknown, stale or expired PSK handle");
+        return extract_after_es(tok, rec.key[M2MHSM_FORM_TLS13_ES], c, out, olen);
+    }
+    if (mode == EVP_KDF_HKDF_MODE_EXPAND_ONLY && key_es && !m2mhsm_handle_shaped(salt, sl)) {
+        if (!resolve(c, key, kl, &rec))
+            return refuse("unknown, stale or expired PSK handle");
+        return expand_label(tok, rec.key[M2MHSM_FORM_TLS13_ES], c, c->t13.data, c->t13.data_len,
+                            out, olen);
+    }
     return refuse("a handle where TLS 1.3 never puts the PSK");
 }
 
@@ -180,9 +224,18 @@ static const OSSL_PARAM settable[] = {
 
 static const m2mhsm_kdf_kind tls13 = {"TLS13-KDF", derive_token, note_params, settable};
 
+/* Also asked without a context (EVP_KDF_settable_ctx_params). */
+static const OSSL_PARAM *settable_params(void *ctx, void *provctx)
+{
+    (void)ctx;
+    (void)provctx;
+    return settable;
+}
+
 static void *tls13_new(void *provctx)
 {
     return m2mhsm_kdf_new(provctx, &tls13);
 }
 
-const OSSL_DISPATCH m2mhsm_kdf_tls13_functions[] = {M2MHSM_KDF_DISPATCH(tls13_new)};
+const OSSL_DISPATCH m2mhsm_kdf_tls13_functions[] = {
+    M2MHSM_KDF_DISPATCH(tls13_new, settable_params)};

@@ -26,8 +26,10 @@ static int note_params(m2mhsm_kdf_ctx *c, const OSSL_PARAM params[])
         return 0;
     const uint8_t *psk;
     size_t psk_len;
-    c->handle =
-        m2mhsm_premaster_psk(sec, len, &psk, &psk_len) && m2mhsm_handle_shaped(psk, psk_len);
+    int plain = 0;
+    c->handle = m2mhsm_premaster_psk(sec, len, &psk, &psk_len, &plain) &&
+                m2mhsm_handle_shaped(psk, psk_len);
+    c->handle_plain = c->handle && plain;
     if (c->handle)
         memcpy(c->handle_bytes, psk, M2MHSM_HANDLE_LEN);
     return 1;
@@ -38,6 +40,13 @@ static int note_params(m2mhsm_kdf_ctx *c, const OSSL_PARAM params[])
 static int derive_token(m2mhsm_kdf_ctx *c, unsigned char *out, size_t olen)
 {
     m2mhsm_record rec;
+    /* (EC)DHE-PSK / RSA-PSK would need the PSK joined with another secret: the stored form
+     * is the plain-PSK premaster only, so such a premaster with a handle is refused. */
+    if (!c->handle_plain) {
+        ERR_raise_data(ERR_LIB_PROV, ERR_R_UNSUPPORTED,
+                       "m2mhsm: a token PSK serves plain-PSK suites only");
+        return 0;
+    }
     if (c->pc->handles == NULL || m2mhsm_handles_resolve(c->pc->handles, c->handle_bytes,
                                                          M2MHSM_HANDLE_LEN, &rec) != M2MHSM_OK) {
         ERR_raise_data(ERR_LIB_PROV, ERR_R_PASSED_INVALID_ARGUMENT,
@@ -67,9 +76,18 @@ static const OSSL_PARAM settable[] = {
 
 static const m2mhsm_kdf_kind tls1_prf = {"TLS1-PRF", derive_token, note_params, settable};
 
+/* Also asked without a context (EVP_KDF_settable_ctx_params). */
+static const OSSL_PARAM *settable_params(void *ctx, void *provctx)
+{
+    (void)ctx;
+    (void)provctx;
+    return settable;
+}
+
 static void *tls1_prf_new(void *provctx)
 {
     return m2mhsm_kdf_new(provctx, &tls1_prf);
 }
 
-const OSSL_DISPATCH m2mhsm_kdf_tls1_prf_functions[] = {M2MHSM_KDF_DISPATCH(tls1_prf_new)};
+const OSSL_DISPATCH m2mhsm_kdf_tls1_prf_functions[] = {
+    M2MHSM_KDF_DISPATCH(tls1_prf_new, settable_params)};

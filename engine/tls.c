@@ -44,8 +44,9 @@ static void state_index_init(void)
     expiry_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, state_free);
 }
 
-/* Remember on the connection when the key it was keyed with expires. */
-static void note_expiry(SSL *ssl, m2mhsm_time expiry)
+/* Remember on the connection when the key it was keyed with expires; 0 if that cannot be
+ * recorded, and the handshake is then refused rather than left unbounded. */
+static int note_expiry(SSL *ssl, m2mhsm_time expiry)
 {
     m2mhsm_time *slot = SSL_get_ex_data(ssl, expiry_index);
     if (slot == NULL && (slot = malloc(sizeof(*slot))) != NULL &&
@@ -53,8 +54,10 @@ static void note_expiry(SSL *ssl, m2mhsm_time expiry)
         free(slot);
         slot = NULL;
     }
-    if (slot != NULL)
-        *slot = expiry;
+    if (slot == NULL)
+        return 0;
+    *slot = expiry;
+    return 1;
 }
 
 m2mhsm_time m2mhsm_tls_ssl_expiry(SSL *ssl)
@@ -145,6 +148,10 @@ static void observe(const ctx_state *cs, m2mhsm_tls_psk_event ev, const char *id
 static size_t erase_expired(m2mhsm_keystore *ks, const m2mhsm_record *rec)
 {
     size_t n = 0;
+    /* A Kpm past its own validity end is refused, not erased: it is no provisioned
+     * credential, and the MEF's configuration for it must stay. */
+    if (rec->kind != M2MHSM_KIND_KE && rec->kind != M2MHSM_KIND_KM && rec->kind != M2MHSM_KIND_KPSA)
+        return 0;
     if (rec->enrolee_id[0] != '\0')
         m2mhsm_keystore_erase_enrolee(ks, rec->enrolee_id, &n);
     else
@@ -175,7 +182,10 @@ static unsigned int server_psk(SSL *ssl, const char *identity, unsigned char *ps
         observe(cs, M2MHSM_TLS_PSK_ERROR, identity, &rec, 0);
         return 0;
     }
-    note_expiry(ssl, rec.expiry);
+    if (!note_expiry(ssl, rec.expiry)) {
+        observe(cs, M2MHSM_TLS_PSK_ERROR, identity, &rec, 0);
+        return 0;
+    }
     observe(cs, M2MHSM_TLS_PSK_ACCEPTED, identity, &rec, 0);
     return M2MHSM_HANDLE_LEN;
 }
@@ -194,8 +204,9 @@ static unsigned int client_psk(SSL *ssl, const char *hint, char *identity,
         !m2mhsm_record_valid(cs->t->ks, &rec) ||
         m2mhsm_handles_issue(cs->t->handles, &rec, psk) != M2MHSM_OK)
         return 0;
+    if (!note_expiry(ssl, rec.expiry))
+        return 0;
     memcpy(identity, cs->identity, id_len + 1);
-    note_expiry(ssl, rec.expiry);
     return M2MHSM_HANDLE_LEN;
 }
 

@@ -55,8 +55,10 @@ static int still_there(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, const m2mhsm_re
 static m2mhsm_status attach_keys(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, m2mhsm_record *rec)
 {
     CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_BBOOL t = CK_TRUE;
     CK_ATTRIBUTE tmpl[] = {
         {CKA_CLASS, &cls, sizeof(cls)},
+        {CKA_TOKEN, &t, sizeof(t)},
         {CKA_ID, rec->record_id, M2MHSM_RECORD_ID_LEN},
     };
     CK_OBJECT_HANDLE *h = NULL;
@@ -89,8 +91,10 @@ static m2mhsm_status search(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, m2mhsm_kin
     char label[M2MHSM_LABEL_MAX];
     ks_meta_label(&probe, label, sizeof(label));
     CK_OBJECT_CLASS cls = CKO_DATA;
+    CK_BBOOL t = CK_TRUE;
     CK_ATTRIBUTE tmpl[] = {
         {CKA_CLASS, &cls, sizeof(cls)},
+        {CKA_TOKEN, &t, sizeof(t)},
         {CKA_APPLICATION, (void *)M2MHSM_APPLICATION, strlen(M2MHSM_APPLICATION)},
         {CKA_LABEL, label, strlen(label)},
     };

@@ -64,10 +64,12 @@ static int cmp_record_id(const void *a, const void *b)
 static m2mhsm_status scan_keys(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, ks_scan_work *w)
 {
     CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
-    CK_ATTRIBUTE tmpl[] = {{CKA_CLASS, &cls, sizeof(cls)}};
+    CK_BBOOL t = CK_TRUE;
+    /* Stored keys only: session objects (our in-memory copies) are never records. */
+    CK_ATTRIBUTE tmpl[] = {{CKA_CLASS, &cls, sizeof(cls)}, {CKA_TOKEN, &t, sizeof(t)}};
     CK_OBJECT_HANDLE *h = NULL;
     size_t n = 0;
-    m2mhsm_status st = ks_find(ks->tok, s, tmpl, 1, &h, &n);
+    m2mhsm_status st = ks_find(ks->tok, s, tmpl, M2MHSM_ARRAY_LEN(tmpl), &h, &n);
     for (size_t i = 0; st == M2MHSM_OK && i < n; i++) {
         char label[M2MHSM_LABEL_MAX];
         ks_key_seen k = {.handle = h[i]};
@@ -117,8 +119,10 @@ static m2mhsm_status scan_meta(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, ks_scan
                                ks_scan_work *w)
 {
     CK_OBJECT_CLASS cls = CKO_DATA;
+    CK_BBOOL t = CK_TRUE;
     CK_ATTRIBUTE tmpl[] = {
         {CKA_CLASS, &cls, sizeof(cls)},
+        {CKA_TOKEN, &t, sizeof(t)},
         {CKA_APPLICATION, (void *)M2MHSM_APPLICATION, strlen(M2MHSM_APPLICATION)},
     };
     CK_OBJECT_HANDLE *h = NULL;

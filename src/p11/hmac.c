@@ -93,12 +93,19 @@ m2mhsm_status m2mhsm_token_session_copy(m2mhsm_token *tok, CK_OBJECT_HANDLE key,
     if (st != M2MHSM_OK)
         return st;
     CK_BBOOL f = CK_FALSE;
-    CK_ATTRIBUTE tmpl[] = {{CKA_TOKEN, &f, sizeof(f)}};
+    static const char label[] = "m2mhsm-session-copy";
+    /* Not on the token, and neither m2mhsm's label nor the record's CKA_ID: no scan or
+     * erase may ever take the copy for the stored key (searches also ask CKA_TOKEN). */
+    CK_ATTRIBUTE tmpl[] = {
+        {CKA_TOKEN, &f, sizeof(f)},
+        {CKA_LABEL, (void *)label, sizeof(label) - 1},
+        {CKA_ID, (void *)"", 0},
+    };
     /* The login session lives as long as the token handle, so the copy does too; the
      * token lock keeps that session to one thread at a time. */
     m2mhsm_token_write_begin(tok);
     pthread_mutex_lock(&tok->lock);
-    CK_RV rv = tok->fn->C_CopyObject(tok->login_session, key, tmpl, 1, copy);
+    CK_RV rv = tok->fn->C_CopyObject(tok->login_session, key, tmpl, 3, copy);
     pthread_mutex_unlock(&tok->lock);
     m2mhsm_token_write_end(tok);
     if (rv != CKR_OK)
@@ -108,9 +115,11 @@ m2mhsm_status m2mhsm_token_session_copy(m2mhsm_token *tok, CK_OBJECT_HANDLE key,
 
 void m2mhsm_token_session_destroy(m2mhsm_token *tok, CK_OBJECT_HANDLE copy)
 {
+    m2mhsm_token_write_begin(tok);
     pthread_mutex_lock(&tok->lock);
     /* After a fork the copy is the parent's: nothing to destroy here. */
     if (tok->pid == getpid())
         tok->fn->C_DestroyObject(tok->login_session, copy);
     pthread_mutex_unlock(&tok->lock);
+    m2mhsm_token_write_end(tok);
 }

@@ -286,6 +286,20 @@ static void test_tls13_with_the_psk_in_the_token_both_ways(void **state)
     assert_true(handshake(ps, client, sexp, cexp, NULL));
     assert_memory_equal(sexp, cexp, 48);
     assert_true(handshake(server, client, sexp, cexp, NULL));
+    /* (EC)DHE secrets longer than a hash (P-521: 66 bytes, ffdhe2048: 256) key the
+     * handshake-secret extract next to the early-secret handle; and a HelloRetryRequest. */
+    static const char *groups[] = {"P-521", "ffdhe2048"};
+    for (int g = 0; g < 2; g++) {
+        SSL_CTX *pg = plain_ctx13(0), *sg = plain_ctx13(1);
+        assert_int_equal(SSL_CTX_set1_groups_list(pg, groups[g]), 1);
+        assert_int_equal(SSL_CTX_set1_groups_list(sg, groups[g]), 1);
+        assert_true(handshake(server, pg, sexp, cexp, NULL));
+        assert_memory_equal(sexp, cexp, 48);
+        assert_true(handshake(sg, client, sexp, cexp, NULL)); /* our client: HRR to the group */
+        assert_memory_equal(sexp, cexp, 48);
+        SSL_CTX_free(pg);
+        SSL_CTX_free(sg);
+    }
     peer_psk[3] ^= 1; /* negative control */
     assert_false(handshake(server, pc, sexp, cexp, NULL));
     assert_false(handshake(ps, client, sexp, cexp, NULL));
@@ -386,6 +400,22 @@ static void test_export_goes_straight_into_a_ke_record(void **state)
     assert_int_equal(m2mhsm_keystore_erase_id(f->fs.ks, ke.identity, NULL), M2MHSM_OK);
 }
 
+/* Objects of any kind (token or session) labelled `label`. */
+static size_t objects_labelled(tls_fixture *f, const char *label)
+{
+    CK_ATTRIBUTE t = {CKA_LABEL, (void *)label, strlen(label)};
+    CK_OBJECT_HANDLE h[8];
+    CK_ULONG n = 0;
+    CK_SESSION_HANDLE s;
+    CK_FUNCTION_LIST *fn = m2mhsm_token_functions(f->fs.tok);
+    assert_int_equal(m2mhsm_token_session_get(f->fs.tok, &s), M2MHSM_OK);
+    assert_int_equal(fn->C_FindObjectsInit(s, &t, 1), CKR_OK);
+    assert_int_equal(fn->C_FindObjects(s, h, 8, &n), CKR_OK);
+    assert_int_equal(fn->C_FindObjectsFinal(s), CKR_OK);
+    m2mhsm_token_session_put(f->fs.tok, s);
+    return n;
+}
+
 static void test_expired_identity_is_refused_and_its_enrolee_erased(void **state)
 {
     tls_fixture *f = *state;
@@ -416,6 +446,13 @@ static void test_expired_identity_is_refused_and_its_enrolee_erased(void **state
     assert_int_equal(
         m2mhsm_keystore_lookup(f->fs.ks, M2MHSM_KIND_KE, ke.identity, strlen(ke.identity), &r),
         M2MHSM_E_NOT_FOUND);
+    /* Every stored object of the Km went, though the server signed with session copies. */
+    static const char *forms[] = {"raw", "tls12-pms", "tls13-es"};
+    for (int i = 0; i < 3; i++) {
+        char label[200];
+        snprintf(label, sizeof(label), "m2mhsm:km:%s:%s", km.identity, forms[i]);
+        assert_int_equal(objects_labelled(f, label), 0);
+    }
     peer_identity = "tls-kpm";
     SSL_CTX_free(client);
     SSL_CTX_free(server);

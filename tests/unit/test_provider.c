@@ -160,8 +160,16 @@ static void test_a_handle_is_never_used_as_key_bytes(void **state)
         OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SECRET, pms, sizeof(pms)),
         OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SEED, "master secret", 13),
         OSSL_PARAM_construct_end(),
-    };
-    /* The default provider would happily key HMAC with it; ours must refuse. */
+    }; /* The default provider would happily key HMAC with it; ours must refuse. */
+    assert_int_equal(derive(prf_d, p, NULL, out, sizeof(out)), 1);
+    assert_int_equal(derive(prf_m, p, NULL, out, sizeof(out)), 0);
+    /* Also inside an (EC)DHE-PSK premaster [u16 32][ECDH secret][u16 28][handle]. */
+    uint8_t ecdhe[4 + 32 + M2MHSM_HANDLE_LEN] = {0, 32};
+    RAND_bytes(ecdhe + 2, 32);
+    ecdhe[34] = 0;
+    ecdhe[35] = M2MHSM_HANDLE_LEN;
+    memcpy(ecdhe + 36, h, M2MHSM_HANDLE_LEN);
+    p[1] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SECRET, ecdhe, sizeof(ecdhe));
     assert_int_equal(derive(prf_d, p, NULL, out, sizeof(out)), 1);
     assert_int_equal(derive(prf_m, p, NULL, out, sizeof(out)), 0);
     int mode = 1;
@@ -172,7 +180,30 @@ static void test_a_handle_is_never_used_as_key_bytes(void **state)
         OSSL_PARAM_construct_end(),
     };
     assert_int_equal(derive(t13_d, q, NULL, out, 32), 1);
-    assert_int_equal(derive(t13_m, q, NULL, out, 32), 0);
+    assert_int_equal(
+        derive(t13_m, q, NULL, out, 32),
+        0); /* A handle as a salt, or as the key next to an early-secret salt, is refused too. */
+    uint8_t es[M2MHSM_ES_HANDLE_LEN] = {0};
+    m2mhsm_es_handle_from(h, es);
+    OSSL_PARAM r[] = {
+        OSSL_PARAM_construct_int(OSSL_KDF_PARAM_MODE, &mode),
+        OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, "SHA256", 0),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, h, sizeof(h)),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_PREFIX, "tls13 ", 6),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_LABEL, "derived", 7),
+        OSSL_PARAM_construct_end(),
+    };
+    assert_int_equal(derive(t13_m, r, NULL, out, 32), 0);
+    OSSL_PARAM r2[] = {
+        OSSL_PARAM_construct_int(OSSL_KDF_PARAM_MODE, &mode),
+        OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, "SHA256", 0),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, es, sizeof(es)),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, h, sizeof(h)),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_PREFIX, "tls13 ", 6),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_LABEL, "derived", 7),
+        OSSL_PARAM_construct_end(),
+    };
+    assert_int_equal(derive(t13_m, r2, NULL, out, 32), 0);
     /* The same bytes one short of a handle are an ordinary PSK and are delegated. */
     q[2] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, h, sizeof(h) - 1);
     assert_int_equal(derive(t13_m, q, NULL, out, 32), 1);
