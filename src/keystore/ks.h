@@ -133,6 +133,11 @@ m2mhsm_status ks_record_destroy(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, const 
 /* The same without the index and without taking the write lock (the caller holds it). */
 m2mhsm_status ks_record_destroy_objects(m2mhsm_keystore *ks, CK_SESSION_HANDLE s,
                                         const m2mhsm_record *rec);
+/* A record this process's index knows (confirmed on the token), without searching the
+ * token on a miss: for replacing a record, where an unseen duplicate written by another
+ * process is harmless (the newest wins and erase removes all). */
+m2mhsm_status ks_lookup_known(m2mhsm_keystore *ks, m2mhsm_kind kind, const char *identity,
+                              m2mhsm_record *out);
 /* Make sure the index belongs to this process's module generation (fork). */
 m2mhsm_status ks_sync_generation(m2mhsm_keystore *ks);
 void ks_index_insert(m2mhsm_keystore *ks, const m2mhsm_record *rec);

@@ -119,8 +119,8 @@ static m2mhsm_status search(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, m2mhsm_kin
     return found ? M2MHSM_OK : M2MHSM_E_NOT_FOUND;
 }
 
-m2mhsm_status m2mhsm_keystore_lookup(m2mhsm_keystore *ks, m2mhsm_kind kind, const char *id,
-                                     size_t len, m2mhsm_record *out)
+static m2mhsm_status lookup(m2mhsm_keystore *ks, m2mhsm_kind kind, const char *id, size_t len,
+                            m2mhsm_record *out, int search_on_miss)
 {
     if (ks == NULL || out == NULL)
         return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "keystore_lookup: NULL argument");
@@ -168,7 +168,7 @@ m2mhsm_status m2mhsm_keystore_lookup(m2mhsm_keystore *ks, m2mhsm_kind kind, cons
         ks_index_forget(ks, out);
         pthread_mutex_unlock(&ks->lock);
     }
-    st = search(ks, s, kind, identity, out);
+    st = search_on_miss ? search(ks, s, kind, identity, out) : M2MHSM_E_NOT_FOUND;
     m2mhsm_token_session_put(ks->tok, s);
     if (st == M2MHSM_OK) {
         out->generation = gen;
@@ -179,4 +179,16 @@ m2mhsm_status m2mhsm_keystore_lookup(m2mhsm_keystore *ks, m2mhsm_kind kind, cons
         st = m2mhsm_fail(M2MHSM_E_NOT_FOUND, "no %s with that identity", m2mhsm_kind_name(kind));
     }
     return st;
+}
+
+m2mhsm_status m2mhsm_keystore_lookup(m2mhsm_keystore *ks, m2mhsm_kind kind, const char *id,
+                                     size_t len, m2mhsm_record *out)
+{
+    return lookup(ks, kind, id, len, out, 1);
+}
+
+m2mhsm_status ks_lookup_known(m2mhsm_keystore *ks, m2mhsm_kind kind, const char *identity,
+                              m2mhsm_record *out)
+{
+    return lookup(ks, kind, identity, strlen(identity), out, 0);
 }

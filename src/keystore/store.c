@@ -97,8 +97,7 @@ m2mhsm_status m2mhsm_keystore_configure_enrolee(m2mhsm_keystore *ks, const char 
     set_str(rec.enrolee_id, sizeof(rec.enrolee_id), enrolee_id);
     rec.enrolment_expiry = *expiry;
     m2mhsm_record prev;
-    int had = m2mhsm_keystore_lookup(ks, M2MHSM_KIND_ENROLMENT, kpm_id, strlen(kpm_id), &prev) ==
-              M2MHSM_OK;
+    int had = ks_lookup_known(ks, M2MHSM_KIND_ENROLMENT, kpm_id, &prev) == M2MHSM_OK;
     ks_key_spec none[M2MHSM_FORM_COUNT] = {{0}};
     st = ks_record_write(ks, &rec, none);
     if (st == M2MHSM_OK && had)
@@ -203,8 +202,7 @@ static m2mhsm_status write_derived(m2mhsm_keystore *ks, m2mhsm_record *rec, cons
                                    size_t len)
 {
     m2mhsm_record prev;
-    int had = m2mhsm_keystore_lookup(ks, rec->kind, rec->identity, strlen(rec->identity), &prev) ==
-              M2MHSM_OK;
+    int had = ks_lookup_known(ks, rec->kind, rec->identity, &prev) == M2MHSM_OK;
     m2mhsm_status st = ks_write_psk(ks, rec, key, len);
     if (st == M2MHSM_OK && had)
         erase_previous(ks, &prev);

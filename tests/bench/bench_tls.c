@@ -1,0 +1,258 @@
+/*
+ * Server-side TLS 1.2 PSK-AES128-CBC-SHA256 handshakes/s with the PSK in the token (m2mhsm
+ * provider, handle path) against the same server with the PSK in memory, in one run, with 1
+ * and 2 worker processes. Each worker runs client and server over an in-memory BIO pair and
+ * times only the server's SSL_do_handshake calls. Prints figures; not a pass/fail test.
+ *   bench_tls [--seconds S] [--dir DIR]
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <openssl/err.h>
+#include <openssl/provider.h>
+#include <openssl/rand.h>
+#include <openssl/ssl.h>
+#include <m2mhsm/tls.h>
+
+#define KPM_ID "bench-kpm"
+
+static uint8_t psk[32];
+static char dir[400], uri[64] = "pkcs11:token=bench-tls", pin_source[800], lock_file[800];
+static double seconds = 2.0;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static unsigned int client_psk(SSL *ssl, const char *hint, char *id, unsigned int id_len,
+                               unsigned char *out, unsigned int max)
+{
+    (void)ssl;
+    (void)hint;
+    (void)max;
+    snprintf(id, id_len, "%s", KPM_ID);
+    memcpy(out, psk, sizeof(psk));
+    return sizeof(psk);
+}
+
+static unsigned int server_psk(SSL *ssl, const char *id, unsigned char *out, unsigned int max)
+{
+    (void)ssl;
+    (void)id;
+    (void)max;
+    memcpy(out, psk, sizeof(psk));
+    return sizeof(psk);
+}
+
+static SSL_CTX *plain(OSSL_LIB_CTX *lib, const char *props, int server)
+{
+    SSL_CTX *c = SSL_CTX_new_ex(lib, props, server ? TLS_server_method() : TLS_client_method());
+    SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION);
+    SSL_CTX_set_max_proto_version(c, TLS1_2_VERSION);
+    SSL_CTX_set_cipher_list(c, "PSK-AES128-CBC-SHA256");
+    SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_options(c, SSL_OP_NO_TICKET);
+    if (server)
+        SSL_CTX_set_psk_server_callback(c, server_psk);
+    else
+        SSL_CTX_set_psk_client_callback(c, client_psk);
+    return c;
+}
+
+/* Handshakes for `slice` seconds; adds handshakes and server-side seconds to the totals. */
+static void run(SSL_CTX *sctx, SSL_CTX *cctx, double slice, long *count, double *server_time)
+{
+    double end = now_s() + slice;
+    while (now_s() < end) {
+        SSL *s = SSL_new(sctx), *c = SSL_new(cctx);
+        BIO *bs, *bc;
+        BIO_new_bio_pair(&bs, 0, &bc, 0);
+        SSL_set_bio(s, bs, bs);
+        SSL_set_bio(c, bc, bc);
+        SSL_set_accept_state(s);
+        SSL_set_connect_state(c);
+        int ds = 0, dc = 0;
+        for (int i = 0; i < 20 && !(ds && dc); i++) {
+            if (!dc && SSL_do_handshake(c) == 1)
+                dc = 1;
+            double t0 = now_s();
+            if (!ds && SSL_do_handshake(s) == 1)
+                ds = 1;
+            *server_time += now_s() - t0;
+        }
+        SSL_free(s);
+        SSL_free(c);
+        if (!(ds && dc)) {
+            fprintf(stderr, "bench_tls: a handshake failed\n");
+            ERR_print_errors_fp(stderr);
+            exit(1);
+        }
+        (*count)++;
+    }
+}
+
+enum { V_PLAIN, V_DELEGATE, V_TOKEN, V_TOKEN_REVALIDATE, V_COUNT };
+static const char *const variant_names[V_COUNT] = {
+    "PSK in memory, default provider only", "PSK in memory, m2mhsm provider (delegation)",
+    "PSK in token, every lookup confirmed on token", "PSK in token, revalidate_ms=1000"};
+
+/* One worker: every variant in turn; rates written to fd. */
+static int worker(int fd)
+{
+    m2mhsm_token_config cfg = {.token_uri = uri, .pin_source = pin_source, .lock_file = lock_file};
+    m2mhsm_keystore_options fast = {.revalidate_ms = 1000};
+    m2mhsm_token *tok = NULL;
+    m2mhsm_keystore *ks = NULL, *ks_fast = NULL;
+    m2mhsm_tls *tls = NULL, *tls_fast = NULL;
+    if (m2mhsm_token_open(&cfg, &tok) != M2MHSM_OK ||
+        m2mhsm_keystore_open(tok, NULL, &ks, NULL) != M2MHSM_OK ||
+        m2mhsm_keystore_open(tok, &fast, &ks_fast, NULL) != M2MHSM_OK ||
+        m2mhsm_tls_new(ks, &tls) != M2MHSM_OK || m2mhsm_tls_new(ks_fast, &tls_fast) != M2MHSM_OK) {
+        fprintf(stderr, "bench_tls: %s\n", m2mhsm_last_error());
+        return 1;
+    }
+    SSL_CTX *client = plain(NULL, NULL, 0);
+    SSL_CTX *servers[V_COUNT];
+    servers[V_PLAIN] = plain(NULL, NULL, 1);
+    servers[V_DELEGATE] = plain(m2mhsm_tls_libctx(tls), "?provider=m2mhsm", 1);
+    m2mhsm_tls_profile p = {
+        M2MHSM_TLS_SERVER, M2MHSM_TLS_1_2, M2MHSM_KIND_KPM, NULL, NULL, NULL, NULL};
+    if (m2mhsm_tls_ctx_new(tls, &p, &servers[V_TOKEN]) != M2MHSM_OK ||
+        m2mhsm_tls_ctx_new(tls_fast, &p, &servers[V_TOKEN_REVALIDATE]) != M2MHSM_OK)
+        return 1;
+    /* Interleave the variants in short slices, so that drift in the machine's speed
+     * (frequency, neighbours) falls on every variant alike. */
+    double rates[V_COUNT], server_time[V_COUNT] = {0};
+    long count[V_COUNT] = {0};
+    int rounds = 20;
+    for (int r = 0; r < rounds; r++)
+        for (int v = 0; v < V_COUNT; v++)
+            run(servers[v], client, seconds / rounds, &count[v], &server_time[v]);
+    for (int v = 0; v < V_COUNT; v++) {
+        rates[v] = count[v] / server_time[v];
+        SSL_CTX_free(servers[v]);
+    }
+    if (write(fd, rates, sizeof(rates)) != sizeof(rates))
+        return 1;
+    SSL_CTX_free(client);
+    m2mhsm_tls_free(tls);
+    m2mhsm_tls_free(tls_fast);
+    m2mhsm_keystore_close(ks);
+    m2mhsm_keystore_close(ks_fast);
+    m2mhsm_token_close(tok);
+    return 0;
+}
+
+static void measure(int workers)
+{
+    int fds[2];
+    double sum[V_COUNT] = {0};
+    if (pipe(fds) != 0)
+        exit(1);
+    fflush(NULL);
+    for (int w = 0; w < workers; w++)
+        if (fork() == 0)
+            _exit(worker(fds[1]));
+    close(fds[1]);
+    for (int w = 0; w < workers; w++) {
+        double rates[V_COUNT];
+        if (read(fds[0], rates, sizeof(rates)) != sizeof(rates)) {
+            fprintf(stderr, "bench_tls: a worker failed\n");
+            exit(1);
+        }
+        for (int v = 0; v < V_COUNT; v++)
+            sum[v] += rates[v];
+    }
+    while (wait(NULL) > 0)
+        ;
+    close(fds[0]);
+    for (int v = 0; v < V_COUNT; v++)
+        printf("%d worker(s)  %-46s %9.0f /s  ratio to in-memory %.2f\n", workers, variant_names[v],
+               sum[v], sum[v] / sum[V_PLAIN]);
+    for (int v = V_TOKEN; v < V_COUNT; v++)
+        printf("%d worker(s)  target token/in-memory >= 0.50 (%s): %s\n", workers, variant_names[v],
+               sum[v] / sum[V_PLAIN] >= 0.5 ? "met" : "NOT met");
+}
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    if (f == NULL || fputs(text, f) < 0)
+        exit(1);
+    fclose(f);
+    chmod(path, 0600);
+}
+
+static void make_token(void)
+{
+    char path[500], text[800], so[520];
+    snprintf(path, sizeof(path), "%s/tokens", dir);
+    mkdir(path, 0700);
+    snprintf(text, sizeof(text),
+             "directories.tokendir = %s/tokens\nobjectstore.backend = file\n"
+             "log.level = ERROR\n",
+             dir);
+    snprintf(path, sizeof(path), "%s/softhsm2.conf", dir);
+    write_file(path, text);
+    setenv("SOFTHSM2_CONF", path, 1);
+    snprintf(path, sizeof(path), "%s/so.pin", dir);
+    write_file(path, "bench-so-pin\n");
+    snprintf(so, sizeof(so), "file:%s", path);
+    snprintf(path, sizeof(path), "%s/user.pin", dir);
+    write_file(path, "bench-user-pin\n");
+    snprintf(pin_source, sizeof(pin_source), "file:%s", path);
+    snprintf(lock_file, sizeof(lock_file), "%s/m2mhsm.lock", dir);
+    if (m2mhsm_token_init(NULL, "bench-tls", so, pin_source) != M2MHSM_OK) {
+        fprintf(stderr, "bench_tls: %s\n", m2mhsm_last_error());
+        exit(1);
+    }
+    m2mhsm_token_config cfg = {.token_uri = uri, .pin_source = pin_source, .lock_file = lock_file};
+    m2mhsm_token *tok = NULL;
+    m2mhsm_keystore *ks = NULL;
+    RAND_bytes(psk, sizeof(psk));
+    if (m2mhsm_token_open(&cfg, &tok) != M2MHSM_OK ||
+        m2mhsm_keystore_open(tok, NULL, &ks, NULL) != M2MHSM_OK ||
+        m2mhsm_keystore_import_kpm(ks, KPM_ID, psk, sizeof(psk), M2MHSM_NEVER, NULL) != M2MHSM_OK) {
+        fprintf(stderr, "bench_tls: %s\n", m2mhsm_last_error());
+        exit(1);
+    }
+    m2mhsm_keystore_close(ks);
+    m2mhsm_token_close(tok);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {{"seconds", required_argument, NULL, 's'},
+                                         {"dir", required_argument, NULL, 'd'},
+                                         {NULL, 0, NULL, 0}};
+    const char *base = NULL;
+    int c;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (c == 's')
+            seconds = atof(optarg);
+        else if (c == 'd')
+            base = optarg;
+        else
+            return 2;
+    }
+    snprintf(dir, sizeof(dir), "%s/bench-tls-XXXXXX", base != NULL ? base : "/tmp");
+    if (mkdtemp(dir) == NULL)
+        return 1;
+    make_token();
+    printf("TLS 1.2 PSK-AES128-CBC-SHA256, server side, %.1f s per figure, SoftHSM token in %s\n",
+           seconds, dir);
+    measure(1);
+    measure(2);
+    char cmd[500];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    return system(cmd) == 0 ? 0 : 1;
+}
