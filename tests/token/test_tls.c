@@ -14,6 +14,8 @@
 
 #include "handle.h"
 
+#define M2MHSM_LABEL_BUF (32 + M2MHSM_ID_MAX)
+
 #include "fixture.h"
 
 static fixture_token token;
@@ -449,7 +451,7 @@ static void test_expired_identity_is_refused_and_its_enrolee_erased(void **state
     /* Every stored object of the Km went, though the server signed with session copies. */
     static const char *forms[] = {"raw", "tls12-pms", "tls13-es"};
     for (int i = 0; i < 3; i++) {
-        char label[200];
+        char label[M2MHSM_LABEL_BUF];
         snprintf(label, sizeof(label), "m2mhsm:km:%s:%s", km.identity, forms[i]);
         assert_int_equal(objects_labelled(f, label), 0);
     }
