@@ -127,6 +127,15 @@ static int handshake(SSL_CTX *sctx, SSL_CTX *cctx, uint8_t sexp[48], uint8_t cex
     return ok;
 }
 
+/* The peer holds the fixture key in memory; the token holds it as Kpm "tls-kpm". */
+static void given_tls_kpm(tls_fixture *f, m2mhsm_time valid_until)
+{
+    memcpy(peer_psk, fixture_key32, 32);
+    assert_int_equal(
+        m2mhsm_keystore_import_kpm(f->fs.ks, "tls-kpm", fixture_key32, 32, valid_until, NULL),
+        M2MHSM_OK);
+}
+
 static SSL_CTX *token_ctx(tls_fixture *f, m2mhsm_tls_role role, m2mhsm_kind kind,
                           const char *identity)
 {
@@ -139,10 +148,7 @@ static SSL_CTX *token_ctx(tls_fixture *f, m2mhsm_tls_role role, m2mhsm_kind kind
 static void test_token_server_completes_handshakes_with_a_plain_client(void **state)
 {
     tls_fixture *f = *state;
-    memcpy(peer_psk, fixture_key32, 32);
-    assert_int_equal(
-        m2mhsm_keystore_import_kpm(f->fs.ks, "tls-kpm", fixture_key32, 32, M2MHSM_NEVER, NULL),
-        M2MHSM_OK);
+    given_tls_kpm(f, M2MHSM_NEVER);
     SSL_CTX *server = token_ctx(f, M2MHSM_TLS_SERVER, M2MHSM_KIND_KPM, NULL);
     static const char *ciphers[] = {"PSK-AES128-CBC-SHA256", "PSK-AES128-GCM-SHA256",
                                     "PSK-AES128-CCM8"};
@@ -173,10 +179,7 @@ static void test_token_server_completes_handshakes_with_a_plain_client(void **st
 static void test_token_client_completes_a_handshake_with_a_plain_server(void **state)
 {
     tls_fixture *f = *state;
-    memcpy(peer_psk, fixture_key32, 32);
-    assert_int_equal(
-        m2mhsm_keystore_import_kpm(f->fs.ks, "tls-kpm", fixture_key32, 32, M2MHSM_NEVER, NULL),
-        M2MHSM_OK);
+    given_tls_kpm(f, M2MHSM_NEVER);
     SSL_CTX *client = token_ctx(f, M2MHSM_TLS_CLIENT, M2MHSM_KIND_KPM, "tls-kpm");
     SSL_CTX *server = plain_ctx(1, "PSK-AES128-CBC-SHA256");
     uint8_t sexp[48], cexp[48];
@@ -203,10 +206,7 @@ static int record_sni(SSL *ssl, int *alert, void *arg)
 static void test_client_sends_sni_and_a_server_sees_open_connections_expire(void **state)
 {
     tls_fixture *f = *state;
-    memcpy(peer_psk, fixture_key32, 32);
-    assert_int_equal(
-        m2mhsm_keystore_import_kpm(f->fs.ks, "tls-kpm", fixture_key32, 32, f->fs.now + 50, NULL),
-        M2MHSM_OK);
+    given_tls_kpm(f, f->fs.now + 50);
     m2mhsm_tls_profile cp = {M2MHSM_TLS_CLIENT,
                              M2MHSM_TLS_1_2,
                              M2MHSM_KIND_KPM,
@@ -258,10 +258,7 @@ static SSL_CTX *plain_ctx13(int server)
 static void test_tls13_with_the_psk_in_the_token_both_ways(void **state)
 {
     tls_fixture *f = *state;
-    memcpy(peer_psk, fixture_key32, 32);
-    assert_int_equal(
-        m2mhsm_keystore_import_kpm(f->fs.ks, "tls-kpm", fixture_key32, 32, M2MHSM_NEVER, NULL),
-        M2MHSM_OK);
+    given_tls_kpm(f, M2MHSM_NEVER);
     m2mhsm_tls_profile sp = {
         M2MHSM_TLS_SERVER, M2MHSM_TLS_1_3, M2MHSM_KIND_KPM, NULL, NULL, observer, f};
     m2mhsm_tls_profile cp = {
@@ -361,10 +358,7 @@ static void test_handles_resolve_their_own_record_and_refuse_forgeries(void **st
 static void test_export_goes_straight_into_a_ke_record(void **state)
 {
     tls_fixture *f = *state;
-    memcpy(peer_psk, fixture_key32, 32);
-    assert_int_equal(
-        m2mhsm_keystore_import_kpm(f->fs.ks, "tls-kpm", fixture_key32, 32, M2MHSM_NEVER, NULL),
-        M2MHSM_OK);
+    given_tls_kpm(f, M2MHSM_NEVER);
     SSL_CTX *server = token_ctx(f, M2MHSM_TLS_SERVER, M2MHSM_KIND_KPM, NULL);
     SSL_CTX *client = plain_ctx(0, "PSK-AES128-CBC-SHA256");
     uint8_t sexp[48], cexp[48];
