@@ -63,7 +63,9 @@ static int note_mode(m2mhsm_kdf_ctx *c, const OSSL_PARAM params[])
     if (p == NULL)
         return 1;
     if (p->data_type == OSSL_PARAM_UTF8_STRING) {
-        const char *m = p->data;
+        const char *m = NULL;
+        if (!OSSL_PARAM_get_utf8_string_ptr(p, &m))
+            return 0;
         c->t13.mode = OPENSSL_strcasecmp(m, "EXTRACT_ONLY") == 0  ? EVP_KDF_HKDF_MODE_EXTRACT_ONLY
                       : OPENSSL_strcasecmp(m, "EXPAND_ONLY") == 0 ? EVP_KDF_HKDF_MODE_EXPAND_ONLY
                                                                   : -1;
