@@ -177,6 +177,22 @@ m2mhsm_status m2mhsm_handles_issue(m2mhsm_handles *h, const m2mhsm_record *rec,
     return st;
 }
 
+void m2mhsm_handles_revoke(m2mhsm_handles *h, const uint8_t record_id[M2MHSM_RECORD_ID_LEN])
+{
+    pthread_mutex_lock(&h->lock);
+    for (size_t p = h->map_cap ? map_pos(h, record_id) : 0; h->map_cap && h->map[p];
+         p = (p + 1) & (h->map_cap - 1)) {
+        slot *s = &h->slots[h->map[p] - 1];
+        if (memcmp(s->rec.record_id, record_id, M2MHSM_RECORD_ID_LEN) == 0) {
+            drop_hot(h, s);
+            s->used = 0;
+            OPENSSL_cleanse(s->tag, sizeof(s->tag));
+            break;
+        }
+    }
+    pthread_mutex_unlock(&h->lock);
+}
+
 m2mhsm_status m2mhsm_handles_resolve(m2mhsm_handles *h, const uint8_t *handle, size_t len,
                                      m2mhsm_record *rec)
 {

@@ -41,6 +41,9 @@ m2mhsm_status m2mhsm_handles_issue(m2mhsm_handles *h, const m2mhsm_record *rec,
  */
 m2mhsm_status m2mhsm_handles_resolve(m2mhsm_handles *h, const uint8_t *handle, size_t len,
                                      m2mhsm_record *rec);
+/* Forget a record (it was erased): its handles resolve to nothing from now on, and its
+ * session copies are destroyed. A later issue for the same record id gets a new tag. */
+void m2mhsm_handles_revoke(m2mhsm_handles *h, const uint8_t record_id[M2MHSM_RECORD_ID_LEN]);
 m2mhsm_keystore *m2mhsm_handles_keystore(m2mhsm_handles *h);
 
 /* 1 if bytes have the shape of a PSK / an early-secret handle (maybe unknown or forged). */

@@ -175,6 +175,7 @@ static unsigned int server_psk(SSL *ssl, const char *identity, unsigned char *ps
     }
     if (!m2mhsm_record_valid(cs->t->ks, &rec)) {
         size_t erased = erase_expired(cs->t->ks, &rec);
+        m2mhsm_handles_revoke(cs->t->handles, rec.record_id);
         observe(cs, M2MHSM_TLS_PSK_EXPIRED, identity, &rec, erased);
         return 0;
     }

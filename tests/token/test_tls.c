@@ -344,6 +344,13 @@ static void test_handles_resolve_their_own_record_and_refuse_forgeries(void **st
     uint8_t same[M2MHSM_HANDLE_LEN];
     assert_int_equal(m2mhsm_handles_issue(h, &again, same), M2MHSM_OK);
     assert_memory_equal(same, handles[7], M2MHSM_HANDLE_LEN);
+    /* A revoked (erased) record's handle resolves to nothing; issued again, it differs. */
+    m2mhsm_handles_revoke(h, again.record_id);
+    assert_int_equal(m2mhsm_handles_resolve(h, same, sizeof(same), &out), M2MHSM_E_NOT_FOUND);
+    uint8_t fresh[M2MHSM_HANDLE_LEN];
+    assert_int_equal(m2mhsm_handles_issue(h, &again, fresh), M2MHSM_OK);
+    assert_memory_not_equal(fresh, same, M2MHSM_HANDLE_LEN);
+    assert_int_equal(m2mhsm_handles_resolve(h, fresh, sizeof(fresh), &out), M2MHSM_OK);
     /* A handle whose key expires computes nothing from that instant, even mid-handshake. */
     again.expiry = f->fs.now + 5;
     assert_int_equal(m2mhsm_handles_issue(h, &again, same), M2MHSM_OK);
