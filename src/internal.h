@@ -2,6 +2,7 @@
 #ifndef M2MHSM_INTERNAL_H
 #define M2MHSM_INTERNAL_H
 
+#include <stdint.h>
 #include <m2mhsm/errors.h>
 #include <m2mhsm/p11compat.h>
 
@@ -17,6 +18,12 @@ void m2mhsm_clear_error(void);
 struct m2mhsm_token;
 void m2mhsm_token_write_begin(struct m2mhsm_token *tok);
 void m2mhsm_token_write_end(struct m2mhsm_token *tok);
+/* Inside a write section that created or destroyed token objects: bump the shared write
+ * epoch (a no-op without a lock file). */
+void m2mhsm_token_write_changed(struct m2mhsm_token *tok);
+/* The shared write epoch, if there is a lock file (returns 1); 0: no shared epoch, so
+ * nothing may be cached on the strength of it. */
+int m2mhsm_token_shared_epoch(struct m2mhsm_token *tok, uint64_t *epoch);
 /* Bracket C_FindObjects* sequences likewise: shared with each other, exclusive with
  * writes, within the process and (with a lock file) across processes. */
 void m2mhsm_token_search_begin(struct m2mhsm_token *tok);

@@ -31,7 +31,10 @@ typedef struct {
     /* A file that every process using this token can open (created if missing): object
      * writes take flock(LOCK_EX) on it and object reads LOCK_SH, so processes sharing a
      * token whose module is unsafe across processes (SoftHSM's file backend) do not
-     * interleave a creation with another's enumeration. NULL: no cross-process lock. */
+     * interleave a creation with another's enumeration. Every writer also bumps a write
+     * epoch kept in it, which lets lookups answer repeat questions without a token call;
+     * all processes that write the token must then use it (docs/key-lifecycle.md).
+     * NULL: no cross-process lock, and every index hit is read on the token. */
     const char *lock_file;
 } m2mhsm_token_config;
 

@@ -14,6 +14,7 @@ struct ks_entry {
     m2mhsm_kind kind;
     size_t key_len;
     int64_t confirmed_ms;
+    uint64_t confirmed_epoch; /* shared write epoch + 1 when last confirmed; 0: never */
     m2mhsm_record rec;
     char key[]; /* not NUL-terminated */
 };
@@ -101,6 +102,7 @@ m2mhsm_status ks_index_put(ks_index *idx, m2mhsm_kind kind, const char *key,
     if (*p != NULL) {
         (*p)->rec = *rec;
         (*p)->confirmed_ms = 0;
+        (*p)->confirmed_epoch = 0;
         return M2MHSM_OK;
     }
     ks_entry *e = malloc(sizeof(*e) + len);
@@ -111,6 +113,7 @@ m2mhsm_status ks_index_put(ks_index *idx, m2mhsm_kind kind, const char *key,
     e->kind = kind;
     e->key_len = len;
     e->confirmed_ms = 0;
+    e->confirmed_epoch = 0;
     e->rec = *rec;
     memcpy(e->key, key, len);
     *p = e;
@@ -134,6 +137,14 @@ int64_t *ks_index_confirmed(ks_index *idx, m2mhsm_kind kind, const char *key, si
         return NULL;
     ks_entry **p = find_slot(idx, kind, key, len, hash_key(idx, kind, key, len));
     return *p != NULL ? &(*p)->confirmed_ms : NULL;
+}
+
+uint64_t *ks_index_confirmed_epoch(ks_index *idx, m2mhsm_kind kind, const char *key, size_t len)
+{
+    if (idx->nbuckets == 0)
+        return NULL;
+    ks_entry **p = find_slot(idx, kind, key, len, hash_key(idx, kind, key, len));
+    return *p != NULL ? &(*p)->confirmed_epoch : NULL;
 }
 
 void ks_index_del(ks_index *idx, m2mhsm_kind kind, const char *key, const m2mhsm_record *rec)

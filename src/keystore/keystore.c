@@ -61,6 +61,7 @@ m2mhsm_status ks_record_destroy(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, const 
     pthread_mutex_unlock(&ks->lock);
     m2mhsm_token_write_begin(ks->tok);
     m2mhsm_status st = ks_record_destroy_objects(ks, s, rec);
+    m2mhsm_token_write_changed(ks->tok);
     m2mhsm_token_write_end(ks->tok);
     return st;
 }
@@ -73,6 +74,7 @@ static m2mhsm_status repair(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, ks_scan *s
     for (size_t i = 0; i < sc->orphan_count; i++) {
         m2mhsm_token_write_begin(ks->tok);
         m2mhsm_status st = ks_destroy(ks->fn, s, sc->orphans[i]);
+        m2mhsm_token_write_changed(ks->tok);
         m2mhsm_token_write_end(ks->tok);
         if (st != M2MHSM_OK)
             return st;
@@ -197,6 +199,7 @@ void m2mhsm_keystore_close(m2mhsm_keystore *ks)
         return;
     ks_index_free(&ks->idx);
     ks_index_free(&ks->by_kpm);
+    ks_index_free(&ks->absent);
     pthread_mutex_destroy(&ks->lock);
     free(ks);
 }

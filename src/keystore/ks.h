@@ -95,6 +95,9 @@ const m2mhsm_record *ks_index_get(const ks_index *idx, m2mhsm_kind kind, const c
 /* When the entry under (kind, key) was last confirmed on the token (monotonic ms), for
  * reading and updating under the keystore lock; NULL if there is no such entry. */
 int64_t *ks_index_confirmed(ks_index *idx, m2mhsm_kind kind, const char *key, size_t len);
+/* The shared write epoch (+1) at which the entry was last confirmed or, in the negative
+ * cache, found absent; NULL if there is no such entry. Under the keystore lock. */
+uint64_t *ks_index_confirmed_epoch(ks_index *idx, m2mhsm_kind kind, const char *key, size_t len);
 /* Remove the entry under (kind, key) if it still holds the record with rec's record id. */
 void ks_index_del(ks_index *idx, m2mhsm_kind kind, const char *key, const m2mhsm_record *rec);
 
@@ -110,6 +113,7 @@ struct m2mhsm_keystore {
     unsigned generation;
     ks_index idx;    /* (kind, identity) -> record */
     ks_index by_kpm; /* (M2MHSM_KIND_KE, KpmID) -> that KpmID's Ke: re-enrolment finds it */
+    ks_index absent; /* (kind, identity) searched for and not found, with the epoch */
 };
 
 /* Every m2mhsm record on the token, keys attached, plus what is wrong. */

@@ -119,6 +119,30 @@ static m2mhsm_status search(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, m2mhsm_kin
     return found ? M2MHSM_OK : M2MHSM_E_NOT_FOUND;
 }
 
+/* Remember that (kind, identity) was searched for at this epoch and not found: a flood of
+ * unknown psk_identity values then costs one search each until something is written. The
+ * cache is bounded; past the bound it starts afresh. */
+#define ABSENT_MAX 1024
+
+static void note_absent(m2mhsm_keystore *ks, m2mhsm_kind kind, const char *identity, uint64_t epoch)
+{
+    m2mhsm_record probe = {.kind = kind};
+    pthread_mutex_lock(&ks->lock);
+    if (ks->absent.count >= ABSENT_MAX || ks->absent.nbuckets == 0) {
+        ks_index_free(&ks->absent);
+        if (ks_index_init(&ks->absent, ABSENT_MAX) != M2MHSM_OK) {
+            pthread_mutex_unlock(&ks->lock);
+            return;
+        }
+    }
+    if (ks_index_put(&ks->absent, kind, identity, &probe) == M2MHSM_OK) {
+        uint64_t *at = ks_index_confirmed_epoch(&ks->absent, kind, identity, strlen(identity));
+        if (at != NULL)
+            *at = epoch + 1;
+    }
+    pthread_mutex_unlock(&ks->lock);
+}
+
 static m2mhsm_status lookup(m2mhsm_keystore *ks, m2mhsm_kind kind, const char *id, size_t len,
                             m2mhsm_record *out, int search_on_miss)
 {
@@ -133,19 +157,30 @@ static m2mhsm_status lookup(m2mhsm_keystore *ks, m2mhsm_kind kind, const char *i
         return st;
 
     int64_t t = ks->revalidate_ms > 0 ? monotonic_ms() : 0;
+    /* With a lock file every process bumps a shared write epoch when it changes the token:
+     * an answer confirmed at the current epoch needs no token call (docs/performance.md). */
+    uint64_t epoch = 0;
+    int shared = m2mhsm_token_shared_epoch(ks->tok, &epoch);
     pthread_mutex_lock(&ks->lock);
     const m2mhsm_record *hit = ks_index_get(&ks->idx, kind, identity, len);
-    int have = hit != NULL, fresh = 0;
+    int have = hit != NULL, fresh = 0, known_absent = 0;
     if (have) {
         *out = *hit;
         int64_t *confirmed = ks_index_confirmed(&ks->idx, kind, identity, len);
-        fresh = ks->revalidate_ms > 0 && t - *confirmed < ks->revalidate_ms;
+        uint64_t *at = ks_index_confirmed_epoch(&ks->idx, kind, identity, len);
+        fresh = (ks->revalidate_ms > 0 && t - *confirmed < ks->revalidate_ms) ||
+                (shared && *at == epoch + 1);
+    } else if (shared) {
+        uint64_t *at = ks_index_confirmed_epoch(&ks->absent, kind, identity, len);
+        known_absent = at != NULL && *at == epoch + 1;
     }
     pthread_mutex_unlock(&ks->lock);
     if (fresh) {
         out->generation = m2mhsm_token_generation(ks->tok);
         return M2MHSM_OK;
     }
+    if (known_absent)
+        return m2mhsm_fail(M2MHSM_E_NOT_FOUND, "no %s with that identity", m2mhsm_kind_name(kind));
 
     CK_SESSION_HANDLE s;
     if ((st = m2mhsm_token_session_get(ks->tok, &s)) != M2MHSM_OK)
@@ -154,13 +189,14 @@ static m2mhsm_status lookup(m2mhsm_keystore *ks, m2mhsm_kind kind, const char *i
     if (have && still_there(ks, s, out)) {
         m2mhsm_token_session_put(ks->tok, s);
         out->generation = gen;
-        if (ks->revalidate_ms > 0) {
-            pthread_mutex_lock(&ks->lock);
-            int64_t *confirmed = ks_index_confirmed(&ks->idx, kind, identity, len);
-            if (confirmed != NULL)
-                *confirmed = t;
-            pthread_mutex_unlock(&ks->lock);
-        }
+        pthread_mutex_lock(&ks->lock);
+        int64_t *confirmed = ks_index_confirmed(&ks->idx, kind, identity, len);
+        uint64_t *at = ks_index_confirmed_epoch(&ks->idx, kind, identity, len);
+        if (confirmed != NULL)
+            *confirmed = t;
+        if (at != NULL && shared)
+            *at = epoch + 1; /* the epoch read before the confirmation */
+        pthread_mutex_unlock(&ks->lock);
         return M2MHSM_OK;
     }
     if (have) {
@@ -176,6 +212,8 @@ static m2mhsm_status lookup(m2mhsm_keystore *ks, m2mhsm_kind kind, const char *i
         ks_index_insert(ks, out);
         pthread_mutex_unlock(&ks->lock);
     } else if (st == M2MHSM_E_NOT_FOUND) {
+        if (shared && search_on_miss)
+            note_absent(ks, kind, identity, epoch);
         st = m2mhsm_fail(M2MHSM_E_NOT_FOUND, "no %s with that identity", m2mhsm_kind_name(kind));
     }
     return st;

@@ -102,6 +102,54 @@ static void test_revalidation_window_trades_coherence_for_speed(void **state)
     fixture_store_close(&fs);
 }
 
+/* Import a Kpm from another process that does not use the lock file, so the shared write
+ * epoch does not move: a writer the epoch cannot see. */
+static int import_without_lock(const char *kpm_id)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        m2mhsm_token_config cfg = {.token_uri = token.uri, .pin_source = token.pin_source};
+        m2mhsm_token *tok = NULL;
+        m2mhsm_keystore *ks = NULL;
+        int bad = m2mhsm_token_open(&cfg, &tok) != M2MHSM_OK ||
+                  m2mhsm_keystore_open(tok, NULL, &ks, NULL) != M2MHSM_OK ||
+                  m2mhsm_keystore_import_kpm(ks, kpm_id, fixture_key32, 32, M2MHSM_NEVER, NULL) !=
+                      M2MHSM_OK;
+        m2mhsm_keystore_close(ks);
+        m2mhsm_token_close(tok);
+        _exit(bad);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+}
+
+/* With a lock file, answers confirmed at the current write epoch cost no token call: a
+ * flood of unknown identities costs one search, and hits are memory lookups. Every writer
+ * must use the lock file: one that does not is seen only once the epoch moves. */
+static void test_write_epoch_answers_repeat_lookups_without_the_token(void **state)
+{
+    (void)state;
+    fixture_store fs = {0};
+    fixture_store_open(&fs, &token);
+    m2mhsm_record r;
+    assert_int_equal(m2mhsm_keystore_lookup(fs.ks, M2MHSM_KIND_KPM, "ghost-kpm", 9, &r),
+                     M2MHSM_E_NOT_FOUND);
+    assert_int_equal(import_without_lock("ghost-kpm"), 0);
+    /* Same epoch: the earlier "not found" stands, no search was made. */
+    assert_int_equal(m2mhsm_keystore_lookup(fs.ks, M2MHSM_KIND_KPM, "ghost-kpm", 9, &r),
+                     M2MHSM_E_NOT_FOUND);
+    /* Any write through the lock moves the epoch; the next lookup searches and finds it. */
+    assert_int_equal(in_other_process(create_kpm), 0);
+    assert_int_equal(m2mhsm_keystore_lookup(fs.ks, M2MHSM_KIND_KPM, "ghost-kpm", 9, &r), M2MHSM_OK);
+    assert_int_equal(in_other_process(erase_kpm), 0);
+    assert_int_equal(m2mhsm_keystore_erase_id(fs.ks, "ghost-kpm", NULL), M2MHSM_OK);
+    assert_int_equal(m2mhsm_keystore_lookup(fs.ks, M2MHSM_KIND_KPM, "ghost-kpm", 9, &r),
+                     M2MHSM_E_NOT_FOUND);
+    fixture_store_close(&fs);
+}
+
 static void test_forked_child_reinitialises_before_its_first_token_call(void **state)
 {
     (void)state;
@@ -213,6 +261,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_index_sees_another_process_create_and_destroy),
         cmocka_unit_test(test_revalidation_window_trades_coherence_for_speed),
+        cmocka_unit_test(test_write_epoch_answers_repeat_lookups_without_the_token),
         cmocka_unit_test(test_forked_child_reinitialises_before_its_first_token_call),
         cmocka_unit_test(test_threads_share_one_store),
     };
