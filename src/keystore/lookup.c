@@ -13,11 +13,6 @@ static int64_t monotonic_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static m2mhsm_id_type identity_type(m2mhsm_kind kind)
-{
-    return kind == M2MHSM_KIND_KPM || kind == M2MHSM_KIND_ENROLMENT ? M2MHSM_ID_KPM : M2MHSM_ID_KE;
-}
-
 /* The object a hit is confirmed on: the one a handshake uses next. */
 static CK_OBJECT_HANDLE primary(const m2mhsm_record *rec, int *form)
 {
@@ -150,7 +145,7 @@ static m2mhsm_status lookup(m2mhsm_keystore *ks, m2mhsm_kind kind, const char *i
         return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "keystore_lookup: NULL argument");
     char identity[M2MHSM_ID_MAX + 1];
     m2mhsm_status st =
-        m2mhsm_id_canonical(identity_type(kind), id, len, identity, sizeof(identity));
+        m2mhsm_id_canonical(ks_identity_type(kind), id, len, identity, sizeof(identity));
     if (st != M2MHSM_OK)
         return st;
     if ((st = ks_sync_generation(ks)) != M2MHSM_OK)

@@ -90,8 +90,6 @@ int ks_label_form(const char *label)
     return -1;
 }
 
-static m2mhsm_id_type identity_type(m2mhsm_kind kind);
-
 int ks_label_parse(const char *label, m2mhsm_kind *kind, int *form)
 {
     char copy[M2MHSM_LABEL_MAX];
@@ -106,7 +104,7 @@ int ks_label_parse(const char *label, m2mhsm_kind *kind, int *form)
     *f++ = '\0';
     *form = ks_label_form(label);
     return kind_from_name(k, kind) && *form >= 0 &&
-           m2mhsm_id_check_str(identity_type(*kind), id) == M2MHSM_OK;
+           m2mhsm_id_check_str(ks_identity_type(*kind), id) == M2MHSM_OK;
 }
 
 static void hex_encode(const uint8_t *in, size_t n, char *out)
@@ -217,7 +215,7 @@ static int opt_id_ok(m2mhsm_id_type t, const char *s)
     return s[0] == '\0' || m2mhsm_id_check_str(t, s) == M2MHSM_OK;
 }
 
-static m2mhsm_id_type identity_type(m2mhsm_kind kind)
+m2mhsm_id_type ks_identity_type(m2mhsm_kind kind)
 {
     return kind == M2MHSM_KIND_KPM || kind == M2MHSM_KIND_ENROLMENT ? M2MHSM_ID_KPM : M2MHSM_ID_KE;
 }
@@ -257,7 +255,7 @@ static int kind_fields_ok(const m2mhsm_record *r)
 
 static int record_ok(const m2mhsm_record *r)
 {
-    return m2mhsm_id_check_str(identity_type(r->kind), r->identity) == M2MHSM_OK &&
+    return m2mhsm_id_check_str(ks_identity_type(r->kind), r->identity) == M2MHSM_OK &&
            opt_id_ok(M2MHSM_ID_KPM, r->kpm_id) && opt_id_ok(M2MHSM_ID_KE, r->ke_id) &&
            opt_id_ok(M2MHSM_ID_M2M_ABS, r->enrolee_id) &&
            opt_id_ok(M2MHSM_ID_TARGET, r->target_id) && r->expiry > 0 && kind_fields_ok(r);
