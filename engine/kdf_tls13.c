@@ -19,18 +19,25 @@
 
 #define HLEN 32
 
+/* The octet string named `name`: 1 and (v, n) when present, -1 when absent, 0 malformed. */
+static int octets(const OSSL_PARAM params[], const char *name, const void **v, size_t *n)
+{
+    const OSSL_PARAM *p = OSSL_PARAM_locate_const(params, name);
+    if (p == NULL)
+        return -1;
+    return OSSL_PARAM_get_octet_string_ptr(p, v, n);
+}
+
 /* Copy a bounded parameter; one longer than libssl ever passes marks the context oversize,
  * which the token path refuses (the delegated path never reads these copies). */
 static int copy_param(m2mhsm_kdf_ctx *c, const OSSL_PARAM params[], const char *name, uint8_t *buf,
                       size_t cap, size_t *len)
 {
-    const OSSL_PARAM *p = OSSL_PARAM_locate_const(params, name);
-    if (p == NULL)
-        return 1;
     const void *v = NULL;
     size_t n = 0;
-    if (!OSSL_PARAM_get_octet_string_ptr(p, &v, &n))
-        return 0;
+    int found = octets(params, name, &v, &n);
+    if (found <= 0)
+        return found < 0;
     if (n > cap) {
         c->t13.oversize = 1;
         *len = 0;
@@ -41,15 +48,14 @@ static int copy_param(m2mhsm_kdf_ctx *c, const OSSL_PARAM params[], const char *
     return 1;
 }
 
+/* The key at any length: the (EC)DHE secret of ffdhe8192 is 1024 bytes. */
 static int copy_key(m2mhsm_kdf_ctx *c, const OSSL_PARAM params[])
 {
-    const OSSL_PARAM *p = OSSL_PARAM_locate_const(params, OSSL_KDF_PARAM_KEY);
-    if (p == NULL)
-        return 1;
     const void *v = NULL;
     size_t n = 0;
-    if (!OSSL_PARAM_get_octet_string_ptr(p, &v, &n))
-        return 0;
+    int found = octets(params, OSSL_KDF_PARAM_KEY, &v, &n);
+    if (found <= 0)
+        return found < 0;
     OPENSSL_clear_free(c->t13.key, c->t13.key_len);
     c->t13.key = OPENSSL_memdup(v != NULL ? v : "", n > 0 ? n : 1);
     c->t13.key_len = n;
