@@ -166,8 +166,11 @@ static unsigned int server_psk(SSL *ssl, const char *identity, unsigned char *ps
     m2mhsm_record rec;
     if (cs == NULL || identity == NULL || max_psk_len < M2MHSM_HANDLE_LEN)
         return 0;
-    m2mhsm_status st =
-        m2mhsm_keystore_lookup(cs->t->ks, cs->p.kind, identity, strlen(identity), &rec);
+    size_t id_len = strlen(identity);
+    m2mhsm_status st = m2mhsm_keystore_lookup(cs->t->ks, cs->p.kind, identity, id_len, &rec);
+    if (st == M2MHSM_E_NOT_FOUND && cs->p.resolver != NULL &&
+        cs->p.resolver(cs->p.resolver_arg, ssl, identity) == 1)
+        st = m2mhsm_keystore_lookup(cs->t->ks, cs->p.kind, identity, id_len, &rec);
     if (st != M2MHSM_OK) {
         observe(cs, st == M2MHSM_E_NOT_FOUND ? M2MHSM_TLS_PSK_UNKNOWN : M2MHSM_TLS_PSK_ERROR,
                 identity, NULL, 0);

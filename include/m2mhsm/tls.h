@@ -38,6 +38,13 @@ typedef enum {
 typedef void (*m2mhsm_tls_observer)(void *arg, m2mhsm_tls_psk_event ev, const char *identity,
                                     const m2mhsm_record *rec, size_t erased);
 
+/* Server: asked about a psk_identity the store does not hold, before it is refused. Return 1
+ * once the key is in the store (the lookup is then repeated), 0 to refuse. It runs inside
+ * the handshake; with SSL_MODE_ASYNC on the SSL_CTX it may ASYNC_pause_job() while it
+ * fetches the key elsewhere (a MAF asking the MEF, TS-0003 8.3.2.1), so the same
+ * connection completes once the key has arrived. */
+typedef int (*m2mhsm_tls_resolver)(void *arg, SSL *ssl, const char *identity);
+
 typedef struct {
     m2mhsm_tls_role role;
     m2mhsm_tls_proto proto;
@@ -48,6 +55,8 @@ typedef struct {
     const char *server_name;      /* client: SNI to send, or NULL */
     m2mhsm_tls_observer observer; /* server: told of every identity it resolves; may be NULL */
     void *observer_arg;
+    m2mhsm_tls_resolver resolver; /* server: for unknown identities; may be NULL */
+    void *resolver_arg;
 } m2mhsm_tls_profile;
 
 /*

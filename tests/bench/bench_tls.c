@@ -139,7 +139,7 @@ static void store_close(store *st)
 static SSL_CTX *token_server(const store *st)
 {
     m2mhsm_tls_profile p = {
-        M2MHSM_TLS_SERVER, M2MHSM_TLS_1_2, M2MHSM_KIND_KPM, NULL, NULL, NULL, NULL};
+        M2MHSM_TLS_SERVER, M2MHSM_TLS_1_2, M2MHSM_KIND_KPM, NULL, NULL, NULL, NULL, NULL, NULL};
     SSL_CTX *ctx = NULL;
     if (m2mhsm_tls_ctx_new(st->tls, &p, &ctx) != M2MHSM_OK)
         exit(1);

@@ -220,6 +220,8 @@ int main(int argc, char **argv)
                             a.identity,
                             NULL,
                             observer,
+                            NULL,
+                            NULL,
                             NULL};
     if (m2mhsm_token_open(&cfg, &tok) != M2MHSM_OK ||
         m2mhsm_keystore_open(tok, NULL, &ks, NULL) != M2MHSM_OK ||

@@ -139,7 +139,7 @@ static void given_tls_kpm(tls_fixture *f, m2mhsm_time valid_until)
 static SSL_CTX *token_ctx(tls_fixture *f, m2mhsm_tls_role role, m2mhsm_kind kind,
                           const char *identity)
 {
-    m2mhsm_tls_profile p = {role, M2MHSM_TLS_1_2, kind, identity, NULL, observer, f};
+    m2mhsm_tls_profile p = {role, M2MHSM_TLS_1_2, kind, identity, NULL, observer, f, NULL, NULL};
     SSL_CTX *ctx = NULL;
     assert_int_equal(m2mhsm_tls_ctx_new(f->tls, &p, &ctx), M2MHSM_OK);
     return ctx;
@@ -213,6 +213,8 @@ static void test_client_sends_sni_and_a_server_sees_open_connections_expire(void
                              "tls-kpm",
                              "mef.example.com",
                              NULL,
+                             NULL,
+                             NULL,
                              NULL};
     SSL_CTX *client = NULL;
     assert_int_equal(m2mhsm_tls_ctx_new(f->tls, &cp, &client), M2MHSM_OK);
@@ -260,9 +262,16 @@ static void test_tls13_with_the_psk_in_the_token_both_ways(void **state)
     tls_fixture *f = *state;
     given_tls_kpm(f, M2MHSM_NEVER);
     m2mhsm_tls_profile sp = {
-        M2MHSM_TLS_SERVER, M2MHSM_TLS_1_3, M2MHSM_KIND_KPM, NULL, NULL, observer, f};
-    m2mhsm_tls_profile cp = {
-        M2MHSM_TLS_CLIENT, M2MHSM_TLS_1_3, M2MHSM_KIND_KPM, "tls-kpm", NULL, NULL, NULL};
+        M2MHSM_TLS_SERVER, M2MHSM_TLS_1_3, M2MHSM_KIND_KPM, NULL, NULL, observer, f, NULL, NULL};
+    m2mhsm_tls_profile cp = {M2MHSM_TLS_CLIENT,
+                             M2MHSM_TLS_1_3,
+                             M2MHSM_KIND_KPM,
+                             "tls-kpm",
+                             NULL,
+                             NULL,
+                             NULL,
+                             NULL,
+                             NULL};
     SSL_CTX *server = NULL, *client = NULL;
     assert_int_equal(m2mhsm_tls_ctx_new(f->tls, &sp, &server), M2MHSM_OK);
     assert_int_equal(m2mhsm_tls_ctx_new(f->tls, &cp, &client), M2MHSM_OK);
