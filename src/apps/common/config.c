@@ -1,0 +1,98 @@
+/* Configuration files are JSON, parsed by jansson (docs/configuration.md). */
+#include "app.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <openssl/crypto.h>
+
+json_t *app_config_load(const char *path)
+{
+    json_error_t err;
+    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &err);
+    if (root == NULL) {
+        fprintf(stderr, "config %s: line %d: %s\n", path, err.line, err.text);
+        return NULL;
+    }
+    if (!json_is_object(root)) {
+        fprintf(stderr, "config %s: the top level must be an object\n", path);
+        json_decref(root);
+        return NULL;
+    }
+    return root;
+}
+
+static int missing(const char *section, const char *key, const char *why)
+{
+    fprintf(stderr, "config: %s.%s: %s\n", section, key, why);
+    return -1;
+}
+
+int app_cfg_str(const json_t *obj, const char *section, const char *key, int required,
+                const char **out)
+{
+    const json_t *v = json_object_get(obj, key);
+    if (v == NULL)
+        return required ? missing(section, key, "required") : 0;
+    if (!json_is_string(v) || json_string_length(v) == 0 ||
+        strlen(json_string_value(v)) != json_string_length(v))
+        return missing(section, key, "must be a non-empty string");
+    *out = json_string_value(v);
+    return 0;
+}
+
+int app_cfg_int(const json_t *obj, const char *section, const char *key, long long min,
+                long long max, long long *out)
+{
+    const json_t *v = json_object_get(obj, key);
+    if (v == NULL)
+        return 0;
+    if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max) {
+        fprintf(stderr, "config: %s.%s: must be an integer from %lld to %lld\n", section, key,
+                min, max);
+        return -1;
+    }
+    *out = json_integer_value(v);
+    return 0;
+}
+
+int app_cfg_bool(const json_t *obj, const char *section, const char *key, int *out)
+{
+    const json_t *v = json_object_get(obj, key);
+    if (v == NULL)
+        return 0;
+    if (!json_is_boolean(v))
+        return missing(section, key, "must be true or false");
+    *out = json_is_true(v);
+    return 0;
+}
+
+/* Every block jansson frees is wiped first: a reply or request body it parsed or built may
+ * have held a base64 credential. The size sits in a header before the block. */
+typedef union {
+    size_t size;
+    max_align_t align;
+} block_header;
+
+static void *cleansing_malloc(size_t n)
+{
+    block_header *h = malloc(sizeof(*h) + n);
+    if (h == NULL)
+        return NULL;
+    h->size = n;
+    return h + 1;
+}
+
+static void cleansing_free(void *p)
+{
+    if (p == NULL)
+        return;
+    block_header *h = (block_header *)p - 1;
+    OPENSSL_cleanse(p, h->size);
+    free(h);
+}
+
+void app_json_cleansing_alloc(void)
+{
+    json_set_alloc_funcs(cleansing_malloc, cleansing_free);
+}

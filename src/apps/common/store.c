@@ -1,0 +1,46 @@
+/* Open a program's token, key store and TLS context from its "pkcs11" section. */
+#include "app.h"
+
+#include <stdio.h>
+#include <string.h>
+
+int app_store_open(const json_t *pkcs11, app_store *out)
+{
+    memset(out, 0, sizeof(*out));
+    m2mhsm_token_config cfg = {0};
+    if (!json_is_object(pkcs11)) {
+        fputs("config: \"pkcs11\" section missing\n", stderr);
+        return -1;
+    }
+    if (app_cfg_str(pkcs11, "pkcs11", "module", 0, &cfg.module_path) != 0 ||
+        app_cfg_str(pkcs11, "pkcs11", "token", 1, &cfg.token_uri) != 0 ||
+        app_cfg_str(pkcs11, "pkcs11", "pin_source", 1, &cfg.pin_source) != 0 ||
+        app_cfg_str(pkcs11, "pkcs11", "lock_file", 0, &cfg.lock_file) != 0)
+        return -1;
+    m2mhsm_status st = m2mhsm_token_open(&cfg, &out->tok);
+    if (st == M2MHSM_OK) {
+        m2mhsm_open_report rep;
+        st = m2mhsm_keystore_open(out->tok, NULL, &out->ks, &rep);
+        if (st == M2MHSM_OK && rep.orphan_keys + rep.incomplete > 0)
+            app_log(APP_WARN, "store-repaired", "orphan_keys=%zu torn_records=%zu",
+                    rep.orphan_keys, rep.incomplete);
+        if (st == M2MHSM_OK && rep.corrupt > 0)
+            app_log(APP_WARN, "store-corrupt", "unreadable_metadata=%zu", rep.corrupt);
+    }
+    if (st == M2MHSM_OK)
+        st = m2mhsm_tls_new(out->ks, &out->tls);
+    if (st != M2MHSM_OK) {
+        app_log(APP_ERROR, "token-open-failed", "error=%s", app_error(st));
+        app_store_close(out);
+        return -1;
+    }
+    return 0;
+}
+
+void app_store_close(app_store *s)
+{
+    m2mhsm_tls_free(s->tls);
+    m2mhsm_keystore_close(s->ks);
+    m2mhsm_token_close(s->tok);
+    memset(s, 0, sizeof(*s));
+}
