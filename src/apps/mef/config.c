@@ -1,0 +1,94 @@
+/* The MEF's configuration file (docs/configuration.md) and its Bootstrap Instruction
+ * Configuration per KpmID (TS-0003 tables 9.2.2.3-1/-2): target, Enrolee-ID, Enrolment
+ * Expiry. The token holds the applied configuration; the file is its source. */
+#include "mef.h"
+
+#include <stdio.h>
+#include <string.h>
+
+int mef_config_load(mef *m, const char *path)
+{
+    mef_config *c = &m->cfg;
+    if ((m->root = app_config_load(path)) == NULL)
+        return -1;
+    const json_t *sec = json_object_get(m->root, "mef");
+    if (!json_is_object(sec)) {
+        fprintf(stderr, "config %s: \"mef\" section missing\n", path);
+        return -1;
+    }
+    c->sweep_interval_s = 60;
+    c->max_connections = 4096;
+    if (app_cfg_str(sec, "mef", "fqdn", 1, &c->fqdn) != 0 ||
+        app_cfg_str(sec, "mef", "bootstrap_tls", 0, &c->bootstrap_tls) != 0 ||
+        app_cfg_str(sec, "mef", "bootstrap_dtls", 0, &c->bootstrap_dtls) != 0 ||
+        app_cfg_str(sec, "mef", "https", 0, &c->https) != 0 ||
+        app_cfg_bool(sec, "mef", "tls13", &c->tls13) != 0 ||
+        app_cfg_int(sec, "mef", "sweep_interval", 1, 86400, &c->sweep_interval_s) != 0 ||
+        app_cfg_int(sec, "mef", "max_connections", 1, 1000000, &c->max_connections) != 0)
+        return -1;
+    if (m2mhsm_id_check_str(M2MHSM_ID_FQDN, c->fqdn) != M2MHSM_OK) {
+        fprintf(stderr, "config: mef.fqdn: %s\n", m2mhsm_last_error());
+        return -1;
+    }
+    if (c->https != NULL && (app_cfg_str(sec, "mef", "certificate", 1, &c->ck.certificate) != 0 ||
+                             app_cfg_str(sec, "mef", "key_label", 1, &c->ck.key_label) != 0 ||
+                             app_cfg_str(sec, "mef", "ca", 1, &c->ck.ca) != 0))
+        return -1;
+    if (c->bootstrap_tls == NULL && c->bootstrap_dtls == NULL && c->https == NULL) {
+        fputs("config: mef: nothing to serve (bootstrap_tls, bootstrap_dtls, https)\n", stderr);
+        return -1;
+    }
+    return 0;
+}
+
+/* 1 if the token already holds exactly this configuration for kpm_id. */
+static int unchanged(mef *m, const char *kpm_id, const char *target, const char *enrolee,
+                     const m2mhsm_expiry_spec *spec)
+{
+    m2mhsm_record rec;
+    if (m2mhsm_keystore_lookup(m->store.ks, M2MHSM_KIND_ENROLMENT, kpm_id, strlen(kpm_id), &rec) !=
+        M2MHSM_OK)
+        return 0;
+    return strcmp(rec.target_id, target) == 0 && strcmp(rec.enrolee_id, enrolee) == 0 &&
+           rec.enrolment_expiry.kind == spec->kind && rec.enrolment_expiry.value == spec->value;
+}
+
+static int apply_one(mef *m, size_t i, const json_t *e)
+{
+    const char *kpm_id = NULL, *target = NULL, *enrolee = NULL, *expiry = NULL;
+    char where[32];
+    snprintf(where, sizeof(where), "enrolees[%zu]", i);
+    if (!json_is_object(e) || app_cfg_str(e, where, "kpm_id", 1, &kpm_id) != 0 ||
+        app_cfg_str(e, where, "enrolment_target", 1, &target) != 0 ||
+        app_cfg_str(e, where, "enrolee_id", 1, &enrolee) != 0 ||
+        app_cfg_str(e, where, "enrolment_expiry", 1, &expiry) != 0)
+        return -1;
+    m2mhsm_expiry_spec spec;
+    m2mhsm_status st = m2mhsm_expiry_spec_parse(expiry, &spec);
+    if (st == M2MHSM_OK && unchanged(m, kpm_id, target, enrolee, &spec))
+        return 0;
+    if (st == M2MHSM_OK)
+        st = m2mhsm_keystore_configure_enrolee(m->store.ks, kpm_id, target, enrolee, &spec);
+    if (st != M2MHSM_OK) {
+        fprintf(stderr, "config: %s: %s\n", where, m2mhsm_last_error());
+        return -1;
+    }
+    app_log(APP_INFO, "configured", "kpm_id=%s enrolee_id=%s target=%s enrolment_expiry=%s",
+            kpm_id, enrolee, target, expiry);
+    return 0;
+}
+
+int mef_config_apply_enrolees(mef *m)
+{
+    const json_t *list = json_object_get(m->root, "enrolees");
+    if (list == NULL)
+        return 0;
+    if (!json_is_array(list)) {
+        fputs("config: enrolees: must be an array\n", stderr);
+        return -1;
+    }
+    for (size_t i = 0; i < json_array_size(list); i++)
+        if (apply_one(m, i, json_array_get(list, i)) != 0)
+            return -1;
+    return 0;
+}

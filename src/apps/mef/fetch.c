@@ -1,0 +1,260 @@
+/* "Use of Remotely Provisioned Credential" (TS-0003 8.3.2.1; project decision in the
+ * TS-0003 notes §7): an Enrolment Target retrieves /fetchCredentials/<KeID>/<SUID> over
+ * mutually authenticated HTTPS. The MEF checks that the authenticated originator is the
+ * Enrolee's configured Enrolment Target, derives Km (SUID 21, 10.3.2) or Kpsa (SUID 22,
+ * 10.3.3) on the token from Ke, and answers with the key and its lifetime (= Ke's expiry,
+ * the CR). HTTP is libevent's evhttp over bufferevent_openssl; JSON is jansson. */
+#include "mef.h"
+
+#include <event2/buffer.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <openssl/evp.h>
+#include <openssl/x509v3.h>
+
+#define SUID_KM "21"   /* symmetric key provisioned via an RSPF, shared with a MAF */
+#define SUID_KPSA "22" /* project decision: the Kpsa for an Enrolee B */
+#define FETCH_PREFIX "/fetchCredentials/"
+
+typedef struct {
+    struct evhttp_request *req;
+    char ke_id[M2MHSM_KE_ID_MAX + 1];
+    char origin[M2MHSM_M2M_ID_MAX + 1];
+    const char *suid; /* SUID_KM or SUID_KPSA once parsed */
+    int km;           /* SUID 21 */
+} fetch_req;
+
+static void body_free(const void *data, size_t len, void *extra)
+{
+    (void)extra;
+    OPENSSL_cleanse((void *)data, len);
+    free((void *)data);
+}
+
+/* The body goes out by reference and is wiped once sent: it may hold a credential. */
+static void send_json(struct evhttp_request *req, int code, const char *reason, json_t *body)
+{
+    size_t n = body != NULL ? json_dumpb(body, NULL, 0, JSON_COMPACT) : 0;
+    char *text = n > 0 ? malloc(n) : NULL;
+    struct evbuffer *out = evbuffer_new();
+    if (text != NULL && json_dumpb(body, text, n, JSON_COMPACT) != n) {
+        free(text);
+        text = NULL;
+    }
+    json_decref(body);
+    if (text == NULL || out == NULL) {
+        free(text);
+        evbuffer_free(out);
+        evhttp_send_error(req, HTTP_INTERNAL, NULL);
+        return;
+    }
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
+    evbuffer_add_reference(out, text, n, body_free, NULL);
+    evhttp_send_reply(req, code, reason, out);
+    evbuffer_free(out);
+}
+
+static void refuse(const fetch_req *f, int code, const char *reason, const char *why)
+{
+    char ke_id[80], origin[80];
+    app_log(APP_WARN, "fetch-refused", "ke_id=%s originator=%s suid=%s status=%d reason=\"%s\"",
+            app_safe(f->ke_id, ke_id, sizeof(ke_id)), app_safe(f->origin, origin, sizeof(origin)),
+            f->suid != NULL ? f->suid : "-", code, why);
+    send_json(f->req, code, reason, json_pack("{s:b,s:s}", "status", 0, "errorString", why));
+}
+
+/* The X.509 identity of the TLS peer must be the originator's FQDN: the MAF-ID itself, or
+ * the host part of an absolute CSE-ID/AE-ID (//fqdn/...) for an Enrolee B. */
+static int originator_authenticated(struct evhttp_request *req, const char *origin)
+{
+    char host[M2MHSM_FQDN_MAX + 1];
+    const char *h = origin;
+    size_t len = strlen(origin);
+    if (strncmp(origin, "//", 2) == 0) {
+        h = origin + 2;
+        const char *slash = strchr(h, '/');
+        len = slash != NULL ? (size_t)(slash - h) : strlen(h);
+    }
+    if (len == 0 || len >= sizeof(host))
+        return 0;
+    memcpy(host, h, len);
+    host[len] = '\0';
+    struct bufferevent *bev = evhttp_connection_get_bufferevent(evhttp_request_get_connection(req));
+    SSL *ssl = bev != NULL ? bufferevent_openssl_get_ssl(bev) : NULL;
+    X509 *peer = ssl != NULL ? SSL_get0_peer_certificate(ssl) : NULL;
+    return peer != NULL && SSL_get_verify_result(ssl) == X509_V_OK &&
+           X509_check_host(peer, host, len, X509_CHECK_FLAG_NO_WILDCARDS, NULL) == 1;
+}
+
+/* "/fetchCredentials/<KeID>/<SUID>" → f; 0 on success, else a refusal was sent. */
+static int parse_target(mef *m, fetch_req *f)
+{
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(f->req);
+    const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
+    if (path == NULL || strncmp(path, FETCH_PREFIX, strlen(FETCH_PREFIX)) != 0) {
+        refuse(f, HTTP_NOTFOUND, "Not Found", "no such resource");
+        return -1;
+    }
+    const char *id = path + strlen(FETCH_PREFIX), *slash = strchr(id, '/');
+    if (slash == NULL || strchr(slash + 1, '/') != NULL) {
+        refuse(f, HTTP_BADREQUEST, "Bad Request", "expected /fetchCredentials/<KeID>/<SUID>");
+        return -1;
+    }
+    if (strcmp(slash + 1, SUID_KM) == 0) {
+        f->suid = SUID_KM;
+        f->km = 1;
+    }
+    else if (strcmp(slash + 1, SUID_KPSA) == 0)
+        f->suid = SUID_KPSA;
+    if (m2mhsm_id_canonical(M2MHSM_ID_KE, id, (size_t)(slash - id), f->ke_id,
+                            sizeof(f->ke_id)) != M2MHSM_OK) {
+        refuse(f, HTTP_BADREQUEST, "Bad Request", "malformed KeID");
+        return -1;
+    }
+    if (f->suid == NULL) {
+        refuse(f, HTTP_BADREQUEST, "Bad Request", "unknown SUID: 21 (Km) or 22 (Kpsa)");
+        return -1;
+    }
+    const char *at = strchr(f->ke_id, '@');
+    if (at == NULL || strcmp(at + 1, m->cfg.fqdn) != 0) {
+        refuse(f, HTTP_NOTFOUND, "Not Found", "KeID names another MEF");
+        return -1;
+    }
+    return 0;
+}
+
+/* X-M2M-Origin: present, well-formed, and proven by the client certificate. */
+static int parse_origin(fetch_req *f)
+{
+    const char *o = evhttp_find_header(evhttp_request_get_input_headers(f->req), "X-M2M-Origin");
+    if (o == NULL || m2mhsm_id_check_str(M2MHSM_ID_TARGET, o) != M2MHSM_OK ||
+        strlen(o) >= sizeof(f->origin)) {
+        if (o != NULL)
+            snprintf(f->origin, sizeof(f->origin), "%.80s", o);
+        refuse(f, HTTP_BADREQUEST, "Bad Request", "X-M2M-Origin missing or malformed");
+        return -1;
+    }
+    strcpy(f->origin, o);
+    if (!originator_authenticated(f->req, f->origin)) {
+        refuse(f, 403, "Forbidden", "originator not authenticated by the client certificate");
+        return -1;
+    }
+    return 0;
+}
+
+/* The Ke, valid, and this originator its Enrolment Target; 0 or a refusal was sent. */
+static int authorise(mef *m, fetch_req *f, m2mhsm_record *ke)
+{
+    m2mhsm_status st = m2mhsm_keystore_lookup(m->store.ks, M2MHSM_KIND_KE, f->ke_id,
+                                              strlen(f->ke_id), ke);
+    if (st == M2MHSM_E_NOT_FOUND) {
+        refuse(f, HTTP_NOTFOUND, "Not Found", "unknown KeID");
+        return -1;
+    }
+    if (st != M2MHSM_OK) {
+        app_log(APP_ERROR, "token-error", "op=lookup error=%s", app_error(st));
+        refuse(f, HTTP_INTERNAL, "Internal Server Error", "key store unavailable");
+        return -1;
+    }
+    if (!m2mhsm_record_valid(m->store.ks, ke)) {
+        mef_erase_expired(m, ke, "fetch");
+        refuse(f, 410, "Gone", "Enrolment Expiry passed; the enrolment was erased");
+        return -1;
+    }
+    if (strcmp(ke->target_id, f->origin) != 0) {
+        refuse(f, 403, "Forbidden", "originator is not this Enrolee's Enrolment Target");
+        return -1;
+    }
+    int is_maf = m2mhsm_id_check_str(M2MHSM_ID_FQDN, f->origin) == M2MHSM_OK;
+    if (is_maf != f->km) {
+        refuse(f, HTTP_BADREQUEST, "Bad Request",
+               is_maf ? "a MAF fetches SUID 21" : "an Enrolee B fetches SUID 22");
+        return -1;
+    }
+    return 0;
+}
+
+static void deliver(mef *m, fetch_req *f, const m2mhsm_record *ke)
+{
+    uint8_t key[M2MHSM_KEY_LEN];
+    char b64[4 * ((M2MHSM_KEY_LEN + 2) / 3) + 1], lifetime[M2MHSM_TIMESTAMP_LEN];
+    m2mhsm_derivation which = f->km ? M2MHSM_DERIVE_KM : M2MHSM_DERIVE_KPSA;
+    m2mhsm_status st = m2mhsm_keystore_derive(m->store.ks, ke, which, f->origin, key);
+    if (st != M2MHSM_OK) {
+        app_log(APP_ERROR, "token-error", "op=derive ke_id=%s error=%s", f->ke_id, app_error(st));
+        refuse(f, HTTP_INTERNAL, "Internal Server Error", "derivation failed");
+        return;
+    }
+    EVP_EncodeBlock((unsigned char *)b64, key, sizeof(key));
+    OPENSSL_cleanse(key, sizeof(key));
+    m2mhsm_timestamp_format(ke->expiry, lifetime, sizeof(lifetime));
+    json_t *body = json_pack("{s:b,s:s,s:s,s:s}", "status", 1, "credential", b64, "enroleeID",
+                             ke->enrolee_id, "lifetime", lifetime);
+    OPENSSL_cleanse(b64, sizeof(b64));
+    app_log(APP_INFO, "fetched", "ke_id=%s suid=%s originator=%s enrolee_id=%s lifetime=%s",
+            f->ke_id, f->suid, f->origin, ke->enrolee_id, lifetime);
+    send_json(f->req, HTTP_OK, "OK", body);
+}
+
+static void on_request(struct evhttp_request *req, void *arg)
+{
+    mef *m = arg;
+    fetch_req f = {.req = req};
+    m2mhsm_record ke;
+    if (evhttp_request_get_command(req) != EVHTTP_REQ_GET) {
+        refuse(&f, 405, "Method Not Allowed", "only GET");
+        return;
+    }
+    if (parse_target(m, &f) != 0 || parse_origin(&f) != 0 || authorise(m, &f, &ke) != 0)
+        return;
+    deliver(m, &f, &ke);
+}
+
+static struct bufferevent *tls_bev(struct event_base *base, void *arg)
+{
+    mef *m = arg;
+    SSL *ssl = SSL_new(m->https_ctx);
+    if (ssl == NULL)
+        return NULL;
+    return bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                          BEV_OPT_CLOSE_ON_FREE);
+}
+
+int mef_fetch_start(mef *m)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    const json_t *pkcs11 = json_object_get(m->root, "pkcs11");
+    if (app_addr_parse(m->cfg.https, &ss, &sl) != 0 ||
+        (m->https_ctx = app_certkey_ctx(pkcs11, &m->cfg.ck, 1)) == NULL ||
+        (m->http = evhttp_new(m->base)) == NULL)
+        return -1;
+    evhttp_set_bevcb(m->http, tls_bev, m);
+    evhttp_set_gencb(m->http, on_request, m);
+    evhttp_set_allowed_methods(m->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
+                                            EVHTTP_REQ_DELETE | EVHTTP_REQ_HEAD);
+    evhttp_set_max_headers_size(m->http, 8192);
+    evhttp_set_max_body_size(m->http, 4096);
+    evhttp_set_timeout(m->http, 10);
+    int fd = app_listen(&ss, sl, SOCK_STREAM);
+    if (fd < 0 || evhttp_accept_socket_with_handle(m->http, fd) == NULL) {
+        app_log(APP_ERROR, "listen-failed", "address=%s", m->cfg.https);
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    app_log(APP_INFO, "listening", "service=fetchCredentials transport=https address=%s",
+            m->cfg.https);
+    return 0;
+}
+
+void mef_fetch_stop(mef *m)
+{
+    if (m->http != NULL)
+        evhttp_free(m->http);
+    m->http = NULL;
+}
