@@ -1,0 +1,228 @@
+/* Km from the MEF (TS-0003 8.3.2.1): GET /fetchCredentials/<KeID>/21 over mutually
+ * authenticated HTTPS, X-M2M-Origin = this MAF-ID. The reply's Km goes into the token with
+ * a lifetime no longer than the one received (the CR), and every handshake waiting for that
+ * KeID resumes. One request per KeID however many handshakes wait; a bounded number in
+ * flight, so unknown identities cannot flood the MEF. */
+#include "maf.h"
+
+#include <event2/buffer.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/http.h>
+#include <stdlib.h>
+#include <string.h>
+#include <openssl/async.h>
+#include <openssl/evp.h>
+
+typedef struct maf_waiter {
+    struct maf_waiter *next;
+    app_conn *conn;
+    int done, ok;
+} maf_waiter;
+
+struct maf_fetch {
+    maf_fetch *next;
+    maf *m;
+    char ke_id[M2MHSM_KE_ID_MAX + 1];
+    maf_waiter *waiters;
+    struct evhttp_connection *http;
+};
+
+static void complete(maf_fetch *f, int ok)
+{
+    maf *m = f->m;
+    for (maf_fetch **p = &m->fetches; *p != NULL; p = &(*p)->next)
+        if (*p == f) {
+            *p = f->next;
+            break;
+        }
+    m->nfetches--;
+    for (maf_waiter *w = f->waiters; w != NULL; w = w->next) {
+        w->done = 1;
+        w->ok = ok;
+        app_conn_resume(w->conn);
+    }
+    free(f);
+}
+
+/* base64 of exactly 32 bytes. */
+static int decode_key(const char *b64, uint8_t key[M2MHSM_KEY_LEN])
+{
+    uint8_t buf[48];
+    size_t len = strlen(b64);
+    if (len != 44 || b64[43] != '=' || b64[42] == '=')
+        return 0;
+    int n = EVP_DecodeBlock(buf, (const unsigned char *)b64, (int)len);
+    int ok = n == 33;
+    if (ok)
+        memcpy(key, buf, M2MHSM_KEY_LEN);
+    OPENSSL_cleanse(buf, sizeof(buf));
+    return ok;
+}
+
+static int store(maf_fetch *f, json_t *reply)
+{
+    maf *m = f->m;
+    const char *cred = NULL, *enrolee = NULL, *lifetime = NULL;
+    int status = 0;
+    m2mhsm_time life;
+    uint8_t key[M2MHSM_KEY_LEN];
+    m2mhsm_record rec;
+    if (json_unpack(reply, "{s:b,s:s,s?s,s:s}", "status", &status, "credential", &cred,
+                    "enroleeID", &enrolee, "lifetime", &lifetime) != 0 ||
+        !status || m2mhsm_timestamp_parse(lifetime, &life) != M2MHSM_OK || !decode_key(cred, key)) {
+        app_log(APP_ERROR, "fetch-failed", "ke_id=%s reason=\"malformed reply\"", f->ke_id);
+        return 0;
+    }
+    m2mhsm_time now = m2mhsm_keystore_now(m->store.ks);
+    m2mhsm_fetched_key fk = {M2MHSM_KIND_KM, f->ke_id, enrolee != NULL && enrolee[0] ? enrolee : NULL,
+                             m->cfg.maf_id, life,
+                             m->cfg.max_lifetime_s > 0 ? now + m->cfg.max_lifetime_s : M2MHSM_NEVER};
+    m2mhsm_status st = m2mhsm_keystore_store_fetched(m->store.ks, &fk, key, sizeof(key), &rec);
+    OPENSSL_cleanse(key, sizeof(key));
+    if (st != M2MHSM_OK) {
+        app_log(APP_ERROR, "fetch-failed", "ke_id=%s reason=store error=%s", f->ke_id,
+                app_error(st));
+        return 0;
+    }
+    char ts[M2MHSM_TIMESTAMP_LEN], given[M2MHSM_TIMESTAMP_LEN];
+    m2mhsm_timestamp_format(rec.expiry, ts, sizeof(ts));
+    m2mhsm_timestamp_format(life, given, sizeof(given));
+    app_log(APP_INFO, "fetched", "ke_id=%s enrolee_id=%s lifetime=%s expiry=%s", f->ke_id,
+            rec.enrolee_id[0] ? rec.enrolee_id : "-", given, ts);
+    return 1;
+}
+
+static void on_reply(struct evhttp_request *req, void *arg)
+{
+    maf_fetch *f = arg;
+    int code = req != NULL ? evhttp_request_get_response_code(req) : 0, ok = 0;
+    struct evbuffer *in = req != NULL ? evhttp_request_get_input_buffer(req) : NULL;
+    size_t len = in != NULL ? evbuffer_get_length(in) : 0;
+    unsigned char *body = len > 0 ? evbuffer_pullup(in, -1) : NULL;
+    json_t *reply = body != NULL ? json_loadb((const char *)body, len, 0, NULL) : NULL;
+    if (body != NULL)
+        OPENSSL_cleanse(body, len); /* the reply carried Km in base64 */
+    if (code == HTTP_OK && reply != NULL) {
+        ok = store(f, reply);
+    } else {
+        const char *why = NULL;
+        char safe[200];
+        if (reply != NULL)
+            json_unpack(reply, "{s:s}", "errorString", &why);
+        app_log(APP_WARN, "fetch-failed", "ke_id=%s status=%d reason=\"%s\"", f->ke_id, code,
+                code == 0 ? "MEF unreachable or TLS failed" : app_safe(why, safe, sizeof(safe)));
+    }
+    json_decref(reply);
+    complete(f, ok);
+}
+
+static const maf_mef *mef_for(const maf *m, const char *ke_id)
+{
+    const char *at = strchr(ke_id, '@');
+    for (size_t i = 0; at != NULL && i < m->cfg.nmefs; i++)
+        if (strcmp(m->cfg.mefs[i].fqdn, at + 1) == 0)
+            return &m->cfg.mefs[i];
+    return NULL;
+}
+
+static int request(maf_fetch *f, const maf_mef *mef)
+{
+    maf *m = f->m;
+    char path[sizeof(f->ke_id) + 32];
+    SSL *ssl = SSL_new(m->mef_ctx);
+    if (ssl == NULL || !SSL_set_tlsext_host_name(ssl, mef->fqdn) || !SSL_set1_host(ssl, mef->fqdn)) {
+        SSL_free(ssl);
+        return -1;
+    }
+    struct bufferevent *bev = bufferevent_openssl_socket_new(
+        m->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
+    if (bev == NULL)
+        return -1; /* ssl was freed with it */
+    f->http = evhttp_connection_base_bufferevent_new(m->base, NULL, bev, mef->host,
+                                                     (unsigned short)mef->port);
+    if (f->http == NULL) {
+        bufferevent_free(bev);
+        return -1;
+    }
+    evhttp_connection_set_timeout(f->http, (int)m->cfg.fetch_timeout_s);
+    evhttp_connection_free_on_completion(f->http);
+    struct evhttp_request *req = evhttp_request_new(on_reply, f);
+    struct evkeyvalq *h = req != NULL ? evhttp_request_get_output_headers(req) : NULL;
+    snprintf(path, sizeof(path), "/fetchCredentials/%s/21", f->ke_id);
+    if (h == NULL || evhttp_add_header(h, "Host", mef->fqdn) != 0 ||
+        evhttp_add_header(h, "X-M2M-Origin", m->cfg.maf_id) != 0 ||
+        evhttp_add_header(h, "Accept", "application/json") != 0 ||
+        evhttp_make_request(f->http, req, EVHTTP_REQ_GET, path) != 0) {
+        evhttp_connection_free(f->http);
+        return -1;
+    }
+    return 0;
+}
+
+static maf_fetch *fetch_for(maf *m, const char *ke_id)
+{
+    for (maf_fetch *f = m->fetches; f != NULL; f = f->next)
+        if (strcmp(f->ke_id, ke_id) == 0)
+            return f;
+    const maf_mef *mef = mef_for(m, ke_id);
+    if (mef == NULL) {
+        app_log(APP_WARN, "rejected-unknown", "ke_id=%s reason=\"KeID names no configured MEF\"",
+                ke_id);
+        return NULL;
+    }
+    if (m->nfetches >= (size_t)m->cfg.max_fetches) {
+        app_log(APP_WARN, "rejected-unknown", "ke_id=%s reason=\"too many fetches in flight\"",
+                ke_id);
+        return NULL;
+    }
+    maf_fetch *f = calloc(1, sizeof(*f));
+    if (f == NULL)
+        return NULL;
+    f->m = m;
+    strcpy(f->ke_id, ke_id);
+    if (request(f, mef) != 0) {
+        app_log(APP_ERROR, "fetch-failed", "ke_id=%s reason=\"cannot start request\"", ke_id);
+        free(f);
+        return NULL;
+    }
+    f->next = m->fetches;
+    m->fetches = f;
+    m->nfetches++;
+    return f;
+}
+
+int maf_fetch_resolve(void *arg, SSL *ssl, const char *identity)
+{
+    maf *m = arg;
+    app_conn *c = app_conn_of(ssl);
+    char ke_id[M2MHSM_KE_ID_MAX + 1];
+    /* Outside an ASYNC job the handshake cannot wait: refuse (the device retries). */
+    if (c == NULL || ASYNC_get_current_job() == NULL ||
+        m2mhsm_id_canonical(M2MHSM_ID_KE, identity, strlen(identity), ke_id, sizeof(ke_id)) !=
+            M2MHSM_OK)
+        return 0;
+    maf_fetch *f = fetch_for(m, ke_id);
+    if (f == NULL)
+        return 0;
+    maf_waiter w = {.next = f->waiters, .conn = c};
+    f->waiters = &w;
+    while (!w.done)
+        ASYNC_pause_job();
+    return w.ok;
+}
+
+int maf_fetch_init(maf *m)
+{
+    m->mef_ctx = app_certkey_ctx(json_object_get(m->root, "pkcs11"), &m->cfg.ck, 0);
+    return m->mef_ctx != NULL ? 0 : -1;
+}
+
+void maf_fetch_stop(maf *m)
+{
+    while (m->fetches != NULL) {
+        maf_fetch *f = m->fetches;
+        if (f->http != NULL)
+            evhttp_connection_free(f->http); /* pending request freed without callback */
+        complete(f, 0);
+    }
+}

@@ -1,0 +1,177 @@
+/*
+ * m2m-maf — an M2M Authentication Function. Usage: m2m-maf --config FILE
+ * Serves Enrolees over TLS-PSK until SIGTERM/SIGINT; every key lives in the token, so a
+ * restart (or a second process on the same token) loses nothing.
+ * Exit status: 0 after a clean shutdown, 1 on a start-up failure, 2 on a usage error.
+ */
+#include "maf.h"
+
+#include <event2/http.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#define SHUTDOWN_GRACE_S 2
+
+static int load_mef(maf *m, size_t i, const json_t *e)
+{
+    const char *fqdn = NULL, *url = NULL;
+    char where[16];
+    snprintf(where, sizeof(where), "mefs[%zu]", i);
+    if (!json_is_object(e) || app_cfg_str(e, where, "fqdn", 1, &fqdn) != 0 ||
+        app_cfg_str(e, where, "url", 1, &url) != 0)
+        return -1;
+    struct evhttp_uri *u = evhttp_uri_parse(url);
+    const char *scheme = u != NULL ? evhttp_uri_get_scheme(u) : NULL;
+    const char *host = u != NULL ? evhttp_uri_get_host(u) : NULL;
+    maf_mef *mef = &m->cfg.mefs[i];
+    int ok = scheme != NULL && strcmp(scheme, "https") == 0 && host != NULL &&
+             strlen(host) < sizeof(mef->host) && strlen(fqdn) < sizeof(mef->fqdn) &&
+             m2mhsm_id_check_str(M2MHSM_ID_FQDN, fqdn) == M2MHSM_OK;
+    if (ok) {
+        strcpy(mef->fqdn, fqdn);
+        strcpy(mef->host, host);
+        mef->port = evhttp_uri_get_port(u) > 0 ? evhttp_uri_get_port(u) : 443;
+    } else {
+        fprintf(stderr, "config: %s: needs a lower-case fqdn and an https://host[:port] url\n",
+                where);
+    }
+    evhttp_uri_free(u);
+    return ok ? 0 : -1;
+}
+
+int maf_config_load(maf *m, const char *path)
+{
+    maf_config *c = &m->cfg;
+    if ((m->root = app_config_load(path)) == NULL)
+        return -1;
+    const json_t *sec = json_object_get(m->root, "maf"), *mefs = json_object_get(m->root, "mefs");
+    if (!json_is_object(sec) || !json_is_array(mefs) || json_array_size(mefs) == 0 ||
+        json_array_size(mefs) > MAF_MAX_MEFS) {
+        fprintf(stderr, "config %s: needs a \"maf\" section and 1 to %d \"mefs\"\n", path,
+                MAF_MAX_MEFS);
+        return -1;
+    }
+    c->sweep_interval_s = 60;
+    c->max_connections = 4096;
+    c->max_fetches = 64;
+    c->fetch_timeout_s = 5;
+    if (app_cfg_str(sec, "maf", "maf_id", 1, &c->maf_id) != 0 ||
+        app_cfg_str(sec, "maf", "listen", 1, &c->listen) != 0 ||
+        app_cfg_bool(sec, "maf", "tls13", &c->tls13) != 0 ||
+        app_cfg_str(sec, "maf", "certificate", 1, &c->ck.certificate) != 0 ||
+        app_cfg_str(sec, "maf", "key_label", 1, &c->ck.key_label) != 0 ||
+        app_cfg_str(sec, "maf", "ca", 1, &c->ck.ca) != 0 ||
+        app_cfg_int(sec, "maf", "max_lifetime", 0, M2MHSM_MAX_DURATION, &c->max_lifetime_s) != 0 ||
+        app_cfg_int(sec, "maf", "sweep_interval", 1, 86400, &c->sweep_interval_s) != 0 ||
+        app_cfg_int(sec, "maf", "max_connections", 1, 1000000, &c->max_connections) != 0 ||
+        app_cfg_int(sec, "maf", "max_fetches", 1, 100000, &c->max_fetches) != 0 ||
+        app_cfg_int(sec, "maf", "fetch_timeout", 1, 300, &c->fetch_timeout_s) != 0)
+        return -1;
+    if (m2mhsm_id_check_str(M2MHSM_ID_FQDN, c->maf_id) != M2MHSM_OK) {
+        fprintf(stderr, "config: maf.maf_id: %s\n", m2mhsm_last_error());
+        return -1;
+    }
+    for (c->nmefs = 0; c->nmefs < json_array_size(mefs); c->nmefs++)
+        if (load_mef(m, c->nmefs, json_array_get(mefs, c->nmefs)) != 0)
+            return -1;
+    return 0;
+}
+
+/* Expired keys go even when their device never comes back (the CR). */
+static void on_sweep(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    maf *m = arg;
+    size_t n = 0;
+    m2mhsm_status st = m2mhsm_keystore_sweep(m->store.ks, &n);
+    if (st != M2MHSM_OK)
+        app_log(APP_ERROR, "sweep-failed", "error=%s", app_error(st));
+    else if (n > 0)
+        app_log(APP_INFO, "erased", "records=%zu reason=expired at=sweep", n);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    maf *m = arg;
+    struct timeval grace = {SHUTDOWN_GRACE_S, 0};
+    app_log(APP_INFO, "stopping", "signal=%s open_connections=%zu", strsignal((int)sig),
+            m->conns != NULL ? app_conns_count(m->conns) : 0);
+    maf_fetch_stop(m);
+    maf_serve_stop(m);
+    event_base_loopexit(m->base, &grace);
+}
+
+static int start(maf *m)
+{
+    struct timeval every = {m->cfg.sweep_interval_s, 0};
+    if (app_store_open(json_object_get(m->root, "pkcs11"), &m->store) != 0 ||
+        (m->base = event_base_new()) == NULL || maf_fetch_init(m) != 0 || maf_serve_start(m) != 0)
+        return -1;
+    m->sweep_ev = event_new(m->base, -1, EV_PERSIST, on_sweep, m);
+    return m->sweep_ev != NULL && event_add(m->sweep_ev, &every) == 0 ? 0 : -1;
+}
+
+static void stop(maf *m, struct event **sigs, size_t nsigs)
+{
+    for (size_t i = 0; i < nsigs; i++)
+        if (sigs[i] != NULL)
+            event_free(sigs[i]);
+    maf_fetch_stop(m);
+    maf_serve_stop(m);
+    app_conns_free(m->conns);
+    if (m->sweep_ev != NULL)
+        event_free(m->sweep_ev);
+    SSL_CTX_free(m->psk_ctx);
+    SSL_CTX_free(m->mef_ctx);
+    if (m->base != NULL)
+        event_base_free(m->base);
+    app_store_close(&m->store);
+    app_certkey_cleanup();
+    json_decref(m->root);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    static const char usage[] = "usage: m2m-maf --config FILE   (docs/configuration.md)\n";
+    const char *config = NULL;
+    int o;
+    while ((o = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+        if (o != 'c') {
+            fputs(usage, o == 'h' ? stdout : stderr);
+            return o == 'h' ? 0 : 2;
+        }
+        config = optarg;
+    }
+    if (config == NULL || optind != argc) {
+        fputs(usage, stderr);
+        return 2;
+    }
+    app_log_init("m2m-maf");
+    app_json_cleansing_alloc();
+    signal(SIGPIPE, SIG_IGN);
+    maf m = {0};
+    struct event *sigs[2] = {NULL, NULL};
+    int rc = maf_config_load(&m, config) != 0 || start(&m) != 0;
+    if (rc == 0) {
+        sigs[0] = evsignal_new(m.base, SIGTERM, on_signal, &m);
+        sigs[1] = evsignal_new(m.base, SIGINT, on_signal, &m);
+        rc = sigs[0] == NULL || sigs[1] == NULL || event_add(sigs[0], NULL) != 0 ||
+             event_add(sigs[1], NULL) != 0;
+    }
+    if (rc == 0) {
+        app_log(APP_INFO, "ready", "maf_id=%s", m.cfg.maf_id);
+        event_base_dispatch(m.base);
+        app_log(APP_INFO, "stopped", "%s", "");
+    } else {
+        app_log(APP_ERROR, "start-failed", "config=%s", config);
+    }
+    stop(&m, sigs, 2);
+    return rc == 0 ? 0 : 1;
+}

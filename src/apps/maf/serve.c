@@ -1,0 +1,137 @@
+/* The MAF's TLS-PSK service: psk_identity = KeID, PSK = Km in the token. An unknown KeID
+ * is fetched from its MEF while the handshake is paused (SSL_MODE_ASYNC), so the device's
+ * first connection succeeds; an expired one is refused and that Enrolee's credentials are
+ * erased (the CR); an open connection is closed when its key expires, and there are no
+ * sessions or tickets to outlive it. */
+#include "maf.h"
+
+#include <event2/listener.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include <openssl/async.h>
+
+#define MAF_HANDSHAKE_TIMEOUT_S 15
+
+static void on_psk(void *arg, m2mhsm_tls_psk_event ev, const char *identity,
+                   const m2mhsm_record *rec, size_t erased)
+{
+    (void)arg;
+    char id[80], safe[300];
+    app_safe(identity, id, sizeof(id));
+    if (ev == M2MHSM_TLS_PSK_UNKNOWN)
+        app_log(APP_WARN, "rejected-unknown", "ke_id=%s", id);
+    else if (ev == M2MHSM_TLS_PSK_EXPIRED)
+        app_log(APP_WARN, "rejected-expired", "ke_id=%s enrolee_id=%s erased=%zu", id,
+                rec != NULL && rec->enrolee_id[0] ? rec->enrolee_id : "-", erased);
+    else if (ev == M2MHSM_TLS_PSK_ERROR)
+        app_log(APP_ERROR, "psk-error", "ke_id=%s error=\"%s\"", id,
+                app_safe(m2mhsm_last_error(), safe, sizeof(safe)));
+}
+
+static void established(app_conn *c, void *arg)
+{
+    maf *m = arg;
+    SSL *ssl = app_conn_ssl(c);
+    const char *ke_id = SSL_get_psk_identity(ssl);
+    m2mhsm_time expiry = m2mhsm_tls_ssl_expiry(ssl);
+    char ts[M2MHSM_TIMESTAMP_LEN], line[512];
+    m2mhsm_timestamp_format(expiry, ts, sizeof(ts));
+    app_log(APP_INFO, "handshake-ok", "ke_id=%s expiry=%s cipher=%s peer=%s", ke_id, ts,
+            SSL_get_cipher_name(ssl), app_conn_peer(c));
+    app_conn_deadline(c, expiry, "key expired");
+    int n = snprintf(line, sizeof(line), "m2m-maf %s: authenticated %s until %s\n",
+                     m->cfg.maf_id, ke_id, ts);
+    app_conn_write(c, line, (size_t)n);
+}
+
+/* The association carries the device's application traffic; this reference MAF echoes it. */
+static void data(app_conn *c, void *arg, const uint8_t *buf, size_t len)
+{
+    (void)arg;
+    app_conn_write(c, buf, len);
+}
+
+static void closed(app_conn *c, void *arg, const char *why)
+{
+    (void)arg;
+    SSL *ssl = app_conn_ssl(c);
+    const char *ke_id = SSL_get_psk_identity(ssl);
+    char id[80];
+    app_safe(ke_id, id, sizeof(id));
+    if (strcmp(why, "key expired") == 0)
+        app_log(APP_INFO, "closed-expired", "ke_id=%s peer=%s", id, app_conn_peer(c));
+    else if (strncmp(why, "handshake", 9) == 0)
+        app_log(APP_WARN, "handshake-failed", "ke_id=%s peer=%s reason=\"%s\"", id,
+                app_conn_peer(c), why);
+}
+
+static const app_conn_ops serve_ops = {established, data, closed};
+
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len,
+                      void *arg)
+{
+    (void)l;
+    (void)len;
+    maf *m = arg;
+    char peer[64];
+    SSL *ssl = NULL;
+    app_addr_format(sa, peer, sizeof(peer));
+    if (app_conns_count(m->conns) >= (size_t)m->cfg.max_connections) {
+        app_log(APP_WARN, "connection-refused", "reason=max_connections limit=%lld peer=%s",
+                m->cfg.max_connections, peer);
+        close(fd);
+        return;
+    }
+    if (m2mhsm_tls_ssl_new(m->psk_ctx, &ssl) != M2MHSM_OK) {
+        close(fd);
+        return;
+    }
+    app_conn_start(m->conns, ssl, fd, 0, peer);
+}
+
+int maf_serve_start(maf *m)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    m2mhsm_tls_profile p = {.role = M2MHSM_TLS_SERVER,
+                            .proto = m->cfg.tls13 ? M2MHSM_TLS_1_3 : M2MHSM_TLS_1_2,
+                            .kind = M2MHSM_KIND_KM,
+                            .observer = on_psk,
+                            .observer_arg = m,
+                            .resolver = maf_fetch_resolve,
+                            .resolver_arg = m};
+    if (!ASYNC_is_capable()) {
+        app_log(APP_ERROR, "start-failed", "reason=\"OpenSSL has no ASYNC job support\"");
+        return -1;
+    }
+    m2mhsm_status st = m2mhsm_tls_ctx_new(m->store.tls, &p, &m->psk_ctx);
+    if (st != M2MHSM_OK) {
+        app_log(APP_ERROR, "tls-setup-failed", "error=%s", app_error(st));
+        return -1;
+    }
+    SSL_CTX_set_mode(m->psk_ctx, SSL_MODE_ASYNC);
+    if (app_addr_parse(m->cfg.listen, &ss, &sl) != 0 ||
+        (m->conns = app_conns_new(m->base, &serve_ops, m, MAF_HANDSHAKE_TIMEOUT_S)) == NULL)
+        return -1;
+    int fd = app_listen(&ss, sl, SOCK_STREAM);
+    if (fd < 0 || (m->listener = evconnlistener_new(m->base, on_accept, m, LEV_OPT_CLOSE_ON_FREE,
+                                                    -1, fd)) == NULL) {
+        app_log(APP_ERROR, "listen-failed", "address=%s", m->cfg.listen);
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    app_log(APP_INFO, "listening", "service=enrolees transport=%s address=%s",
+            m->cfg.tls13 ? "tls1.3" : "tls1.2", m->cfg.listen);
+    return 0;
+}
+
+void maf_serve_stop(maf *m)
+{
+    if (m->listener != NULL)
+        evconnlistener_free(m->listener);
+    m->listener = NULL;
+    if (m->conns != NULL)
+        app_conns_shutdown(m->conns);
+}
