@@ -1,0 +1,576 @@
+#!/usr/bin/env bash
+# A complete throwaway m2mhsm lab on SoftHSM: three tokens (mef, maf, enrolee) in one
+# SoftHSM configuration, a CA with TLS certificates whose private keys were generated in the
+# mef / maf tokens, a test Kpm in the mef and enrolee tokens, free loopback ports, the three
+# service configurations and a sourceable lab.env. For tests and demonstrations only.
+#
+#   hsm-config/lab.sh init DIR [--expiry SECONDS|YYYYMMDDThhmmss] [--build BUILD_DIR]
+#   hsm-config/lab.sh start DIR     # m2m-mef and m2m-maf in the background, ports ready
+#   hsm-config/lab.sh stop DIR      # SIGTERM (SIGKILL after 10 s); stopping twice is fine
+#
+# PINs live only in 0600 files under DIR and are never put on a command line: the m2mhsm
+# tools read them through file: pin-sources, pkcs11-tool through `--pin env:VAR` (the
+# variable is set for that one command only).
+set -euo pipefail
+
+prog=${0##*/}
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/.." && pwd)
+
+MODULE=${M2M_MODULE:-/usr/lib/softhsm/libsofthsm2.so}
+TOKENS=(mef maf enrolee)
+SERVERS=(mef maf)
+KPM_ID=kpm-lab-0001
+ENROLEE_ID=//device.example.com/C0001
+MEF_FQDN=mef.example.com
+MAF_ID=maf.example.com
+START_TIMEOUT=15 # seconds for the servers to listen
+STOP_TIMEOUT=10  # seconds between SIGTERM and SIGKILL
+
+die() {
+    printf '%s: error: %s\n' "$prog" "$*" >&2
+    exit 1
+}
+say() { printf '%s: %s\n' "$prog" "$*"; }
+usage() {
+    cat >&2 <<EOF
+usage: $prog init DIR [--expiry SECONDS|YYYYMMDDThhmmss] [--build BUILD_DIR]
+       $prog start DIR
+       $prog stop DIR
+EOF
+    exit 2
+}
+need() {
+    local c
+    for c in "$@"; do
+        command -v "$c" > /dev/null || die "'$c' is not installed (see scripts/deps.sh)"
+    done
+}
+
+# A lab directory's absolute path. Paths end up in softhsm2.conf, file: pin-sources, JSON
+# and lab.env, so keep them to characters that need no quoting anywhere.
+abs_dir() {
+    local d
+    d=$(realpath -m -- "$1") || die "cannot resolve '$1'"
+    [[ $d =~ ^/[A-Za-z0-9._/@+,-]*$ ]] ||
+        die "'$d': use a directory path made of letters, digits and . _ / @ + , - only"
+    printf '%s\n' "$d"
+}
+
+# ---------------------------------------------------------------------------------- init
+
+# Runs on any exit of init; after a failure it empties DIR (it was empty when init began).
+lab_dir="" tmp="" init_ok=0
+init_cleanup() {
+    [ -n "$tmp" ] && rm -rf -- "$tmp"
+    if [ "$init_ok" != 1 ] && [ -n "$lab_dir" ] && [ -d "$lab_dir" ]; then
+        find "$lab_dir" -mindepth 1 -delete 2> /dev/null || true
+        printf '%s: init failed; %s was emptied\n' "$prog" "$lab_dir" >&2
+    fi
+}
+
+# m2mhsm on one of the lab's tokens: m2m TOKEN ARGS...
+m2m() {
+    local t=$1
+    shift
+    "$BIN/m2mhsm" --module "$MODULE" --token "pkcs11:token=$t" \
+        --pin-source "file:$lab_dir/$t.pin" --lock-file "$lab_dir/$t.lock" "$@"
+}
+
+# pkcs11-tool logged in to one of the lab's tokens: p11_login TOKEN ARGS...
+# The PIN goes through the environment of this one command (OpenSC's `--pin env:VAR`), never
+# argv; stdin is /dev/null so that a missing PIN fails instead of prompting.
+p11_login() {
+    local t=$1
+    shift
+    M2M_LAB_P11_PIN=$(< "$lab_dir/$t.pin") pkcs11-tool --module "$MODULE" --token-label "$t" \
+        --login --pin env:M2M_LAB_P11_PIN "$@" < /dev/null
+}
+
+# Run a command quietly, showing its output only if it fails: quiet WHAT CMD...
+quiet() {
+    local what=$1
+    shift
+    if ! "$@" > "$tmp/out" 2>&1; then
+        cat "$tmp/out" >&2
+        die "$what failed"
+    fi
+}
+
+make_token() {
+    local t=$1
+    openssl rand -hex 12 > "$lab_dir/$t.pin"
+    openssl rand -hex 12 > "$lab_dir/$t.so.pin"
+    quiet "initialising token '$t'" \
+        "$BIN/m2mhsm" --module "$MODULE" --lock-file "$lab_dir/$t.lock" \
+        --pin-source "file:$lab_dir/$t.pin" \
+        token-init --label "$t" --so-pin-source "file:$lab_dir/$t.so.pin"
+    say "token '$t' initialised (PINs in $lab_dir/$t.pin, $lab_dir/$t.so.pin)"
+}
+
+make_ca() {
+    cat > "$tmp/ca.cnf" <<'EOF'
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = m2mhsm lab CA
+[v3_ca]
+basicConstraints = critical, CA:true
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+EOF
+    quiet "making the CA" \
+        openssl req -x509 -new -config "$tmp/ca.cnf" -extensions v3_ca \
+        -newkey ec -pkeyopt ec_paramgen_curve:P-256 -noenc \
+        -keyout "$lab_dir/ca.key" -out "$lab_dir/ca.crt" -days 60
+    say "CA: $lab_dir/ca.crt (throwaway key in $lab_dir/ca.key)"
+}
+
+# A TLS certificate for FQDN whose private key is generated in token T and never leaves it:
+# make_cert T FQDN CKA_ID
+make_cert() {
+    local t=$1 fqdn=$2 id=$3
+    local label="$t-tls" pub="$lab_dir/$t-pub.pem" crt="$lab_dir/$t.crt"
+
+    # 1. The key pair, in the token: sensitive, never extractable, for signing.
+    quiet "generating the $label key pair in token '$t'" \
+        p11_login "$t" --keypairgen --key-type EC:prime256v1 --usage-sign \
+        --label "$label" --id "$id"
+    # 2. Its public key, out of the token.
+    quiet "reading the $label public key" \
+        pkcs11-tool --module "$MODULE" --token-label "$t" \
+        --read-object --type pubkey --label "$label" -o "$tmp/$t-pub.der"
+    quiet "converting the $label public key" \
+        openssl pkey -pubin -inform DER -in "$tmp/$t-pub.der" -out "$pub"
+    # 3. A CSR signed by a throwaway key (openssl x509 -req checks that signature), and a
+    #    certificate for the token's public key in place of the throwaway one.
+    quiet "making the $fqdn CSR" \
+        openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -noenc \
+        -keyout "$tmp/$t-throwaway.key" -subj "/CN=$fqdn" -out "$tmp/$t.csr"
+    cat > "$tmp/$t.ext" <<EOF
+basicConstraints = critical, CA:false
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth, clientAuth
+subjectAltName = DNS:$fqdn
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid, issuer
+EOF
+    quiet "issuing the $fqdn certificate" \
+        openssl x509 -req -in "$tmp/$t.csr" -CA "$lab_dir/ca.crt" -CAkey "$lab_dir/ca.key" \
+        -force_pubkey "$pub" -days 30 -extfile "$tmp/$t.ext" -out "$crt"
+    rm -f -- "$tmp/$t-throwaway.key" "$tmp/$t.csr"
+    # 4. Checks: the chain, and the certificate's key is the token's key.
+    quiet "verifying $crt" openssl verify -CAfile "$lab_dir/ca.crt" \
+        -purpose sslserver "$crt"
+    quiet "verifying $crt" openssl verify -CAfile "$lab_dir/ca.crt" \
+        -purpose sslclient "$crt"
+    openssl x509 -in "$crt" -noout -pubkey | openssl pkey -pubin -outform DER > "$tmp/a.der"
+    openssl pkey -pubin -in "$pub" -outform DER > "$tmp/b.der"
+    cmp -s "$tmp/a.der" "$tmp/b.der" || die "$crt does not hold token '$t''s $label key"
+    say "certificate $crt for $fqdn; key $label (CKA_ID $id) inside token '$t'"
+}
+
+import_kpm() {
+    local t=$1
+    quiet "importing $KPM_ID into token '$t'" \
+        m2m "$t" kpm import --kpm-id "$KPM_ID" --key-file "$lab_dir/kpm.hex"
+    m2m "$t" list --json > "$tmp/list.json" || die "m2mhsm list failed on token '$t'"
+    python3 - "$tmp/list.json" "$KPM_ID" <<'EOF' || die "token '$t' does not list $KPM_ID"
+import json, sys
+recs = json.load(open(sys.argv[1]))
+sys.exit(0 if any(r.get("kind") == "kpm" and r.get("identity") == sys.argv[2]
+                  for r in recs) else 1)
+EOF
+    say "Kpm $KPM_ID imported into token '$t'"
+}
+
+# Four loopback ports free for both TCP and UDP, all different.
+free_ports() {
+    python3 - <<'EOF'
+import socket
+held, ports = [], []
+while len(ports) < 4:
+    t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    t.bind(("127.0.0.1", 0))
+    p = t.getsockname()[1]
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        u.bind(("127.0.0.1", p))
+    except OSError:
+        t.close(); u.close()
+        continue
+    held += [t, u]
+    ports.append(p)
+print(*ports)
+EOF
+}
+
+write_configs() {
+    python3 - "$lab_dir" "$MODULE" "$EXPIRY" "$KPM_ID" "$ENROLEE_ID" "$MEF_FQDN" "$MAF_ID" \
+        "$P_TLS" "$P_DTLS" "$P_HTTPS" "$P_MAF" <<'EOF'
+import json, os, sys
+d, module, expiry, kpm_id, enrolee_id, mef_fqdn, maf_id = sys.argv[1:8]
+p_tls, p_dtls, p_https, p_maf = sys.argv[8:12]
+
+def pkcs11(t):
+    return {"module": module, "token": "pkcs11:token=" + t,
+            "pin_source": "file:%s/%s.pin" % (d, t), "lock_file": "%s/%s.lock" % (d, t)}
+
+configs = {
+    "mef": {
+        "pkcs11": pkcs11("mef"),
+        "mef": {"fqdn": mef_fqdn,
+                "bootstrap_tls": "127.0.0.1:" + p_tls,
+                "bootstrap_dtls": "127.0.0.1:" + p_dtls,
+                "https": "127.0.0.1:" + p_https,
+                "certificate": d + "/mef.crt", "key_label": "mef-tls",
+                "ca": d + "/ca.crt"},
+        "enrolees": [{"kpm_id": kpm_id, "enrolee_id": enrolee_id,
+                      "enrolment_target": maf_id, "enrolment_expiry": expiry}],
+    },
+    "maf": {
+        "pkcs11": pkcs11("maf"),
+        "maf": {"maf_id": maf_id, "listen": "127.0.0.1:" + p_maf,
+                "certificate": d + "/maf.crt", "key_label": "maf-tls",
+                "ca": d + "/ca.crt"},
+        "mefs": [{"fqdn": mef_fqdn, "url": "https://127.0.0.1:" + p_https}],
+    },
+    "enrolee": {
+        "pkcs11": pkcs11("enrolee"),
+        "enrolee": {"kpm_id": kpm_id, "enrolee_id": enrolee_id,
+                    "enrolment_target": maf_id, "enrolment_expiry": expiry,
+                    "mef_fqdn": mef_fqdn, "mef_uri": "tls://127.0.0.1:" + p_tls,
+                    "target_uri": "tls://127.0.0.1:" + p_maf, "renewal_margin": 0},
+    },
+}
+for name, cfg in configs.items():
+    with open(os.path.join(d, name + ".json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+        f.write("\n")
+EOF
+}
+
+# export NAME='VALUE', quoted for any VALUE.
+env_line() {
+    local q="'\\''"
+    printf "export %s='%s'\n" "$1" "${2//\'/$q}"
+}
+
+write_env() {
+    {
+        echo "# m2mhsm lab made by hsm-config/lab.sh on $(date -u +%Y-%m-%dT%H:%M:%SZ)."
+        echo "# for tests only: M2M_KPM_HEX_FILE holds the test Kpm"
+        echo "# (and *_PIN_FILE name the tokens' PIN files; never print either)"
+        echo "# Source it: . $lab_dir/lab.env"
+        env_line M2M_LAB "$lab_dir"
+        env_line M2M_BIN "$BIN"
+        env_line M2M_MODULE "$MODULE"
+        env_line SOFTHSM2_CONF "$lab_dir/softhsm2.conf"
+        env_line M2M_MEF_TOKEN "pkcs11:token=mef"
+        env_line M2M_MAF_TOKEN "pkcs11:token=maf"
+        env_line M2M_ENROLEE_TOKEN "pkcs11:token=enrolee"
+        env_line M2M_MEF_PIN_FILE "$lab_dir/mef.pin"
+        env_line M2M_MAF_PIN_FILE "$lab_dir/maf.pin"
+        env_line M2M_ENROLEE_PIN_FILE "$lab_dir/enrolee.pin"
+        env_line M2M_MEF_LOCK_FILE "$lab_dir/mef.lock"
+        env_line M2M_MAF_LOCK_FILE "$lab_dir/maf.lock"
+        env_line M2M_ENROLEE_LOCK_FILE "$lab_dir/enrolee.lock"
+        env_line M2M_MEF_CONFIG "$lab_dir/mef.json"
+        env_line M2M_MAF_CONFIG "$lab_dir/maf.json"
+        env_line M2M_ENROLEE_CONFIG "$lab_dir/enrolee.json"
+        env_line M2M_MEF_PORT "$P_TLS"
+        env_line M2M_MEF_DTLS_PORT "$P_DTLS"
+        env_line M2M_MEF_HTTPS_PORT "$P_HTTPS"
+        env_line M2M_MAF_PORT "$P_MAF"
+        env_line M2M_MEF_FQDN "$MEF_FQDN"
+        env_line M2M_MAF_ID "$MAF_ID"
+        env_line M2M_KPM_ID "$KPM_ID"
+        env_line M2M_KPM_HEX_FILE "$lab_dir/kpm.hex"
+        env_line M2M_ENROLEE_ID "$ENROLEE_ID"
+        env_line M2M_EXPIRY "$EXPIRY"
+        env_line M2M_CA_CERT "$lab_dir/ca.crt"
+        env_line M2M_MEF_CERT "$lab_dir/mef.crt"
+        env_line M2M_MAF_CERT "$lab_dir/maf.crt"
+    } > "$lab_dir/lab.env"
+}
+
+cmd_init() {
+    local dir="" build="$repo/build"
+    EXPIRY=86400
+    while [ $# -gt 0 ]; do
+        case $1 in
+            --expiry | --build)
+                [ $# -ge 2 ] || die "init: $1 needs a value"
+                if [ "$1" = --expiry ]; then EXPIRY=$2; else build=$2; fi
+                shift 2
+                ;;
+            --expiry=*) EXPIRY=${1#*=} && shift ;;
+            --build=*) build=${1#*=} && shift ;;
+            -*) die "init: unknown option '$1'" ;;
+            *)
+                [ -z "$dir" ] || die "init: one DIR only (got '$dir' and '$1')"
+                dir=$1 && shift
+                ;;
+        esac
+    done
+    [ -n "$dir" ] || usage
+    [[ $EXPIRY =~ ^[1-9][0-9]*$ || $EXPIRY =~ ^[0-9]{8}T[0-9]{6}(,[0-9]{1,6})?$ ]] ||
+        die "--expiry: '$EXPIRY' is neither seconds (1 or more) nor an m2m:timestamp YYYYMMDDThhmmss"
+
+    need openssl pkcs11-tool python3 cmp
+    [ -d "$build" ] || die "--build: '$build' is not a directory (build the project first)"
+    BIN=$(cd "$build/src/apps" 2> /dev/null && pwd) ||
+        die "'$build/src/apps' does not exist: build the project (cmake --build) or pass --build"
+    [ -x "$BIN/m2mhsm" ] || die "'$BIN/m2mhsm' is missing: build the project first"
+    [ -r "$MODULE" ] || die "PKCS#11 module '$MODULE' not found (apt-get install softhsm2)"
+
+    if [ -e "$dir" ]; then
+        [ -d "$dir" ] || die "'$dir' exists and is not a directory"
+        [ -z "$(find "$dir" -mindepth 1 -maxdepth 1 -print -quit)" ] ||
+            die "'$dir' is not empty; refusing to make a lab there (use a new directory)"
+    fi
+    lab_dir=$(abs_dir "$dir")
+    umask 077 # PIN files, Kpm, CA key: 0600; everything else private too
+    mkdir -p -- "$lab_dir"
+    tmp=$(mktemp -d "${TMPDIR:-/tmp}/m2mhsm-lab.XXXXXX")
+    trap init_cleanup EXIT
+    trap 'exit 130' INT TERM
+
+    # 1. One SoftHSM configuration, three tokens.
+    mkdir "$lab_dir/tokens"
+    sed "s|@TOKEN_DIR@|$lab_dir/tokens|" "$here/softhsm2.conf.in" > "$lab_dir/softhsm2.conf"
+    export SOFTHSM2_CONF="$lab_dir/softhsm2.conf"
+    unset M2MHSM_TOKEN M2MHSM_PIN_SOURCE M2MHSM_LOCK_FILE M2MHSM_MODULE
+    local t
+    for t in "${TOKENS[@]}"; do make_token "$t"; done
+
+    # 2. The CA and the MEF / MAF certificates (keys in their tokens).
+    make_ca
+    make_cert mef "$MEF_FQDN" 01
+    make_cert maf "$MAF_ID" 02
+
+    # 3. The test Kpm, in the MEF's and the Enrolee's tokens.
+    openssl rand -hex 32 > "$lab_dir/kpm.hex"
+    import_kpm mef
+    import_kpm enrolee
+
+    # 4. Ports.
+    local ports
+    ports=$(free_ports) || die "could not find free loopback ports"
+    read -r P_TLS P_DTLS P_HTTPS P_MAF <<< "$ports"
+    [ -n "${P_MAF:-}" ] || die "could not find free loopback ports"
+
+    # 5, 6. Configurations and the environment.
+    write_configs || die "writing the JSON configurations failed"
+    write_env
+
+    init_ok=1
+    say "MEF: TLS bootstrap 127.0.0.1:$P_TLS, DTLS bootstrap 127.0.0.1:$P_DTLS (udp)," \
+        "HTTPS 127.0.0.1:$P_HTTPS; MAF: 127.0.0.1:$P_MAF; Enrolment Expiry $EXPIRY"
+    say "lab ready: . $lab_dir/lab.env; $0 start $lab_dir"
+}
+
+# ---------------------------------------------------------------------------- start/stop
+
+lab_env() {
+    [ -n "${1:-}" ] || usage
+    [ -d "$1" ] || die "'$1' is not a lab directory"
+    lab_dir=$(abs_dir "$1")
+    [ -f "$lab_dir/lab.env" ] || die "'$lab_dir/lab.env' is missing: run '$prog init $1' first"
+    # shellcheck source=/dev/null
+    . "$lab_dir/lab.env"
+}
+
+# Is PID a live (not zombie) process whose command line names SERVER's program?
+# alive PID SERVER
+alive() {
+    local pid=$1 s=$2 stat
+    [[ $pid =~ ^[0-9]+$ ]] || return 1
+    stat=$(cat "/proc/$pid/stat" 2> /dev/null) || return 1
+    stat=${stat##*) }
+    [ "${stat%% *}" != Z ] || return 1
+    tr '\0' ' ' < "/proc/$pid/cmdline" 2> /dev/null | grep -q -- "m2m-$s" || return 1
+}
+
+# The pid in SERVER's pid file if that process is running, else nothing.
+running_pid() {
+    local f="$lab_dir/$1.pid" pid
+    [ -f "$f" ] || return 0
+    pid=$(< "$f")
+    if alive "$pid" "$1"; then printf '%s\n' "$pid"; fi
+}
+
+# Is something in SERVER's session (the server and any children) listening on TCP PORT?
+listening() {
+    local pid=$1 port=$2 p
+    if command -v ss > /dev/null; then
+        local users
+        users=$(ss -Hltnp "sport = :$port" 2> /dev/null) || return 1
+        for p in $(ps -o pid= -s "$pid" 2> /dev/null); do
+            [[ $users == *"pid=$p,"* ]] && return 0
+        done
+        return 1
+    fi
+    # No ss: try a connection (the server logs an aborted handshake).
+    (exec 3<> "/dev/tcp/127.0.0.1/$port") 2> /dev/null
+}
+
+show_log() {
+    local log="$lab_dir/$1.log"
+    printf '%s: %s since this start (last 20 lines):\n' "$prog" "$log" >&2
+    awk '/^=== .*: lab[.]sh start$/ { n = 0; next } { line[n++] = $0 }
+         END { for (i = (n > 20 ? n - 20 : 0); i < n; i++) print line[i] }' \
+        "$log" >&2 2> /dev/null || true
+}
+
+# Start one server: launch SERVER CONFIG
+launch() {
+    local s=$1 cfg=$2 i
+    local pidfile="$lab_dir/$s.pid"
+    printf '=== %s: lab.sh start\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >> "$lab_dir/$s.log"
+    # The pid is written by the process that then becomes the server (exec).
+    # shellcheck disable=SC2016
+    setsid bash -c 'echo "$$" > "$1.tmp" && mv -f "$1.tmp" "$1" && exec "${@:2}"' \
+        lab-start "$pidfile" "$M2M_BIN/m2m-$s" --config "$cfg" \
+        < /dev/null >> "$lab_dir/$s.log" 2>&1 &
+    for ((i = 0; i < 50; i++)); do
+        [ -s "$pidfile" ] && return 0
+        sleep 0.1
+    done
+    printf '%s: error: m2m-%s did not start (no %s)\n' "$prog" "$s" "$pidfile" >&2
+    show_log "$s"
+    stop_all
+    exit 1
+}
+
+cmd_start() {
+    lab_env "${1:-}"
+    [ $# -eq 1 ] || usage
+    need setsid ps
+    local s pid
+    for s in "${SERVERS[@]}"; do
+        [ -x "$M2M_BIN/m2m-$s" ] ||
+            die "'$M2M_BIN/m2m-$s' is missing: build the project (cmake --build) first"
+        pid=$(running_pid "$s")
+        [ -z "$pid" ] || die "m2m-$s is already running (pid $pid); run '$prog stop $lab_dir' first"
+        rm -f -- "$lab_dir/$s.pid"
+    done
+
+    launch mef "$M2M_MEF_CONFIG"
+    launch maf "$M2M_MAF_CONFIG"
+    local mef_pid maf_pid
+    mef_pid=$(< "$lab_dir/mef.pid")
+    maf_pid=$(< "$lab_dir/maf.pid")
+
+    # Ready when the MEF's TLS bootstrap and HTTPS ports and the MAF's port are listening.
+    local deadline=$((SECONDS + START_TIMEOUT)) failed="" why=""
+    while :; do
+        for s in "${SERVERS[@]}"; do
+            if [ "$s" = mef ]; then pid=$mef_pid; else pid=$maf_pid; fi
+            if ! alive "$pid" "$s"; then
+                local rc=0
+                wait "$pid" 2> /dev/null || rc=$?
+                failed=$s why="m2m-$s exited (status $rc) before it was ready"
+                rm -f -- "$lab_dir/$s.pid"
+                break 2
+            fi
+        done
+        if listening "$mef_pid" "$M2M_MEF_PORT" && listening "$mef_pid" "$M2M_MEF_HTTPS_PORT" &&
+            listening "$maf_pid" "$M2M_MAF_PORT"; then
+            break
+        fi
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            local p missing=""
+            for p in "$M2M_MEF_PORT" "$M2M_MEF_HTTPS_PORT"; do
+                listening "$mef_pid" "$p" || missing+=" $p"
+            done
+            if [ -n "$missing" ]; then
+                failed=mef why="m2m-mef is not listening on 127.0.0.1 TCP port(s)$missing after ${START_TIMEOUT}s"
+            else
+                failed=maf why="m2m-maf is not listening on 127.0.0.1 TCP port $M2M_MAF_PORT after ${START_TIMEOUT}s"
+            fi
+            break
+        fi
+        sleep 0.2
+    done
+    if [ -n "$failed" ]; then
+        printf '%s: error: %s\n' "$prog" "$why" >&2
+        show_log "$failed"
+        stop_all
+        exit 1
+    fi
+    say "m2m-mef (pid $mef_pid): TLS 127.0.0.1:$M2M_MEF_PORT, DTLS 127.0.0.1:$M2M_MEF_DTLS_PORT," \
+        "HTTPS 127.0.0.1:$M2M_MEF_HTTPS_PORT; log $lab_dir/mef.log"
+    say "m2m-maf (pid $maf_pid): 127.0.0.1:$M2M_MAF_PORT; log $lab_dir/maf.log"
+}
+
+# Is any process of the session (= process group) that `start` made for PID still alive?
+session_alive() {
+    # shellcheck disable=SC2009 # pgrep would count zombies (a failed start's, not yet reaped)
+    ps -o stat= -s "$1" 2> /dev/null | grep -qv '^Z'
+}
+
+# SIGTERM every running server's process group (the server and any children it forked),
+# wait up to STOP_TIMEOUT for all of them to exit, then SIGKILL what is left.
+stop_all() {
+    local s pid i
+    local -A pids=()
+    for s in "${SERVERS[@]}"; do
+        pid=$(running_pid "$s")
+        if [ -z "$pid" ]; then
+            if [ -f "$lab_dir/$s.pid" ]; then
+                say "m2m-$s was not running (stale pid file removed)"
+            else
+                say "m2m-$s is not running"
+            fi
+            rm -f -- "$lab_dir/$s.pid"
+            continue
+        fi
+        kill -TERM -- "-$pid" 2> /dev/null || kill -TERM "$pid" 2> /dev/null || true
+        pids[$s]=$pid
+    done
+    local deadline=$((SECONDS + STOP_TIMEOUT)) left
+    while :; do
+        left=0
+        for s in "${!pids[@]}"; do
+            if session_alive "${pids[$s]}"; then left=1; fi
+        done
+        if [ "$left" = 0 ] || [ "$SECONDS" -ge "$deadline" ]; then break; fi
+        sleep 0.1
+    done
+    for s in "${SERVERS[@]}"; do
+        [ -n "${pids[$s]:-}" ] || continue
+        pid=${pids[$s]}
+        if session_alive "$pid"; then
+            kill -KILL -- "-$pid" 2> /dev/null || kill -KILL "$pid" 2> /dev/null || true
+            for ((i = 0; i < 20; i++)); do
+                session_alive "$pid" || break
+                sleep 0.1
+            done
+            say "m2m-$s (pid $pid) was still running ${STOP_TIMEOUT}s after SIGTERM: sent SIGKILL"
+        else
+            say "m2m-$s (pid $pid) stopped"
+        fi
+        wait "$pid" 2> /dev/null || true # reaps it if this shell started it
+        rm -f -- "$lab_dir/$s.pid"
+    done
+}
+
+cmd_stop() {
+    lab_env "${1:-}"
+    [ $# -eq 1 ] || usage
+    need ps
+    stop_all
+}
+
+[ $# -ge 1 ] || usage
+cmd=$1
+shift
+case $cmd in
+    init) cmd_init "$@" ;;
+    start) cmd_start "$@" ;;
+    stop) cmd_stop "$@" ;;
+    -h | --help | help) usage ;;
+    *) die "unknown command '$cmd' (init, start or stop)" ;;
+esac
