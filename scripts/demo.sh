@@ -1,76 +1,92 @@
 #!/usr/bin/env bash
-# The key lifecycle on a throwaway SoftHSM token, as a timeline: a Kpm is provisioned, the
-# MEF is configured with a short Enrolment Expiry, a real OpenSSL TLS-PSK handshake
-# exports the Enrolment Key, the MEF stores Ke and derives Km in the token, the Enrolment
-# Expiry passes, and the sweep erases the Enrolee's credentials while its Kpm stays.
-# Nothing is left behind. (The MEF/MAF services replace the OpenSSL stand-ins later.)
+# The Pre-Provisioned Symmetric Key framework with Enrolment Expiry, end to end, as a
+# timeline: a throwaway lab (three SoftHSM tokens, TLS keys inside them), the MEF and MAF
+# servers, the device enrolling and connecting, the keys and expiries in each token, the
+# expiry closing and refusing what was issued, the device re-provisioning and reconnecting.
+# Nothing is left running or on disk. EXPIRY=SECONDS changes the Enrolment Expiry (10).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo > /dev/null
+mkdir -p build
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo > build/demo-cmake.log 2>&1 ||
+    { cat build/demo-cmake.log; exit 1; }
 cmake --build build -j "$(nproc)" > build/demo-build.log 2>&1 || { cat build/demo-build.log; exit 1; }
 
 EXPIRY=${EXPIRY:-10}
 LAB=$(mktemp -d "${TMPDIR:-/tmp}/m2mhsm-demo.XXXXXX")
-server=""
-cleanup() { [ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$LAB"; }
+rmdir "$LAB"
+held=""
+cleanup() {
+    [ -n "$held" ] && kill "$held" 2> /dev/null
+    [ -f "$LAB/lab.env" ] && bash hsm-config/lab.sh stop "$LAB" > /dev/null 2>&1
+    rm -rf "$LAB"
+}
 trap cleanup EXIT
-mkdir -p "$LAB/tokens"
-printf 'directories.tokendir = %s/tokens\nobjectstore.backend = file\nlog.level = ERROR\n' \
-    "$LAB" > "$LAB/softhsm2.conf"
-export SOFTHSM2_CONF="$LAB/softhsm2.conf"
-(umask 077; openssl rand -hex 12 > "$LAB/so.pin"; openssl rand -hex 12 > "$LAB/user.pin"
- openssl rand -hex 32 > "$LAB/kpm.hex")
 
-start=$(date +%s)
-step() { printf '\n[t+%02ds] %s\n' "$(( $(date +%s) - start ))" "$*"; }
-m() { ./build/src/apps/m2mhsm --token pkcs11:token=mef --pin-source "file:$LAB/user.pin" "$@"; }
+start=$(date +%s.%N)
+step() { printf '\n[t+%5.1fs] %s\n' "$(echo "$(date +%s.%N) - $start" | bc)" "$*"; }
+marks() { for f in mef maf enrolee; do wc -l < "$LAB/$f.log" > "$LAB/$f.mark" 2> /dev/null || echo 0 > "$LAB/$f.mark"; done; }
+# Log lines since the last mark, without timestamps: "  m2m-maf  event=... fields".
+news() {
+    local f n
+    for f in "$@"; do
+        n=$(cat "$LAB/$f.mark" 2> /dev/null || echo 0)
+        tail -n "+$((n + 1))" "$LAB/$f.log" 2> /dev/null |
+            sed -n -E 's/^time=[^ ]+ level=[a-z]+ prog=([^ ]+) (event=.*)$/    \1  \2/p' |
+            grep -v -E 'event=(listening|ready|configured)' || true
+    done
+}
+m() { local t=$1; shift; local up=${t^^} tok pin lock
+    tok="M2M_${up}_TOKEN" pin="M2M_${up}_PIN_FILE" lock="M2M_${up}_LOCK_FILE"
+    "$M2M_BIN/m2mhsm" --token "${!tok}" --pin-source "file:${!pin}" --lock-file "${!lock}" "$@"; }
+lists() { for t in mef maf enrolee; do echo "  -- $t token:"; m "$t" list | sed 's/^/    /'; done; }
+device() { "$M2M_BIN/m2m-enrolee" --config "$M2M_ENROLEE_CONFIG" "$@" 2>> "$LAB/enrolee.log"; }
 
-step "Throwaway SoftHSM token 'mef' in $LAB (PINs in 0600 files, never on a command line)"
-m token-init --label mef --so-pin-source "file:$LAB/so.pin"
+step "hsm-config/lab.sh init: tokens mef, maf, enrolee; a CA and certificates for mef/maf.example.com whose keys are generated in their tokens; Kpm kpm-lab-0001 in the MEF and device tokens; Enrolment Expiry ${EXPIRY}s"
+bash hsm-config/lab.sh init "$LAB" --expiry "$EXPIRY" 2>&1 | sed 's/^/    /'
+# shellcheck disable=SC1091
+. "$LAB/lab.env"
+: > "$LAB/enrolee.log"
 
-step "Bootstrap Credential Configuration: Kpm for KpmID dev-1 into the token (8.3.2.1)"
-m kpm import --kpm-id dev-1 --key-file "$LAB/kpm.hex"
+step "hsm-config/lab.sh start: m2m-mef (bootstrap TLS + DTLS, HTTPS /fetchCredentials) and m2m-maf"
+bash hsm-config/lab.sh start "$LAB" 2>&1 | sed 's/^/    /'
+marks
 
-step "Bootstrap Instruction Configuration at the MEF: target, Enrolee-ID, Enrolment Expiry ${EXPIRY}s"
-m enrolee configure --kpm-id dev-1 --target-id maf.example.com \
-    --enrolee-id //sp.example.com/cse1/Cdev1 --enrolment-expiry "$EXPIRY"
+step "Device bootstraps: TLS-PSK with the MEF on Kpm (8.3.2.1), both export Ke and KeID into their tokens (10.3.1, 10.3.4); the device derives Km for maf.example.com (10.3.2)"
+device bootstrap
+news mef enrolee; marks
 
-step "Bootstrap Security Handshake: openssl s_server/s_client, TLS 1.2 PSK-AES128-CBC-SHA256, both export EXPORTER-oneM2M-Bootstrap (10.3.1)"
-echo "    (the OpenSSL stand-ins take this throwaway Kpm as -psk; the services keep it in the token)"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-common=(-tls1_2 -cipher PSK-AES128-CBC-SHA256 -keymatexport EXPORTER-oneM2M-Bootstrap -keymatexportlen 48)
-mkfifo "$LAB/stdin"; exec 3<>"$LAB/stdin"
-openssl s_server -accept "127.0.0.1:$port" -nocert -naccept 1 -psk "$(cat "$LAB/kpm.hex")" \
-    "${common[@]}" > "$LAB/server.out" 2>&1 <&3 &
-server=$!
-for _ in $(seq 100); do grep -q ACCEPT "$LAB/server.out" && break; sleep 0.05; done
-openssl s_client -connect "127.0.0.1:$port" -psk "$(cat "$LAB/kpm.hex")" -psk_identity dev-1 \
-    "${common[@]}" < /dev/null > "$LAB/client.out" 2>&1 || true
-kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; server=""; exec 3>&-
-awk '/Keying material:/{print $3}' "$LAB/server.out" > "$LAB/export.hex"
-if [ -s "$LAB/export.hex" ] && [ "$(cat "$LAB/export.hex")" = "$(awk '/Keying material:/{print $3}' "$LAB/client.out")" ]; then
-    echo "    handshake complete; both sides exported the same 48 bytes (not shown)"
-else
-    echo "    handshake failed"; exit 1
-fi
+step "Device connects to the MAF with KeID + Km; the MAF does not know the KeID yet, fetches Km from the MEF over mutual TLS while the handshake waits, and serves it on this connection"
+device connect --message "hello from $M2M_ENROLEE_ID" --hold 60 | sed -u 's/^/    device received: /' &
+held=$!
+for _ in $(seq 50); do grep -q "event=connected" "$LAB/enrolee.log" && break; sleep 0.1; done
+sleep 0.3
+news mef maf enrolee; marks
 
-step "Enrolment Key Generation: the MEF stores Ke under KeID = hex(RelativeKeID)@mef.example.com (10.3.4)"
-m ke import --kpm-id dev-1 --mef-fqdn mef.example.com --exported-file "$LAB/export.hex"
-rm -f "$LAB/export.hex" "$LAB/server.out" "$LAB/client.out"
-ke_id=$(m list --json | python3 -c 'import json,sys; print([r["identity"] for r in json.load(sys.stdin) if r["kind"]=="ke"][0])')
+step "What each token holds now (every key sensitive and non-extractable; Km never outlives Ke)"
+lists
+ke_id=$(m enrolee list --json | python3 -c 'import json,sys; print([r["identity"] for r in json.load(sys.stdin) if r["kind"]=="km"][0])')
+expires=$(m enrolee list --json | python3 -c 'import json,sys; print([r["expires"] for r in json.load(sys.stdin) if r["kind"]=="km"][0])')
 
-step "Km = HMAC-SHA-256(Ke, label || MAF-ID) computed by the token (10.3.2); lifetime clamped to Ke's"
-m derive km --ke-id "$ke_id" --maf-id maf.example.com --valid-until 20991231T000000
-step "What the token holds (every key sensitive, non-extractable; expiry exact to the second)"
-m list
+step "Waiting for the Enrolment Expiry ($expires UTC), with the device's association still open..."
+wait "$held" || true
+held=""
+news maf enrolee; marks
 
-step "Waiting past the Enrolment Expiry (${EXPIRY}s)..."
-sleep "$(( EXPIRY + 1 ))"
-m list
+step "Someone presents the expired KeID to the MAF (openssl s_client, as a device with a wrong clock would): the MAF rejects the handshake and erases that Enrolee's credentials (the CR)"
+openssl s_client -connect "127.0.0.1:$M2M_MAF_PORT" -tls1_2 -psk "$(openssl rand -hex 32)" \
+    -psk_identity "$ke_id" < /dev/null 2>&1 | grep -o -m1 'alert unknown psk identity' | sed 's/^/    s_client: /' || true
+sleep 0.2
+news maf; marks
+echo "  -- maf token:"; m maf list | sed 's/^/    /'
 
-step "Sweep: the Enrolee's credential ids and all its credentials are erased (the CR); Kpm stays for re-enrolment"
-m sweep
-m list
+step "The device connects again: its key has expired, so it re-provisions with the MEF, and reconnects"
+device connect --message "hello again" | sed 's/^/    device received: /'
+sleep 0.2
+news mef maf enrolee; marks
+lists
 
-step "Done in $(( $(date +%s) - start ))s; the throwaway token is removed."
+step "hsm-config/lab.sh stop (SIGTERM: both servers shut down cleanly)"
+bash hsm-config/lab.sh stop "$LAB" 2>&1 | sed 's/^/    /'
+news mef maf
+step "Done; the lab and its tokens are removed."

@@ -87,6 +87,9 @@ app_conns *app_conns_new(struct event_base *base, const app_conn_ops *ops, void 
                          int handshake_timeout_s);
 /* Ask every connection to close (close_notify where possible); the loop finishes them. */
 void app_conns_shutdown(app_conns *set);
+/* Shut down and end the loop of set's event base once every connection has closed, or
+ * after grace_s seconds, whichever comes first (SIGTERM). */
+void app_conns_drain(struct event_base *base, app_conns *set, int grace_s);
 /* Free the set and whatever connection is still open. */
 void app_conns_free(app_conns *set);
 size_t app_conns_count(const app_conns *set);

@@ -48,8 +48,8 @@ int app_cfg_int(const json_t *obj, const char *section, const char *key, long lo
     if (v == NULL)
         return 0;
     if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max) {
-        fprintf(stderr, "config: %s.%s: must be an integer from %lld to %lld\n", section, key,
-                min, max);
+        fprintf(stderr, "config: %s.%s: must be an integer from %lld to %lld\n", section, key, min,
+                max);
         return -1;
     }
     *out = json_integer_value(v);

@@ -358,3 +358,33 @@ void app_conns_free(app_conns *set)
     }
     free(set);
 }
+
+/* Graceful shutdown: the loop ends once every connection has closed, or after the grace. */
+static struct {
+    app_conns *set;
+    struct timeval until;
+} drain;
+
+static void drain_check(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct event_base *base = arg;
+    struct timeval now, tick = {0, 50000};
+    gettimeofday(&now, NULL);
+    if (drain.set == NULL || drain.set->count == 0 || !timercmp(&now, &drain.until, <))
+        event_base_loopexit(base, NULL);
+    else
+        event_base_once(base, -1, EV_TIMEOUT, drain_check, base, &tick);
+}
+
+void app_conns_drain(struct event_base *base, app_conns *set, int grace_s)
+{
+    struct timeval now, grace = {grace_s, 0};
+    if (set != NULL)
+        app_conns_shutdown(set);
+    gettimeofday(&now, NULL);
+    timeradd(&now, &grace, &drain.until);
+    drain.set = set;
+    drain_check(-1, 0, base);
+}

@@ -22,8 +22,8 @@ int app_store_open(const json_t *pkcs11, app_store *out)
         m2mhsm_open_report rep;
         st = m2mhsm_keystore_open(out->tok, NULL, &out->ks, &rep);
         if (st == M2MHSM_OK && rep.orphan_keys + rep.incomplete > 0)
-            app_log(APP_WARN, "store-repaired", "orphan_keys=%zu torn_records=%zu",
-                    rep.orphan_keys, rep.incomplete);
+            app_log(APP_WARN, "store-repaired", "orphan_keys=%zu torn_records=%zu", rep.orphan_keys,
+                    rep.incomplete);
         if (st == M2MHSM_OK && rep.corrupt > 0)
             app_log(APP_WARN, "store-corrupt", "unreadable_metadata=%zu", rep.corrupt);
     }

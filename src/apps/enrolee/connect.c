@@ -95,8 +95,8 @@ static enrolee_result session(enrolee *e, const m2mhsm_record *key, const enrole
         if (SSL_connect(ssl) == 1) {
             char ts[M2MHSM_TIMESTAMP_LEN];
             m2mhsm_timestamp_format(key->expiry, ts, sizeof(ts));
-            app_log(APP_INFO, "connected", "ke_id=%s target=%s expiry=%s cipher=%s",
-                    key->identity, e->cfg.target, ts, SSL_get_cipher_name(ssl));
+            app_log(APP_INFO, "connected", "ke_id=%s target=%s expiry=%s cipher=%s", key->identity,
+                    e->cfg.target, ts, SSL_get_cipher_name(ssl));
             r = converse(e, ssl, fd, key, o);
         } else if (target_rejected()) {
             app_log(APP_WARN, "rejected-by-target", "ke_id=%s target=%s", key->identity,
@@ -107,7 +107,9 @@ static enrolee_result session(enrolee *e, const m2mhsm_record *key, const enrole
     if (r == ENROLEE_FAILED) {
         unsigned long err = ERR_peek_last_error();
         app_log(APP_ERROR, "connect-failed", "target=%s reason=\"%s\"", e->cfg.target_hostport,
-                fd < 0 ? "target unreachable" : err ? ERR_reason_error_string(err) : "failed");
+                fd < 0 ? "target unreachable"
+                : err  ? ERR_reason_error_string(err)
+                       : "failed");
     }
     ERR_clear_error();
     SSL_free(ssl);

@@ -34,15 +34,15 @@ int enrolee_dial(const char *hostport, int dtls);
 
 /* connect.c */
 typedef struct {
-    const char *message;  /* sent once connected; NULL: nothing */
-    double hold_s;        /* keep the association this long (or until the target closes) */
-    int renew;            /* close and return when the renewal margin is reached */
+    const char *message; /* sent once connected; NULL: nothing */
+    double hold_s;       /* keep the association this long (or until the target closes) */
+    int renew;           /* close and return when the renewal margin is reached */
 } enrolee_session_opts;
 typedef enum {
-    ENROLEE_DONE = 0,        /* ran as asked (or renewal margin reached) */
-    ENROLEE_REJECTED,        /* the target refused the key: re-provision */
-    ENROLEE_CLOSED_BY_TARGET,/* the target ended the association (its key expired) */
-    ENROLEE_FAILED           /* network or local failure */
+    ENROLEE_DONE = 0,         /* ran as asked (or renewal margin reached) */
+    ENROLEE_REJECTED,         /* the target refused the key: re-provision */
+    ENROLEE_CLOSED_BY_TARGET, /* the target ended the association (its key expired) */
+    ENROLEE_FAILED            /* network or local failure */
 } enrolee_result;
 /* One association with the target: provisions first when there is no usable key, and once
  * more when the target rejects the key (the CR: that rejection means re-provision). */

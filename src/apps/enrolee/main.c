@@ -125,9 +125,9 @@ static int parse_seconds(const char *s, double *out)
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'},  {"message", required_argument, NULL, 'm'},
-        {"hold", required_argument, NULL, 'H'},    {"duration", required_argument, NULL, 'd'},
-        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
+        {"config", required_argument, NULL, 'c'}, {"message", required_argument, NULL, 'm'},
+        {"hold", required_argument, NULL, 'H'},   {"duration", required_argument, NULL, 'd'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
     const char *config = NULL, *message = NULL;
     double hold = 0, duration = -1;
     int o;

@@ -93,7 +93,8 @@ static int bootstrap(enrolee *e, m2mhsm_record *ke)
     if (st == M2MHSM_OK)
         st = m2mhsm_tls_ssl_new(ctx, &ssl);
     if (st == M2MHSM_OK && (fd = enrolee_dial(e->cfg.mef_hostport, e->cfg.mef_dtls)) >= 0) {
-        BIO *bio = e->cfg.mef_dtls ? BIO_new_dgram(fd, BIO_NOCLOSE) : BIO_new_socket(fd, BIO_NOCLOSE);
+        BIO *bio =
+            e->cfg.mef_dtls ? BIO_new_dgram(fd, BIO_NOCLOSE) : BIO_new_socket(fd, BIO_NOCLOSE);
         BIO_ADDR *peer = e->cfg.mef_dtls ? peer_of(fd) : NULL;
         if (bio != NULL && (!e->cfg.mef_dtls || peer != NULL)) {
             if (peer != NULL)
@@ -133,8 +134,8 @@ int enrolee_provision(enrolee *e, const char *reason, m2mhsm_record *key)
 {
     m2mhsm_record ke;
     char ts[M2MHSM_TIMESTAMP_LEN];
-    app_log(APP_INFO, "provisioning", "kpm_id=%s mef=%s reason=%s", e->cfg.kpm_id,
-            e->cfg.mef_fqdn, reason);
+    app_log(APP_INFO, "provisioning", "kpm_id=%s mef=%s reason=%s", e->cfg.kpm_id, e->cfg.mef_fqdn,
+            reason);
     if (!bootstrap(e, &ke))
         return 0;
     m2mhsm_timestamp_format(ke.expiry, ts, sizeof(ts));
@@ -147,8 +148,8 @@ int enrolee_provision(enrolee *e, const char *reason, m2mhsm_record *key)
         return 0;
     }
     m2mhsm_timestamp_format(key->expiry, ts, sizeof(ts));
-    app_log(APP_INFO, "derived", "key=%s ke_id=%s target=%s expiry=%s",
-            m2mhsm_kind_name(key->kind), key->identity, e->cfg.target, ts);
+    app_log(APP_INFO, "derived", "key=%s ke_id=%s target=%s expiry=%s", m2mhsm_kind_name(key->kind),
+            key->identity, e->cfg.target, ts);
     e->reprovisions++;
     return 1;
 }

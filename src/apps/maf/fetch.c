@@ -67,16 +67,20 @@ static int store(maf_fetch *f, json_t *reply)
     m2mhsm_time life;
     uint8_t key[M2MHSM_KEY_LEN];
     m2mhsm_record rec;
-    if (json_unpack(reply, "{s:b,s:s,s?s,s:s}", "status", &status, "credential", &cred,
-                    "enroleeID", &enrolee, "lifetime", &lifetime) != 0 ||
+    if (json_unpack(reply, "{s:b,s:s,s?s,s:s}", "status", &status, "credential", &cred, "enroleeID",
+                    &enrolee, "lifetime", &lifetime) != 0 ||
         !status || m2mhsm_timestamp_parse(lifetime, &life) != M2MHSM_OK || !decode_key(cred, key)) {
         app_log(APP_ERROR, "fetch-failed", "ke_id=%s reason=\"malformed reply\"", f->ke_id);
         return 0;
     }
     m2mhsm_time now = m2mhsm_keystore_now(m->store.ks);
-    m2mhsm_fetched_key fk = {M2MHSM_KIND_KM, f->ke_id, enrolee != NULL && enrolee[0] ? enrolee : NULL,
-                             m->cfg.maf_id, life,
-                             m->cfg.max_lifetime_s > 0 ? now + m->cfg.max_lifetime_s : M2MHSM_NEVER};
+    m2mhsm_fetched_key fk = {
+        M2MHSM_KIND_KM,
+        f->ke_id,
+        enrolee != NULL && enrolee[0] ? enrolee : NULL,
+        m->cfg.maf_id,
+        life,
+        m->cfg.max_lifetime_s > 0 ? now + m->cfg.max_lifetime_s : M2MHSM_NEVER};
     m2mhsm_status st = m2mhsm_keystore_store_fetched(m->store.ks, &fk, key, sizeof(key), &rec);
     OPENSSL_cleanse(key, sizeof(key));
     if (st != M2MHSM_OK) {
@@ -130,7 +134,8 @@ static int request(maf_fetch *f, const maf_mef *mef)
     maf *m = f->m;
     char path[sizeof(f->ke_id) + 32];
     SSL *ssl = SSL_new(m->mef_ctx);
-    if (ssl == NULL || !SSL_set_tlsext_host_name(ssl, mef->fqdn) || !SSL_set1_host(ssl, mef->fqdn)) {
+    if (ssl == NULL || !SSL_set_tlsext_host_name(ssl, mef->fqdn) ||
+        !SSL_set1_host(ssl, mef->fqdn)) {
         SSL_free(ssl);
         return -1;
     }

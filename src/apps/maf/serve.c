@@ -40,8 +40,8 @@ static void established(app_conn *c, void *arg)
     app_log(APP_INFO, "handshake-ok", "ke_id=%s expiry=%s cipher=%s peer=%s", ke_id, ts,
             SSL_get_cipher_name(ssl), app_conn_peer(c));
     app_conn_deadline(c, expiry, "key expired");
-    int n = snprintf(line, sizeof(line), "m2m-maf %s: authenticated %s until %s\n",
-                     m->cfg.maf_id, ke_id, ts);
+    int n = snprintf(line, sizeof(line), "m2m-maf %s: authenticated %s until %s\n", m->cfg.maf_id,
+                     ke_id, ts);
     app_conn_write(c, line, (size_t)n);
 }
 

@@ -38,11 +38,11 @@ static void enrol(mef *m, app_conn *c, const char *kpm_id)
 {
     m2mhsm_record cfg, ke;
     const char *transport = SSL_is_dtls(app_conn_ssl(c)) ? "dtls" : "tls";
-    m2mhsm_status st = m2mhsm_keystore_lookup(m->store.ks, M2MHSM_KIND_ENROLMENT, kpm_id,
-                                              strlen(kpm_id), &cfg);
+    m2mhsm_status st =
+        m2mhsm_keystore_lookup(m->store.ks, M2MHSM_KIND_ENROLMENT, kpm_id, strlen(kpm_id), &cfg);
     if (st != M2MHSM_OK) {
-        app_log(APP_ERROR, "enrol-failed", "kpm_id=%s peer=%s reason=%s", kpm_id,
-                app_conn_peer(c), "no-bootstrap-instruction-configuration");
+        app_log(APP_ERROR, "enrol-failed", "kpm_id=%s peer=%s reason=%s", kpm_id, app_conn_peer(c),
+                "no-bootstrap-instruction-configuration");
         app_conn_close(c, "not configured");
         return;
     }
@@ -50,8 +50,8 @@ static void enrol(mef *m, app_conn *c, const char *kpm_id)
                             cfg.enrolment_expiry};
     st = m2mhsm_tls_export_ke(app_conn_ssl(c), m->store.ks, &enr, &ke);
     if (st != M2MHSM_OK) {
-        app_log(APP_ERROR, "enrol-failed", "kpm_id=%s peer=%s error=%s", kpm_id,
-                app_conn_peer(c), app_error(st));
+        app_log(APP_ERROR, "enrol-failed", "kpm_id=%s peer=%s error=%s", kpm_id, app_conn_peer(c),
+                app_error(st));
         app_conn_close(c, "enrolment failed");
         return;
     }

@@ -73,8 +73,8 @@ static int apply_one(mef *m, size_t i, const json_t *e)
         fprintf(stderr, "config: %s: %s\n", where, m2mhsm_last_error());
         return -1;
     }
-    app_log(APP_INFO, "configured", "kpm_id=%s enrolee_id=%s target=%s enrolment_expiry=%s",
-            kpm_id, enrolee, target, expiry);
+    app_log(APP_INFO, "configured", "kpm_id=%s enrolee_id=%s target=%s enrolment_expiry=%s", kpm_id,
+            enrolee, target, expiry);
     return 0;
 }
 

@@ -107,11 +107,10 @@ static int parse_target(mef *m, fetch_req *f)
     if (strcmp(slash + 1, SUID_KM) == 0) {
         f->suid = SUID_KM;
         f->km = 1;
-    }
-    else if (strcmp(slash + 1, SUID_KPSA) == 0)
+    } else if (strcmp(slash + 1, SUID_KPSA) == 0)
         f->suid = SUID_KPSA;
-    if (m2mhsm_id_canonical(M2MHSM_ID_KE, id, (size_t)(slash - id), f->ke_id,
-                            sizeof(f->ke_id)) != M2MHSM_OK) {
+    if (m2mhsm_id_canonical(M2MHSM_ID_KE, id, (size_t)(slash - id), f->ke_id, sizeof(f->ke_id)) !=
+        M2MHSM_OK) {
         refuse(f, HTTP_BADREQUEST, "Bad Request", "malformed KeID");
         return -1;
     }
@@ -149,8 +148,8 @@ static int parse_origin(fetch_req *f)
 /* The Ke, valid, and this originator its Enrolment Target; 0 or a refusal was sent. */
 static int authorise(mef *m, fetch_req *f, m2mhsm_record *ke)
 {
-    m2mhsm_status st = m2mhsm_keystore_lookup(m->store.ks, M2MHSM_KIND_KE, f->ke_id,
-                                              strlen(f->ke_id), ke);
+    m2mhsm_status st =
+        m2mhsm_keystore_lookup(m->store.ks, M2MHSM_KIND_KE, f->ke_id, strlen(f->ke_id), ke);
     if (st == M2MHSM_E_NOT_FOUND) {
         refuse(f, HTTP_NOTFOUND, "Not Found", "unknown KeID");
         return -1;

@@ -43,12 +43,11 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     (void)what;
     mef *m = arg;
-    struct timeval grace = {SHUTDOWN_GRACE_S, 0};
     app_log(APP_INFO, "stopping", "signal=%s open_connections=%zu", strsignal((int)sig),
             m->conns != NULL ? app_conns_count(m->conns) : 0);
     mef_bootstrap_stop(m);
     mef_fetch_stop(m);
-    event_base_loopexit(m->base, &grace);
+    app_conns_drain(m->base, m->conns, SHUTDOWN_GRACE_S);
 }
 
 static int start(mef *m)
@@ -116,7 +115,8 @@ int main(int argc, char **argv)
     if (rc == 0) {
         app_log(APP_INFO, "ready", "mef_fqdn=%s", m.cfg.fqdn);
         event_base_dispatch(m.base);
-        app_log(APP_INFO, "stopped", "%s", "");
+        app_log(APP_INFO, "stopped", "open_connections=%zu",
+                m.conns != NULL ? app_conns_count(m.conns) : 0);
     } else {
         app_log(APP_ERROR, "start-failed", "config=%s", config);
     }
