@@ -8,7 +8,7 @@ packages=(
     libssl-dev openssl libp11-kit-dev p11-kit libp11-dev
     softhsm2 libsofthsm2 opensc gnutls-bin
     libcmocka-dev libjansson-dev libevent-dev
-    valgrind python3 xxd
+    valgrind python3 xxd curl bc procps iproute2 ca-certificates
 )
 
 missing=()
