@@ -171,13 +171,12 @@ static maf_fetch *fetch_for(maf *m, const char *ke_id)
             return f;
     const maf_mef *mef = mef_for(m, ke_id);
     if (mef == NULL) {
-        app_log(APP_WARN, "rejected-unknown", "ke_id=%s reason=\"KeID names no configured MEF\"",
+        app_log(APP_WARN, "fetch-skipped", "ke_id=%s reason=\"KeID names no configured MEF\"",
                 ke_id);
         return NULL;
     }
     if (m->nfetches >= (size_t)m->cfg.max_fetches) {
-        app_log(APP_WARN, "rejected-unknown", "ke_id=%s reason=\"too many fetches in flight\"",
-                ke_id);
+        app_log(APP_WARN, "fetch-skipped", "ke_id=%s reason=\"too many fetches in flight\"", ke_id);
         return NULL;
     }
     maf_fetch *f = calloc(1, sizeof(*f));

@@ -24,14 +24,15 @@ static void on_psk(void *arg, m2mhsm_tls_psk_event ev, const char *identity,
 {
     (void)arg;
     (void)rec;
-    char id[80];
+    char id[80], detail[300];
     app_safe(identity, id, sizeof(id));
     if (ev == M2MHSM_TLS_PSK_UNKNOWN)
         app_log(APP_WARN, "rejected-unknown", "kpm_id=%s", id);
     else if (ev == M2MHSM_TLS_PSK_EXPIRED)
         app_log(APP_WARN, "rejected-expired", "kpm_id=%s erased=%zu", id, erased);
     else if (ev == M2MHSM_TLS_PSK_ERROR)
-        app_log(APP_ERROR, "psk-error", "kpm_id=%s error=%s", id, app_error(M2MHSM_E_PKCS11));
+        app_log(APP_ERROR, "psk-error", "kpm_id=%s error=\"%s\"", id,
+                app_safe(m2mhsm_last_error(), detail, sizeof(detail)));
 }
 
 static void enrol(mef *m, app_conn *c, const char *kpm_id)
