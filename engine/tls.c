@@ -44,11 +44,17 @@ static void state_index_init(void)
     expiry_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, state_free);
 }
 
-/* Remember on the connection when the key it was keyed with expires; 0 if that cannot be
- * recorded, and the handshake is then refused rather than left unbounded. */
-static int note_expiry(SSL *ssl, m2mhsm_time expiry)
+/* What a connection was keyed with: the key's expiry and identity. */
+typedef struct {
+    m2mhsm_time expiry;
+    char identity[M2MHSM_ID_MAX + 1];
+} ssl_key_note;
+
+/* Remember on the connection which key it was keyed with and when that key expires; 0 if
+ * that cannot be recorded, and the handshake is then refused rather than left unbounded. */
+static int note_key(SSL *ssl, const m2mhsm_record *rec)
 {
-    m2mhsm_time *slot = SSL_get_ex_data(ssl, expiry_index);
+    ssl_key_note *slot = SSL_get_ex_data(ssl, expiry_index);
     if (slot == NULL && (slot = malloc(sizeof(*slot))) != NULL &&
         !SSL_set_ex_data(ssl, expiry_index, slot)) {
         free(slot);
@@ -56,15 +62,23 @@ static int note_expiry(SSL *ssl, m2mhsm_time expiry)
     }
     if (slot == NULL)
         return 0;
-    *slot = expiry;
+    slot->expiry = rec->expiry;
+    memcpy(slot->identity, rec->identity, sizeof(slot->identity));
     return 1;
 }
 
 m2mhsm_time m2mhsm_tls_ssl_expiry(SSL *ssl)
 {
     pthread_once(&state_once, state_index_init);
-    const m2mhsm_time *slot = SSL_get_ex_data(ssl, expiry_index);
-    return slot != NULL ? *slot : M2MHSM_NEVER;
+    const ssl_key_note *slot = SSL_get_ex_data(ssl, expiry_index);
+    return slot != NULL ? slot->expiry : M2MHSM_NEVER;
+}
+
+const char *m2mhsm_tls_ssl_identity(SSL *ssl)
+{
+    pthread_once(&state_once, state_index_init);
+    const ssl_key_note *slot = SSL_get_ex_data(ssl, expiry_index);
+    return slot != NULL ? slot->identity : NULL;
 }
 
 int m2mhsm_tls_ssl_expired(m2mhsm_tls *t, SSL *ssl)
@@ -186,7 +200,7 @@ static unsigned int server_psk(SSL *ssl, const char *identity, unsigned char *ps
         observe(cs, M2MHSM_TLS_PSK_ERROR, identity, &rec, 0);
         return 0;
     }
-    if (!note_expiry(ssl, rec.expiry)) {
+    if (!note_key(ssl, &rec)) {
         observe(cs, M2MHSM_TLS_PSK_ERROR, identity, &rec, 0);
         return 0;
     }
@@ -208,7 +222,7 @@ static unsigned int client_psk(SSL *ssl, const char *hint, char *identity,
         !m2mhsm_record_valid(cs->t->ks, &rec) ||
         m2mhsm_handles_issue(cs->t->handles, &rec, psk) != M2MHSM_OK)
         return 0;
-    if (!note_expiry(ssl, rec.expiry))
+    if (!note_key(ssl, &rec))
         return 0;
     memcpy(identity, cs->identity, id_len + 1);
     return M2MHSM_HANDLE_LEN;

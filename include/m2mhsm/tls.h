@@ -79,6 +79,10 @@ m2mhsm_status m2mhsm_tls_ssl_new(SSL_CTX *ctx, SSL **out);
  * CR). Thread-safe for distinct connections.
  */
 m2mhsm_time m2mhsm_tls_ssl_expiry(SSL *ssl);
+
+/* The identity (KpmID or KeID) of the key a connection's handshake used, as stored; NULL
+ * before the PSK callback ran. Unlike SSL_get_psk_identity() it is also set for TLS 1.3. */
+const char *m2mhsm_tls_ssl_identity(SSL *ssl);
 int m2mhsm_tls_ssl_expired(m2mhsm_tls *t, SSL *ssl);
 
 /* The clause 10.3.1 export of a finished session straight into a Ke record (the 48 bytes

@@ -230,6 +230,7 @@ static void test_client_sends_sni_and_a_server_sees_open_connections_expire(void
     SSL *open_conn = NULL;
     assert_true(handshake(server, pc, sexp, cexp, &open_conn));
     assert_int_equal(m2mhsm_tls_ssl_expiry(open_conn), f->fs.now + 50);
+    assert_string_equal(m2mhsm_tls_ssl_identity(open_conn), "tls-kpm");
     f->fs.now += 49;
     assert_false(m2mhsm_tls_ssl_expired(f->tls, open_conn));
     f->fs.now += 1;
@@ -277,8 +278,12 @@ static void test_tls13_with_the_psk_in_the_token_both_ways(void **state)
     assert_int_equal(m2mhsm_tls_ctx_new(f->tls, &cp, &client), M2MHSM_OK);
     SSL_CTX *pc = plain_ctx13(0), *ps = plain_ctx13(1);
     uint8_t sexp[48], cexp[48];
-    assert_true(handshake(server, pc, sexp, cexp, NULL));
+    SSL *conn13 = NULL;
+    assert_true(handshake(server, pc, sexp, cexp, &conn13));
     assert_memory_equal(sexp, cexp, 48);
+    /* TLS 1.3 leaves SSL_get_psk_identity() empty; the server still knows which key. */
+    assert_string_equal(m2mhsm_tls_ssl_identity(conn13), "tls-kpm");
+    SSL_free(conn13);
     assert_true(handshake(ps, client, sexp, cexp, NULL));
     assert_memory_equal(sexp, cexp, 48);
     assert_true(handshake(server, client, sexp, cexp, NULL));

@@ -33,7 +33,7 @@ static void established(app_conn *c, void *arg)
 {
     maf *m = arg;
     SSL *ssl = app_conn_ssl(c);
-    const char *ke_id = SSL_get_psk_identity(ssl);
+    const char *ke_id = m2mhsm_tls_ssl_identity(ssl);
     m2mhsm_time expiry = m2mhsm_tls_ssl_expiry(ssl);
     char ts[M2MHSM_TIMESTAMP_LEN], line[512];
     m2mhsm_timestamp_format(expiry, ts, sizeof(ts));
@@ -56,7 +56,7 @@ static void closed(app_conn *c, void *arg, const char *why)
 {
     (void)arg;
     SSL *ssl = app_conn_ssl(c);
-    const char *ke_id = SSL_get_psk_identity(ssl);
+    const char *ke_id = m2mhsm_tls_ssl_identity(ssl);
     char id[80];
     app_safe(ke_id, id, sizeof(id));
     if (strcmp(why, "key expired") == 0)

@@ -66,7 +66,7 @@ static void enrol(mef *m, app_conn *c, const char *kpm_id)
 
 static void established(app_conn *c, void *arg)
 {
-    const char *kpm_id = SSL_get_psk_identity(app_conn_ssl(c));
+    const char *kpm_id = m2mhsm_tls_ssl_identity(app_conn_ssl(c));
     if (kpm_id == NULL) { /* cannot happen with PSK-only suites; refuse rather than guess */
         app_conn_close(c, "no psk identity");
         return;
