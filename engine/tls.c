@@ -186,8 +186,9 @@ static unsigned int server_psk(SSL *ssl, const char *identity, unsigned char *ps
         cs->p.resolver(cs->p.resolver_arg, ssl, identity) == 1)
         st = m2mhsm_keystore_lookup(cs->t->ks, cs->p.kind, identity, id_len, &rec);
     if (st != M2MHSM_OK) {
-        observe(cs, st == M2MHSM_E_NOT_FOUND ? M2MHSM_TLS_PSK_UNKNOWN : M2MHSM_TLS_PSK_ERROR,
-                identity, NULL, 0);
+        /* An identity outside its grammar names no key: unknown, not a server error. */
+        int unknown = st == M2MHSM_E_NOT_FOUND || st == M2MHSM_E_INVALID_ARG;
+        observe(cs, unknown ? M2MHSM_TLS_PSK_UNKNOWN : M2MHSM_TLS_PSK_ERROR, identity, NULL, 0);
         return 0;
     }
     if (!m2mhsm_record_valid(cs->t->ks, &rec)) {

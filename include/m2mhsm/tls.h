@@ -30,7 +30,7 @@ typedef enum { M2MHSM_TLS_1_2 = 1, M2MHSM_DTLS_1_2, M2MHSM_TLS_1_3 } m2mhsm_tls_
 /* What a server did with a client's psk_identity; passed to the profile's observer. */
 typedef enum {
     M2MHSM_TLS_PSK_ACCEPTED = 1, /* a handle for a valid key went to libssl */
-    M2MHSM_TLS_PSK_UNKNOWN,      /* no such identity: refused */
+    M2MHSM_TLS_PSK_UNKNOWN,      /* no such identity (or a malformed one): refused */
     M2MHSM_TLS_PSK_EXPIRED,      /* expired: refused, and the Enrolee's credentials erased */
     M2MHSM_TLS_PSK_ERROR         /* a token or input error: refused */
 } m2mhsm_tls_psk_event;
