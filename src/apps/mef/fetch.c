@@ -213,14 +213,63 @@ static void on_request(struct evhttp_request *req, void *arg)
     deliver(m, &f, &ke);
 }
 
+/* Every HTTPS connection ends at most HTTPS_DEADLINE_S after it was accepted, however slowly
+ * its peer sends (evhttp's own timeout restarts with every byte), and at most max_connections
+ * are open: the socket is shut down, evhttp sees the end and frees the connection, and with
+ * it the SSL, whose ex_data free hook then drops the timer. */
+#define HTTPS_DEADLINE_S 10
+
+static int guard_index = -1;
+static size_t https_open;
+
+static void guard_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+    (void)parent;
+    (void)ad;
+    (void)idx;
+    (void)argl;
+    (void)argp;
+    if (ptr == NULL)
+        return;
+    event_free(ptr);
+    https_open--;
+}
+
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    int sfd = SSL_get_fd(arg);
+    if (sfd >= 0)
+        shutdown(sfd, SHUT_RDWR);
+}
+
+/* evhttp serves plain HTTP on a connection whose bevcb returns NULL: never let that happen. */
+static void fatal(const char *what)
+{
+    app_log(APP_ERROR, "fatal", "reason=\"%s\"", what);
+    exit(EXIT_FAILURE);
+}
+
 static struct bufferevent *tls_bev(struct event_base *base, void *arg)
 {
     mef *m = arg;
     SSL *ssl = SSL_new(m->https_ctx);
-    if (ssl == NULL)
-        return NULL;
-    return bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
-                                          BEV_OPT_CLOSE_ON_FREE);
+    struct event *deadline = ssl != NULL ? evtimer_new(base, on_deadline, ssl) : NULL;
+    if (deadline == NULL || !SSL_set_ex_data(ssl, guard_index, deadline))
+        fatal("cannot set up an HTTPS connection");
+    struct timeval tv = {HTTPS_DEADLINE_S, 0};
+    if (++https_open > (size_t)m->cfg.max_connections) {
+        app_log(APP_WARN, "connection-refused", "service=https reason=max_connections limit=%lld",
+                m->cfg.max_connections);
+        tv.tv_sec = 0;
+    }
+    evtimer_add(deadline, &tv);
+    struct bufferevent *bev = bufferevent_openssl_socket_new(
+        base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+    if (bev == NULL)
+        fatal("cannot set up an HTTPS connection");
+    return bev;
 }
 
 int mef_fetch_start(mef *m)
@@ -228,7 +277,9 @@ int mef_fetch_start(mef *m)
     struct sockaddr_storage ss;
     socklen_t sl;
     const json_t *pkcs11 = json_object_get(m->root, "pkcs11");
-    if (app_addr_parse(m->cfg.https, &ss, &sl) != 0 ||
+    if (guard_index < 0)
+        guard_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, guard_free);
+    if (guard_index < 0 || app_addr_parse(m->cfg.https, &ss, &sl) != 0 ||
         (m->https_ctx = app_certkey_ctx(pkcs11, &m->cfg.ck, 1)) == NULL ||
         (m->http = evhttp_new(m->base)) == NULL)
         return -1;
