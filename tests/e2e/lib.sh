@@ -153,3 +153,31 @@ km_of() {
     printf 'oneM2M Enrolment Key to Master Credential derivation%s' "$maf_id" |
         openssl mac -digest SHA256 -macopt "hexkey:$ke_hex" HMAC | tr 'A-F' 'a-f'
 }
+
+# wait_count FILE REGEX N [SECONDS]: until at least N lines of FILE match.
+wait_count() {
+    local file=$1 re=$2 n=$3 t=${4:-10} i c
+    for ((i = 0; i < t * 20; i++)); do
+        c=$(count_log "$file" "$re")
+        [ "${c:-0}" -ge "$n" ] && return 0
+        sleep 0.05
+    done
+    echo "# fewer than $n lines matching /$re/ in $file:" >&2; tail -5 "$file" >&2
+    return 1
+}
+
+# wait_gone PID [SECONDS]: until PID has exited (a zombie counts as gone).
+wait_gone() {
+    local pid=$1 t=${2:-10} i
+    for ((i = 0; i < t * 20; i++)); do
+        running "$pid" || return 0
+        sleep 0.05
+    done
+    echo "# process $pid still running after ${t}s" >&2
+    return 1
+}
+
+# free_port: a loopback TCP port that nothing listens on now.
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
