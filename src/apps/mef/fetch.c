@@ -67,8 +67,9 @@ static void refuse(const fetch_req *f, int code, const char *reason, const char 
     send_json(f->req, code, reason, json_pack("{s:b,s:s}", "status", 0, "errorString", why));
 }
 
-/* The X.509 identity of the TLS peer must be the originator's FQDN: the MAF-ID itself, or
- * the host part of an absolute CSE-ID/AE-ID (//fqdn/...) for an Enrolee B. */
+/* The X.509 identity of the TLS peer (a DNS subjectAltName; never the subject CN, no
+ * wildcards) must be the originator's FQDN: the MAF-ID itself, or the host part of an absolute
+ * CSE-ID/AE-ID (//fqdn/...) for an Enrolee B. */
 static int originator_authenticated(struct evhttp_request *req, const char *origin)
 {
     char host[M2MHSM_FQDN_MAX + 1];
@@ -87,7 +88,9 @@ static int originator_authenticated(struct evhttp_request *req, const char *orig
     SSL *ssl = bev != NULL ? bufferevent_openssl_get_ssl(bev) : NULL;
     X509 *peer = ssl != NULL ? SSL_get0_peer_certificate(ssl) : NULL;
     return peer != NULL && SSL_get_verify_result(ssl) == X509_V_OK &&
-           X509_check_host(peer, host, len, X509_CHECK_FLAG_NO_WILDCARDS, NULL) == 1;
+           X509_check_host(peer, host, len,
+                           X509_CHECK_FLAG_NO_WILDCARDS | X509_CHECK_FLAG_NEVER_CHECK_SUBJECT,
+                           NULL) == 1;
 }
 
 /* "/fetchCredentials/<KeID>/<SUID>" → f; 0 on success, else a refusal was sent. */
@@ -159,13 +162,15 @@ static int authorise(mef *m, fetch_req *f, m2mhsm_record *ke)
         refuse(f, HTTP_INTERNAL, "Internal Server Error", "key store unavailable");
         return -1;
     }
+    /* Only the Enrolee's own target learns that its enrolment expired (and triggers the
+     * erase); anyone else is refused first. */
+    if (strcmp(ke->target_id, f->origin) != 0) {
+        refuse(f, 403, "Forbidden", "originator is not this Enrolee's Enrolment Target");
+        return -1;
+    }
     if (!m2mhsm_record_valid(m->store.ks, ke)) {
         mef_erase_expired(m, ke, "fetch");
         refuse(f, 410, "Gone", "Enrolment Expiry passed; the enrolment was erased");
-        return -1;
-    }
-    if (strcmp(ke->target_id, f->origin) != 0) {
-        refuse(f, 403, "Forbidden", "originator is not this Enrolee's Enrolment Target");
         return -1;
     }
     int is_maf = m2mhsm_id_check_str(M2MHSM_ID_FQDN, f->origin) == M2MHSM_OK;
