@@ -5,7 +5,6 @@
 
 #include <libp11.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <p11-kit/uri.h>
 
@@ -53,11 +52,11 @@ static PKCS11_SLOT *slot_for_uri(const char *token_uri)
 static EVP_PKEY *token_private_key(const json_t *pkcs11, const char *label)
 {
     const char *module = NULL, *token = NULL;
-    app_cfg_str(pkcs11, "pkcs11", "module", 0, &module);
-    app_cfg_str(pkcs11, "pkcs11", "token", 1, &token);
-    if (module == NULL)
-        module = getenv("M2MHSM_MODULE") != NULL ? getenv("M2MHSM_MODULE")
-                                                 : "/usr/lib/softhsm/libsofthsm2.so";
+    /* libp11 loads the module by path itself: name it, rather than guess a default that
+     * might differ from the one the store resolved. */
+    if (app_cfg_str(pkcs11, "pkcs11", "module", 1, &module) != 0 ||
+        app_cfg_str(pkcs11, "pkcs11", "token", 1, &token) != 0)
+        return NULL;
     if (p11 == NULL) {
         if ((p11 = PKCS11_CTX_new()) == NULL || PKCS11_CTX_load(p11, module) != 0 ||
             PKCS11_enumerate_slots(p11, &slots, &nslots) != 0) {
