@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# The TLS 1.3 option (TS-0003 10.2: not in this release, supported as an option): a MAF with
-# "tls13": true serves the device (target_uri tls13://) and openssl s_client -tls1_3 with the
-# KeID and the Km computed by openssl mac; the same-connection fetch works there too.
+# The TLS 1.3 option (TS-0003 10.2: not in this release, supported as an option): MEF and MAF
+# with "tls13": true; the device bootstraps (mef_uri tls13://) and connects (target_uri
+# tls13://) over TLS 1.3, with the same-connection fetch; openssl s_client -tls1_3 enrols and
+# is served with the KeID and the Km computed by openssl mac.
 . "$(dirname "$0")/lib.sh"
 e2e_lab_init tls13 --expiry 600
 set_json "$M2M_MAF_CONFIG" maf tls13 true
+set_json "$M2M_MEF_CONFIG" mef tls13 true
+set_json "$M2M_ENROLEE_CONFIG" enrolee mef_uri "\"tls13://127.0.0.1:$M2M_MEF_PORT\""
 set_json "$M2M_ENROLEE_CONFIG" enrolee target_uri "\"tls13://127.0.0.1:$M2M_MAF_PORT\""
 bash "$LABSH" start "$LAB" > /dev/null
 
@@ -12,11 +15,13 @@ out=$(enrolee connect 2> "$LAB/enrolee.log")
 KE1=$(device_ke_id)
 check "device authenticated over TLS 1.3 on its first connection (fetch while waiting)" \
     grep -q "authenticated $KE1 until" <<< "$out"
+check "MEF enrolled the device over TLS 1.3" \
+    wait_log "$LAB/mef.log" "event=enrolled kpm_id=$M2M_KPM_ID ke_id=$KE1 "
 check "MAF logged the TLS 1.3 handshake with the KeID" \
     wait_log "$LAB/maf.log" "event=handshake-ok ke_id=$KE1 .*cipher=TLS_AES_128_GCM_SHA256"
 
 kpm=$(tr -d ' \n' < "$M2M_KPM_HEX_FILE")
-exported=$(openssl s_client -connect "127.0.0.1:$M2M_MEF_PORT" -tls1_2 -psk "$kpm" \
+exported=$(openssl s_client -connect "127.0.0.1:$M2M_MEF_PORT" -tls1_3 -psk "$kpm" \
     -psk_identity "$M2M_KPM_ID" -keymatexport EXPORTER-oneM2M-Bootstrap -keymatexportlen 48 \
     < /dev/null 2>&1 | awk '/Keying material:/{print $3}' || true)
 x=${exported,,}

@@ -13,7 +13,7 @@ typedef struct {
     m2mhsm_expiry_spec enrolment_expiry;
     const char *mef_host, *target_host;
     char mef_hostport[300], target_hostport[300];
-    int mef_dtls, target_tls13;
+    int mef_dtls, mef_tls13, target_tls13;
     long long renewal_margin_s;
 } enrolee_config;
 

@@ -21,7 +21,8 @@ static const char usage[] =
     "       m2m-enrolee --config FILE run --duration SECONDS\n"
     "(docs/configuration.md)\n";
 
-/* "tls://host:port" or "dtls://host:port" (evhttp's URI parser). */
+/* "tls://host:port", "tls13://host:port" or (where dtls is asked) "dtls://host:port", with
+ * evhttp's URI parser. */
 static int parse_uri(const char *key, const char *uri, char *hostport, size_t cap, int *dtls,
                      int *tls13)
 {
@@ -40,7 +41,7 @@ static int parse_uri(const char *key, const char *uri, char *hostport, size_t ca
             *tls13 = strcmp(scheme, "tls13") == 0;
     } else {
         fprintf(stderr, "config: enrolee.%s: expected %s://host:port\n", key,
-                dtls != NULL ? "tls|dtls" : "tls|tls13");
+                dtls != NULL ? "tls|tls13|dtls" : "tls|tls13");
     }
     evhttp_uri_free(u);
     return ok ? 0 : -1;
@@ -67,7 +68,7 @@ static int load_config(enrolee *e, const char *path)
         app_cfg_int(sec, "enrolee", "renewal_margin", 0, M2MHSM_MAX_DURATION,
                     &c->renewal_margin_s) != 0 ||
         parse_uri("mef_uri", mef_uri, c->mef_hostport, sizeof(c->mef_hostport), &c->mef_dtls,
-                  NULL) != 0 ||
+                  &c->mef_tls13) != 0 ||
         parse_uri("target_uri", target_uri, c->target_hostport, sizeof(c->target_hostport), NULL,
                   &c->target_tls13) != 0)
         return -1;

@@ -82,7 +82,9 @@ int enrolee_current_key(enrolee *e, m2mhsm_record *key)
 static int bootstrap(enrolee *e, m2mhsm_record *ke)
 {
     m2mhsm_tls_profile p = {.role = M2MHSM_TLS_CLIENT,
-                            .proto = e->cfg.mef_dtls ? M2MHSM_DTLS_1_2 : M2MHSM_TLS_1_2,
+                            .proto = e->cfg.mef_dtls    ? M2MHSM_DTLS_1_2
+                                     : e->cfg.mef_tls13 ? M2MHSM_TLS_1_3
+                                                        : M2MHSM_TLS_1_2,
                             .kind = M2MHSM_KIND_KPM,
                             .identity = e->cfg.kpm_id,
                             .server_name = e->cfg.mef_fqdn};
