@@ -54,6 +54,22 @@ check "MEF erased the enrolment but kept Kpm and configuration" test "$(kinds_on
 reply=$(fetch_as "$M2M_MAF_ID" "$M2M_MAF_ID" "/fetchCredentials/$KE1/21")
 check "... and afterwards does not know the KeID (404)" grep -q '^404 ' <<< "$reply"
 
+# A replayed stale KeID costs the MEF one request, not one per attempt.
+stale() {
+    openssl s_client -connect "127.0.0.1:$M2M_MAF_PORT" -tls1_2 -psk "$kpm_like" \
+        -psk_identity "$KE1" < /dev/null > /dev/null 2>&1 || true
+}
+refused_before=$(count_log "$LAB/mef.log" "event=fetch-refused ke_id=$KE1 ")
+stale
+check "MAF asked the MEF about the stale KeID once and was refused" \
+    wait_log "$LAB/maf.log" "event=fetch-failed ke_id=$KE1 status=404"
+stale
+stale
+check "replays within 30 s are refused by the MAF without asking again" \
+    test "$(count_log "$LAB/maf.log" "event=fetch-skipped ke_id=$KE1 reason=\"refused by the MEF recently\"")" = 2
+check "... so the MEF saw exactly one more request" \
+    test "$(count_log "$LAB/mef.log" "event=fetch-refused ke_id=$KE1 ")" = $((refused_before + 1))
+
 # The device re-provisions and reconnects.
 out=$(enrolee connect 2>> "$LAB/enrolee.log")
 KE2=$(device_ke_id)

@@ -96,6 +96,25 @@ static int store(maf_fetch *f, json_t *reply)
     return 1;
 }
 
+/* The MEF said no (unknown, expired, not ours): a replay of that KeID within the TTL is
+ * refused here without asking again. */
+static void remember_refusal(maf *m, const char *ke_id)
+{
+    maf_refused *r = &m->refused[m->refused_next];
+    m->refused_next = (m->refused_next + 1) % MAF_REFUSED_SLOTS;
+    strcpy(r->ke_id, ke_id);
+    r->until = m2mhsm_keystore_now(m->store.ks) + MAF_REFUSED_TTL_S;
+}
+
+static int refused_recently(const maf *m, const char *ke_id)
+{
+    m2mhsm_time now = m2mhsm_keystore_now(m->store.ks);
+    for (size_t i = 0; i < MAF_REFUSED_SLOTS; i++)
+        if (m->refused[i].until > now && strcmp(m->refused[i].ke_id, ke_id) == 0)
+            return 1;
+    return 0;
+}
+
 static void on_reply(struct evhttp_request *req, void *arg)
 {
     maf_fetch *f = arg;
@@ -115,6 +134,8 @@ static void on_reply(struct evhttp_request *req, void *arg)
             json_unpack(reply, "{s:s}", "errorString", &why);
         app_log(APP_WARN, "fetch-failed", "ke_id=%s status=%d reason=\"%s\"", f->ke_id, code,
                 code == 0 ? "MEF unreachable or TLS failed" : app_safe(why, safe, sizeof(safe)));
+        if (code == 403 || code == HTTP_NOTFOUND || code == 410)
+            remember_refusal(f->m, f->ke_id);
     }
     json_decref(reply);
     complete(f, ok);
@@ -169,6 +190,11 @@ static maf_fetch *fetch_for(maf *m, const char *ke_id)
     for (maf_fetch *f = m->fetches; f != NULL; f = f->next)
         if (strcmp(f->ke_id, ke_id) == 0)
             return f;
+    if (refused_recently(m, ke_id)) {
+        app_log(APP_WARN, "fetch-skipped", "ke_id=%s reason=\"refused by the MEF recently\"",
+                ke_id);
+        return NULL;
+    }
     const maf_mef *mef = mef_for(m, ke_id);
     if (mef == NULL) {
         app_log(APP_WARN, "fetch-skipped", "ke_id=%s reason=\"KeID names no configured MEF\"",

@@ -9,6 +9,14 @@
 #include <event2/event.h>
 
 #define MAF_MAX_MEFS 8
+/* KeIDs a MEF refused, remembered this long so that replays cost no new request. */
+#define MAF_REFUSED_SLOTS 256
+#define MAF_REFUSED_TTL_S 30
+
+typedef struct {
+    char ke_id[M2MHSM_KE_ID_MAX + 1];
+    m2mhsm_time until;
+} maf_refused;
 
 typedef struct {
     char fqdn[M2MHSM_FQDN_MAX + 1];
@@ -38,6 +46,8 @@ typedef struct {
     struct evconnlistener *listener;
     maf_fetch *fetches;
     size_t nfetches;
+    maf_refused refused[MAF_REFUSED_SLOTS]; /* a ring: the oldest entry is overwritten */
+    size_t refused_next;
     struct event *sweep_ev;
 } maf;
 
