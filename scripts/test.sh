@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test: a normal build (gcc) with all suites, a clang build, the suites again under
 # AddressSanitizer+UndefinedBehaviorSanitizer, the threaded suite under ThreadSanitizer,
-# and valgrind memcheck on the token suites. Exits non-zero on the first failure.
+# and valgrind memcheck on the token suites. The e2e suites run the services (lab.sh) in the
+# gcc and ASan stages. Exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
@@ -37,7 +38,7 @@ build build-tsan -DCMAKE_BUILD_TYPE=Debug -DM2MHSM_TSAN=ON
 TSAN_OPTIONS=halt_on_error=1 run_ctest build-tsan -R "token_processes|token_tls"
 
 echo "== valgrind memcheck, token suites and provider load/unload"
-for t in token_keystore token_open token_processes token_tls unit_provider; do
+for t in token_keystore token_open token_processes token_tls unit_provider unit_app; do
     (cd build-test/tests && M2MHSM_MODULE=/usr/lib/softhsm/libsofthsm2.so \
         valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
         --trace-children=no "./$t" > "../../build-test/valgrind-$t.log" 2>&1) \
