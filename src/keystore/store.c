@@ -129,6 +129,20 @@ static void previous_ke(m2mhsm_keystore *ks, const char *kpm_id, char *out, size
     pthread_mutex_unlock(&ks->lock);
 }
 
+/* A replaced enrolment: its Ke and the Km/Kpsa derived from it (identity = KeID), as the
+ * index knows them. No token scan: re-enrolment runs on a server's event loop, and a scan
+ * costs time proportional to the token. A copy only another process has seen is left to
+ * its expiry and the sweep. */
+static void erase_known_enrolment(m2mhsm_keystore *ks, const char *ke_id)
+{
+    static const m2mhsm_kind kinds[] = {M2MHSM_KIND_KM, M2MHSM_KIND_KPSA, M2MHSM_KIND_KE};
+    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+        m2mhsm_record prev;
+        if (ks_lookup_known(ks, kinds[i], ke_id, &prev) == M2MHSM_OK)
+            erase_previous(ks, &prev);
+    }
+}
+
 m2mhsm_status m2mhsm_keystore_store_ke(m2mhsm_keystore *ks, const m2mhsm_enrolment *enr,
                                        const uint8_t exported[M2MHSM_EXPORT_LEN],
                                        m2mhsm_record *out)
@@ -162,7 +176,7 @@ m2mhsm_status m2mhsm_keystore_store_ke(m2mhsm_keystore *ks, const m2mhsm_enrolme
         return st;
     /* The old Ke and everything derived from it go once the new one is safely stored. */
     if (old[0] != '\0' && strcmp(old, rec.identity) != 0)
-        m2mhsm_keystore_erase_id(ks, old, NULL);
+        erase_known_enrolment(ks, old);
     if (out != NULL)
         *out = rec;
     return M2MHSM_OK;
