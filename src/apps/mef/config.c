@@ -4,6 +4,7 @@
 #include "mef.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 int mef_config_load(mef *m, const char *path)
@@ -41,19 +42,22 @@ int mef_config_load(mef *m, const char *path)
     return 0;
 }
 
-/* 1 if the token already holds exactly this configuration for kpm_id. */
-static int unchanged(mef *m, const char *kpm_id, const char *target, const char *enrolee,
-                     const m2mhsm_expiry_spec *spec)
+/* 1 if the token already holds exactly this configuration for kpm_id (held: one listing
+ * of the token, so that N entries cost one scan rather than N searches). */
+static int unchanged(const m2mhsm_record *held, size_t nheld, const char *kpm_id,
+                     const char *target, const char *enrolee, const m2mhsm_expiry_spec *spec)
 {
-    m2mhsm_record rec;
-    if (m2mhsm_keystore_lookup(m->store.ks, M2MHSM_KIND_ENROLMENT, kpm_id, strlen(kpm_id), &rec) !=
-        M2MHSM_OK)
-        return 0;
-    return strcmp(rec.target_id, target) == 0 && strcmp(rec.enrolee_id, enrolee) == 0 &&
-           rec.enrolment_expiry.kind == spec->kind && rec.enrolment_expiry.value == spec->value;
+    for (size_t i = 0; i < nheld; i++) {
+        const m2mhsm_record *r = &held[i];
+        if (r->kind == M2MHSM_KIND_ENROLMENT && strcmp(r->identity, kpm_id) == 0)
+            return strcmp(r->target_id, target) == 0 && strcmp(r->enrolee_id, enrolee) == 0 &&
+                   r->enrolment_expiry.kind == spec->kind &&
+                   r->enrolment_expiry.value == spec->value;
+    }
+    return 0;
 }
 
-static int apply_one(mef *m, size_t i, const json_t *e)
+static int apply_one(mef *m, const m2mhsm_record *held, size_t nheld, size_t i, const json_t *e)
 {
     const char *kpm_id = NULL, *target = NULL, *enrolee = NULL, *expiry = NULL;
     char where[32];
@@ -65,7 +69,7 @@ static int apply_one(mef *m, size_t i, const json_t *e)
         return -1;
     m2mhsm_expiry_spec spec;
     m2mhsm_status st = m2mhsm_expiry_spec_parse(expiry, &spec);
-    if (st == M2MHSM_OK && unchanged(m, kpm_id, target, enrolee, &spec))
+    if (st == M2MHSM_OK && unchanged(held, nheld, kpm_id, target, enrolee, &spec))
         return 0;
     if (st == M2MHSM_OK)
         st = m2mhsm_keystore_configure_enrolee(m->store.ks, kpm_id, target, enrolee, &spec);
@@ -87,8 +91,16 @@ int mef_config_apply_enrolees(mef *m)
         fputs("config: enrolees: must be an array\n", stderr);
         return -1;
     }
-    for (size_t i = 0; i < json_array_size(list); i++)
-        if (apply_one(m, i, json_array_get(list, i)) != 0)
-            return -1;
-    return 0;
+    m2mhsm_record *held = NULL;
+    size_t nheld = 0;
+    m2mhsm_status st = m2mhsm_keystore_list(m->store.ks, &held, &nheld);
+    if (st != M2MHSM_OK) {
+        fprintf(stderr, "config: enrolees: cannot list the token: %s\n", m2mhsm_last_error());
+        return -1;
+    }
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < json_array_size(list); i++)
+        rc = apply_one(m, held, nheld, i, json_array_get(list, i));
+    free(held);
+    return rc;
 }
