@@ -178,6 +178,10 @@ static int request(maf_fetch *f, const maf_mef *mef)
     if (h == NULL || evhttp_add_header(h, "Host", mef->fqdn) != 0 ||
         evhttp_add_header(h, "X-M2M-Origin", m->cfg.maf_id) != 0 ||
         evhttp_add_header(h, "Accept", "application/json") != 0 ||
+        /* One request per connection: with keep-alive the idle connection (and the SSL
+         * holding the token key's reference) would outlive the request until the MEF
+         * closes it; free_on_completion frees it at once only on a closing response. */
+        evhttp_add_header(h, "Connection", "close") != 0 ||
         evhttp_make_request(f->http, req, EVHTTP_REQ_GET, path) != 0) {
         evhttp_connection_free(f->http);
         return -1;
