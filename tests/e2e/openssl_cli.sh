@@ -3,8 +3,8 @@
 # a device enrolled by plain `openssl s_client` (exporter, 10.3.1), its KeID (10.3.4) and
 # Km (`openssl mac`, 10.3.2) computed on the command line, and `openssl s_client` accepted by
 # the MAF with them; the DTLS bootstrap with `gnutls-cli --udp`, whose Km then works with
-# gnutls-cli at the MAF; re-enrolment replacing the previous Ke at the MEF; and m2m-enrolee
-# bootstrapping over DTLS.
+# gnutls-cli at the MAF; re-enrolment replacing the previous Ke at the MEF; m2m-enrolee
+# bootstrapping over DTLS; and an Enrolee B target fetching the Kpsa (SUID 22, 10.3.3).
 . "$(dirname "$0")/lib.sh"
 e2e_lab cli --expiry 600
 kpm=$(tr -d ' \n' < "$M2M_KPM_HEX_FILE")
@@ -77,4 +77,25 @@ KEID_DEV=$(device_ke_id)
 check "m2m-enrolee enrolled over DTLS" \
     wait_log "$LAB/mef.log" "event=enrolled kpm_id=$M2M_KPM_ID ke_id=$KEID_DEV .*transport=dtls"
 check "... and was authenticated by the MAF" grep -q "authenticated $KEID_DEV until" <<< "$out"
+
+# ---- an Enrolee B target: Kpsa (SUID 22, clause 10.3.3) ----
+B=//enroleeb.example.com/cse1
+m2mhsm_on mef enrolee configure --kpm-id "$M2M_KPM_ID" --target-id "$B" \
+    --enrolee-id "$M2M_ENROLEE_ID" --enrolment-expiry 600 > /dev/null
+exported=$(openssl s_client -connect "127.0.0.1:$M2M_MEF_PORT" -tls1_2 -psk "$kpm" \
+    -psk_identity "$M2M_KPM_ID" -keymatexport EXPORTER-oneM2M-Bootstrap -keymatexportlen 48 \
+    < /dev/null 2>&1 | awk '/Keying material:/{print $3}' || true)
+split_export "$exported"
+check "the MEF enrolled for the Enrolee B target configured live with the admin CLI" \
+    wait_log "$LAB/mef.log" "event=enrolled kpm_id=$M2M_KPM_ID ke_id=$KEID .*target=$B "
+reply=$(fetch_as enroleeb.example.com "$B" "/fetchCredentials/$KEID/22")
+kpsa=$(printf 'oneM2M Enrolment Key to Provisioned Secure Connection Key derivation%s' "$B" |
+    openssl mac -digest SHA256 -macopt "hexkey:$KE" HMAC | tr 'A-F' 'a-f')
+got=$(sed 's/^200 //' <<< "$reply" | python3 -c 'import base64,json,sys; print(base64.b64decode(json.load(sys.stdin)["credential"]).hex())' 2> /dev/null || true)
+check "Enrolee B (certificate for its host) gets 200 and the Kpsa openssl mac computes" \
+    test -n "$got" -a "$got" = "$kpsa"
+reply=$(fetch_as enroleeb.example.com "$B" "/fetchCredentials/$KEID/21")
+check "... but not a Km (SUID 21 is for a MAF)" grep -q '^400 ' <<< "$reply"
+reply=$(fetch_as "$M2M_MAF_ID" "$M2M_MAF_ID" "/fetchCredentials/$KEID/21")
+check "... and the MAF is no longer this Enrolee's target (403)" grep -q '^403 ' <<< "$reply"
 finish
