@@ -2,7 +2,12 @@
  * authenticated HTTPS, X-M2M-Origin = this MAF-ID. The reply's Km goes into the token with
  * a lifetime no longer than the one received (the CR), and every handshake waiting for that
  * KeID resumes. One request per KeID however many handshakes wait; a bounded number in
- * flight, so unknown identities cannot flood the MEF. */
+ * flight, so unknown identities cannot flood the MEF.
+ *
+ * A fetch's life: fetch_for (inside the paused handshake) only records it and arms `start`;
+ * start_request runs on the event loop, never in a handshake's job; libevent may report a
+ * failure synchronously inside evhttp_make_request, which is noted (`starting`) and
+ * completed after the call returns; complete() ends it exactly once. */
 #include "maf.h"
 
 #include <event2/buffer.h>
@@ -22,14 +27,20 @@ typedef struct maf_waiter {
 struct maf_fetch {
     maf_fetch *next;
     maf *m;
+    const maf_mef *mef;
     char ke_id[M2MHSM_KE_ID_MAX + 1];
     maf_waiter *waiters;
-    struct evhttp_connection *http;
+    struct event *start;
+    struct evhttp_connection *http; /* ours until the request is made; libevent's after */
+    int starting, failed_early;
 };
+
+#define MAF_REPLY_MAX 4096 /* a reply is ~150 bytes of JSON */
 
 static void complete(maf_fetch *f, int ok)
 {
     maf *m = f->m;
+    event_free(f->start);
     for (maf_fetch **p = &m->fetches; *p != NULL; p = &(*p)->next)
         if (*p == f) {
             *p = f->next;
@@ -115,16 +126,60 @@ static int refused_recently(const maf *m, const char *ke_id)
     return 0;
 }
 
+/* The reply body, copied out and wiped in libevent's buffers: it carried Km in base64. */
+static json_t *take_body(struct evhttp_request *req)
+{
+    char body[MAF_REPLY_MAX];
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+    json_t *reply = NULL;
+    if (len > 0 && len <= sizeof(body) && evbuffer_copyout(in, body, len) == (ev_ssize_t)len)
+        reply = json_loadb(body, len, 0, NULL);
+    OPENSSL_cleanse(body, sizeof(body));
+    struct evbuffer_iovec v[16];
+    int n = evbuffer_peek(in, -1, NULL, v, 16);
+    for (int i = 0; i < n && i < 16; i++)
+        OPENSSL_cleanse(v[i].iov_base, v[i].iov_len);
+    evbuffer_drain(in, len);
+    return reply;
+}
+
+static void reap(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    maf *m = arg;
+    while (m->nspent > 0)
+        evhttp_connection_free(m->spent[--m->nspent]);
+}
+
+/* A connection is freed after its request's callback has returned: libevent does not free it
+ * after a failed connect, and must not be freed under its own callback. */
+static void retire(maf *m, struct evhttp_connection *http)
+{
+    struct timeval now = {0, 0};
+    if (m->nspent == m->capspent) {
+        size_t cap = m->capspent ? 2 * m->capspent : 16;
+        struct evhttp_connection **grown = realloc(m->spent, cap * sizeof(*grown));
+        if (grown == NULL) {
+            app_log(APP_ERROR, "fetch-leak", "reason=\"out of memory retiring a connection\"");
+            return;
+        }
+        m->spent = grown;
+        m->capspent = cap;
+    }
+    m->spent[m->nspent++] = http;
+    evtimer_add(m->reaper, &now);
+}
+
 static void on_reply(struct evhttp_request *req, void *arg)
 {
     maf_fetch *f = arg;
     int code = req != NULL ? evhttp_request_get_response_code(req) : 0, ok = 0;
-    struct evbuffer *in = req != NULL ? evhttp_request_get_input_buffer(req) : NULL;
-    size_t len = in != NULL ? evbuffer_get_length(in) : 0;
-    unsigned char *body = len > 0 ? evbuffer_pullup(in, -1) : NULL;
-    json_t *reply = body != NULL ? json_loadb((const char *)body, len, 0, NULL) : NULL;
-    if (body != NULL)
-        OPENSSL_cleanse(body, len); /* the reply carried Km in base64 */
+    json_t *reply = req != NULL ? take_body(req) : NULL;
+    if (f->http != NULL)
+        retire(f->m, f->http);
+    f->http = NULL;
     if (code == HTTP_OK && reply != NULL) {
         ok = store(f, reply);
     } else {
@@ -138,7 +193,10 @@ static void on_reply(struct evhttp_request *req, void *arg)
             remember_refusal(f->m, f->ke_id);
     }
     json_decref(reply);
-    complete(f, ok);
+    if (f->starting)
+        f->failed_early = 1; /* inside evhttp_make_request: start_request completes it */
+    else
+        complete(f, ok);
 }
 
 static const maf_mef *mef_for(const maf *m, const char *ke_id)
@@ -164,6 +222,7 @@ static int request(maf_fetch *f, const maf_mef *mef)
         m->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
     if (bev == NULL)
         return -1; /* ssl was freed with it */
+    /* mef->host is the numeric address resolved at start: no DNS on the event loop. */
     f->http = evhttp_connection_base_bufferevent_new(m->base, NULL, bev, mef->host,
                                                      (unsigned short)mef->port);
     if (f->http == NULL) {
@@ -171,22 +230,38 @@ static int request(maf_fetch *f, const maf_mef *mef)
         return -1;
     }
     evhttp_connection_set_timeout(f->http, (int)m->cfg.fetch_timeout_s);
-    evhttp_connection_free_on_completion(f->http);
+    evhttp_connection_set_max_body_size(f->http, MAF_REPLY_MAX);
+    evhttp_connection_set_retries(f->http, 0);
     struct evhttp_request *req = evhttp_request_new(on_reply, f);
     struct evkeyvalq *h = req != NULL ? evhttp_request_get_output_headers(req) : NULL;
     snprintf(path, sizeof(path), "/fetchCredentials/%s/21", f->ke_id);
     if (h == NULL || evhttp_add_header(h, "Host", mef->fqdn) != 0 ||
         evhttp_add_header(h, "X-M2M-Origin", m->cfg.maf_id) != 0 ||
         evhttp_add_header(h, "Accept", "application/json") != 0 ||
-        /* One request per connection: with keep-alive the idle connection (and the SSL
-         * holding the token key's reference) would outlive the request until the MEF
-         * closes it; free_on_completion frees it at once only on a closing response. */
+        /* One request per connection: the MEF closes it after replying, and retire()
+         * frees it (and the SSL holding the token key's reference) right after. */
         evhttp_add_header(h, "Connection", "close") != 0 ||
         evhttp_make_request(f->http, req, EVHTTP_REQ_GET, path) != 0) {
-        evhttp_connection_free(f->http);
+        if (f->http != NULL) /* not handed over: a failed make_request frees only req */
+            evhttp_connection_free(f->http);
+        f->http = NULL;
         return -1;
     }
     return 0;
+}
+
+static void start_request(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    maf_fetch *f = arg;
+    f->starting = 1;
+    int rc = request(f, f->mef);
+    f->starting = 0;
+    if (rc != 0)
+        app_log(APP_ERROR, "fetch-failed", "ke_id=%s reason=\"cannot start request\"", f->ke_id);
+    if (rc != 0 || f->failed_early)
+        complete(f, 0);
 }
 
 static maf_fetch *fetch_for(maf *m, const char *ke_id)
@@ -210,15 +285,17 @@ static maf_fetch *fetch_for(maf *m, const char *ke_id)
         return NULL;
     }
     maf_fetch *f = calloc(1, sizeof(*f));
-    if (f == NULL)
-        return NULL;
-    f->m = m;
-    strcpy(f->ke_id, ke_id);
-    if (request(f, mef) != 0) {
-        app_log(APP_ERROR, "fetch-failed", "ke_id=%s reason=\"cannot start request\"", ke_id);
+    struct timeval now = {0, 0};
+    if (f == NULL || (f->start = evtimer_new(m->base, start_request, f)) == NULL ||
+        evtimer_add(f->start, &now) != 0) {
+        if (f != NULL && f->start != NULL)
+            event_free(f->start);
         free(f);
         return NULL;
     }
+    f->m = m;
+    f->mef = mef;
+    strcpy(f->ke_id, ke_id);
     f->next = m->fetches;
     m->fetches = f;
     m->nfetches++;
@@ -248,7 +325,8 @@ int maf_fetch_resolve(void *arg, SSL *ssl, const char *identity)
 int maf_fetch_init(maf *m)
 {
     m->mef_ctx = app_certkey_ctx(json_object_get(m->root, "pkcs11"), &m->cfg.ck, 0);
-    return m->mef_ctx != NULL ? 0 : -1;
+    m->reaper = evtimer_new(m->base, reap, m);
+    return m->mef_ctx != NULL && m->reaper != NULL ? 0 : -1;
 }
 
 void maf_fetch_stop(maf *m)
@@ -259,4 +337,15 @@ void maf_fetch_stop(maf *m)
             evhttp_connection_free(f->http); /* pending request freed without callback */
         complete(f, 0);
     }
+    reap(-1, 0, m);
+}
+
+void maf_fetch_free(maf *m)
+{
+    maf_fetch_stop(m);
+    if (m->reaper != NULL)
+        event_free(m->reaper);
+    m->reaper = NULL;
+    free(m->spent);
+    m->spent = NULL;
 }

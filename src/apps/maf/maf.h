@@ -20,7 +20,7 @@ typedef struct {
 
 typedef struct {
     char fqdn[M2MHSM_FQDN_MAX + 1];
-    char host[256];
+    char host[64]; /* numeric address, resolved at start */
     int port;
 } maf_mef;
 
@@ -48,6 +48,11 @@ typedef struct {
     size_t nfetches;
     maf_refused refused[MAF_REFUSED_SLOTS]; /* a ring: the oldest entry is overwritten */
     size_t refused_next;
+    /* Finished connections to MEFs, freed on the next loop turn (never inside their own
+     * callback) or at stop. */
+    struct evhttp_connection **spent;
+    size_t nspent, capspent;
+    struct event *reaper;
     struct event *sweep_ev;
 } maf;
 
@@ -64,5 +69,7 @@ int maf_fetch_init(maf *m);
 int maf_fetch_resolve(void *arg, SSL *ssl, const char *identity);
 /* Fail every pending fetch (their handshakes are refused). */
 void maf_fetch_stop(maf *m);
+/* maf_fetch_stop, and release what fetching holds (before the event base goes). */
+void maf_fetch_free(maf *m);
 
 #endif

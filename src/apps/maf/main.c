@@ -8,11 +8,27 @@
 
 #include <event2/http.h>
 #include <getopt.h>
+#include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
 #define SHUTDOWN_GRACE_S 2
+
+/* The MEF's address, resolved once at start: a lookup on the event loop would block every
+ * connection (libevent resolves synchronously without an evdns base). */
+static int resolve(const char *where, const char *host, char *out, size_t cap)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
+    int rc = getaddrinfo(host, NULL, &hints, &ai);
+    if (rc == 0)
+        rc = getnameinfo(ai->ai_addr, ai->ai_addrlen, out, (socklen_t)cap, NULL, 0, NI_NUMERICHOST);
+    if (ai != NULL)
+        freeaddrinfo(ai);
+    if (rc != 0)
+        fprintf(stderr, "config: %s: cannot resolve %s: %s\n", where, host, gai_strerror(rc));
+    return rc == 0 ? 0 : -1;
+}
 
 static int load_mef(maf *m, size_t i, const json_t *e)
 {
@@ -25,14 +41,17 @@ static int load_mef(maf *m, size_t i, const json_t *e)
     struct evhttp_uri *u = evhttp_uri_parse(url);
     const char *scheme = u != NULL ? evhttp_uri_get_scheme(u) : NULL;
     const char *host = u != NULL ? evhttp_uri_get_host(u) : NULL;
+    const char *path = u != NULL ? evhttp_uri_get_path(u) : NULL;
     maf_mef *mef = &m->cfg.mefs[i];
+    /* The request path is fixed (/fetchCredentials/...): a URL path would be ignored. */
     int ok = scheme != NULL && strcmp(scheme, "https") == 0 && host != NULL &&
-             strlen(host) < sizeof(mef->host) && strlen(fqdn) < sizeof(mef->fqdn) &&
+             (path == NULL || strcmp(path, "") == 0 || strcmp(path, "/") == 0) &&
+             evhttp_uri_get_query(u) == NULL && strlen(fqdn) < sizeof(mef->fqdn) &&
              m2mhsm_id_check_str(M2MHSM_ID_FQDN, fqdn) == M2MHSM_OK;
     if (ok) {
         strcpy(mef->fqdn, fqdn);
-        strcpy(mef->host, host);
         mef->port = evhttp_uri_get_port(u) > 0 ? evhttp_uri_get_port(u) : 443;
+        ok = resolve(where, host, mef->host, sizeof(mef->host)) == 0;
     } else {
         fprintf(stderr, "config: %s: needs a lower-case fqdn and an https://host[:port] url\n",
                 where);
@@ -107,6 +126,11 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 static int start(maf *m)
 {
     struct timeval every = {m->cfg.sweep_interval_s, 0};
+    /* Enrolee connections, plus one per fetch in flight. */
+    m->cfg.max_connections =
+        app_fd_budget(m->cfg.max_connections + m->cfg.max_fetches, 1) - m->cfg.max_fetches;
+    if (m->cfg.max_connections < 1)
+        m->cfg.max_connections = 1;
     if (app_store_open(json_object_get(m->root, "pkcs11"), &m->store) != 0 ||
         (m->base = event_base_new()) == NULL || maf_fetch_init(m) != 0 || maf_serve_start(m) != 0)
         return -1;
@@ -122,6 +146,7 @@ static void stop(maf *m, struct event **sigs, size_t nsigs)
     maf_fetch_stop(m);
     maf_serve_stop(m);
     app_conns_free(m->conns);
+    maf_fetch_free(m);
     if (m->sweep_ev != NULL)
         event_free(m->sweep_ev);
     SSL_CTX_free(m->psk_ctx);
