@@ -70,6 +70,14 @@ int app_addr_parse(const char *hostport, struct sockaddr_storage *out, socklen_t
 int app_listen(const struct sockaddr_storage *addr, socklen_t len, int type);
 /* "ip:port" of a socket address. */
 void app_addr_format(const struct sockaddr *sa, char *out, size_t cap);
+/* Raise the soft descriptor limit to the hard one and return how many connections each of
+ * `pools` connection pools may hold: wanted, or less (logged) if descriptors would run out. */
+long long app_fd_budget(long long wanted, int pools);
+struct evconnlistener;
+/* Pause l for a second when accept() fails (out of descriptors) instead of spinning; undo
+ * with app_listener_unguard before freeing l. At most 4 listeners per process. */
+int app_listener_guard(struct event_base *base, struct evconnlistener *l);
+void app_listener_unguard(struct evconnlistener *l);
 
 /* ---- conn.c: one (D)TLS connection driven by the event loop ---- */
 typedef struct app_conn app_conn;

@@ -2,7 +2,10 @@
 #include "app.h"
 
 #include <arpa/inet.h>
+#include <event2/event.h>
+#include <event2/listener.h>
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <string.h>
@@ -67,4 +70,81 @@ void app_addr_format(const struct sockaddr *sa, char *out, size_t cap)
         port = ntohs(in6->sin6_port);
     }
     snprintf(out, cap, "%s:%u", ip, port);
+}
+
+/* Descriptors a process keeps for itself beyond its connections (token files, logs, the
+ * listeners, the MAF's connections to MEFs). */
+#define FD_RESERVE 64
+
+long long app_fd_budget(long long wanted, int pools)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return wanted;
+    if (rl.rlim_cur < rl.rlim_max) { /* a server may use what its hard limit allows */
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    long long budget =
+        rl.rlim_cur == RLIM_INFINITY ? wanted : ((long long)rl.rlim_cur - FD_RESERVE) / pools;
+    if (budget < 1)
+        budget = 1;
+    if (budget >= wanted)
+        return wanted;
+    app_log(APP_WARN, "max-connections-clamped", "configured=%lld allowed=%lld nofile=%llu", wanted,
+            budget, (unsigned long long)rl.rlim_cur);
+    return budget;
+}
+
+/* When accept() fails (EMFILE/ENFILE: out of descriptors) libevent retries at once, which
+ * spins and floods the log; the listener pauses for a second instead. */
+#define MAX_GUARDED 4
+static struct {
+    struct evconnlistener *l;
+    struct event *resume;
+} guarded[MAX_GUARDED];
+
+static void on_resume(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    evconnlistener_enable(arg);
+}
+
+static void on_accept_error(struct evconnlistener *l, void *arg)
+{
+    (void)arg;
+    int err = EVUTIL_SOCKET_ERROR();
+    struct timeval pause = {1, 0};
+    for (size_t i = 0; i < MAX_GUARDED; i++)
+        if (guarded[i].l == l && !evtimer_pending(guarded[i].resume, NULL)) {
+            app_log(APP_WARN, "accept-paused", "reason=\"%s\" for_s=1",
+                    evutil_socket_error_to_string(err));
+            evconnlistener_disable(l);
+            evtimer_add(guarded[i].resume, &pause);
+        }
+}
+
+int app_listener_guard(struct event_base *base, struct evconnlistener *l)
+{
+    for (size_t i = 0; i < MAX_GUARDED; i++)
+        if (guarded[i].l == NULL) {
+            if ((guarded[i].resume = evtimer_new(base, on_resume, l)) == NULL)
+                return -1;
+            guarded[i].l = l;
+            evconnlistener_set_error_cb(l, on_accept_error);
+            return 0;
+        }
+    return -1;
+}
+
+void app_listener_unguard(struct evconnlistener *l)
+{
+    for (size_t i = 0; i < MAX_GUARDED; i++)
+        if (guarded[i].l == l) {
+            event_free(guarded[i].resume);
+            guarded[i].l = NULL;
+            guarded[i].resume = NULL;
+        }
 }

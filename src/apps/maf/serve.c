@@ -115,10 +115,12 @@ int maf_serve_start(maf *m)
         (m->conns = app_conns_new(m->base, &serve_ops, m, MAF_HANDSHAKE_TIMEOUT_S)) == NULL)
         return -1;
     int fd = app_listen(&ss, sl, SOCK_STREAM);
-    if (fd < 0 || (m->listener = evconnlistener_new(m->base, on_accept, m, LEV_OPT_CLOSE_ON_FREE,
-                                                    -1, fd)) == NULL) {
+    if (fd < 0 ||
+        (m->listener = evconnlistener_new(m->base, on_accept, m, LEV_OPT_CLOSE_ON_FREE, -1, fd)) ==
+            NULL ||
+        app_listener_guard(m->base, m->listener) != 0) {
         app_log(APP_ERROR, "listen-failed", "address=%s", m->cfg.listen);
-        if (fd >= 0)
+        if (fd >= 0 && m->listener == NULL) /* else the listener owns it */
             close(fd);
         return -1;
     }
@@ -129,8 +131,10 @@ int maf_serve_start(maf *m)
 
 void maf_serve_stop(maf *m)
 {
-    if (m->listener != NULL)
+    if (m->listener != NULL) {
+        app_listener_unguard(m->listener);
         evconnlistener_free(m->listener);
+    }
     m->listener = NULL;
     if (m->conns != NULL)
         app_conns_shutdown(m->conns);

@@ -254,10 +254,12 @@ static int start_tls(mef *m)
         psk_ctx(m, m->cfg.tls13 ? M2MHSM_TLS_1_3 : M2MHSM_TLS_1_2, &m->psk_tls) != 0)
         return -1;
     int fd = app_listen(&ss, sl, SOCK_STREAM);
-    if (fd < 0 || (m->tls_listener = evconnlistener_new(m->base, on_accept, m,
-                                                        LEV_OPT_CLOSE_ON_FREE, -1, fd)) == NULL) {
+    if (fd < 0 ||
+        (m->tls_listener =
+             evconnlistener_new(m->base, on_accept, m, LEV_OPT_CLOSE_ON_FREE, -1, fd)) == NULL ||
+        app_listener_guard(m->base, m->tls_listener) != 0) {
         app_log(APP_ERROR, "listen-failed", "address=%s", m->cfg.bootstrap_tls);
-        if (fd >= 0)
+        if (fd >= 0 && m->tls_listener == NULL) /* else the listener owns it */
             close(fd);
         return -1;
     }
@@ -302,8 +304,10 @@ int mef_bootstrap_start(mef *m)
 
 void mef_bootstrap_stop(mef *m)
 {
-    if (m->tls_listener != NULL)
+    if (m->tls_listener != NULL) {
+        app_listener_unguard(m->tls_listener);
         evconnlistener_free(m->tls_listener);
+    }
     m->tls_listener = NULL;
     if (m->dtls_ev != NULL)
         event_free(m->dtls_ev);

@@ -296,12 +296,17 @@ int mef_fetch_start(mef *m)
     evhttp_set_max_body_size(m->http, 4096);
     evhttp_set_timeout(m->http, 10);
     int fd = app_listen(&ss, sl, SOCK_STREAM);
-    if (fd < 0 || evhttp_accept_socket_with_handle(m->http, fd) == NULL) {
+    struct evhttp_bound_socket *bound =
+        fd >= 0 ? evhttp_accept_socket_with_handle(m->http, fd) : NULL;
+    if (bound == NULL) {
         app_log(APP_ERROR, "listen-failed", "address=%s", m->cfg.https);
         if (fd >= 0)
             close(fd);
         return -1;
     }
+    m->https_listener = evhttp_bound_socket_get_listener(bound);
+    if (app_listener_guard(m->base, m->https_listener) != 0)
+        return -1;
     app_log(APP_INFO, "listening", "service=fetchCredentials transport=https address=%s",
             m->cfg.https);
     return 0;
@@ -309,6 +314,9 @@ int mef_fetch_start(mef *m)
 
 void mef_fetch_stop(mef *m)
 {
+    if (m->https_listener != NULL)
+        app_listener_unguard(m->https_listener);
+    m->https_listener = NULL;
     if (m->http != NULL)
         evhttp_free(m->http);
     m->http = NULL;

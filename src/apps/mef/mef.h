@@ -31,6 +31,7 @@ typedef struct {
     struct event *dtls_ev;
     SSL *dtls_pending;
     struct evhttp *http;
+    struct evconnlistener *https_listener; /* evhttp's, guarded against accept errors */
     struct event *sweep_ev;
 } mef;
 
