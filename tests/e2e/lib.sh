@@ -43,13 +43,14 @@ e2e_lab_init() {
     . "$LAB/lab.env"
 }
 
-# set_json FILE SECTION KEY JSON-VALUE: change one configuration field.
+# set_json FILE SECTION KEY JSON-VALUE: change one configuration field (SECTION "-": a
+# top-level one, such as the MAF's "mefs").
 set_json() {
     python3 - "$@" <<'PY'
 import json, sys
 path, section, key, value = sys.argv[1:5]
 c = json.load(open(path))
-c[section][key] = json.loads(value)
+(c if section == "-" else c[section])[key] = json.loads(value)
 json.dump(c, open(path, "w"), indent=2)
 PY
 }

@@ -351,6 +351,57 @@ kill -TERM "$maf2"
 check "SIGTERM: the second MAF exits" wait_gone "$maf2" 10
 check "... after logging stopped" grep -q "event=stopped" "$maf2_log"
 
+# 4b. A MAF whose MEF is down refuses the handshake and stays up; one that cannot resolve its
+# MEF refuses to start; one out of descriptors pauses accepting instead of spinning, and
+# serves again once descriptors are free.
+port3=$(free_port) dead=$(free_port)
+cp "$M2M_MAF_CONFIG" "$LAB/maf3.json"
+set_json "$LAB/maf3.json" maf listen "\"127.0.0.1:$port3\""
+set_json "$LAB/maf3.json" - mefs "[{\"fqdn\": \"$M2M_MEF_FQDN\", \"url\": \"https://127.0.0.1:$dead\"}]"
+start_maf "$LAB/maf3.json" "$LAB/maf3.log" "$LAB/maf3.pid"
+maf3=$(cat "$LAB/maf3.pid")
+E2E_EXTRA_PIDS+=("$maf3")
+unknown="0123456789ABCDEF0123456789ABCDEF@$M2M_MEF_FQDN"
+openssl s_client -connect "127.0.0.1:$port3" -tls1_2 -psk "$(openssl rand -hex 32)" \
+    -psk_identity "$unknown" < /dev/null > "$LAB/maf3-client.out" 2>&1 || true
+check "MEF down: the MAF refuses the waiting handshake (unknown_psk_identity)" \
+    grep -q "alert unknown psk identity" "$LAB/maf3-client.out"
+check "... logs the failed fetch" wait_log "$LAB/maf3.log" "event=fetch-failed ke_id=$unknown status=0"
+check "... and keeps running" running "$maf3"
+kill -TERM "$maf3"
+check "... and stops cleanly" wait_gone "$maf3" 10
+set_json "$LAB/maf3.json" - mefs "[{\"fqdn\": \"$M2M_MEF_FQDN\", \"url\": \"https://mef.invalid:443\"}]"
+refuse "a MEF URL that does not resolve is refused at start" \
+    "$M2M_BIN/m2m-maf" --config "$LAB/maf3.json"
+check "... saying why" bash -c "'$M2M_BIN/m2m-maf' --config '$LAB/maf3.json' 2>&1 | grep -q 'cannot resolve mef.invalid'"
+set_json "$LAB/maf3.json" - mefs "[{\"fqdn\": \"$M2M_MEF_FQDN\", \"url\": \"https://127.0.0.1:$M2M_MEF_HTTPS_PORT/prefix\"}]"
+refuse "a MEF URL with a path is refused at start (the path would be ignored)" \
+    "$M2M_BIN/m2m-maf" --config "$LAB/maf3.json"
+set_json "$LAB/maf3.json" - mefs "[{\"fqdn\": \"$M2M_MEF_FQDN\", \"url\": \"https://127.0.0.1:$M2M_MEF_HTTPS_PORT\"}]"
+start_maf "$LAB/maf3.json" "$LAB/maf3.log" "$LAB/maf3.pid"
+maf3=$(cat "$LAB/maf3.pid")
+E2E_EXTRA_PIDS+=("$maf3")
+prlimit --pid "$maf3" --nofile=48:48
+python3 - "$port3" > "$LAB/maf3-flood.out" 2>&1 <<'PY'
+import socket, sys, time
+held = [socket.create_connection(("127.0.0.1", int(sys.argv[1]))) for _ in range(80)]
+time.sleep(3)
+for s in held:
+    s.close()
+PY
+check "out of descriptors: the MAF paused accepting and said why" \
+    grep -q 'event=accept-paused reason="Too many open files"' "$LAB/maf3.log"
+n=$(count_log "$LAB/maf3.log" "accept-paused")
+check "... a few times, not in a busy loop ($n lines in 3 s)" test "$n" -le 10
+check "... and it is still running" running "$maf3"
+sleep 1.2
+cp "$LAB/enrolee2.json" "$LAB/enrolee3.json"
+set_json "$LAB/enrolee3.json" enrolee target_uri "\"tls://127.0.0.1:$port3\""
+out=$("$M2M_BIN/m2m-enrolee" --config "$LAB/enrolee3.json" connect 2>> "$LAB/enrolee.log") || true
+check "... and serves the device again once descriptors are free" grep -q "authenticated .* until" <<< "$out"
+kill -TERM "$maf3"
+check "... and stops cleanly" wait_gone "$maf3" 10
+
 # 5. No secret in any log.
 bash "$LABSH" stop "$LAB" > /dev/null
 check "no log line carries the Kpm" bash -c "! grep -q -i -F \"\$(cat '$M2M_KPM_HEX_FILE')\" '$LAB'/*.log"
