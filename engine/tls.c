@@ -157,22 +157,6 @@ static void observe(const ctx_state *cs, m2mhsm_tls_psk_event ev, const char *id
         cs->p.observer(cs->p.observer_arg, ev, identity, rec, erased);
 }
 
-/* The CR: past expiry the Target refuses and erases the Enrolee's credential ids and
- * credentials (or, with no Enrolee-ID, the key and what derives from it). */
-static size_t erase_expired(m2mhsm_keystore *ks, const m2mhsm_record *rec)
-{
-    size_t n = 0;
-    /* A Kpm past its own validity end is refused, not erased: it is no provisioned
-     * credential, and the MEF's configuration for it must stay. */
-    if (rec->kind != M2MHSM_KIND_KE && rec->kind != M2MHSM_KIND_KM && rec->kind != M2MHSM_KIND_KPSA)
-        return 0;
-    if (rec->enrolee_id[0] != '\0')
-        m2mhsm_keystore_erase_enrolee(ks, rec->enrolee_id, &n);
-    else
-        m2mhsm_keystore_erase_id(ks, rec->identity, &n);
-    return n;
-}
-
 static unsigned int server_psk(SSL *ssl, const char *identity, unsigned char *psk,
                                unsigned int max_psk_len)
 {
@@ -192,7 +176,9 @@ static unsigned int server_psk(SSL *ssl, const char *identity, unsigned char *ps
         return 0;
     }
     if (!m2mhsm_record_valid(cs->t->ks, &rec)) {
-        size_t erased = erase_expired(cs->t->ks, &rec);
+        /* The CR: the Target refuses, and erases the Enrolee's credentials. */
+        size_t erased = 0;
+        m2mhsm_keystore_erase_expired(cs->t->ks, &rec, &erased);
         m2mhsm_handles_revoke(cs->t->handles, rec.record_id);
         observe(cs, M2MHSM_TLS_PSK_EXPIRED, identity, &rec, erased);
         return 0;

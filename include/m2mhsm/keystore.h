@@ -205,6 +205,16 @@ m2mhsm_status m2mhsm_keystore_erase_enrolee(m2mhsm_keystore *ks, const char *enr
 m2mhsm_status m2mhsm_keystore_erase_id(m2mhsm_keystore *ks, const char *id, size_t *erased);
 
 /*
+ * What the CR requires once a credential is found past its expiry: erase the Enrolee's
+ * credential ids and credentials (m2mhsm_keystore_erase_enrolee), or, for a record that
+ * names no Enrolee, the key and what derives from it (m2mhsm_keystore_erase_id). A Kpm past
+ * its own validity end is not a provisioned credential: nothing is erased (M2MHSM_OK, 0).
+ * *erased (may be NULL) = records erased.
+ */
+m2mhsm_status m2mhsm_keystore_erase_expired(m2mhsm_keystore *ks, const m2mhsm_record *rec,
+                                            size_t *erased);
+
+/*
  * Erase what has expired: every expired Ke, Km or Kpsa and what derives from it, and where
  * an Enrolment Expiry passed (a Ke's, or at an Enrolment Target a fetched Km/Kpsa's) all of
  * that Enrolee's credentials. *erased = records erased.

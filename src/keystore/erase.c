@@ -115,6 +115,19 @@ m2mhsm_status m2mhsm_keystore_erase_id(m2mhsm_keystore *ks, const char *id, size
     return st;
 }
 
+m2mhsm_status m2mhsm_keystore_erase_expired(m2mhsm_keystore *ks, const m2mhsm_record *rec,
+                                            size_t *erased)
+{
+    if (erased != NULL)
+        *erased = 0;
+    if (rec == NULL)
+        return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "erase_expired: record is NULL");
+    if (!ks_kind_is_credential(rec->kind))
+        return M2MHSM_OK;
+    return rec->enrolee_id[0] != '\0' ? m2mhsm_keystore_erase_enrolee(ks, rec->enrolee_id, erased)
+                                      : m2mhsm_keystore_erase_id(ks, rec->identity, erased);
+}
+
 /* ---- sweep ---- */
 
 typedef struct {

@@ -395,6 +395,36 @@ static void test_reenrolment_replaces_ke_and_what_derives_from_it(void **state)
     check(m2mhsm_keystore_erase_enrolee(fs->ks, e, NULL));
 }
 
+/* The CR's rule for an expired credential, shared by the TLS servers and the MEF's fetch. */
+static void test_erase_expired_takes_the_enrolee_or_the_unnamed_key_and_never_a_kpm(void **state)
+{
+    fixture_store *fs = *state;
+    const char *e = "//sp.example.com/cse1/Cexp";
+    m2mhsm_record kpm, ke = fixture_enrol(fs, "exp-kpm", e, 0x5e, 3600), km, r;
+    check(m2mhsm_keystore_derive_store(fs->ks, &ke, M2MHSM_DERIVE_KM, MAF, M2MHSM_NEVER, &km));
+    check(m2mhsm_keystore_import_kpm(fs->ks, "exp-kpm", fixture_key32, 32, M2MHSM_NEVER, &kpm));
+    size_t erased = 99;
+    check(m2mhsm_keystore_erase_expired(fs->ks, &kpm, &erased));
+    assert_int_equal(erased, 0);
+    check(m2mhsm_keystore_lookup(fs->ks, M2MHSM_KIND_KPM, "exp-kpm", 7, &r));
+    /* Named Enrolee: its Ke and Km go (found through the Km, as a MAF would). */
+    check(m2mhsm_keystore_erase_expired(fs->ks, &km, &erased));
+    assert_int_equal(erased, 2);
+    assert_int_equal(
+        m2mhsm_keystore_lookup(fs->ks, M2MHSM_KIND_KE, ke.identity, strlen(ke.identity), &r),
+        M2MHSM_E_NOT_FOUND);
+    /* No Enrolee-ID: the key itself goes. */
+    m2mhsm_fetched_key fk = {M2MHSM_KIND_KM, ke.identity, NULL, MAF, ke.expiry, M2MHSM_NEVER};
+    check(m2mhsm_keystore_store_fetched(fs->ks, &fk, fixture_key32, 32, &km));
+    check(m2mhsm_keystore_erase_expired(fs->ks, &km, &erased));
+    assert_int_equal(erased, 1);
+    assert_int_equal(
+        m2mhsm_keystore_lookup(fs->ks, M2MHSM_KIND_KM, ke.identity, strlen(ke.identity), &r),
+        M2MHSM_E_NOT_FOUND);
+    assert_int_equal(m2mhsm_keystore_erase_expired(fs->ks, NULL, &erased), M2MHSM_E_INVALID_ARG);
+    check(m2mhsm_keystore_erase_id(fs->ks, "exp-kpm", NULL));
+}
+
 static int exists(fixture_store *fs, m2mhsm_kind kind, const char *id)
 {
     m2mhsm_record r;
@@ -587,6 +617,9 @@ int main(void)
                                         store_teardown),
         cmocka_unit_test_setup_teardown(test_fetched_key_takes_the_shorter_of_policy_and_lifetime,
                                         store_setup, store_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_erase_expired_takes_the_enrolee_or_the_unnamed_key_and_never_a_kpm, store_setup,
+            store_teardown),
     };
     return cmocka_run_group_tests(tests, suite_setup, NULL);
 }

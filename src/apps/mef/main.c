@@ -15,9 +15,7 @@
 size_t mef_erase_expired(mef *m, const m2mhsm_record *ke, const char *where)
 {
     size_t n = 0;
-    m2mhsm_status st = ke->enrolee_id[0] != '\0'
-                           ? m2mhsm_keystore_erase_enrolee(m->store.ks, ke->enrolee_id, &n)
-                           : m2mhsm_keystore_erase_id(m->store.ks, ke->identity, &n);
+    m2mhsm_status st = m2mhsm_keystore_erase_expired(m->store.ks, ke, &n);
     if (st != M2MHSM_OK)
         app_log(APP_ERROR, "erase-failed", "ke_id=%s error=%s", ke->identity, app_error(st));
     app_log(APP_INFO, "erased", "ke_id=%s enrolee_id=%s records=%zu reason=expired at=%s",
