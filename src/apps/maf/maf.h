@@ -53,7 +53,6 @@ typedef struct {
     struct evhttp_connection **spent;
     size_t nspent, capspent;
     struct event *reaper;
-    struct event *sweep_ev;
 } maf;
 
 /* main.c */

@@ -7,13 +7,10 @@
 #include "maf.h"
 
 #include <event2/http.h>
-#include <getopt.h>
 #include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
-
-#define SHUTDOWN_GRACE_S 2
 
 /* The MEF's address, resolved once at start: a lookup on the event loop would block every
  * connection (libevent resolves synchronously without an evdns base). */
@@ -98,34 +95,15 @@ int maf_config_load(maf *m, const char *path)
     return 0;
 }
 
-/* Expired keys go even when their device never comes back (the CR). */
-static void on_sweep(evutil_socket_t fd, short what, void *arg)
+static void stop_serving(void *arg)
 {
-    (void)fd;
-    (void)what;
     maf *m = arg;
-    size_t n = 0;
-    m2mhsm_status st = m2mhsm_keystore_sweep(m->store.ks, &n);
-    if (st != M2MHSM_OK)
-        app_log(APP_ERROR, "sweep-failed", "error=%s", app_error(st));
-    else if (n > 0)
-        app_log(APP_INFO, "erased", "records=%zu reason=expired at=sweep", n);
-}
-
-static void on_signal(evutil_socket_t sig, short what, void *arg)
-{
-    (void)what;
-    maf *m = arg;
-    app_log(APP_INFO, "stopping", "signal=%s open_connections=%zu", strsignal((int)sig),
-            m->conns != NULL ? app_conns_count(m->conns) : 0);
     maf_fetch_stop(m);
     maf_serve_stop(m);
-    app_conns_drain(m->base, m->conns, SHUTDOWN_GRACE_S);
 }
 
 static int start(maf *m)
 {
-    struct timeval every = {m->cfg.sweep_interval_s, 0};
     /* Enrolee connections, plus one per fetch in flight. */
     m->cfg.max_connections =
         app_fd_budget(m->cfg.max_connections + m->cfg.max_fetches, 1) - m->cfg.max_fetches;
@@ -134,21 +112,15 @@ static int start(maf *m)
     if (app_store_open(json_object_get(m->root, "pkcs11"), &m->store) != 0 ||
         (m->base = event_base_new()) == NULL || maf_fetch_init(m) != 0 || maf_serve_start(m) != 0)
         return -1;
-    m->sweep_ev = event_new(m->base, -1, EV_PERSIST, on_sweep, m);
-    return m->sweep_ev != NULL && event_add(m->sweep_ev, &every) == 0 ? 0 : -1;
+    return 0;
 }
 
-static void stop(maf *m, struct event **sigs, size_t nsigs)
+static void stop(maf *m)
 {
-    for (size_t i = 0; i < nsigs; i++)
-        if (sigs[i] != NULL)
-            event_free(sigs[i]);
     maf_fetch_stop(m);
     maf_serve_stop(m);
     app_conns_free(m->conns);
     maf_fetch_free(m);
-    if (m->sweep_ev != NULL)
-        event_free(m->sweep_ev);
     SSL_CTX_free(m->psk_ctx);
     SSL_CTX_free(m->mef_ctx);
     if (m->base != NULL)
@@ -160,43 +132,23 @@ static void stop(maf *m, struct event **sigs, size_t nsigs)
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
-    static const char usage[] = "usage: m2m-maf --config FILE   (docs/configuration.md)\n";
-    const char *config = NULL;
-    int o;
-    while ((o = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
-        if (o != 'c') {
-            fputs(usage, o == 'h' ? stdout : stderr);
-            return o == 'h' ? 0 : 2;
-        }
-        config = optarg;
-    }
-    if (config == NULL || optind != argc) {
-        fputs(usage, stderr);
-        return 2;
-    }
+    const char *config;
+    int rc = app_service_args(argc, argv, "m2m-maf", &config);
+    if (rc >= 0)
+        return rc;
     app_log_init("m2m-maf");
     app_json_cleansing_alloc();
     signal(SIGPIPE, SIG_IGN);
     maf m = {0};
-    struct event *sigs[2] = {NULL, NULL};
-    int rc = maf_config_load(&m, config) != 0 || start(&m) != 0;
+    rc = maf_config_load(&m, config) != 0 || start(&m) != 0;
     if (rc == 0) {
-        sigs[0] = evsignal_new(m.base, SIGTERM, on_signal, &m);
-        sigs[1] = evsignal_new(m.base, SIGINT, on_signal, &m);
-        rc = sigs[0] == NULL || sigs[1] == NULL || event_add(sigs[0], NULL) != 0 ||
-             event_add(sigs[1], NULL) != 0;
+        char ready[M2MHSM_FQDN_MAX + 16];
+        app_service svc = {m.base, m.store.ks, m.cfg.sweep_interval_s, m.conns, stop_serving, &m};
+        snprintf(ready, sizeof(ready), "maf_id=%s", m.cfg.maf_id);
+        rc = app_service_run(&svc, ready) != 0;
     }
-    if (rc == 0) {
-        app_log(APP_INFO, "ready", "maf_id=%s", m.cfg.maf_id);
-        event_base_dispatch(m.base);
-        app_log(APP_INFO, "stopped", "open_connections=%zu",
-                m.conns != NULL ? app_conns_count(m.conns) : 0);
-    } else {
+    if (rc != 0)
         app_log(APP_ERROR, "start-failed", "config=%s", config);
-    }
-    stop(&m, sigs, 2);
+    stop(&m);
     return rc == 0 ? 0 : 1;
 }

@@ -32,7 +32,6 @@ typedef struct {
     SSL *dtls_pending;
     struct evhttp *http;
     struct evconnlistener *https_listener; /* evhttp's, guarded against accept errors */
-    struct event *sweep_ev;
 } mef;
 
 /* config.c: read the file and apply the Bootstrap Instruction Configuration
