@@ -7,8 +7,6 @@ set -euo pipefail
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 LABSH="$SRC/hsm-config/lab.sh"
 
-failures=0
-checks=0
 E2E_EXTRA_PIDS=()
 
 e2e_cleanup() {
@@ -55,24 +53,8 @@ json.dump(c, open(path, "w"), indent=2)
 PY
 }
 
-# check DESCRIPTION COMMAND...: the command must succeed.
-check() {
-    local what=$1; shift
-    checks=$((checks + 1))
-    if "$@"; then echo "ok - $what"; else echo "not ok - $what"; failures=$((failures + 1)); fi
-}
-
-# refuse DESCRIPTION COMMAND...: the command must fail.
-refuse() {
-    local what=$1; shift
-    checks=$((checks + 1))
-    if "$@" > /dev/null 2>&1; then echo "not ok - $what"; failures=$((failures + 1)); else echo "ok - $what"; fi
-}
-
-finish() {
-    echo "$((checks - failures)) passed, $failures failed"
-    [ "$failures" -eq 0 ]
-}
+# check / refuse / finish
+. "$SRC/tests/common/checks.sh"
 
 # wait_log FILE REGEX [SECONDS]: until a line of FILE matches (servers log asynchronously).
 wait_log() {
