@@ -121,7 +121,7 @@ void app_conn_resume(app_conn *c);
 /* ---- service.c: what m2m-mef and m2m-maf do around their own listeners ---- */
 typedef struct {
     struct event_base *base;
-    m2mhsm_keystore *ks; /* swept every sweep_interval_s */
+    m2mhsm_keystore *ks; /* swept every sweep_interval_s, and at once on SIGUSR1 */
     long long sweep_interval_s;
     app_conns *conns;        /* drained on SIGTERM/SIGINT */
     void (*stop)(void *arg); /* on SIGTERM/SIGINT: stop listening, fail pending work */
@@ -130,7 +130,8 @@ typedef struct {
 /* --config FILE from argv: -1 to go on, else the exit status (usage printed). */
 int app_service_args(int argc, char **argv, const char *prog, const char **config);
 /* Arm the sweep and the signals, log "ready" with ready_fields, run the loop until a signal
- * has drained it, log "stopped". 0, or -1 if the events could not be armed. */
+ * has drained it, log "stopped". SIGUSR1 sweeps now and logs "swept". 0, or -1 if the
+ * events could not be armed. */
 int app_service_run(const app_service *s, const char *ready_fields);
 
 #endif
