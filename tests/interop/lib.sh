@@ -18,5 +18,7 @@ lab_init() {
     (umask 077; openssl rand -hex 12 > "$USER_PIN_FILE"; openssl rand -hex 12 > "$SO_PIN_FILE")
 }
 
-# check / refuse / finish
+# check / refuse / finish; wait_log, wait_count, wait_until, count_log; free_port
 . "$(dirname "${BASH_SOURCE[0]}")/../common/checks.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/../common/wait.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/../common/ports.sh"
