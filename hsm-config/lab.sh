@@ -320,8 +320,7 @@ cmd_init() {
     trap 'exit 130' INT TERM
 
     # 1. One SoftHSM configuration, three tokens.
-    mkdir "$lab_dir/tokens"
-    sed "s|@TOKEN_DIR@|$lab_dir/tokens|" "$here/softhsm2.conf.in" > "$lab_dir/softhsm2.conf"
+    bash "$here/softhsm-conf.sh" "$lab_dir"
     export SOFTHSM2_CONF="$lab_dir/softhsm2.conf"
     unset M2MHSM_TOKEN M2MHSM_PIN_SOURCE M2MHSM_LOCK_FILE M2MHSM_MODULE
     local t
