@@ -73,9 +73,14 @@ typedef struct {
      * expiry is still checked exactly on every lookup. For servers where the token read
      * dominates the handshake (docs/performance.md). */
     int64_t revalidate_ms;
+    /* 1: never write the token. Open repairs nothing (the report counts what a repair
+     * would remove), and every operation that would create or destroy an object is
+     * refused with M2MHSM_E_INVALID_ARG. For readers that must not change what they
+     * inspect (m2mhsm list); repair is for writers and explicit commands. */
+    int read_only;
 } m2mhsm_keystore_options;
 
-/* What opening found and repaired. */
+/* What opening found and repaired (found only, with read_only). */
 typedef struct {
     size_t records;     /* complete records indexed */
     size_t orphan_keys; /* m2mhsm keys without metadata: destroyed */
@@ -85,8 +90,9 @@ typedef struct {
 } m2mhsm_open_report;
 
 /*
- * Open the store on a logged-in token: enumerate m2mhsm objects once, remove orphans,
- * build the index. opts and report may be NULL. The keystore borrows tok (close it after).
+ * Open the store on a logged-in token: enumerate m2mhsm objects once, remove orphans
+ * (unless read_only), build the index. opts and report may be NULL. The keystore borrows
+ * tok (close it after).
  */
 m2mhsm_status m2mhsm_keystore_open(m2mhsm_token *tok, const m2mhsm_keystore_options *opts,
                                    m2mhsm_keystore **out, m2mhsm_open_report *report);

@@ -16,7 +16,11 @@ static m2mhsm_status erase_where(m2mhsm_keystore *ks, ks_select_fn select, void 
                                  size_t *erased)
 {
     size_t n = 0;
-    m2mhsm_status st = ks_sync_generation(ks);
+    if (erased != NULL)
+        *erased = 0;
+    m2mhsm_status st = ks_check_writable(ks, "erase");
+    if (st == M2MHSM_OK)
+        st = ks_sync_generation(ks);
     CK_SESSION_HANDLE s;
     if (st != M2MHSM_OK || (st = m2mhsm_token_session_get(ks->tok, &s)) != M2MHSM_OK)
         return st;

@@ -56,6 +56,8 @@ m2mhsm_status ks_record_destroy_objects(m2mhsm_keystore *ks, CK_SESSION_HANDLE s
 
 m2mhsm_status ks_record_destroy(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, const m2mhsm_record *rec)
 {
+    if (ks->read_only)
+        return ks_check_writable(ks, "erase");
     pthread_mutex_lock(&ks->lock);
     ks_index_forget(ks, rec);
     pthread_mutex_unlock(&ks->lock);
@@ -66,11 +68,38 @@ m2mhsm_status ks_record_destroy(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, const 
     return st;
 }
 
+m2mhsm_status ks_check_writable(const m2mhsm_keystore *ks, const char *what)
+{
+    if (!ks->read_only)
+        return M2MHSM_OK;
+    return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "%s: the key store was opened read-only", what);
+}
+
+/* A torn record: metadata whose keys are missing, old enough that no process can still be
+ * writing it. */
+static int torn(const m2mhsm_keystore *ks, const m2mhsm_record *r, m2mhsm_time now)
+{
+    return !ks_record_complete(r) && now - r->created >= ks->orphan_grace;
+}
+
+/* What a repair would remove, for a read-only open: counted, nothing destroyed. */
+static void count_damage(const m2mhsm_keystore *ks, const ks_scan *sc, m2mhsm_open_report *rep)
+{
+    m2mhsm_time now = m2mhsm_keystore_now(ks);
+    rep->orphan_keys = sc->orphan_count;
+    for (size_t i = 0; i < sc->count; i++)
+        rep->incomplete += torn(ks, &sc->recs[i], now);
+}
+
 /* Remove what a crash left: keys without metadata, and metadata whose keys are missing once
  * the grace period has passed (a younger one may be another process mid-write). */
 static m2mhsm_status repair(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, ks_scan *sc,
                             m2mhsm_open_report *rep)
 {
+    if (ks->read_only) {
+        count_damage(ks, sc, rep);
+        return M2MHSM_OK;
+    }
     for (size_t i = 0; i < sc->orphan_count; i++) {
         m2mhsm_token_write_begin(ks->tok);
         m2mhsm_status st = ks_destroy(ks->fn, s, sc->orphans[i]);
@@ -83,7 +112,7 @@ static m2mhsm_status repair(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, ks_scan *s
     m2mhsm_time now = m2mhsm_keystore_now(ks);
     for (size_t i = 0; i < sc->count; i++) {
         m2mhsm_record *r = &sc->recs[i];
-        if (ks_record_complete(r) || now - r->created < ks->orphan_grace)
+        if (!torn(ks, r, now))
             continue;
         m2mhsm_status st = ks_record_destroy(ks, s, r);
         if (st != M2MHSM_OK)
@@ -180,6 +209,7 @@ m2mhsm_status m2mhsm_keystore_open(m2mhsm_token *tok, const m2mhsm_keystore_opti
     ks->clock_arg = opts != NULL ? opts->clock_arg : NULL;
     ks->orphan_grace = opts != NULL && opts->orphan_grace > 0 ? opts->orphan_grace : 60;
     ks->revalidate_ms = opts != NULL && opts->revalidate_ms > 0 ? opts->revalidate_ms : 0;
+    ks->read_only = opts != NULL && opts->read_only;
     pthread_mutex_init(&ks->lock, NULL);
     ks->generation = m2mhsm_token_generation(tok);
     m2mhsm_status st = load(ks, &rep);

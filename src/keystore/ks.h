@@ -111,6 +111,7 @@ struct m2mhsm_keystore {
     void *clock_arg;
     int64_t orphan_grace;
     int64_t revalidate_ms;
+    int read_only;        /* opened to inspect: never creates or destroys an object */
     pthread_mutex_t lock; /* guards idx and generation */
     unsigned generation;
     ks_index idx;    /* (kind, identity) -> record */
@@ -144,6 +145,8 @@ m2mhsm_status ks_record_destroy_objects(m2mhsm_keystore *ks, CK_SESSION_HANDLE s
  * process is harmless (the newest wins and erase removes all). */
 m2mhsm_status ks_lookup_known(m2mhsm_keystore *ks, m2mhsm_kind kind, const char *identity,
                               m2mhsm_record *out);
+/* M2MHSM_E_INVALID_ARG, naming `what`, on a store opened read_only; else M2MHSM_OK. */
+m2mhsm_status ks_check_writable(const m2mhsm_keystore *ks, const char *what);
 /* Make sure the index belongs to this process's module generation (fork). */
 m2mhsm_status ks_sync_generation(m2mhsm_keystore *ks);
 void ks_index_insert(m2mhsm_keystore *ks, const m2mhsm_record *rec);
