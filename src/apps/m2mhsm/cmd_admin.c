@@ -9,6 +9,8 @@
 
 static const char *state_of(cli_ctx *ctx, const m2mhsm_record *r)
 {
+    if (m2mhsm_record_superseded(ctx->ks, r))
+        return "superseded"; /* refused by every lookup; m2mhsm repair erases it */
     return m2mhsm_record_valid(ctx->ks, r) ? "valid" : "expired";
 }
 
@@ -154,8 +156,8 @@ int cmd_repair(int argc, char **argv, cli_ctx *ctx)
     if (rc != EXIT_OK)
         return rc;
     cli_close(ctx);
-    printf("repaired: removed %zu orphan key(s), %zu torn record(s)\n", ctx->report.orphan_keys,
-           ctx->report.incomplete);
+    printf("repaired: removed %zu orphan key(s), %zu torn record(s), %zu superseded record(s)\n",
+           ctx->report.orphan_keys, ctx->report.incomplete, ctx->report.superseded);
     return EXIT_OK;
 }
 

@@ -68,14 +68,18 @@ static int open_store(cli_ctx *ctx, int read_only)
         ctx->tok = NULL;
         return cli_fail("opening the key store", st);
     }
-    if (rep.orphan_keys + rep.incomplete > 0 && read_only)
+    size_t damage = rep.orphan_keys + rep.incomplete + rep.superseded;
+    if (damage > 0 && read_only)
         fprintf(stderr,
                 "m2mhsm: warning: the store needs repair: %zu orphan key(s), %zu torn "
-                "record(s), left in place (m2mhsm repair removes them)\n",
-                rep.orphan_keys, rep.incomplete);
-    else if (rep.orphan_keys + rep.incomplete > 0)
-        fprintf(stderr, "m2mhsm: repaired the store: %zu orphan key(s), %zu torn record(s)\n",
-                rep.orphan_keys, rep.incomplete);
+                "record(s), %zu superseded record(s), left in place (m2mhsm repair removes "
+                "them)\n",
+                rep.orphan_keys, rep.incomplete, rep.superseded);
+    else if (damage > 0)
+        fprintf(stderr,
+                "m2mhsm: repaired the store: %zu orphan key(s), %zu torn record(s), %zu "
+                "superseded record(s)\n",
+                rep.orphan_keys, rep.incomplete, rep.superseded);
     if (rep.corrupt > 0)
         fprintf(stderr, "m2mhsm: warning: %zu metadata object(s) unreadable, left in place\n",
                 rep.corrupt);
