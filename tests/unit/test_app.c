@@ -53,6 +53,77 @@ static void test_addresses_parse_or_are_refused(void **state)
     assert_int_equal(app_addr_parse("127.0.0.1:http", &ss, &len), -1);
 }
 
+/* Ports are 1 to 65535 in plain decimal: 99999 used to wrap to 34463 and bind it. */
+static void test_ports_outside_1_to_65535_are_refused(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {
+        "127.0.0.1:99999",  "127.0.0.1:65536", "127.0.0.1:0",          "127.0.0.1:-1",
+        "127.0.0.1:+80",    "127.0.0.1: 80",   "127.0.0.1:080",        "127.0.0.1:000443",
+        "127.0.0.1:123456", "127.0.0.1:80x",   "127.0.0.1:4294967377", "[::1]:",
+    };
+    struct sockaddr_storage ss;
+    socklen_t len;
+    char text[64];
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        memset(&ss, 0xa5, sizeof(ss));
+        len = 7;
+        assert_int_equal(app_addr_parse(bad[i], &ss, &len), -1);
+        assert_int_equal(len, 7); /* nothing written */
+    }
+    assert_int_equal(app_addr_parse("127.0.0.1:65535", &ss, &len), 0);
+    app_addr_format((struct sockaddr *)&ss, text, sizeof(text));
+    assert_string_equal(text, "127.0.0.1:65535");
+    assert_int_equal(app_addr_parse("127.0.0.1:1", &ss, &len), 0);
+    app_addr_format((struct sockaddr *)&ss, text, sizeof(text));
+    assert_string_equal(text, "127.0.0.1:1");
+}
+
+static void test_url_ports_follow_the_same_rule(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {
+        "https://mef.example.com:99999", "https://mef.example.com:0/",
+        "https://mef.example.com:/",     "tls://127.0.0.1:-5684",
+        "dtls://127.0.0.1:05684",        "https://[::1]:65536",
+        "tls://user@127.0.0.1:1000000",  "https://mef.example.com:+443?x",
+    };
+    unsigned port = 7;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(app_url_port("test", bad[i], &port), -1);
+        assert_int_equal(port, 7);
+    }
+    assert_int_equal(app_url_port("test", "https://mef.example.com", &port), 1);
+    assert_int_equal(app_url_port("test", "https://mef.example.com/", &port), 1);
+    assert_int_equal(app_url_port("test", "https://[::1]/", &port), 1);
+    assert_int_equal(port, 7);
+    assert_int_equal(app_url_port("test", "https://[::1]:8443/", &port), 0);
+    assert_int_equal(port, 8443);
+    assert_int_equal(app_url_port("test", "tls://u@127.0.0.1:5684", &port), 0);
+    assert_int_equal(port, 5684);
+    assert_int_equal(app_url_port("test", "dtls://127.0.0.1:65535", &port), 0);
+    assert_int_equal(port, 65535);
+}
+
+static void test_config_addresses_are_checked_when_loaded(void **state)
+{
+    (void)state;
+    json_t *o = json_pack("{s:s,s:s,s:s,s:i}", "https", "127.0.0.1:99999", "listen",
+                          "127.0.0.1:8443", "bootstrap_dtls", "127.0.0.1:", "n", 1);
+    const char *v = NULL;
+    assert_int_equal(app_cfg_addr(o, "mef", "https", 0, &v), -1);
+    assert_null(v);
+    assert_int_equal(app_cfg_addr(o, "mef", "bootstrap_dtls", 0, &v), -1);
+    assert_int_equal(app_cfg_addr(o, "mef", "n", 0, &v), -1);
+    assert_null(v);
+    assert_int_equal(app_cfg_addr(o, "mef", "bootstrap_tls", 0, &v), 0);
+    assert_null(v);
+    assert_int_equal(app_cfg_addr(o, "maf", "absent", 1, &v), -1);
+    assert_int_equal(app_cfg_addr(o, "maf", "listen", 1, &v), 0);
+    assert_string_equal(v, "127.0.0.1:8443");
+    json_decref(o);
+}
+
 static void test_config_fields_are_typed(void **state)
 {
     (void)state;
@@ -107,6 +178,9 @@ int main(void)
         cmocka_unit_test(test_safe_replaces_separators_and_control_bytes),
         cmocka_unit_test(test_safe_bounds_long_values_and_names_empty_ones),
         cmocka_unit_test(test_addresses_parse_or_are_refused),
+        cmocka_unit_test(test_ports_outside_1_to_65535_are_refused),
+        cmocka_unit_test(test_url_ports_follow_the_same_rule),
+        cmocka_unit_test(test_config_addresses_are_checked_when_loaded),
         cmocka_unit_test(test_config_fields_are_typed),
         cmocka_unit_test(test_config_file_errors_are_refused),
     };

@@ -36,6 +36,10 @@ int app_cfg_str(const json_t *obj, const char *section, const char *key, int req
 int app_cfg_int(const json_t *obj, const char *section, const char *key, long long min,
                 long long max, long long *out);
 int app_cfg_bool(const json_t *obj, const char *section, const char *key, int *out);
+/* A "host:port" string member that app_addr_parse accepts (checked when the file is loaded,
+ * so that a bad address stops a server before it changes its token). */
+int app_cfg_addr(const json_t *obj, const char *section, const char *key, int required,
+                 const char **out);
 /* jansson allocations are cleansed when freed: its strings may hold a credential. */
 void app_json_cleansing_alloc(void);
 
@@ -64,8 +68,15 @@ SSL_CTX *app_certkey_ctx(const json_t *pkcs11, const app_certkey *ck, int server
 void app_certkey_cleanup(void);
 
 /* ---- net.c ---- */
-/* "host:port" → address. Prints why not. */
+/* "host:port" → address; the port is 1 to 65535 in plain decimal (docs/configuration.md).
+ * Prints why not. */
 int app_addr_parse(const char *hostport, struct sockaddr_storage *out, socklen_t *len);
+/* The same, with errors printed as "<where>: \"<hostport>\": why". */
+int app_addr_parse_in(const char *where, const char *hostport, struct sockaddr_storage *out,
+                      socklen_t *len);
+/* The port of "scheme://[userinfo@]host[:port][/…]" by the same rule: 0 with *port set, 1 when
+ * the URL names no port, -1 (printed as "config: <where>: …") when it is not a valid one. */
+int app_url_port(const char *where, const char *url, unsigned *port);
 /* A non-blocking socket bound to addr (SOCK_STREAM listening, or SOCK_DGRAM). */
 int app_listen(const struct sockaddr_storage *addr, socklen_t len, int type);
 /* "ip:port" of a socket address. */

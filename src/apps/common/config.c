@@ -67,6 +67,23 @@ int app_cfg_bool(const json_t *obj, const char *section, const char *key, int *o
     return 0;
 }
 
+int app_cfg_addr(const json_t *obj, const char *section, const char *key, int required,
+                 const char **out)
+{
+    const char *v = NULL;
+    struct sockaddr_storage ss;
+    socklen_t len;
+    char where[128];
+    if (app_cfg_str(obj, section, key, required, &v) != 0)
+        return -1;
+    snprintf(where, sizeof(where), "config: %s.%s", section, key);
+    if (v != NULL && app_addr_parse_in(where, v, &ss, &len) != 0)
+        return -1;
+    if (v != NULL)
+        *out = v;
+    return 0;
+}
+
 /* Every block jansson frees is wiped first: a reply or request body it parsed or built may
  * have held a base64 credential. The size sits in a header before the block. */
 typedef union {

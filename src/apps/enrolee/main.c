@@ -26,15 +26,19 @@ static const char usage[] =
 static int parse_uri(const char *key, const char *uri, char *hostport, size_t cap, int *dtls,
                      int *tls13)
 {
+    char where[32];
+    unsigned port = 0;
+    snprintf(where, sizeof(where), "enrolee.%s", key);
+    if (app_url_port(where, uri, &port) < 0)
+        return -1;
     struct evhttp_uri *u = evhttp_uri_parse(uri);
     const char *scheme = u != NULL ? evhttp_uri_get_scheme(u) : NULL;
     const char *host = u != NULL ? evhttp_uri_get_host(u) : NULL;
-    int port = u != NULL ? evhttp_uri_get_port(u) : -1;
     int ok = scheme != NULL && host != NULL && port > 0 &&
              (strcmp(scheme, "tls") == 0 || (dtls != NULL && strcmp(scheme, "dtls") == 0) ||
               (tls13 != NULL && strcmp(scheme, "tls13") == 0));
     if (ok) {
-        snprintf(hostport, cap, strchr(host, ':') != NULL ? "[%s]:%d" : "%s:%d", host, port);
+        snprintf(hostport, cap, strchr(host, ':') != NULL ? "[%s]:%u" : "%s:%u", host, port);
         if (dtls != NULL)
             *dtls = strcmp(scheme, "dtls") == 0;
         if (tls13 != NULL)

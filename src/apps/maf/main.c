@@ -35,6 +35,11 @@ static int load_mef(maf *m, size_t i, const json_t *e)
     if (!json_is_object(e) || app_cfg_str(e, where, "fqdn", 1, &fqdn) != 0 ||
         app_cfg_str(e, where, "url", 1, &url) != 0)
         return -1;
+    char url_where[24];
+    unsigned port = 443;
+    snprintf(url_where, sizeof(url_where), "%s.url", where);
+    if (app_url_port(url_where, url, &port) < 0)
+        return -1;
     struct evhttp_uri *u = evhttp_uri_parse(url);
     const char *scheme = u != NULL ? evhttp_uri_get_scheme(u) : NULL;
     const char *host = u != NULL ? evhttp_uri_get_host(u) : NULL;
@@ -47,7 +52,7 @@ static int load_mef(maf *m, size_t i, const json_t *e)
              m2mhsm_id_check_str(M2MHSM_ID_FQDN, fqdn) == M2MHSM_OK;
     if (ok) {
         strcpy(mef->fqdn, fqdn);
-        mef->port = evhttp_uri_get_port(u) > 0 ? evhttp_uri_get_port(u) : 443;
+        mef->port = (int)port;
         ok = resolve(where, host, mef->host, sizeof(mef->host)) == 0;
     } else {
         fprintf(stderr, "config: %s: needs a lower-case fqdn and an https://host[:port] url\n",
@@ -74,7 +79,7 @@ int maf_config_load(maf *m, const char *path)
     c->max_fetches = 64;
     c->fetch_timeout_s = 5;
     if (app_cfg_str(sec, "maf", "maf_id", 1, &c->maf_id) != 0 ||
-        app_cfg_str(sec, "maf", "listen", 1, &c->listen) != 0 ||
+        app_cfg_addr(sec, "maf", "listen", 1, &c->listen) != 0 ||
         app_cfg_bool(sec, "maf", "tls13", &c->tls13) != 0 ||
         app_cfg_str(sec, "maf", "certificate", 1, &c->ck.certificate) != 0 ||
         app_cfg_str(sec, "maf", "key_label", 1, &c->ck.key_label) != 0 ||

@@ -20,9 +20,9 @@ int mef_config_load(mef *m, const char *path)
     c->sweep_interval_s = 60;
     c->max_connections = 4096;
     if (app_cfg_str(sec, "mef", "fqdn", 1, &c->fqdn) != 0 ||
-        app_cfg_str(sec, "mef", "bootstrap_tls", 0, &c->bootstrap_tls) != 0 ||
-        app_cfg_str(sec, "mef", "bootstrap_dtls", 0, &c->bootstrap_dtls) != 0 ||
-        app_cfg_str(sec, "mef", "https", 0, &c->https) != 0 ||
+        app_cfg_addr(sec, "mef", "bootstrap_tls", 0, &c->bootstrap_tls) != 0 ||
+        app_cfg_addr(sec, "mef", "bootstrap_dtls", 0, &c->bootstrap_dtls) != 0 ||
+        app_cfg_addr(sec, "mef", "https", 0, &c->https) != 0 ||
         app_cfg_bool(sec, "mef", "tls13", &c->tls13) != 0 ||
         app_cfg_int(sec, "mef", "sweep_interval", 1, 86400, &c->sweep_interval_s) != 0 ||
         app_cfg_int(sec, "mef", "max_connections", 1, 1000000, &c->max_connections) != 0)
