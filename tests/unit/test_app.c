@@ -13,27 +13,110 @@
 
 #include "../../src/apps/common/app.h"
 
-static void test_safe_replaces_separators_and_control_bytes(void **state)
+/* The log line that app_log writes for these arguments, without its "time=… " prefix. */
+static char logged[8192];
+#define LOGGED(...) (log_to_buffer(), app_log(__VA_ARGS__), log_fields())
+
+static FILE *log_file;
+static int saved_stderr = -1;
+
+static void log_to_buffer(void)
 {
-    (void)state;
-    char out[64];
-    assert_string_equal(app_safe("kpm-1 event=enrolled\nforged=1", out, sizeof(out)),
-                        "kpm-1?event=enrolled?forged=1");
-    assert_string_equal(app_safe("\"quoted\"\t\r", out, sizeof(out)), "?quoted???");
-    assert_string_equal(app_safe("ABC@mef.example.com//x:1,2+3", out, sizeof(out)),
-                        "ABC@mef.example.com//x:1,2+3");
-    assert_string_equal(app_safe("\xc3\xa9", out, sizeof(out)), "??");
+    fflush(stderr);
+    log_file = tmpfile();
+    assert_non_null(log_file);
+    saved_stderr = dup(STDERR_FILENO);
+    assert_true(dup2(fileno(log_file), STDERR_FILENO) >= 0);
 }
 
-static void test_safe_bounds_long_values_and_names_empty_ones(void **state)
+/* Everything from "event=" on, and 1 line exactly. */
+static const char *log_fields(void)
+{
+    fflush(stderr);
+    dup2(saved_stderr, STDERR_FILENO);
+    close(saved_stderr);
+    rewind(log_file);
+    size_t n = fread(logged, 1, sizeof(logged) - 1, log_file);
+    fclose(log_file);
+    logged[n] = '\0';
+    assert_true(n > 0 && logged[n - 1] == '\n');
+    assert_ptr_equal(strchr(logged, '\n'), logged + n - 1);
+    logged[n - 1] = '\0';
+    const char *ev = strstr(logged, " event=");
+    assert_non_null(ev);
+    assert_true(strncmp(logged, "time=", 5) == 0);
+    return ev + 1;
+}
+
+/* The case of the issue: an unauthenticated psk_identity with a newline and a forged event. */
+static void test_log_quotes_a_forged_identity(void **state)
 {
     (void)state;
-    char big[1000], out[81];
+    assert_string_equal(
+        LOGGED(APP_WARN, "rejected-unknown", "kpm_id=%s", "kpm-lab-0001\nevent=enrolled"),
+        "event=rejected-unknown kpm_id=\"kpm-lab-0001\\x0aevent\\x3denrolled\"");
+    assert_null(strstr(logged, "event=enrolled"));
+    assert_string_equal(
+        LOGGED(APP_WARN, "rejected-unknown", "kpm_id=%s", "x event=enrolled kpm_id=kpm-lab-0001"),
+        "event=rejected-unknown kpm_id=\"x event\\x3denrolled kpm_id\\x3dkpm-lab-0001\"");
+    assert_null(strstr(logged, "event=enrolled"));
+    assert_null(strstr(logged, " kpm_id=kpm"));
+}
+
+static void test_log_escapes_quotes_backslashes_and_bytes(void **state)
+{
+    (void)state;
+    assert_string_equal(LOGGED(APP_INFO, "e", "a=%s b=%s", "\" x=\"1", "\\\" c=2"),
+                        "event=e a=\"\\\" x\\x3d\\\"1\" b=\"\\\\\\\" c\\x3d2\"");
+    assert_string_equal(LOGGED(APP_INFO, "e", "a=%s", "\t\r\x7f\xc3\xa9 ok"),
+                        "event=e a=\"\\x09\\x0d\\x7f\\xc3\\xa9 ok\"");
+}
+
+/* Plain values are unchanged, so that greps like "event=fetched ke_id=$KE1" keep working. */
+static void test_log_keeps_plain_values_and_formats_numbers(void **state)
+{
+    (void)state;
+    assert_string_equal(
+        LOGGED(APP_INFO, "enrolled", "kpm_id=%s ke_id=%s peer=%s cipher=%s n=%zu t=%lld s=%d u=%u",
+               "kpm-lab-0001", "0A1B@mef.example.com", "127.0.0.1:4433", "TLS_AES_128_GCM_SHA256",
+               (size_t)42, -7LL, -1, 3u),
+        "event=enrolled kpm_id=kpm-lab-0001 ke_id=0A1B@mef.example.com peer=127.0.0.1:4433 "
+        "cipher=TLS_AES_128_GCM_SHA256 n=42 t=-7 s=-1 u=3");
+    assert_string_equal(LOGGED(APP_INFO, "e", "a=%s b=%s reason=\"literal text\" pct=100%%", "",
+                               getenv("M2M_TEST_UNSET_VARIABLE")), /* NULL, unseen by gcc */
+                        "event=e a=\"\" b=- reason=\"literal text\" pct=100%");
+    assert_string_equal(LOGGED(APP_INFO, "e", "x=%lu y=%lx z=%zd", 42ul, 255ul, (ssize_t)-3),
+                        "event=e x=42 y=ff z=-3");
+}
+
+/* A %s that is not a value is a list of fields: kept, but it cannot end the line. */
+static void test_log_field_lists_cannot_end_the_line(void **state)
+{
+    (void)state;
+    assert_string_equal(LOGGED(APP_INFO, "ready", "%s", "mef_fqdn=mef.example.com"),
+                        "event=ready mef_fqdn=mef.example.com");
+    assert_string_equal(LOGGED(APP_INFO, "ready", "%s", "a=1\nevent=enrolled \"q\""),
+                        "event=ready a=1\\x0aevent=enrolled \\\"q\\\"");
+}
+
+static void test_log_bounds_values_and_lines(void **state)
+{
+    (void)state;
+    char big[1000];
     memset(big, 'A', sizeof(big) - 1);
     big[sizeof(big) - 1] = '\0';
-    assert_int_equal(strlen(app_safe(big, out, sizeof(out))), 80);
-    assert_string_equal(app_safe("", out, sizeof(out)), "-");
-    assert_string_equal(app_safe(NULL, out, sizeof(out)), "-");
+    const char *f = LOGGED(APP_INFO, "e", "a=%s b=1", big);
+    assert_int_equal(strlen(f), strlen("event=e a=") + 256 + 3 + strlen(" b=1"));
+    assert_string_equal(f + strlen(f) - 8, "A... b=1");
+    f = LOGGED(APP_INFO, "e", "a=%.79s b=%.3s c=%.3s d=%.300s", big, "xy z", "ab", "12345");
+    assert_string_equal(f + strlen("event=e a=") + 79, "... b=\"xy ...\" c=ab d=12345");
+    memset(big, '\n', sizeof(big) - 1); /* 4 bytes each once escaped */
+    f = LOGGED(APP_INFO, "e", "a=%s b=%s c=%s d=%s e=%s f=%s g=%s", big, big, big, big, big, big,
+               big);
+    assert_true(strlen(logged) < 2048);
+    assert_string_equal(f + strlen(f) - 15, " truncated=true");
+    /* no value was cut inside its quotes: every value before the mark is closed */
+    assert_string_equal(f + strlen(f) - 19, "...\" truncated=true");
 }
 
 static void test_addresses_parse_or_are_refused(void **state)
@@ -175,8 +258,11 @@ static void test_config_file_errors_are_refused(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_safe_replaces_separators_and_control_bytes),
-        cmocka_unit_test(test_safe_bounds_long_values_and_names_empty_ones),
+        cmocka_unit_test(test_log_quotes_a_forged_identity),
+        cmocka_unit_test(test_log_escapes_quotes_backslashes_and_bytes),
+        cmocka_unit_test(test_log_keeps_plain_values_and_formats_numbers),
+        cmocka_unit_test(test_log_field_lists_cannot_end_the_line),
+        cmocka_unit_test(test_log_bounds_values_and_lines),
         cmocka_unit_test(test_addresses_parse_or_are_refused),
         cmocka_unit_test(test_ports_outside_1_to_65535_are_refused),
         cmocka_unit_test(test_url_ports_follow_the_same_rule),

@@ -16,14 +16,16 @@ struct event_base;
 /* ---- log.c: one logfmt line per event on stderr, never a secret ---- */
 typedef enum { APP_INFO, APP_WARN, APP_ERROR } app_level;
 void app_log_init(const char *prog);
-/* "time=… level=… prog=… event=<event> <fields>"; fields is a printf format of key=value
- * pairs whose values the caller passed through app_safe() when they came from a peer. */
+/* "time=… level=… prog=… event=<event> <fields>". fields is a printf format of key=value
+ * pairs with %s and the integer conversions d i u x (with l, ll or z; no flags). Each %s right
+ * after '=' is a value: written as it is when it is non-empty and only [A-Za-z0-9._:/@+_-],
+ * else quoted, with '"' and '\' escaped by '\' and '=', control and non-ASCII bytes as \xNN,
+ * and cut after 256 bytes ("..."). So a value from a peer can neither end the line nor read as
+ * a key=value pair, and callers need not clean it first. Any other %s is a list of fields
+ * built from checked values; its control bytes and quotes are escaped the same way. */
 void app_log(app_level level, const char *event, const char *fields, ...)
     __attribute__((format(printf, 3, 4)));
-/* s with every byte outside [A-Za-z0-9._@/:,+=-] replaced by '?', cut to cap-1 bytes, so a
- * peer's bytes cannot forge log fields or lines. Returns out. */
-const char *app_safe(const char *s, char *out, size_t cap);
-/* The last library error and status as one field value. */
+/* The last library error and status as one value, "STATUS(message)", for app_log. */
 const char *app_error(m2mhsm_status st);
 
 /* ---- config.c: JSON files through jansson ---- */

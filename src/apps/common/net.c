@@ -183,7 +183,7 @@ static void on_accept_error(struct evconnlistener *l, void *arg)
     struct timeval pause = {1, 0};
     for (size_t i = 0; i < MAX_GUARDED; i++)
         if (guarded[i].l == l && !evtimer_pending(guarded[i].resume, NULL)) {
-            app_log(APP_WARN, "accept-paused", "reason=\"%s\" for_s=1",
+            app_log(APP_WARN, "accept-paused", "reason=%s for_s=1",
                     evutil_socket_error_to_string(err));
             evconnlistener_disable(l);
             evtimer_add(guarded[i].resume, &pause);
