@@ -25,6 +25,7 @@ m token-init --label cli --so-pin-source "file:$SO_PIN_FILE" >/dev/null
 openssl rand -hex 32 > "$LAB/kpm.hex"
 m kpm import --kpm-id dev-1 --key-file "$LAB/kpm.hex" >/dev/null
 m list --json > "$LAB/before.json"
+ls "$LAB/tokens" > "$LAB/tokens-before"
 
 long=$(printf 'k%.0s' $(seq 129))
 expect 1 "KpmID is empty" m kpm import --kpm-id "" --key-file "$LAB/kpm.hex"
@@ -51,6 +52,10 @@ expect 2 "exactly one of --key-file and --wrapped" m kpm import --kpm-id dev-2
 expect 2 "unknown command" m frobnicate
 expect 2 "erase takes exactly one" m erase
 expect 1 "no key with that id" m erase --key-id dev-9
+# A second token with a label in use would make pkcs11:token=cli match 2 tokens.
+expect 1 'a token labelled "cli" exists already' \
+    m token-init --label cli --so-pin-source "file:$SO_PIN_FILE"
+check "... and no token was initialised" cmp -s "$LAB/tokens-before" <(ls "$LAB/tokens")
 # Configuration problems.
 echo wrong-pin > "$LAB/wrong.pin"
 expect 1 "CKR_PIN_INCORRECT" "$M2MHSM" --token pkcs11:token=cli --pin-source "file:$LAB/wrong.pin" list
