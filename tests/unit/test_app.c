@@ -1,5 +1,6 @@
 /* The services' shared helpers: log values cannot forge fields or lines, configuration
- * errors name the field, addresses parse or are refused, and jansson's freed memory is wiped. */
+ * errors name the field, PIN files must be private, addresses parse or are refused, and
+ * jansson's freed memory is wiped. */
 #include <stdarg.h>
 #include <setjmp.h>
 #include <stddef.h>
@@ -9,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "../../src/apps/common/app.h"
@@ -255,6 +257,41 @@ static void test_config_file_errors_are_refused(void **state)
     unlink(path);
 }
 
+/* PIN files: only a regular file that group and others can neither read nor write. The check
+ * comes before the module is loaded: a refused PIN file changes nothing anywhere. */
+static void test_pin_files_must_be_private(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/m2m-test-pin-XXXXXX", pin[64], src[80];
+    assert_non_null(mkdtemp(dir));
+    snprintf(pin, sizeof(pin), "%s/user.pin", dir);
+    snprintf(src, sizeof(src), "file:%s", pin);
+    FILE *f = fopen(pin, "w");
+    assert_non_null(f);
+    fputs("1234\n", f);
+    fclose(f);
+    static const mode_t loose[] = {0640, 0604, 0620, 0602, 0644, 0666, 0700 | 0010};
+    char want[128];
+    for (size_t i = 0; i < sizeof(loose) / sizeof(loose[0]); i++) {
+        assert_int_equal(chmod(pin, loose[i]), 0);
+        assert_int_equal(m2mhsm_token_init("/nonexistent.so", "t", src, src), M2MHSM_E_PIN);
+        snprintf(want, sizeof(want), "pin-source %s: mode %04o lets group or others", pin,
+                 (unsigned)loose[i]);
+        assert_non_null(strstr(m2mhsm_last_error(), want));
+    }
+    snprintf(src, sizeof(src), "file:%s", dir);
+    assert_int_equal(m2mhsm_token_init("/nonexistent.so", "t", src, src), M2MHSM_E_PIN);
+    assert_non_null(strstr(m2mhsm_last_error(), "not a regular file"));
+    /* 0600 and 0400 pass the check: what fails then is the module */
+    snprintf(src, sizeof(src), "file:%s", pin);
+    assert_int_equal(chmod(pin, 0600), 0);
+    assert_int_equal(m2mhsm_token_init("/nonexistent.so", "t", src, src), M2MHSM_E_MODULE);
+    assert_int_equal(chmod(pin, 0400), 0);
+    assert_int_equal(m2mhsm_token_init("/nonexistent.so", "t", src, src), M2MHSM_E_MODULE);
+    unlink(pin);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -269,6 +306,7 @@ int main(void)
         cmocka_unit_test(test_config_addresses_are_checked_when_loaded),
         cmocka_unit_test(test_config_fields_are_typed),
         cmocka_unit_test(test_config_file_errors_are_refused),
+        cmocka_unit_test(test_pin_files_must_be_private),
     };
     app_json_cleansing_alloc();
     return cmocka_run_group_tests(tests, NULL, NULL);
