@@ -1,6 +1,6 @@
 /* The services' shared helpers: log values cannot forge fields or lines, configuration
- * errors name the field, PIN files must be private, addresses parse or are refused, and
- * jansson's freed memory is wiped. */
+ * errors name the file and field, unknown fields and duplicates are refused, PIN files must
+ * be private, addresses parse or are refused, and jansson's freed memory is wiped. */
 #include <stdarg.h>
 #include <setjmp.h>
 #include <stddef.h>
@@ -15,32 +15,39 @@
 
 #include "../../src/apps/common/app.h"
 
-/* The log line that app_log writes for these arguments, without its "time=… " prefix. */
+/* What a call wrote on stderr, and the log line that app_log writes (without "time=… "). */
 static char logged[8192];
-#define LOGGED(...) (log_to_buffer(), app_log(__VA_ARGS__), log_fields())
+#define LOGGED(...) (capture_begin(), app_log(__VA_ARGS__), log_fields())
+#define STDERR_OF(call) (capture_begin(), (void)(call), capture_end())
 
-static FILE *log_file;
+static FILE *capture_file;
 static int saved_stderr = -1;
 
-static void log_to_buffer(void)
+static void capture_begin(void)
 {
     fflush(stderr);
-    log_file = tmpfile();
-    assert_non_null(log_file);
+    capture_file = tmpfile();
+    assert_non_null(capture_file);
     saved_stderr = dup(STDERR_FILENO);
-    assert_true(dup2(fileno(log_file), STDERR_FILENO) >= 0);
+    assert_true(dup2(fileno(capture_file), STDERR_FILENO) >= 0);
+}
+
+static const char *capture_end(void)
+{
+    fflush(stderr);
+    dup2(saved_stderr, STDERR_FILENO);
+    close(saved_stderr);
+    rewind(capture_file);
+    size_t n = fread(logged, 1, sizeof(logged) - 1, capture_file);
+    fclose(capture_file);
+    logged[n] = '\0';
+    return logged;
 }
 
 /* Everything from "event=" on, and 1 line exactly. */
 static const char *log_fields(void)
 {
-    fflush(stderr);
-    dup2(saved_stderr, STDERR_FILENO);
-    close(saved_stderr);
-    rewind(log_file);
-    size_t n = fread(logged, 1, sizeof(logged) - 1, log_file);
-    fclose(log_file);
-    logged[n] = '\0';
+    size_t n = strlen(capture_end());
     assert_true(n > 0 && logged[n - 1] == '\n');
     assert_ptr_equal(strchr(logged, '\n'), logged + n - 1);
     logged[n - 1] = '\0';
@@ -257,6 +264,46 @@ static void test_config_file_errors_are_refused(void **state)
     unlink(path);
 }
 
+static void test_config_unknown_fields_are_refused(void **state)
+{
+    (void)state;
+    static const char *const known[] = {"fqdn", "sweep_interval", NULL};
+    json_t *o = json_pack("{s:s,s:i}", "fqdn", "mef.example.com", "sweep_intervall", 5);
+    assert_int_equal(app_cfg_known(o, "mef.json", "mef", known), -1);
+    assert_string_equal(STDERR_OF(app_cfg_known(o, "mef.json", "mef", known)),
+                        "config mef.json: mef.sweep_intervall: unknown field\n");
+    assert_string_equal(STDERR_OF(app_cfg_known(o, "/etc/m2m/mef.json", "", known)),
+                        "config /etc/m2m/mef.json: sweep_intervall: unknown field\n");
+    json_object_del(o, "sweep_intervall");
+    assert_int_equal(app_cfg_known(o, "mef.json", "mef", known), 0);
+    json_object_set_new(o, "FQDN", json_string("case matters"));
+    assert_string_equal(STDERR_OF(app_cfg_known(o, "f", "enrolees[3]", known)),
+                        "config f: enrolees[3].FQDN: unknown field\n");
+    json_decref(o);
+    json_t *empty = json_object();
+    assert_int_equal(app_cfg_known(empty, "f", "", known), 0);
+    json_decref(empty);
+}
+
+static void test_config_duplicates_are_refused(void **state)
+{
+    (void)state;
+    json_t *l = json_pack("[{s:s},{s:s},{s:i},{s:s},{s:s}]", "kpm_id", "kpm-1", "kpm_id", "kpm-2",
+                          "kpm_id", 7, "other", "kpm-1", "kpm_id", "kpm-3");
+    assert_int_equal(app_cfg_unique(l, "mef.json", "enrolees", "kpm_id"), 0);
+    json_array_append_new(l, json_pack("{s:s}", "kpm_id", "kpm-2"));
+    assert_string_equal(STDERR_OF(app_cfg_unique(l, "mef.json", "enrolees", "kpm_id")),
+                        "config mef.json: enrolees[5].kpm_id: \"kpm-2\" is listed twice (also "
+                        "enrolees[1])\n");
+    assert_int_equal(app_cfg_unique(l, "mef.json", "enrolees", "kpm_id"), -1);
+    json_decref(l);
+    l = json_pack("[{s:s,s:s},{s:s,s:s}]", "fqdn", "mef.example.com", "url", "https://a", "fqdn",
+                  "mef.example.com", "url", "https://b");
+    assert_int_equal(app_cfg_unique(l, "maf.json", "mefs", "fqdn"), -1);
+    assert_int_equal(app_cfg_unique(l, "maf.json", "mefs", "url"), 0);
+    json_decref(l);
+}
+
 /* PIN files: only a regular file that group and others can neither read nor write. The check
  * comes before the module is loaded: a refused PIN file changes nothing anywhere. */
 static void test_pin_files_must_be_private(void **state)
@@ -306,6 +353,8 @@ int main(void)
         cmocka_unit_test(test_config_addresses_are_checked_when_loaded),
         cmocka_unit_test(test_config_fields_are_typed),
         cmocka_unit_test(test_config_file_errors_are_refused),
+        cmocka_unit_test(test_config_unknown_fields_are_refused),
+        cmocka_unit_test(test_config_duplicates_are_refused),
         cmocka_unit_test(test_pin_files_must_be_private),
     };
     app_json_cleansing_alloc();

@@ -42,6 +42,13 @@ int app_cfg_bool(const json_t *obj, const char *section, const char *key, int *o
  * so that a bad address stops a server before it changes its token). */
 int app_cfg_addr(const json_t *obj, const char *section, const char *key, int required,
                  const char **out);
+/* -1, printed as "config FILE: WHERE.FIELD: unknown field", if the object obj has a member
+ * whose name is not in known (NULL-terminated): a misspelt optional setting would otherwise
+ * be ignored without a word. where is the JSON path of obj, "" at the top level. */
+int app_cfg_known(const json_t *obj, const char *file, const char *where, const char *const *known);
+/* -1, printed as "config FILE: WHERE[i].KEY: "v" is listed twice (also WHERE[j])", when two
+ * objects of the array list (at JSON path where) hold the same string at key. */
+int app_cfg_unique(const json_t *list, const char *file, const char *where, const char *key);
 /* jansson allocations are cleansed when freed: its strings may hold a credential. */
 void app_json_cleansing_alloc(void);
 
@@ -51,6 +58,8 @@ typedef struct {
     m2mhsm_keystore *ks;
     m2mhsm_tls *tls;
 } app_store;
+/* The members a "pkcs11" section may have. */
+extern const char *const app_pkcs11_fields[];
 /* Open from a "pkcs11" section {module, token, pin_source, lock_file}. Prints why not. */
 int app_store_open(const json_t *pkcs11, app_store *out);
 void app_store_close(app_store *s);

@@ -51,6 +51,12 @@ static int parse_uri(const char *key, const char *uri, char *hostport, size_t ca
     return ok ? 0 : -1;
 }
 
+static const char *const top_fields[] = {"pkcs11", "enrolee", NULL};
+static const char *const enrolee_fields[] = {
+    "kpm_id",           "enrolee_id",     "enrolment_target",
+    "enrolment_expiry", "mef_fqdn",       "mef_uri",
+    "target_uri",       "renewal_margin", NULL};
+
 static int load_config(enrolee *e, const char *path)
 {
     enrolee_config *c = &e->cfg;
@@ -58,10 +64,15 @@ static int load_config(enrolee *e, const char *path)
     if ((e->root = app_config_load(path)) == NULL)
         return -1;
     const json_t *sec = json_object_get(e->root, "enrolee");
+    const json_t *pkcs11 = json_object_get(e->root, "pkcs11");
     if (!json_is_object(sec)) {
         fprintf(stderr, "config %s: \"enrolee\" section missing\n", path);
         return -1;
     }
+    if (app_cfg_known(e->root, path, "", top_fields) != 0 ||
+        app_cfg_known(sec, path, "enrolee", enrolee_fields) != 0 ||
+        (json_is_object(pkcs11) && app_cfg_known(pkcs11, path, "pkcs11", app_pkcs11_fields) != 0))
+        return -1;
     if (app_cfg_str(sec, "enrolee", "kpm_id", 1, &c->kpm_id) != 0 ||
         app_cfg_str(sec, "enrolee", "enrolee_id", 0, &c->enrolee_id) != 0 ||
         app_cfg_str(sec, "enrolee", "enrolment_target", 1, &c->target) != 0 ||
