@@ -283,9 +283,23 @@ for n in 120 256 300 1000; do
     check "MEF refuses a $n-byte psk_identity" python3 "$LAB/pskid.py" "$M2M_MEF_PORT" "$n"
     check "MAF refuses a $n-byte psk_identity" python3 "$LAB/pskid.py" "$M2M_MAF_PORT" "$n"
 done
-check "MEF logged the long identity cut short" wait_log "$mef_log" "kpm_id=Z{40,79}( |$)"
-check "MAF logged the long identity cut short" wait_log "$maf_log" "ke_id=Z{40,79}( |$)"
+check "MEF logged the long identity cut short" wait_log "$mef_log" "kpm_id=Z{40,79}(\.\.\.)?( |$)"
+check "MAF logged the long identity cut short" wait_log "$maf_log" "ke_id=Z{40,79}(\.\.\.)?( |$)"
 check "no log line carries an identity of 80 characters or more" bash -c "! grep -q -E 'Z{80}' '$LAB'/*.log"
+# A psk_identity that would forge a log line: a newline, then an event and fields of its own.
+forged=$'\nevent=enrolled kpm_id=forged ke_id=forged'
+enrolled=$(count_log "$mef_log" "event=enrolled")
+for side in "MEF $M2M_MEF_PORT $mef_log kpm_id" "MAF $M2M_MAF_PORT $maf_log ke_id"; do
+    read -r name port log key <<< "$side"
+    timeout 10 openssl s_client -connect "127.0.0.1:$port" -tls1_2 -psk "$kpm_like" \
+        -psk_identity "$M2M_KPM_ID$forged" < /dev/null > /dev/null 2>&1 || true
+    check "$name logged the forging psk_identity as one quoted value" wait_log "$log" \
+        "event=rejected-unknown $key=\"$M2M_KPM_ID\\\\x0aevent\\\\x3denrolled kpm_id\\\\x3dforged "
+    check "... which began no line of its own" bash -c "! grep -q '^event=' '$log'"
+    check "... with no field of the identity's own" bash -c "! grep -q -E '(^| )(kpm|ke)_id=forged' '$log'"
+done
+check "grep event=enrolled counts no forged enrolment" \
+    test "$(count_log "$mef_log" "event=enrolled")" = "$enrolled"
 
 # Malformed HTTP over mutually authenticated TLS to the MEF: 4xx or closed, never a hang.
 mint_cert "$M2M_MAF_ID"

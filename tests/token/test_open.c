@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -43,6 +44,7 @@ static void write_pin(const char *path, const char *pin)
     assert_non_null(f);
     fputs(pin, f);
     fclose(f);
+    assert_int_equal(chmod(path, 0600), 0); /* else refused for its mode, not for the PIN */
 }
 
 static void test_wrong_pin_is_refused_with_the_ckr(void **state)

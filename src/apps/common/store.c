@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 
+const char *const app_pkcs11_fields[] = {"module", "token", "pin_source", "lock_file", NULL};
+
 int app_store_open(const json_t *pkcs11, app_store *out)
 {
     memset(out, 0, sizeof(*out));

@@ -26,15 +26,19 @@ static const char usage[] =
 static int parse_uri(const char *key, const char *uri, char *hostport, size_t cap, int *dtls,
                      int *tls13)
 {
+    char where[32];
+    unsigned port = 0;
+    snprintf(where, sizeof(where), "enrolee.%s", key);
+    if (app_url_port(where, uri, &port) < 0)
+        return -1;
     struct evhttp_uri *u = evhttp_uri_parse(uri);
     const char *scheme = u != NULL ? evhttp_uri_get_scheme(u) : NULL;
     const char *host = u != NULL ? evhttp_uri_get_host(u) : NULL;
-    int port = u != NULL ? evhttp_uri_get_port(u) : -1;
     int ok = scheme != NULL && host != NULL && port > 0 &&
              (strcmp(scheme, "tls") == 0 || (dtls != NULL && strcmp(scheme, "dtls") == 0) ||
               (tls13 != NULL && strcmp(scheme, "tls13") == 0));
     if (ok) {
-        snprintf(hostport, cap, strchr(host, ':') != NULL ? "[%s]:%d" : "%s:%d", host, port);
+        snprintf(hostport, cap, strchr(host, ':') != NULL ? "[%s]:%u" : "%s:%u", host, port);
         if (dtls != NULL)
             *dtls = strcmp(scheme, "dtls") == 0;
         if (tls13 != NULL)
@@ -47,6 +51,12 @@ static int parse_uri(const char *key, const char *uri, char *hostport, size_t ca
     return ok ? 0 : -1;
 }
 
+static const char *const top_fields[] = {"pkcs11", "enrolee", NULL};
+static const char *const enrolee_fields[] = {
+    "kpm_id",           "enrolee_id",     "enrolment_target",
+    "enrolment_expiry", "mef_fqdn",       "mef_uri",
+    "target_uri",       "renewal_margin", NULL};
+
 static int load_config(enrolee *e, const char *path)
 {
     enrolee_config *c = &e->cfg;
@@ -54,10 +64,15 @@ static int load_config(enrolee *e, const char *path)
     if ((e->root = app_config_load(path)) == NULL)
         return -1;
     const json_t *sec = json_object_get(e->root, "enrolee");
+    const json_t *pkcs11 = json_object_get(e->root, "pkcs11");
     if (!json_is_object(sec)) {
         fprintf(stderr, "config %s: \"enrolee\" section missing\n", path);
         return -1;
     }
+    if (app_cfg_known(e->root, path, "", top_fields) != 0 ||
+        app_cfg_known(sec, path, "enrolee", enrolee_fields) != 0 ||
+        (json_is_object(pkcs11) && app_cfg_known(pkcs11, path, "pkcs11", app_pkcs11_fields) != 0))
+        return -1;
     if (app_cfg_str(sec, "enrolee", "kpm_id", 1, &c->kpm_id) != 0 ||
         app_cfg_str(sec, "enrolee", "enrolee_id", 0, &c->enrolee_id) != 0 ||
         app_cfg_str(sec, "enrolee", "enrolment_target", 1, &c->target) != 0 ||

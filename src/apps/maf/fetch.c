@@ -183,12 +183,11 @@ static void on_reply(struct evhttp_request *req, void *arg)
     if (code == HTTP_OK && reply != NULL) {
         ok = store(f, reply);
     } else {
-        const char *why = NULL;
-        char safe[200];
+        const char *why = NULL; /* the MEF's errorString: app_log quotes it */
         if (reply != NULL)
             json_unpack(reply, "{s:s}", "errorString", &why);
-        app_log(APP_WARN, "fetch-failed", "ke_id=%s status=%d reason=\"%s\"", f->ke_id, code,
-                code == 0 ? "MEF unreachable or TLS failed" : app_safe(why, safe, sizeof(safe)));
+        app_log(APP_WARN, "fetch-failed", "ke_id=%s status=%d reason=%s", f->ke_id, code,
+                code == 0 ? "MEF unreachable or TLS failed" : why);
         if (code == 403 || code == HTTP_NOTFOUND || code == 410)
             remember_refusal(f->m, f->ke_id);
     }

@@ -27,13 +27,28 @@ static int resolve(const char *where, const char *host, char *out, size_t cap)
     return rc == 0 ? 0 : -1;
 }
 
-static int load_mef(maf *m, size_t i, const json_t *e)
+static const char *const top_fields[] = {"pkcs11", "maf", "mefs", NULL};
+static const char *const maf_fields[] = {
+    "maf_id",       "listen",         "tls13",           "certificate", "key_label",     "ca",
+    "max_lifetime", "sweep_interval", "max_connections", "max_fetches", "fetch_timeout", NULL};
+static const char *const mef_fields[] = {"fqdn", "url", NULL};
+
+static int load_mef(maf *m, const char *file, size_t i, const json_t *e)
 {
     const char *fqdn = NULL, *url = NULL;
     char where[16];
     snprintf(where, sizeof(where), "mefs[%zu]", i);
-    if (!json_is_object(e) || app_cfg_str(e, where, "fqdn", 1, &fqdn) != 0 ||
-        app_cfg_str(e, where, "url", 1, &url) != 0)
+    if (!json_is_object(e)) {
+        fprintf(stderr, "config %s: %s: must be an object\n", file, where);
+        return -1;
+    }
+    if (app_cfg_known(e, file, where, mef_fields) != 0 ||
+        app_cfg_str(e, where, "fqdn", 1, &fqdn) != 0 || app_cfg_str(e, where, "url", 1, &url) != 0)
+        return -1;
+    char url_where[24];
+    unsigned port = 443;
+    snprintf(url_where, sizeof(url_where), "%s.url", where);
+    if (app_url_port(url_where, url, &port) < 0)
         return -1;
     struct evhttp_uri *u = evhttp_uri_parse(url);
     const char *scheme = u != NULL ? evhttp_uri_get_scheme(u) : NULL;
@@ -47,7 +62,7 @@ static int load_mef(maf *m, size_t i, const json_t *e)
              m2mhsm_id_check_str(M2MHSM_ID_FQDN, fqdn) == M2MHSM_OK;
     if (ok) {
         strcpy(mef->fqdn, fqdn);
-        mef->port = evhttp_uri_get_port(u) > 0 ? evhttp_uri_get_port(u) : 443;
+        mef->port = (int)port;
         ok = resolve(where, host, mef->host, sizeof(mef->host)) == 0;
     } else {
         fprintf(stderr, "config: %s: needs a lower-case fqdn and an https://host[:port] url\n",
@@ -63,18 +78,25 @@ int maf_config_load(maf *m, const char *path)
     if ((m->root = app_config_load(path)) == NULL)
         return -1;
     const json_t *sec = json_object_get(m->root, "maf"), *mefs = json_object_get(m->root, "mefs");
+    const json_t *pkcs11 = json_object_get(m->root, "pkcs11");
     if (!json_is_object(sec) || !json_is_array(mefs) || json_array_size(mefs) == 0 ||
         json_array_size(mefs) > MAF_MAX_MEFS) {
         fprintf(stderr, "config %s: needs a \"maf\" section and 1 to %d \"mefs\"\n", path,
                 MAF_MAX_MEFS);
         return -1;
     }
+    if (app_cfg_known(m->root, path, "", top_fields) != 0 ||
+        app_cfg_known(sec, path, "maf", maf_fields) != 0 ||
+        (json_is_object(pkcs11) && app_cfg_known(pkcs11, path, "pkcs11", app_pkcs11_fields) != 0) ||
+        /* a MEF listed twice: which entry would a KeID select? */
+        app_cfg_unique(mefs, path, "mefs", "fqdn") != 0)
+        return -1;
     c->sweep_interval_s = 60;
     c->max_connections = 4096;
     c->max_fetches = 64;
     c->fetch_timeout_s = 5;
     if (app_cfg_str(sec, "maf", "maf_id", 1, &c->maf_id) != 0 ||
-        app_cfg_str(sec, "maf", "listen", 1, &c->listen) != 0 ||
+        app_cfg_addr(sec, "maf", "listen", 1, &c->listen) != 0 ||
         app_cfg_bool(sec, "maf", "tls13", &c->tls13) != 0 ||
         app_cfg_str(sec, "maf", "certificate", 1, &c->ck.certificate) != 0 ||
         app_cfg_str(sec, "maf", "key_label", 1, &c->ck.key_label) != 0 ||
@@ -90,7 +112,7 @@ int maf_config_load(maf *m, const char *path)
         return -1;
     }
     for (c->nmefs = 0; c->nmefs < json_array_size(mefs); c->nmefs++)
-        if (load_mef(m, c->nmefs, json_array_get(mefs, c->nmefs)) != 0)
+        if (load_mef(m, path, c->nmefs, json_array_get(mefs, c->nmefs)) != 0)
             return -1;
     return 0;
 }

@@ -7,22 +7,79 @@
 #include <stdlib.h>
 #include <string.h>
 
+static const char *const top_fields[] = {"pkcs11", "mef", "enrolees", NULL};
+static const char *const mef_fields[] = {
+    "fqdn", "bootstrap_tls", "bootstrap_dtls", "https",           "certificate", "key_label",
+    "ca",   "tls13",         "sweep_interval", "max_connections", NULL};
+static const char *const enrolee_fields[] = {"kpm_id", "enrolee_id", "enrolment_target",
+                                             "enrolment_expiry", NULL};
+
+/* One entry of "enrolees". */
+static int check_enrolee(const char *path, size_t i, const json_t *e)
+{
+    const char *kpm_id = NULL, *target = NULL, *enrolee = NULL, *expiry = NULL;
+    char where[32];
+    m2mhsm_expiry_spec spec;
+    snprintf(where, sizeof(where), "enrolees[%zu]", i);
+    if (!json_is_object(e)) {
+        fprintf(stderr, "config %s: %s: must be an object\n", path, where);
+        return -1;
+    }
+    if (app_cfg_known(e, path, where, enrolee_fields) != 0 ||
+        app_cfg_str(e, where, "kpm_id", 1, &kpm_id) != 0 ||
+        app_cfg_str(e, where, "enrolment_target", 1, &target) != 0 ||
+        app_cfg_str(e, where, "enrolee_id", 1, &enrolee) != 0 ||
+        app_cfg_str(e, where, "enrolment_expiry", 1, &expiry) != 0)
+        return -1;
+    if (m2mhsm_id_check_str(M2MHSM_ID_KPM, kpm_id) != M2MHSM_OK ||
+        m2mhsm_id_check_str(M2MHSM_ID_TARGET, target) != M2MHSM_OK ||
+        m2mhsm_id_check_str(M2MHSM_ID_M2M_ABS, enrolee) != M2MHSM_OK ||
+        m2mhsm_expiry_spec_parse(expiry, &spec) != M2MHSM_OK) {
+        fprintf(stderr, "config %s: %s: %s\n", path, where, m2mhsm_last_error());
+        return -1;
+    }
+    return 0;
+}
+
+/* Every entry is checked before the token is opened: a bad entry, or an Enrolee listed twice
+ * (which of its two configurations would hold?), must not leave the entries before it
+ * applied. */
+static int check_enrolees(const char *path, const json_t *list)
+{
+    if (list == NULL)
+        return 0;
+    if (!json_is_array(list)) {
+        fprintf(stderr, "config %s: enrolees: must be an array\n", path);
+        return -1;
+    }
+    for (size_t i = 0; i < json_array_size(list); i++)
+        if (check_enrolee(path, i, json_array_get(list, i)) != 0)
+            return -1;
+    return app_cfg_unique(list, path, "enrolees", "kpm_id");
+}
+
 int mef_config_load(mef *m, const char *path)
 {
     mef_config *c = &m->cfg;
     if ((m->root = app_config_load(path)) == NULL)
         return -1;
     const json_t *sec = json_object_get(m->root, "mef");
+    const json_t *pkcs11 = json_object_get(m->root, "pkcs11");
     if (!json_is_object(sec)) {
         fprintf(stderr, "config %s: \"mef\" section missing\n", path);
         return -1;
     }
+    if (app_cfg_known(m->root, path, "", top_fields) != 0 ||
+        app_cfg_known(sec, path, "mef", mef_fields) != 0 ||
+        (json_is_object(pkcs11) && app_cfg_known(pkcs11, path, "pkcs11", app_pkcs11_fields) != 0) ||
+        check_enrolees(path, json_object_get(m->root, "enrolees")) != 0)
+        return -1;
     c->sweep_interval_s = 60;
     c->max_connections = 4096;
     if (app_cfg_str(sec, "mef", "fqdn", 1, &c->fqdn) != 0 ||
-        app_cfg_str(sec, "mef", "bootstrap_tls", 0, &c->bootstrap_tls) != 0 ||
-        app_cfg_str(sec, "mef", "bootstrap_dtls", 0, &c->bootstrap_dtls) != 0 ||
-        app_cfg_str(sec, "mef", "https", 0, &c->https) != 0 ||
+        app_cfg_addr(sec, "mef", "bootstrap_tls", 0, &c->bootstrap_tls) != 0 ||
+        app_cfg_addr(sec, "mef", "bootstrap_dtls", 0, &c->bootstrap_dtls) != 0 ||
+        app_cfg_addr(sec, "mef", "https", 0, &c->https) != 0 ||
         app_cfg_bool(sec, "mef", "tls13", &c->tls13) != 0 ||
         app_cfg_int(sec, "mef", "sweep_interval", 1, 86400, &c->sweep_interval_s) != 0 ||
         app_cfg_int(sec, "mef", "max_connections", 1, 1000000, &c->max_connections) != 0)

@@ -60,10 +60,9 @@ static void send_json(struct evhttp_request *req, int code, const char *reason, 
 
 static void refuse(const fetch_req *f, int code, const char *reason, const char *why)
 {
-    char ke_id[80], origin[80];
-    app_log(APP_WARN, "fetch-refused", "ke_id=%s originator=%s suid=%s status=%d reason=\"%s\"",
-            app_safe(f->ke_id, ke_id, sizeof(ke_id)), app_safe(f->origin, origin, sizeof(origin)),
-            f->suid != NULL ? f->suid : "-", code, why);
+    app_log(APP_WARN, "fetch-refused",
+            "ke_id=%.79s originator=%.79s suid=%.79s status=%d reason=%s", f->ke_id, f->origin,
+            f->suid, code, why);
     send_json(f->req, code, reason, json_pack("{s:b,s:s}", "status", 0, "errorString", why));
 }
 
@@ -252,7 +251,7 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
 /* evhttp serves plain HTTP on a connection whose bevcb returns NULL: never let that happen. */
 static void fatal(const char *what)
 {
-    app_log(APP_ERROR, "fatal", "reason=\"%s\"", what);
+    app_log(APP_ERROR, "fatal", "reason=%s", what);
     exit(EXIT_FAILURE);
 }
 
