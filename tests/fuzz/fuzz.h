@@ -1,0 +1,21 @@
+/* What the harnesses share: the libFuzzer entry point, a NUL-terminated copy of the input,
+ * and a file holding the input for parsers that read a path. */
+#ifndef M2MHSM_FUZZ_H
+#define M2MHSM_FUZZ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* data[0..size) as a malloc'd C string (cut at the first NUL, as a C caller would see it). */
+char *fuzz_cstr(const uint8_t *data, size_t size);
+
+/* A path whose file holds exactly data[0..size): an in-memory file (memfd) reopened through
+ * /proc/self/fd, so a run writes nothing to disk. The same path on every call. */
+const char *fuzz_file(const uint8_t *data, size_t size);
+
+/* A harness's own invariant does not hold: abort, which libFuzzer reports as a crash. */
+void fuzz_fail(const char *what);
+
+#endif
