@@ -37,3 +37,24 @@ void fuzz_fail(const char *what)
     fprintf(stderr, "fuzz invariant broken: %s\n", what);
     abort();
 }
+
+uint8_t fuzz_u8(fuzz_in *in)
+{
+    if (in->left == 0)
+        return 0;
+    in->left--;
+    return *in->p++;
+}
+
+const uint8_t *fuzz_bytes(fuzz_in *in, size_t max, size_t *len)
+{
+    size_t n = (size_t)fuzz_u8(in) << 8 | fuzz_u8(in);
+    n %= max + 1;
+    if (n > in->left)
+        n = in->left;
+    const uint8_t *p = in->p;
+    in->p += n;
+    in->left -= n;
+    *len = n;
+    return p;
+}
