@@ -28,7 +28,8 @@ static int parse_uri(const char *key, const char *uri, char *hostport, size_t ca
         fprintf(stderr, "config: enrolee.%s: expected %s://host:port\n", key,
                 dtls != NULL ? "tls|tls13|dtls" : "tls|tls13");
     }
-    evhttp_uri_free(u);
+    if (u != NULL) /* libevent 2.1's evhttp_uri_free does not take NULL */
+        evhttp_uri_free(u);
     return ok ? 0 : -1;
 }
 

@@ -48,7 +48,8 @@ static int load_mef(maf *m, size_t i, const json_t *e)
         fprintf(stderr, "config: %s: needs a lower-case fqdn and an https://host[:port] url\n",
                 where);
     }
-    evhttp_uri_free(u);
+    if (u != NULL) /* libevent 2.1's evhttp_uri_free does not take NULL */
+        evhttp_uri_free(u);
     return ok ? 0 : -1;
 }
 
