@@ -78,6 +78,16 @@ void m2mhsm_kdf_reset(void *vctx)
     clear_token_state(c);
 }
 
+int m2mhsm_kdf_octets(const OSSL_PARAM params[], const char *name, const void **v, size_t *n)
+{
+    const OSSL_PARAM *p = OSSL_PARAM_locate_const(params, name);
+    if (p == NULL)
+        return -1;
+    if (p->data == NULL && p->data_size != 0)
+        return 0;
+    return OSSL_PARAM_get_octet_string_ptr(p, v, n);
+}
+
 int m2mhsm_kdf_note_digest_seed(m2mhsm_kdf_ctx *c, const OSSL_PARAM params[])
 {
     const OSSL_PARAM *p = OSSL_PARAM_locate_const(params, OSSL_KDF_PARAM_DIGEST);

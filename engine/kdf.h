@@ -42,6 +42,10 @@ struct m2mhsm_kdf_ctx {
 void *m2mhsm_kdf_new(void *provctx, const m2mhsm_kdf_kind *kind);
 /* Track the digest and append the seeds of params (for the token path). */
 int m2mhsm_kdf_note_digest_seed(m2mhsm_kdf_ctx *c, const OSSL_PARAM params[]);
+/* The octet-string parameter `name`: 1 with (v, n) when present, -1 when absent, 0 when
+ * malformed — including NULL data with a non-zero size, which the default provider refuses
+ * too and which would otherwise be read. */
+int m2mhsm_kdf_octets(const OSSL_PARAM params[], const char *name, const void **v, size_t *n);
 
 /* The dispatch entries common to both KDFs, with the given newctx and settable list. */
 #define M2MHSM_KDF_DISPATCH(newctx, settable_fn)                                                   \

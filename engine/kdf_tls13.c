@@ -19,15 +19,6 @@
 
 #define HLEN 32
 
-/* The octet string named `name`: 1 and (v, n) when present, -1 when absent, 0 malformed. */
-static int octets(const OSSL_PARAM params[], const char *name, const void **v, size_t *n)
-{
-    const OSSL_PARAM *p = OSSL_PARAM_locate_const(params, name);
-    if (p == NULL)
-        return -1;
-    return OSSL_PARAM_get_octet_string_ptr(p, v, n);
-}
-
 /* Copy a bounded parameter; one longer than libssl ever passes marks the context oversize,
  * which the token path refuses (the delegated path never reads these copies). */
 static int copy_param(m2mhsm_kdf_ctx *c, const OSSL_PARAM params[], const char *name, uint8_t *buf,
@@ -35,7 +26,7 @@ static int copy_param(m2mhsm_kdf_ctx *c, const OSSL_PARAM params[], const char *
 {
     const void *v = NULL;
     size_t n = 0;
-    int found = octets(params, name, &v, &n);
+    int found = m2mhsm_kdf_octets(params, name, &v, &n);
     if (found <= 0)
         return found < 0;
     if (n > cap) {
@@ -53,7 +44,7 @@ static int copy_key(m2mhsm_kdf_ctx *c, const OSSL_PARAM params[])
 {
     const void *v = NULL;
     size_t n = 0;
-    int found = octets(params, OSSL_KDF_PARAM_KEY, &v, &n);
+    int found = m2mhsm_kdf_octets(params, OSSL_KDF_PARAM_KEY, &v, &n);
     if (found <= 0)
         return found < 0;
     OPENSSL_clear_free(c->t13.key, c->t13.key_len);

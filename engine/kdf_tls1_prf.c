@@ -17,13 +17,11 @@ static int note_params(m2mhsm_kdf_ctx *c, const OSSL_PARAM params[])
 {
     if (!m2mhsm_kdf_note_digest_seed(c, params))
         return 0;
-    const OSSL_PARAM *p = OSSL_PARAM_locate_const(params, OSSL_KDF_PARAM_SECRET);
-    if (p == NULL)
-        return 1;
     const void *sec = NULL;
     size_t len = 0;
-    if (!OSSL_PARAM_get_octet_string_ptr(p, &sec, &len))
-        return 0;
+    int found = m2mhsm_kdf_octets(params, OSSL_KDF_PARAM_SECRET, &sec, &len);
+    if (found <= 0)
+        return found < 0;
     const uint8_t *psk;
     size_t psk_len;
     int plain = 0;

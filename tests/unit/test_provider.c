@@ -8,6 +8,7 @@
 #include <cmocka.h>
 #include <string.h>
 #include <openssl/core_names.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/kdf.h>
 #include <openssl/params.h>
@@ -268,6 +269,29 @@ static void test_libssl_uses_our_kdfs_and_they_refuse_handles(void **state)
     assert_false(handshake("?provider=m2mhsm"));
 }
 
+/* An octet-string parameter with NULL data and a non-zero size (a caller's bug) is refused
+ * by every KDF parameter we read, as the default provider refuses it; never read. */
+static void test_null_data_parameters_are_refused(void **state)
+{
+    (void)state;
+    static const char *const tls13_names[] = {OSSL_KDF_PARAM_KEY, OSSL_KDF_PARAM_SALT,
+                                              OSSL_KDF_PARAM_PREFIX, OSSL_KDF_PARAM_LABEL,
+                                              OSSL_KDF_PARAM_DATA};
+    OSSL_PARAM p[2] = {OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SECRET, NULL, 48),
+                       OSSL_PARAM_construct_end()};
+    EVP_KDF_CTX *c = EVP_KDF_CTX_new(prf_m);
+    assert_non_null(c);
+    assert_int_equal(EVP_KDF_CTX_set_params(c, p), 0);
+    EVP_KDF_CTX_free(c);
+    for (size_t i = 0; i < sizeof(tls13_names) / sizeof(tls13_names[0]); i++) {
+        p[0] = OSSL_PARAM_construct_octet_string(tls13_names[i], NULL, 32);
+        assert_non_null(c = EVP_KDF_CTX_new(t13_m));
+        assert_int_equal(EVP_KDF_CTX_set_params(c, p), 0);
+        EVP_KDF_CTX_free(c);
+    }
+    ERR_clear_error();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -275,6 +299,7 @@ int main(void)
         cmocka_unit_test(test_tls13_kdf_is_byte_identical_to_default),
         cmocka_unit_test(test_a_handle_is_never_used_as_key_bytes),
         cmocka_unit_test(test_libssl_uses_our_kdfs_and_they_refuse_handles),
+        cmocka_unit_test(test_null_data_parameters_are_refused),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
