@@ -4,7 +4,7 @@
 # mef / maf tokens, a test Kpm in the mef and enrolee tokens, free loopback ports, the three
 # service configurations and a sourceable lab.env. For tests and demonstrations only.
 #
-#   hsm-config/lab.sh init DIR [--expiry SECONDS|YYYYMMDDThhmmss] [--build BUILD_DIR]
+#   hsm-config/lab.sh init DIR [--expiry SECONDS|YYYYMMDDThhmmss] [--build BUILD_DIR | --bin BIN_DIR]
 #   hsm-config/lab.sh start DIR     # m2m-mef and m2m-maf in the background, ports ready
 #   hsm-config/lab.sh stop DIR      # SIGTERM (SIGKILL after 10 s); stopping twice is fine
 #
@@ -34,7 +34,7 @@ die() {
 say() { printf '%s: %s\n' "$prog" "$*"; }
 usage() {
     cat >&2 <<EOF
-usage: $prog init DIR [--expiry SECONDS|YYYYMMDDThhmmss] [--build BUILD_DIR]
+usage: $prog init DIR [--expiry SECONDS|YYYYMMDDThhmmss] [--build BUILD_DIR | --bin BIN_DIR]
        $prog start DIR
        $prog stop DIR
 EOF
@@ -278,17 +278,22 @@ write_env() {
 }
 
 cmd_init() {
-    local dir="" build="$repo/build"
+    local dir="" build="$repo/build" bin_dir=""
     EXPIRY=86400
     while [ $# -gt 0 ]; do
         case $1 in
-            --expiry | --build)
+            --expiry | --build | --bin)
                 [ $# -ge 2 ] || die "init: $1 needs a value"
-                if [ "$1" = --expiry ]; then EXPIRY=$2; else build=$2; fi
+                case $1 in
+                    --expiry) EXPIRY=$2 ;;
+                    --build) build=$2 ;;
+                    --bin) bin_dir=$2 ;;
+                esac
                 shift 2
                 ;;
             --expiry=*) EXPIRY=${1#*=} && shift ;;
             --build=*) build=${1#*=} && shift ;;
+            --bin=*) bin_dir=${1#*=} && shift ;;
             -*) die "init: unknown option '$1'" ;;
             *)
                 [ -z "$dir" ] || die "init: one DIR only (got '$dir' and '$1')"
@@ -301,9 +306,13 @@ cmd_init() {
         die "--expiry: '$EXPIRY' is neither seconds (1 or more) nor an m2m:timestamp YYYYMMDDThhmmss"
 
     need openssl pkcs11-tool python3 cmp
-    [ -d "$build" ] || die "--build: '$build' is not a directory (build the project first)"
-    BIN=$(cd "$build/src/apps" 2> /dev/null && pwd) ||
-        die "'$build/src/apps' does not exist: build the project (cmake --build) or pass --build"
+    if [ -n "$bin_dir" ]; then # installed programs (a package, cmake --install)
+        BIN=$(cd "$bin_dir" 2> /dev/null && pwd) || die "--bin: '$bin_dir' is not a directory"
+    else
+        [ -d "$build" ] || die "--build: '$build' is not a directory (build the project first)"
+        BIN=$(cd "$build/src/apps" 2> /dev/null && pwd) ||
+            die "'$build/src/apps' does not exist: build the project (cmake --build) or pass --build"
+    fi
     [ -x "$BIN/m2mhsm" ] || die "'$BIN/m2mhsm' is missing: build the project first"
     [ -r "$MODULE" ] || die "PKCS#11 module '$MODULE' not found (apt-get install softhsm2)"
 
