@@ -28,6 +28,14 @@ void app_log(app_level level, const char *event, const char *fields, ...)
 /* The last library error and status as one value, "STATUS(message)", for app_log. */
 const char *app_error(m2mhsm_status st);
 
+/* ---- notify.c: what systemd (Type=notify) is told, when NOTIFY_SOCKET is set ---- */
+/* Remember a listener (as its "listening" log line names it) for the readiness STATUS=. */
+void app_notify_listener(const char *service, const char *transport, const char *address);
+/* READY=1 with STATUS= naming ready_fields and the listeners. */
+void app_notify_ready(const char *ready_fields);
+/* STOPPING=1 with STATUS= naming the signal and the connections being drained. */
+void app_notify_stopping(const char *signal_name, size_t open_connections);
+
 /* ---- config.c: JSON files through jansson ---- */
 /* Load FILE; on failure prints "config FILE: line L: why" and returns NULL. */
 json_t *app_config_load(const char *path);
@@ -151,9 +159,9 @@ typedef struct {
 } app_service;
 /* --config FILE from argv: -1 to go on, else the exit status (usage printed). */
 int app_service_args(int argc, char **argv, const char *prog, const char **config);
-/* Arm the sweep and the signals, log "ready" with ready_fields, run the loop until a signal
- * has drained it, log "stopped". SIGUSR1 sweeps now and logs "swept". 0, or -1 if the
- * events could not be armed. */
+/* Arm the sweep and the signals, log "ready" with ready_fields (and notify READY=1), run the
+ * loop until a signal has drained it (notified STOPPING=1), log "stopped". SIGUSR1 sweeps
+ * now and logs "swept". 0, or -1 if the events could not be armed. */
 int app_service_run(const app_service *s, const char *ready_fields);
 
 #endif

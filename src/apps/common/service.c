@@ -1,6 +1,7 @@
 /* What both servers do around their own listeners: the command line, the periodic sweep
  * (the CR: expired credentials go even when nobody asks for them again) and the sweep on
- * demand (SIGUSR1), SIGTERM/SIGINT with a graceful drain, and the loop itself. */
+ * demand (SIGUSR1), SIGTERM/SIGINT with a graceful drain, readiness and stopping for a
+ * service manager (notify.c), and the loop itself. */
 #include "app.h"
 
 #include <event2/event.h>
@@ -65,8 +66,9 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     (void)what;
     const app_service *s = arg;
-    app_log(APP_INFO, "stopping", "signal=%s open_connections=%zu", strsignal((int)sig),
-            s->conns != NULL ? app_conns_count(s->conns) : 0);
+    size_t open = s->conns != NULL ? app_conns_count(s->conns) : 0;
+    app_log(APP_INFO, "stopping", "signal=%s open_connections=%zu", strsignal((int)sig), open);
+    app_notify_stopping(strsignal((int)sig), open);
     s->stop(s->arg);
     app_conns_drain(s->base, s->conns, SHUTDOWN_GRACE_S);
 }
@@ -86,6 +88,7 @@ int app_service_run(const app_service *s, const char *ready_fields)
             rc = -1;
     if (rc == 0) {
         app_log(APP_INFO, "ready", "%s", ready_fields);
+        app_notify_ready(ready_fields);
         event_base_dispatch(s->base);
         app_log(APP_INFO, "stopped", "open_connections=%zu",
                 s->conns != NULL ? app_conns_count(s->conns) : 0);

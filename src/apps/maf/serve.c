@@ -123,6 +123,7 @@ int maf_serve_start(maf *m)
     }
     app_log(APP_INFO, "listening", "service=enrolees transport=%s address=%s",
             m->cfg.tls13 ? "tls1.3" : "tls1.2", m->cfg.listen);
+    app_notify_listener("enrolees", m->cfg.tls13 ? "tls1.3" : "tls1.2", m->cfg.listen);
     return 0;
 }
 

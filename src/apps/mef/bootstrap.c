@@ -264,6 +264,7 @@ static int start_tls(mef *m)
     }
     app_log(APP_INFO, "listening", "service=bootstrap transport=%s address=%s",
             m->cfg.tls13 ? "tls1.3" : "tls1.2", m->cfg.bootstrap_tls);
+    app_notify_listener("bootstrap", m->cfg.tls13 ? "tls1.3" : "tls1.2", m->cfg.bootstrap_tls);
     return 0;
 }
 
@@ -284,6 +285,7 @@ static int start_dtls(mef *m)
     }
     app_log(APP_INFO, "listening", "service=bootstrap transport=dtls1.2 address=%s",
             m->cfg.bootstrap_dtls);
+    app_notify_listener("bootstrap", "dtls1.2", m->cfg.bootstrap_dtls);
     return 0;
 }
 

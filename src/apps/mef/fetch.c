@@ -268,6 +268,7 @@ int mef_fetch_start(mef *m)
         return -1;
     app_log(APP_INFO, "listening", "service=fetchCredentials transport=https address=%s",
             m->cfg.https);
+    app_notify_listener("fetchCredentials", "https", m->cfg.https);
     return 0;
 }
 
