@@ -488,8 +488,10 @@ cmd_start() {
         exit 1
     fi
     say "m2m-mef (pid $mef_pid): TLS 127.0.0.1:$M2M_MEF_PORT, DTLS 127.0.0.1:$M2M_MEF_DTLS_PORT," \
-        "HTTPS 127.0.0.1:$M2M_MEF_HTTPS_PORT; log $lab_dir/mef.log"
-    say "m2m-maf (pid $maf_pid): 127.0.0.1:$M2M_MAF_PORT; log $lab_dir/maf.log"
+        "HTTPS 127.0.0.1:$M2M_MEF_HTTPS_PORT, metrics 127.0.0.1:${M2M_MEF_METRICS_PORT:-none};" \
+        "log $lab_dir/mef.log"
+    say "m2m-maf (pid $maf_pid): 127.0.0.1:$M2M_MAF_PORT," \
+        "metrics 127.0.0.1:${M2M_MAF_METRICS_PORT:-none}; log $lab_dir/maf.log"
 }
 
 # Is any process of the session (= process group) that `start` made for PID still alive?

@@ -18,7 +18,12 @@ value() { scrape "$1" | awk -v s="$2" '$1 == s { print $2 }'; }
 is() {
     local v
     v=$(value "$1" "$2")
-    [[ $v =~ ^[0-9]+$ ]] && [ "$v" "$3" "$4" ]
+    [[ $v =~ ^[0-9]+$ ]] || return 1
+    case $3 in
+        -eq) [ "$v" -eq "$4" ] ;;
+        -ge) [ "$v" -ge "$4" ] ;;
+        *) return 2 ;;
+    esac
 }
 # Counters move when the event that moves them is over: wait for the figure, not for time.
 becomes() { wait_until 30 "$(printf '%q ' is "$@")"; }
