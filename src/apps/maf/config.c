@@ -23,19 +23,10 @@ static int resolve(const char *where, const char *host, char *out, size_t cap)
 }
 
 static const char *const top_fields[] = {"pkcs11", "maf", "mefs", NULL};
-static const char *const maf_fields[] = {"maf_id",
-                                         "listen",
-                                         "tls13",
-                                         "certificate",
-                                         "key_label",
-                                         "ca",
-                                         "max_lifetime",
-                                         "sweep_interval",
-                                         "max_connections",
-                                         "max_fetches",
-                                         "fetch_timeout",
-                                         "metrics",
-                                         NULL};
+static const char *const maf_fields[] = {
+    "maf_id", "listen",       "metrics",        "tls13",           "certificate", "key_label",
+    "ca",     "max_lifetime", "sweep_interval", "max_connections", "max_fetches", "fetch_timeout",
+    NULL};
 static const char *const mef_fields[] = {"fqdn", "url", NULL};
 
 static int load_mef(maf *m, const char *file, size_t i, const json_t *e)
