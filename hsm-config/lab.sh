@@ -185,15 +185,15 @@ EOF
     say "Kpm $KPM_ID imported into token '$t'"
 }
 
-# Four loopback ports free for both TCP and UDP, all different (M2M_PORT_BASE: see free-ports).
-free_ports() { "$here/free-ports" 4; }
+# Six loopback ports free for both TCP and UDP, all different (M2M_PORT_BASE: see free-ports).
+free_ports() { "$here/free-ports" 6; }
 
 write_configs() {
     python3 - "$lab_dir" "$MODULE" "$EXPIRY" "$KPM_ID" "$ENROLEE_ID" "$MEF_FQDN" "$MAF_ID" \
-        "$P_TLS" "$P_DTLS" "$P_HTTPS" "$P_MAF" <<'EOF'
+        "$P_TLS" "$P_DTLS" "$P_HTTPS" "$P_MAF" "$P_MEF_METRICS" "$P_MAF_METRICS" <<'EOF'
 import json, os, sys
 d, module, expiry, kpm_id, enrolee_id, mef_fqdn, maf_id = sys.argv[1:8]
-p_tls, p_dtls, p_https, p_maf = sys.argv[8:12]
+p_tls, p_dtls, p_https, p_maf, p_mef_metrics, p_maf_metrics = sys.argv[8:14]
 
 def pkcs11(t):
     return {"module": module, "token": "pkcs11:token=" + t,
@@ -206,6 +206,7 @@ configs = {
                 "bootstrap_tls": "127.0.0.1:" + p_tls,
                 "bootstrap_dtls": "127.0.0.1:" + p_dtls,
                 "https": "127.0.0.1:" + p_https,
+                "metrics": "127.0.0.1:" + p_mef_metrics,
                 "certificate": d + "/mef.crt", "key_label": "mef-tls",
                 "ca": d + "/ca.crt"},
         "enrolees": [{"kpm_id": kpm_id, "enrolee_id": enrolee_id,
@@ -214,6 +215,7 @@ configs = {
     "maf": {
         "pkcs11": pkcs11("maf"),
         "maf": {"maf_id": maf_id, "listen": "127.0.0.1:" + p_maf,
+                "metrics": "127.0.0.1:" + p_maf_metrics,
                 "certificate": d + "/maf.crt", "key_label": "maf-tls",
                 "ca": d + "/ca.crt"},
         "mefs": [{"fqdn": mef_fqdn, "url": "https://127.0.0.1:" + p_https}],
@@ -265,6 +267,8 @@ write_env() {
         env_line M2M_MEF_DTLS_PORT "$P_DTLS"
         env_line M2M_MEF_HTTPS_PORT "$P_HTTPS"
         env_line M2M_MAF_PORT "$P_MAF"
+        env_line M2M_MEF_METRICS_PORT "$P_MEF_METRICS"
+        env_line M2M_MAF_METRICS_PORT "$P_MAF_METRICS"
         env_line M2M_MEF_FQDN "$MEF_FQDN"
         env_line M2M_MAF_ID "$MAF_ID"
         env_line M2M_KPM_ID "$KPM_ID"
@@ -348,8 +352,8 @@ cmd_init() {
     # 4. Ports.
     local ports
     ports=$(free_ports) || die "could not find free loopback ports"
-    read -r P_TLS P_DTLS P_HTTPS P_MAF <<< "$ports"
-    [ -n "${P_MAF:-}" ] || die "could not find free loopback ports"
+    read -r P_TLS P_DTLS P_HTTPS P_MAF P_MEF_METRICS P_MAF_METRICS <<< "$ports"
+    [ -n "${P_MAF_METRICS:-}" ] || die "could not find free loopback ports"
 
     # 5, 6. Configurations and the environment.
     write_configs || die "writing the JSON configurations failed"
@@ -357,7 +361,9 @@ cmd_init() {
 
     init_ok=1
     say "MEF: TLS bootstrap 127.0.0.1:$P_TLS, DTLS bootstrap 127.0.0.1:$P_DTLS (udp)," \
-        "HTTPS 127.0.0.1:$P_HTTPS; MAF: 127.0.0.1:$P_MAF; Enrolment Expiry $EXPIRY"
+        "HTTPS 127.0.0.1:$P_HTTPS, metrics http://127.0.0.1:$P_MEF_METRICS/metrics;" \
+        "MAF: 127.0.0.1:$P_MAF, metrics http://127.0.0.1:$P_MAF_METRICS/metrics;" \
+        "Enrolment Expiry $EXPIRY"
     say "lab ready: . $lab_dir/lab.env; $0 start $lab_dir"
 }
 
@@ -491,8 +497,10 @@ cmd_start() {
         exit 1
     fi
     say "m2m-mef (pid $mef_pid): TLS 127.0.0.1:$M2M_MEF_PORT, DTLS 127.0.0.1:$M2M_MEF_DTLS_PORT," \
-        "HTTPS 127.0.0.1:$M2M_MEF_HTTPS_PORT; log $lab_dir/mef.log"
-    say "m2m-maf (pid $maf_pid): 127.0.0.1:$M2M_MAF_PORT; log $lab_dir/maf.log"
+        "HTTPS 127.0.0.1:$M2M_MEF_HTTPS_PORT, metrics 127.0.0.1:${M2M_MEF_METRICS_PORT:-none};" \
+        "log $lab_dir/mef.log"
+    say "m2m-maf (pid $maf_pid): 127.0.0.1:$M2M_MAF_PORT," \
+        "metrics 127.0.0.1:${M2M_MAF_METRICS_PORT:-none}; log $lab_dir/maf.log"
 }
 
 # Is any process of the session (= process group) that `start` made for PID still alive?

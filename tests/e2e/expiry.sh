@@ -29,6 +29,11 @@ check "the MAF rejected the device's still-valid-looking key" \
     grep -q "event=rejected-by-target ke_id=$KE1" "$LAB/enrolee.log"
 check "... erasing the Enrolee's credentials there" \
     wait_log "$LAB/maf.log" "event=rejected-expired ke_id=$KE1 .*erased=1"
+expired_counted() {
+    curl -sS "http://127.0.0.1:$M2M_MAF_METRICS_PORT/metrics" |
+        grep -qx 'm2m_handshakes_total{result="expired"} 1'
+}
+check "... and counted it as an expired handshake (m2m_handshakes_total)" wait_until 30 expired_counted
 check "the device re-provisioned because of the rejection" \
     grep -q "event=provisioning .*reason=rejected-by-target" "$LAB/enrolee.log"
 check "and reconnected with a new KeID in the same command" grep -q "authenticated $KE2 until" <<< "$out"

@@ -1,6 +1,7 @@
 /* The services' shared helpers: log values cannot forge fields or lines, configuration
  * errors name the file and field, unknown fields and duplicates are refused, PIN files must
- * be private, addresses parse or are refused, and jansson's freed memory is wiped. */
+ * be private, addresses parse or are refused, jansson's freed memory is wiped, and metrics
+ * are written in the Prometheus text format. */
 #include <stdarg.h>
 #include <setjmp.h>
 #include <stddef.h>
@@ -339,6 +340,128 @@ static void test_pin_files_must_be_private(void **state)
     rmdir(dir);
 }
 
+/* ---- metrics.c: the Prometheus text format ---- */
+
+static const char *const no_values[] = {NULL};
+
+/* Label values and help text can never end a line or a quoted value. */
+static void test_metrics_escape_label_values_and_help(void **state)
+{
+    (void)state;
+    app_metrics *r = app_metrics_new();
+    app_metric *m =
+        app_metric_add(r, "t_total", "a \\ help\nline", APP_COUNTER, "v", no_values, NULL, 0);
+    assert_non_null(m);
+    app_metric_inc(m, "a\"b\\c\nd", 2);
+    size_t len = 0;
+    char *text = app_metrics_format(r, &len);
+    assert_non_null(text);
+    assert_int_equal(len, strlen(text));
+    assert_string_equal(text, "# HELP t_total a \\\\ help\\nline\n"
+                              "# TYPE t_total counter\n"
+                              "t_total{v=\"a\\\"b\\\\c\\nd\"} 2\n");
+    free(text);
+    app_metrics_free(r);
+}
+
+/* Buckets are cumulative, end with +Inf = _count, and _sum adds the observations; a value
+ * on a bound falls in that bucket (le is "less or equal"). */
+static void test_metrics_histogram_buckets_are_cumulative(void **state)
+{
+    (void)state;
+    static const double le[] = {0.1, 1, 2.5};
+    static const char *const ops[] = {"get", NULL};
+    app_metrics *r = app_metrics_new();
+    app_metric *h = app_metric_add(r, "t_seconds", "time", APP_HISTOGRAM, "op", ops, le, 3);
+    assert_non_null(h);
+    app_metric_observe(h, "get", 0.05);
+    app_metric_observe(h, "get", 1);
+    app_metric_observe(h, "get", 0.5);
+    app_metric_observe(h, "get", 7);
+    size_t len = 0;
+    char *text = app_metrics_format(r, &len);
+    assert_non_null(text);
+    assert_string_equal(text, "# HELP t_seconds time\n"
+                              "# TYPE t_seconds histogram\n"
+                              "t_seconds_bucket{op=\"get\",le=\"0.1\"} 1\n"
+                              "t_seconds_bucket{op=\"get\",le=\"1\"} 3\n"
+                              "t_seconds_bucket{op=\"get\",le=\"2.5\"} 3\n"
+                              "t_seconds_bucket{op=\"get\",le=\"+Inf\"} 4\n"
+                              "t_seconds_sum{op=\"get\"} 8.55\n"
+                              "t_seconds_count{op=\"get\"} 4\n");
+    free(text);
+    app_metrics_free(r);
+}
+
+/* Without a label: le alone in braces, _sum and _count bare; declared values start at 0;
+ * gauges go up, down and are set; bad families are refused. */
+static void test_metrics_unlabelled_gauges_and_bad_families(void **state)
+{
+    (void)state;
+    static const double le[] = {1};
+    static const double unsorted[] = {2, 1};
+    static const char *const kinds[] = {"ke", "km", NULL};
+    app_metrics *r = app_metrics_new();
+    app_metric *h = app_metric_add(r, "h_seconds", "h", APP_HISTOGRAM, NULL, NULL, le, 1);
+    app_metric *g = app_metric_add(r, "g", "g", APP_GAUGE, NULL, NULL, NULL, 0);
+    app_metric *k = app_metric_add(r, "k", "k", APP_GAUGE, "kind", kinds, NULL, 0);
+    assert_non_null(h);
+    assert_non_null(g);
+    assert_non_null(k);
+    assert_null(app_metric_add(r, "x", "x", APP_HISTOGRAM, NULL, NULL, unsorted, 2));
+    assert_null(app_metric_add(r, "x", "x", APP_HISTOGRAM, NULL, NULL, NULL, 0));
+    assert_null(app_metric_add(r, "x", "x", APP_COUNTER, NULL, NULL, le, 1));
+    app_metric_observe(h, NULL, 3);
+    app_metric_inc(g, NULL, 2);
+    app_metric_inc(g, NULL, -1);
+    app_metric_set(k, "km", 5);
+    app_metric_inc(k, NULL, 1);     /* no label value for a labelled family: dropped */
+    app_metric_observe(g, NULL, 1); /* not a histogram: dropped */
+    size_t len = 0;
+    char *text = app_metrics_format(r, &len);
+    assert_non_null(text);
+    assert_string_equal(text, "# HELP h_seconds h\n# TYPE h_seconds histogram\n"
+                              "h_seconds_bucket{le=\"1\"} 0\n"
+                              "h_seconds_bucket{le=\"+Inf\"} 1\n"
+                              "h_seconds_sum 3\nh_seconds_count 1\n"
+                              "# HELP g g\n# TYPE g gauge\ng 1\n"
+                              "# HELP k k\n# TYPE k gauge\nk{kind=\"ke\"} 0\nk{kind=\"km\"} 5\n");
+    free(text);
+    app_metrics_free(r);
+}
+
+/* The server's figures: a token call is timed under its op, and only a failure of the token
+ * or the library counts as an error (not found, expired or bad input are answers). */
+static void test_metrics_token_calls_and_errors(void **state)
+{
+    (void)state;
+    assert_int_equal(app_metrics_init(0), 0);
+    assert_int_equal(APP_TOKEN("lookup", M2MHSM_E_NOT_FOUND), M2MHSM_E_NOT_FOUND);
+    assert_int_equal(APP_TOKEN("lookup", M2MHSM_OK), M2MHSM_OK);
+    assert_int_equal(APP_TOKEN("derive", M2MHSM_E_EXPIRED), M2MHSM_E_EXPIRED);
+    assert_int_equal(APP_TOKEN("derive", M2MHSM_E_PKCS11), M2MHSM_E_PKCS11);
+    app_metrics_handshake("unknown");
+    app_metrics_fetch("skipped", -1);
+    size_t len = 0;
+    char *text = app_metrics_text(&len);
+    assert_non_null(text);
+    assert_non_null(strstr(text, "\nm2m_token_call_seconds_count{op=\"lookup\"} 2\n"));
+    assert_non_null(strstr(text, "\nm2m_token_call_seconds_count{op=\"derive\"} 2\n"));
+    assert_non_null(strstr(text, "\nm2m_token_errors_total{op=\"lookup\"} 0\n"));
+    assert_non_null(strstr(text, "\nm2m_token_errors_total{op=\"derive\"} 1\n"));
+    assert_non_null(strstr(text, "\nm2m_handshakes_total{result=\"unknown\"} 1\n"));
+    assert_non_null(strstr(text, "\nm2m_fetches_total{result=\"skipped\"} 1\n"));
+    assert_non_null(strstr(text, "\nm2m_fetch_seconds_count 0\n"));
+    assert_null(strstr(text, "m2m_enrolments_total")); /* a MAF enrols nobody */
+    free(text);
+    app_metrics_cleanup();
+    app_metrics_handshake("ok"); /* after cleanup, as in m2m-enrolee: nothing is kept */
+    text = app_metrics_text(&len);
+    assert_non_null(text);
+    assert_int_equal(len, 0);
+    free(text);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -356,6 +479,10 @@ int main(void)
         cmocka_unit_test(test_config_unknown_fields_are_refused),
         cmocka_unit_test(test_config_duplicates_are_refused),
         cmocka_unit_test(test_pin_files_must_be_private),
+        cmocka_unit_test(test_metrics_escape_label_values_and_help),
+        cmocka_unit_test(test_metrics_histogram_buckets_are_cumulative),
+        cmocka_unit_test(test_metrics_unlabelled_gauges_and_bad_families),
+        cmocka_unit_test(test_metrics_token_calls_and_errors),
     };
     app_json_cleansing_alloc();
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,6 +1,6 @@
 /* Shared by the services m2m-mef, m2m-maf and the device m2m-enrolee: logging,
  * configuration files, opening the token, certificates whose keys stay in the token,
- * sockets, and the event-driven (D)TLS connection. */
+ * sockets, the event-driven (D)TLS connection, and the servers' metrics. */
 #ifndef M2M_APP_H
 #define M2M_APP_H
 
@@ -147,6 +147,10 @@ void app_conn_deadline(app_conn *c, m2mhsm_time t, const char *why);
 app_conn *app_conn_of(SSL *ssl);
 /* Resume a handshake paused in an ASYNC job (a m2mhsm_tls_resolver that paused). */
 void app_conn_resume(app_conn *c);
+/* For a server's m2mhsm_tls_observer: what the PSK callback did with the handshake that is
+ * being stepped now (the observer runs inside it), so that a handshake refused for an
+ * unknown or expired identity is counted as such (m2m_handshakes_total) and not as failed. */
+void app_conn_psk_seen(m2mhsm_tls_psk_event ev);
 
 /* ---- service.c: what m2m-mef and m2m-maf do around their own listeners ---- */
 typedef struct {
@@ -156,12 +160,70 @@ typedef struct {
     app_conns *conns;        /* drained on SIGTERM/SIGINT */
     void (*stop)(void *arg); /* on SIGTERM/SIGINT: stop listening, fail pending work */
     void *arg;
+    const char *metrics; /* "host:port" of the metrics listener, or NULL for none */
 } app_service;
 /* --config FILE from argv: -1 to go on, else the exit status (usage printed). */
 int app_service_args(int argc, char **argv, const char *prog, const char **config);
-/* Arm the sweep and the signals, log "ready" with ready_fields (and notify READY=1), run the
- * loop until a signal has drained it (notified STOPPING=1), log "stopped". SIGUSR1 sweeps
- * now and logs "swept". 0, or -1 if the events could not be armed. */
+/* Arm the sweep and the signals, compute the key gauges, open the metrics listener, log
+ * "ready" with ready_fields (and notify READY=1), run the loop until a signal has drained it
+ * (notified STOPPING=1), log "stopped". SIGUSR1 sweeps now and logs "swept"; every sweep
+ * recomputes the key gauges. 0, or -1 if the events or the metrics listener could not be
+ * set up. */
 int app_service_run(const app_service *s, const char *ready_fields);
+
+/* ---- metrics.c: Prometheus text exposition of figures kept in memory ---- */
+/* A registry of metric families, each with at most one label. The servers are one thread
+ * each (OpenSSL's ASYNC jobs, in which the MAF's handshakes wait, are fibres on that same
+ * thread), so figures need neither locks nor atomics; a registry is not thread-safe. */
+typedef enum { APP_COUNTER, APP_GAUGE, APP_HISTOGRAM } app_metric_type;
+typedef struct app_metrics app_metrics;
+typedef struct app_metric app_metric;
+#define APP_METRIC_BUCKETS_MAX 16
+app_metrics *app_metrics_new(void);
+void app_metrics_free(app_metrics *r);
+/* A family in r. name and help are static strings; label is the name of its one label or
+ * NULL; values (NULL-terminated, may be NULL) are the label values shown from the start, at
+ * 0; a histogram has nbuckets ascending upper bounds (+Inf is added). NULL on bad input. */
+app_metric *app_metric_add(app_metrics *r, const char *name, const char *help, app_metric_type type,
+                           const char *label, const char *const *values, const double *buckets,
+                           size_t nbuckets);
+/* Update the series of label value `value` (NULL without a label): a counter or a gauge
+ * grows by `by`, a gauge is set, a histogram observes. A value not seen before adds a series
+ * (at most 16 a family; beyond that the update is dropped). */
+void app_metric_inc(app_metric *m, const char *value, double by);
+void app_metric_set(app_metric *m, const char *value, double v);
+void app_metric_observe(app_metric *m, const char *value, double v);
+/* The text exposition format 0.0.4 of every family: # HELP and # TYPE lines, label values
+ * and help escaped, histogram buckets cumulative up to +Inf, then _sum and _count. malloc'd
+ * and NUL-terminated (*len without the NUL); NULL when out of memory. */
+char *app_metrics_format(const app_metrics *r, size_t *len);
+
+/* The figures of this server (docs/architecture.md, "Metrics"). app_metrics_init makes
+ * them; until then, and in m2m-enrolee, the functions below do nothing. enrolments: 1 for
+ * the MEF (m2m_enrolments_total). 0, or -1 when out of memory. */
+int app_metrics_init(int enrolments);
+void app_metrics_cleanup(void);
+/* The exposition of this server's figures (as app_metrics_format). */
+char *app_metrics_text(size_t *len);
+double app_clock(void);                                /* monotonic seconds: for durations */
+void app_metrics_enrolment(const char *transport);     /* "tls", "dtls" */
+void app_metrics_handshake(const char *result);        /* "ok", "unknown", "expired", "failed" */
+void app_metrics_fetch(const char *result, double t0); /* t0 from app_clock, or <0: not timed */
+void app_metrics_connections(int delta);
+void app_metrics_token_error(const char *op);
+/* Recompute m2m_keys and m2m_keys_expiring from one listing of the token. On the event loop
+ * (start, after a sweep), never from the HTTP handler. */
+void app_metrics_refresh_keys(m2mhsm_keystore *ks);
+/* Time a call into the token and count its error (m2m_token_call_seconds{op},
+ * m2m_token_errors_total{op}), giving back its status:
+ *     st = APP_TOKEN("lookup", m2mhsm_keystore_lookup(ks, ...));
+ * The comma operator starts the clock before the call; calls do not nest. */
+#define APP_TOKEN(op, call) (app_token_begin(op), app_token_end(call))
+void app_token_begin(const char *op);
+m2mhsm_status app_token_end(m2mhsm_status st);
+/* Serve GET /metrics over plain HTTP on addr ("host:port") with evhttp on base; the handler
+ * only formats figures already in memory. 0, or -1 (logged). */
+int app_metrics_serve(struct event_base *base, const char *addr);
+void app_metrics_stop(void);
 
 #endif

@@ -27,6 +27,7 @@ struct app_conn {
     app_conn *prev, *next;
     SSL *ssl;
     int fd, dtls, established, closing, fatal;
+    m2mhsm_tls_psk_event psk_event; /* what the PSK callback did (0: it has not run) */
     struct event *io, *timeout, *retransmit, *deadline, *kick;
     char peer[64];
     char why[160];
@@ -36,6 +37,38 @@ struct app_conn {
 };
 
 static void step(app_conn *c);
+
+/* The connection whose handshake is being stepped: a server's PSK observer runs inside
+ * SSL_do_handshake (in the MAF, inside that connection's ASYNC job, which is a fibre on this
+ * same thread), so this says which connection the observer's verdict is about. */
+static app_conn *stepping;
+
+static int handshake(app_conn *c)
+{
+    app_conn *outer = stepping;
+    stepping = c;
+    int r = SSL_do_handshake(c->ssl);
+    stepping = outer;
+    return r;
+}
+
+void app_conn_psk_seen(m2mhsm_tls_psk_event ev)
+{
+    if (stepping != NULL)
+        stepping->psk_event = ev;
+    if (ev == M2MHSM_TLS_PSK_ERROR)
+        app_metrics_token_error("lookup");
+}
+
+/* Every handshake is counted once: ok when it completes, else by why it ended. */
+static const char *handshake_result(const app_conn *c)
+{
+    if (c->psk_event == M2MHSM_TLS_PSK_UNKNOWN)
+        return "unknown";
+    if (c->psk_event == M2MHSM_TLS_PSK_EXPIRED)
+        return "expired";
+    return "failed";
+}
 
 static void on_io(evutil_socket_t fd, short what, void *arg)
 {
@@ -51,9 +84,12 @@ static void finish(app_conn *c)
      * must not be freed under it. */
     if (SSL_waiting_for_async(c->ssl)) {
         ERR_clear_error();
-        SSL_do_handshake(c->ssl);
+        handshake(c);
         c->fatal = 1;
     }
+    if (!c->established)
+        app_metrics_handshake(handshake_result(c));
+    app_metrics_connections(-1);
     /* close_notify only on a healthy connection (never after a fatal alert). */
     if (c->established && !c->fatal) {
         ERR_clear_error();
@@ -91,7 +127,7 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
     /* A job paused in the handshake must run to its end before the SSL may be freed. */
     if (SSL_waiting_for_async(c->ssl)) {
         ERR_clear_error();
-        SSL_do_handshake(c->ssl);
+        handshake(c);
         if (SSL_waiting_for_async(c->ssl))
             return;
     }
@@ -191,12 +227,13 @@ static void step(app_conn *c)
         return;
     if (!c->established) {
         ERR_clear_error();
-        int r = SSL_do_handshake(c->ssl);
+        int r = handshake(c);
         if (r != 1) {
             wait_for(c, r, "handshake failed");
             return;
         }
         c->established = 1;
+        app_metrics_handshake("ok");
         evtimer_del(c->timeout);
         evtimer_del(c->retransmit);
         if (c->set->ops->established != NULL)
@@ -290,6 +327,7 @@ app_conn *app_conn_start(app_conns *set, SSL *ssl, int fd, int dtls, const char 
         set->head->prev = c;
     set->head = c;
     set->count++;
+    app_metrics_connections(1);
     struct timeval tv = {set->handshake_timeout_s, 0};
     evtimer_add(c->timeout, &tv);
     event_active(c->kick, EV_READ, 0);

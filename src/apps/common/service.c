@@ -37,11 +37,13 @@ int app_service_args(int argc, char **argv, const char *prog, const char **confi
 static size_t sweep_now(const app_service *s)
 {
     size_t n = 0;
-    m2mhsm_status st = m2mhsm_keystore_sweep(s->ks, &n);
+    m2mhsm_status st = APP_TOKEN("sweep", m2mhsm_keystore_sweep(s->ks, &n));
     if (st != M2MHSM_OK)
         app_log(APP_ERROR, "sweep-failed", "error=%s", app_error(st));
     else if (n > 0)
         app_log(APP_INFO, "erased", "records=%zu reason=expired at=sweep", n);
+    /* The key gauges follow the token at each sweep, on the loop: never in a scrape. */
+    app_metrics_refresh_keys(s->ks);
     return n;
 }
 
@@ -87,12 +89,17 @@ int app_service_run(const app_service *s, const char *ready_fields)
         if (ev[i] == NULL || event_add(ev[i], i == 0 ? &every : NULL) != 0)
             rc = -1;
     if (rc == 0) {
+        app_metrics_refresh_keys(s->ks);
+        rc = app_metrics_serve(s->base, s->metrics);
+    }
+    if (rc == 0) {
         app_log(APP_INFO, "ready", "%s", ready_fields);
         app_notify_ready(ready_fields);
         event_base_dispatch(s->base);
         app_log(APP_INFO, "stopped", "open_connections=%zu",
                 s->conns != NULL ? app_conns_count(s->conns) : 0);
     }
+    app_metrics_stop();
     for (size_t i = 0; i < 4; i++)
         if (ev[i] != NULL)
             event_free(ev[i]);

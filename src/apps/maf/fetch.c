@@ -33,11 +33,16 @@ struct maf_fetch {
     struct event *start;
     struct evhttp_connection *http; /* ours until the request is made; libevent's after */
     int starting, failed_early;
+    /* m2m_fetches_total{result}: ok (Km stored), refused (the MEF said no), error (no usable
+     * reply: unreachable, TLS, timeout, malformed, not stored, or stopped at shutdown) */
+    const char *result;
+    double t0; /* app_clock() when the request started (m2m_fetch_seconds) */
 };
 
 static void complete(maf_fetch *f, int ok)
 {
     maf *m = f->m;
+    app_metrics_fetch(f->result, f->t0);
     event_free(f->start);
     for (maf_fetch **p = &m->fetches; *p != NULL; p = &(*p)->next)
         if (*p == f) {
@@ -62,8 +67,8 @@ static int store(maf_fetch *f, const maf_reply *r)
         M2MHSM_KIND_KM, f->ke_id,
         r->enrolee_id,  m->cfg.maf_id,
         r->lifetime,    m->cfg.max_lifetime_s > 0 ? now + m->cfg.max_lifetime_s : M2MHSM_NEVER};
-    m2mhsm_status st =
-        m2mhsm_keystore_store_fetched(m->store.ks, &fk, r->key, sizeof(r->key), &rec);
+    m2mhsm_status st = APP_TOKEN(
+        "store", m2mhsm_keystore_store_fetched(m->store.ks, &fk, r->key, sizeof(r->key), &rec));
     if (st != M2MHSM_OK) {
         app_log(APP_ERROR, "fetch-failed", "ke_id=%s reason=store error=%s", f->ke_id,
                 app_error(st));
@@ -157,13 +162,16 @@ static void on_reply(struct evhttp_request *req, void *arg)
     f->http = NULL;
     if (kind == MAF_REPLY_KM) {
         ok = store(f, &r);
+        f->result = ok ? "ok" : "error";
     } else if (kind == MAF_REPLY_MALFORMED) {
         app_log(APP_ERROR, "fetch-failed", "ke_id=%s reason=\"malformed reply\"", f->ke_id);
     } else {
         app_log(APP_WARN, "fetch-failed", "ke_id=%s status=%d reason=%s", f->ke_id, r.code,
                 r.code == 0 ? "MEF unreachable or TLS failed" : r.why); /* app_log quotes it */
-        if (maf_reply_is_refusal(r.code))
+        if (maf_reply_is_refusal(r.code)) {
             remember_refusal(f->m, f->ke_id);
+            f->result = "refused";
+        }
     }
     maf_reply_clear(&r);
     if (f->starting)
@@ -229,6 +237,7 @@ static void start_request(evutil_socket_t fd, short what, void *arg)
     (void)what;
     maf_fetch *f = arg;
     f->starting = 1;
+    f->t0 = app_clock();
     int rc = request(f, f->mef);
     f->starting = 0;
     if (rc != 0)
@@ -243,17 +252,20 @@ static maf_fetch *fetch_for(maf *m, const char *ke_id)
         if (strcmp(f->ke_id, ke_id) == 0)
             return f;
     if (refused_recently(m, ke_id)) {
+        app_metrics_fetch("skipped", -1);
         app_log(APP_WARN, "fetch-skipped", "ke_id=%s reason=\"refused by the MEF recently\"",
                 ke_id);
         return NULL;
     }
     const maf_mef *mef = mef_for(m, ke_id);
     if (mef == NULL) {
+        app_metrics_fetch("skipped", -1);
         app_log(APP_WARN, "fetch-skipped", "ke_id=%s reason=\"KeID names no configured MEF\"",
                 ke_id);
         return NULL;
     }
     if (m->nfetches >= (size_t)m->cfg.max_fetches) {
+        app_metrics_fetch("skipped", -1);
         app_log(APP_WARN, "fetch-skipped", "ke_id=%s reason=\"too many fetches in flight\"", ke_id);
         return NULL;
     }
@@ -268,6 +280,8 @@ static maf_fetch *fetch_for(maf *m, const char *ke_id)
     }
     f->m = m;
     f->mef = mef;
+    f->result = "error";
+    f->t0 = -1;
     strcpy(f->ke_id, ke_id);
     f->next = m->fetches;
     m->fetches = f;

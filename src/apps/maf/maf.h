@@ -26,6 +26,7 @@ typedef struct {
 
 typedef struct {
     const char *maf_id, *listen;
+    const char *metrics; /* plain HTTP GET /metrics, or NULL */
     int tls13;
     app_certkey ck;
     long long max_lifetime_s; /* local policy: 0 = the lifetime the MEF gives */

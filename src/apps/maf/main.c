@@ -55,15 +55,17 @@ int main(int argc, char **argv)
     app_json_cleansing_alloc();
     signal(SIGPIPE, SIG_IGN);
     maf m = {0};
-    rc = maf_config_load(&m, config) != 0 || start(&m) != 0;
+    rc = app_metrics_init(0) != 0 || maf_config_load(&m, config) != 0 || start(&m) != 0;
     if (rc == 0) {
         char ready[M2MHSM_FQDN_MAX + 16];
-        app_service svc = {m.base, m.store.ks, m.cfg.sweep_interval_s, m.conns, stop_serving, &m};
+        app_service svc = {m.base,       m.store.ks, m.cfg.sweep_interval_s, m.conns,
+                           stop_serving, &m,         m.cfg.metrics};
         snprintf(ready, sizeof(ready), "maf_id=%s", m.cfg.maf_id);
         rc = app_service_run(&svc, ready) != 0;
     }
     if (rc != 0)
         app_log(APP_ERROR, "start-failed", "config=%s", config);
     stop(&m);
+    app_metrics_cleanup();
     return rc == 0 ? 0 : 1;
 }

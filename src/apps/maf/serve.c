@@ -17,6 +17,7 @@ static void on_psk(void *arg, m2mhsm_tls_psk_event ev, const char *identity,
                    const m2mhsm_record *rec, size_t erased)
 {
     (void)arg;
+    app_conn_psk_seen(ev);
     /* identity is the peer's unauthenticated psk_identity: app_log quotes it if need be,
      * and no more than 79 bytes of it are worth a log line. */
     if (ev == M2MHSM_TLS_PSK_UNKNOWN)

@@ -24,6 +24,7 @@ static void on_psk(void *arg, m2mhsm_tls_psk_event ev, const char *identity,
 {
     (void)arg;
     (void)rec;
+    app_conn_psk_seen(ev);
     /* identity is the peer's unauthenticated psk_identity: app_log quotes it if need be,
      * and no more than 79 bytes of it are worth a log line. */
     if (ev == M2MHSM_TLS_PSK_UNKNOWN)
@@ -39,7 +40,8 @@ static void enrol(mef *m, app_conn *c, const char *kpm_id)
     m2mhsm_record cfg, ke;
     const char *transport = SSL_is_dtls(app_conn_ssl(c)) ? "dtls" : "tls";
     m2mhsm_status st =
-        m2mhsm_keystore_lookup(m->store.ks, M2MHSM_KIND_ENROLMENT, kpm_id, strlen(kpm_id), &cfg);
+        APP_TOKEN("lookup", m2mhsm_keystore_lookup(m->store.ks, M2MHSM_KIND_ENROLMENT, kpm_id,
+                                                   strlen(kpm_id), &cfg));
     if (st != M2MHSM_OK) {
         app_log(APP_ERROR, "enrol-failed", "kpm_id=%s peer=%s reason=%s", kpm_id, app_conn_peer(c),
                 "no-bootstrap-instruction-configuration");
@@ -48,7 +50,7 @@ static void enrol(mef *m, app_conn *c, const char *kpm_id)
     }
     m2mhsm_enrolment enr = {kpm_id, m->cfg.fqdn, cfg.enrolee_id, cfg.target_id,
                             cfg.enrolment_expiry};
-    st = m2mhsm_tls_export_ke(app_conn_ssl(c), m->store.ks, &enr, &ke);
+    st = APP_TOKEN("store", m2mhsm_tls_export_ke(app_conn_ssl(c), m->store.ks, &enr, &ke));
     if (st != M2MHSM_OK) {
         app_log(APP_ERROR, "enrol-failed", "kpm_id=%s peer=%s error=%s", kpm_id, app_conn_peer(c),
                 app_error(st));
@@ -57,6 +59,7 @@ static void enrol(mef *m, app_conn *c, const char *kpm_id)
     }
     char expiry[M2MHSM_TIMESTAMP_LEN];
     m2mhsm_timestamp_format(ke.expiry, expiry, sizeof(expiry));
+    app_metrics_enrolment(transport);
     app_log(APP_INFO, "enrolled",
             "kpm_id=%s ke_id=%s enrolee_id=%s target=%s expiry=%s transport=%s peer=%s", kpm_id,
             ke.identity, ke.enrolee_id, ke.target_id, expiry, transport, app_conn_peer(c));

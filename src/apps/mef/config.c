@@ -10,7 +10,7 @@
 static const char *const top_fields[] = {"pkcs11", "mef", "enrolees", NULL};
 static const char *const mef_fields[] = {
     "fqdn", "bootstrap_tls", "bootstrap_dtls", "https",           "certificate", "key_label",
-    "ca",   "tls13",         "sweep_interval", "max_connections", NULL};
+    "ca",   "tls13",         "sweep_interval", "max_connections", "metrics",     NULL};
 static const char *const enrolee_fields[] = {"kpm_id", "enrolee_id", "enrolment_target",
                                              "enrolment_expiry", NULL};
 
@@ -80,6 +80,7 @@ int mef_config_load(mef *m, const char *path)
         app_cfg_addr(sec, "mef", "bootstrap_tls", 0, &c->bootstrap_tls) != 0 ||
         app_cfg_addr(sec, "mef", "bootstrap_dtls", 0, &c->bootstrap_dtls) != 0 ||
         app_cfg_addr(sec, "mef", "https", 0, &c->https) != 0 ||
+        app_cfg_addr(sec, "mef", "metrics", 0, &c->metrics) != 0 ||
         app_cfg_bool(sec, "mef", "tls13", &c->tls13) != 0 ||
         app_cfg_int(sec, "mef", "sweep_interval", 1, 86400, &c->sweep_interval_s) != 0 ||
         app_cfg_int(sec, "mef", "max_connections", 1, 1000000, &c->max_connections) != 0)
@@ -164,8 +165,9 @@ static int apply_one(mef *m, const m2mhsm_record *held, size_t nheld, size_t i,
 {
     if (unchanged(held, nheld, c->kpm_id, c->target, c->enrolee_id, &c->spec))
         return 0;
-    m2mhsm_status st = m2mhsm_keystore_configure_enrolee(m->store.ks, c->kpm_id, c->target,
-                                                         c->enrolee_id, &c->spec);
+    m2mhsm_status st =
+        APP_TOKEN("configure", m2mhsm_keystore_configure_enrolee(m->store.ks, c->kpm_id, c->target,
+                                                                 c->enrolee_id, &c->spec));
     if (st != M2MHSM_OK) {
         fprintf(stderr, "config: enrolees[%zu]: %s\n", i, m2mhsm_last_error());
         return -1;
@@ -186,7 +188,7 @@ int mef_config_apply_enrolees(mef *m)
         return 0;
     m2mhsm_record *held = NULL;
     size_t nheld = 0;
-    m2mhsm_status st = m2mhsm_keystore_list(m->store.ks, &held, &nheld);
+    m2mhsm_status st = APP_TOKEN("list", m2mhsm_keystore_list(m->store.ks, &held, &nheld));
     if (st != M2MHSM_OK) {
         fprintf(stderr, "config: enrolees: cannot list the token: %s\n", m2mhsm_last_error());
         free(list);

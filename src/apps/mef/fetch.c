@@ -20,6 +20,7 @@
 typedef struct {
     struct evhttp_request *req;
     mef_request r;
+    int code; /* the status answered (m2m_fetches_total) */
 } fetch_req;
 
 static void body_free(const void *data, size_t len, void *extra)
@@ -29,8 +30,9 @@ static void body_free(const void *data, size_t len, void *extra)
     free((void *)data);
 }
 
-/* The body goes out by reference and is wiped once sent: it may hold a credential. */
-static void send_json(struct evhttp_request *req, int code, const char *reason, json_t *body)
+/* The body goes out by reference and is wiped once sent: it may hold a credential. Returns
+ * the status sent. */
+static int send_json(struct evhttp_request *req, int code, const char *reason, json_t *body)
 {
     size_t n = body != NULL ? json_dumpb(body, NULL, 0, JSON_COMPACT) : 0;
     char *text = n > 0 ? malloc(n) : NULL;
@@ -44,20 +46,22 @@ static void send_json(struct evhttp_request *req, int code, const char *reason, 
         free(text);
         evbuffer_free(out);
         evhttp_send_error(req, HTTP_INTERNAL, NULL);
-        return;
+        return HTTP_INTERNAL;
     }
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
     evbuffer_add_reference(out, text, n, body_free, NULL);
     evhttp_send_reply(req, code, reason, out);
     evbuffer_free(out);
+    return code;
 }
 
-static void refuse(const fetch_req *f, int code, const char *reason, const char *why)
+static void refuse(fetch_req *f, int code, const char *reason, const char *why)
 {
     app_log(APP_WARN, "fetch-refused",
             "ke_id=%.79s originator=%.79s suid=%.79s status=%d reason=%s", f->r.ke_id, f->r.origin,
             f->r.suid != NULL ? f->r.suid : "-", code, why);
-    send_json(f->req, code, reason, json_pack("{s:b,s:s}", "status", 0, "errorString", why));
+    f->code =
+        send_json(f->req, code, reason, json_pack("{s:b,s:s}", "status", 0, "errorString", why));
 }
 
 /* The X.509 identity of the TLS peer (a DNS subjectAltName; never the subject CN, no
@@ -111,7 +115,8 @@ static int parse_origin(fetch_req *f)
 static int authorise(mef *m, fetch_req *f, m2mhsm_record *ke)
 {
     m2mhsm_status st =
-        m2mhsm_keystore_lookup(m->store.ks, M2MHSM_KIND_KE, f->r.ke_id, strlen(f->r.ke_id), ke);
+        APP_TOKEN("lookup", m2mhsm_keystore_lookup(m->store.ks, M2MHSM_KIND_KE, f->r.ke_id,
+                                                   strlen(f->r.ke_id), ke));
     if (st == M2MHSM_E_NOT_FOUND) {
         refuse(f, HTTP_NOTFOUND, "Not Found", "unknown KeID");
         return -1;
@@ -146,7 +151,8 @@ static void deliver(mef *m, fetch_req *f, const m2mhsm_record *ke)
     uint8_t key[M2MHSM_KEY_LEN];
     char b64[4 * ((M2MHSM_KEY_LEN + 2) / 3) + 1], lifetime[M2MHSM_TIMESTAMP_LEN];
     m2mhsm_derivation which = f->r.km ? M2MHSM_DERIVE_KM : M2MHSM_DERIVE_KPSA;
-    m2mhsm_status st = m2mhsm_keystore_derive(m->store.ks, ke, which, f->r.origin, key);
+    m2mhsm_status st =
+        APP_TOKEN("derive", m2mhsm_keystore_derive(m->store.ks, ke, which, f->r.origin, key));
     if (st != M2MHSM_OK) {
         app_log(APP_ERROR, "token-error", "op=derive ke_id=%s error=%s", f->r.ke_id, app_error(st));
         refuse(f, HTTP_INTERNAL, "Internal Server Error", "derivation failed");
@@ -160,21 +166,30 @@ static void deliver(mef *m, fetch_req *f, const m2mhsm_record *ke)
     OPENSSL_cleanse(b64, sizeof(b64));
     app_log(APP_INFO, "fetched", "ke_id=%s suid=%s originator=%s enrolee_id=%s lifetime=%s",
             f->r.ke_id, f->r.suid, f->r.origin, ke->enrolee_id, lifetime);
-    send_json(f->req, HTTP_OK, "OK", body);
+    f->code = send_json(f->req, HTTP_OK, "OK", body);
 }
 
-static void on_request(struct evhttp_request *req, void *arg)
+static void answer(mef *m, fetch_req *f)
 {
-    mef *m = arg;
-    fetch_req f = {.req = req};
     m2mhsm_record ke;
-    if (evhttp_request_get_command(req) != EVHTTP_REQ_GET) {
-        refuse(&f, 405, "Method Not Allowed", "only GET");
+    if (evhttp_request_get_command(f->req) != EVHTTP_REQ_GET) {
+        refuse(f, 405, "Method Not Allowed", "only GET");
         return;
     }
-    if (parse_target(m, &f) != 0 || parse_origin(&f) != 0 || authorise(m, &f, &ke) != 0)
+    if (parse_target(m, f) != 0 || parse_origin(f) != 0 || authorise(m, f, &ke) != 0)
         return;
-    deliver(m, &f, &ke);
+    deliver(m, f, &ke);
+}
+
+/* m2m_fetches_total{result}: ok (200, a credential), error (5xx: the token or the server
+ * failed), refused (any other answer); m2m_fetch_seconds: from the parsed request to the
+ * queued answer. */
+static void on_request(struct evhttp_request *req, void *arg)
+{
+    fetch_req f = {.req = req};
+    double t0 = app_clock();
+    answer(arg, &f);
+    app_metrics_fetch(f.code == HTTP_OK ? "ok" : f.code >= 500 ? "error" : "refused", t0);
 }
 
 /* Every HTTPS connection ends at most HTTPS_DEADLINE_S after it was accepted, however slowly
@@ -197,6 +212,7 @@ static void guard_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, lon
         return;
     event_free(ptr);
     https_open--;
+    app_metrics_connections(-1);
 }
 
 static void on_deadline(evutil_socket_t fd, short what, void *arg)
@@ -223,6 +239,7 @@ static struct bufferevent *tls_bev(struct event_base *base, void *arg)
     if (deadline == NULL || !SSL_set_ex_data(ssl, guard_index, deadline))
         fatal("cannot set up an HTTPS connection");
     struct timeval tv = {HTTPS_DEADLINE_S, 0};
+    app_metrics_connections(1);
     if (++https_open > (size_t)m->cfg.max_connections) {
         app_log(APP_WARN, "connection-refused", "service=https reason=max_connections limit=%lld",
                 m->cfg.max_connections);

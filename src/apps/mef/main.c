@@ -12,7 +12,7 @@
 size_t mef_erase_expired(mef *m, const m2mhsm_record *ke, const char *where)
 {
     size_t n = 0;
-    m2mhsm_status st = m2mhsm_keystore_erase_expired(m->store.ks, ke, &n);
+    m2mhsm_status st = APP_TOKEN("erase", m2mhsm_keystore_erase_expired(m->store.ks, ke, &n));
     if (st != M2MHSM_OK)
         app_log(APP_ERROR, "erase-failed", "ke_id=%s error=%s", ke->identity, app_error(st));
     app_log(APP_INFO, "erased", "ke_id=%s enrolee_id=%s records=%zu reason=expired at=%s",
@@ -63,15 +63,17 @@ int main(int argc, char **argv)
     app_json_cleansing_alloc();
     signal(SIGPIPE, SIG_IGN);
     mef m = {.dtls_fd = -1};
-    rc = mef_config_load(&m, config) != 0 || start(&m) != 0;
+    rc = app_metrics_init(1) != 0 || mef_config_load(&m, config) != 0 || start(&m) != 0;
     if (rc == 0) {
         char ready[M2MHSM_FQDN_MAX + 16];
-        app_service svc = {m.base, m.store.ks, m.cfg.sweep_interval_s, m.conns, stop_serving, &m};
+        app_service svc = {m.base,       m.store.ks, m.cfg.sweep_interval_s, m.conns,
+                           stop_serving, &m,         m.cfg.metrics};
         snprintf(ready, sizeof(ready), "mef_fqdn=%s", m.cfg.fqdn);
         rc = app_service_run(&svc, ready) != 0;
     }
     if (rc != 0)
         app_log(APP_ERROR, "start-failed", "config=%s", config);
     stop(&m);
+    app_metrics_cleanup();
     return rc == 0 ? 0 : 1;
 }

@@ -11,6 +11,7 @@
 typedef struct {
     const char *fqdn; /* the MEF's FQDN: KeID suffix (10.3.4) */
     const char *bootstrap_tls, *bootstrap_dtls, *https;
+    const char *metrics; /* plain HTTP GET /metrics, or NULL */
     int tls13;
     app_certkey ck;
     long long sweep_interval_s;
