@@ -160,3 +160,21 @@ void ks_index_del(ks_index *idx, m2mhsm_kind kind, const char *key, const m2mhsm
     free(e);
     idx->count--;
 }
+
+m2mhsm_status ks_index_records(const ks_index *idx, m2mhsm_record **out, size_t *count)
+{
+    *out = NULL;
+    *count = 0;
+    if (idx->count == 0)
+        return M2MHSM_OK;
+    m2mhsm_record *all = malloc(idx->count * sizeof(*all));
+    if (all == NULL)
+        return m2mhsm_fail(M2MHSM_E_NOMEM, "out of memory copying the index");
+    size_t n = 0;
+    for (size_t i = 0; i < idx->nbuckets; i++)
+        for (const ks_entry *e = idx->buckets[i]; e != NULL && n < idx->count; e = e->next)
+            all[n++] = e->rec;
+    *out = all;
+    *count = n;
+    return M2MHSM_OK;
+}
