@@ -27,7 +27,7 @@ typedef struct maf_waiter {
 struct maf_fetch {
     maf_fetch *next;
     maf *m;
-    const maf_mef *mef;
+    maf_mef mef; /* a copy: a reload may change the list while the fetch runs */
     char ke_id[M2MHSM_KE_ID_MAX + 1];
     maf_waiter *waiters;
     struct event *start;
@@ -57,11 +57,14 @@ static int store(maf_fetch *f, const maf_reply *r)
 {
     maf *m = f->m;
     m2mhsm_record rec;
-    m2mhsm_time now = m2mhsm_keystore_now(m->store.ks);
-    m2mhsm_fetched_key fk = {
-        M2MHSM_KIND_KM, f->ke_id,
-        r->enrolee_id,  m->cfg.maf_id,
-        r->lifetime,    m->cfg.max_lifetime_s > 0 ? now + m->cfg.max_lifetime_s : M2MHSM_NEVER};
+    m2mhsm_time expiry;
+    if (!maf_reply_expiry(r, m->cfg.max_lifetime_s, m2mhsm_keystore_now(m->store.ks), &expiry)) {
+        app_log(APP_ERROR, "fetch-failed", "ke_id=%s reason=%s", f->ke_id,
+                "no lifetime from the MEF and no max_lifetime: the Km would never expire");
+        return 0;
+    }
+    m2mhsm_fetched_key fk = {M2MHSM_KIND_KM, f->ke_id, r->enrolee_id,
+                             m->cfg.maf_id,  expiry,   M2MHSM_NEVER};
     m2mhsm_status st =
         m2mhsm_keystore_store_fetched(m->store.ks, &fk, r->key, sizeof(r->key), &rec);
     if (st != M2MHSM_OK) {
@@ -71,7 +74,10 @@ static int store(maf_fetch *f, const maf_reply *r)
     }
     char ts[M2MHSM_TIMESTAMP_LEN], given[M2MHSM_TIMESTAMP_LEN];
     m2mhsm_timestamp_format(rec.expiry, ts, sizeof(ts));
-    m2mhsm_timestamp_format(r->lifetime, given, sizeof(given));
+    if (r->has_lifetime)
+        m2mhsm_timestamp_format(r->lifetime, given, sizeof(given));
+    else
+        strcpy(given, "-");
     app_log(APP_INFO, "fetched", "ke_id=%s enrolee_id=%s lifetime=%s expiry=%s", f->ke_id,
             rec.enrolee_id[0] ? rec.enrolee_id : "-", given, ts);
     return 1;
@@ -229,7 +235,7 @@ static void start_request(evutil_socket_t fd, short what, void *arg)
     (void)what;
     maf_fetch *f = arg;
     f->starting = 1;
-    int rc = request(f, f->mef);
+    int rc = request(f, &f->mef);
     f->starting = 0;
     if (rc != 0)
         app_log(APP_ERROR, "fetch-failed", "ke_id=%s reason=\"cannot start request\"", f->ke_id);
@@ -267,7 +273,7 @@ static maf_fetch *fetch_for(maf *m, const char *ke_id)
         return NULL;
     }
     f->m = m;
-    f->mef = mef;
+    f->mef = *mef;
     strcpy(f->ke_id, ke_id);
     f->next = m->fetches;
     m->fetches = f;
