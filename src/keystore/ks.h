@@ -155,8 +155,10 @@ void ks_notify_gone(m2mhsm_keystore *ks, const m2mhsm_record *rec, m2mhsm_gone h
 void ks_forget_vanished(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, const ks_scan *sc);
 /* 1 if rec's objects are still on the token, as this process's handles name them. */
 int ks_still_there(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, const m2mhsm_record *rec);
-/* Copies of every record of an index (*out malloc'd; NULL when empty). Under ks->lock. */
-m2mhsm_status ks_index_records(const ks_index *idx, m2mhsm_record **out, size_t *count);
+/* Copies of the records of an index whose record id is not among ids (nids sorted record
+ * ids); *out malloc'd, NULL when none. Under ks->lock. */
+m2mhsm_status ks_index_missing(const ks_index *idx, const uint8_t *ids, size_t nids,
+                               m2mhsm_record **out, size_t *count);
 /* Forget a record in both indexes. Caller holds ks->lock. */
 void ks_index_forget(m2mhsm_keystore *ks, const m2mhsm_record *rec);
 /* Destroy a record: keys first, metadata last, so a crash never leaves a usable key

@@ -74,24 +74,24 @@ static uint8_t *scanned_ids(const ks_scan *sc)
 
 void ks_forget_vanished(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, const ks_scan *sc)
 {
-    m2mhsm_record *known = NULL;
+    m2mhsm_record *missing = NULL;
     size_t n = 0;
+    uint8_t *ids = scanned_ids(sc);
+    if (ids == NULL)
+        return; /* the next sweep, or a lookup, finds them */
     pthread_mutex_lock(&ks->lock);
-    m2mhsm_status st = ks->nwatch > 0 ? ks_index_records(&ks->idx, &known, &n) : M2MHSM_OK;
+    m2mhsm_status st =
+        ks->nwatch > 0 ? ks_index_missing(&ks->idx, ids, sc->count, &missing, &n) : M2MHSM_OK;
     pthread_mutex_unlock(&ks->lock);
-    uint8_t *ids = st == M2MHSM_OK && n > 0 ? scanned_ids(sc) : NULL;
-    for (size_t i = 0; ids != NULL && i < n; i++) {
-        const m2mhsm_record *r = &known[i];
-        /* Not in the scan, and (a record may have been written after the scan began) not
-         * on the token now either. */
-        if (bsearch(r->record_id, ids, sc->count, M2MHSM_RECORD_ID_LEN, cmp_id) != NULL ||
-            ks_still_there(ks, s, r))
+    free(ids);
+    for (size_t i = 0; st == M2MHSM_OK && i < n; i++) {
+        /* A record written after the scan began is on the token, and stays. */
+        if (ks_still_there(ks, s, &missing[i]))
             continue;
         pthread_mutex_lock(&ks->lock);
-        ks_index_forget(ks, r);
+        ks_index_forget(ks, &missing[i]);
         pthread_mutex_unlock(&ks->lock);
-        ks_notify_gone(ks, r, M2MHSM_GONE_ELSEWHERE);
+        ks_notify_gone(ks, &missing[i], M2MHSM_GONE_ELSEWHERE);
     }
-    free(ids);
-    free(known);
+    free(missing);
 }
