@@ -532,7 +532,7 @@ static void test_every_erase_revokes_session_copies(void **state)
     f->fs.now -= 1000;
 
     km = used_km(f, server, "rv-kpm-3", "//sp.example.com/cse1/Crv3", 0xa3);
-    fixture_store other;
+    fixture_store other = {.now = f->fs.now};
     fixture_store_open(&other, &token);
     assert_int_equal(m2mhsm_keystore_erase_id(other.ks, km.identity, &n), M2MHSM_OK);
     fixture_store_close(&other);
