@@ -102,6 +102,20 @@ check "... configures it again" wait_log "$LAB/mef.log" "event=configured kpm_id
 out=$(enrolee connect 2> "$LAB/enrolee.log")
 check "the device enrols and connects again (the Kpm was kept)" grep -q "authenticated .* until" <<< "$out"
 
+# ---- the operator's revocation (another process) at the MEF ----
+KEID2=$(device_ke_id)
+check "the admin CLI revokes the Enrolee on the MEF token, keeping its Kpm" \
+    grep -q "revoked $M2M_KPM_ID: erased 2 record(s)$" <<< "$(m2mhsm_on mef enrolee revoke --kpm-id "$M2M_KPM_ID")"
+check "... the MEF token keeps only the Kpm" test "$(kinds_on mef)" = "kpm"
+n=$(count_log "$LAB/mef.log" "event=rejected-unconfigured kpm_id=$M2M_KPM_ID ")
+refuse "the running MEF refuses the device's bootstrap at once" enrolee bootstrap
+check "... in the handshake" \
+    wait_count "$LAB/mef.log" "event=rejected-unconfigured kpm_id=$M2M_KPM_ID reason=not-configured" $((n + 1))
+reply=$(fetch_as "$M2M_MAF_ID" "$M2M_MAF_ID" "/fetchCredentials/$KEID2/21")
+check "... and /fetchCredentials for its new KeID (404)" grep -q '^404 ' <<< "$reply"
+check "--erase-kpm takes the Kpm too" \
+    grep -q "revoked $M2M_KPM_ID: erased 1 record(s) with its Kpm$" <<< "$(m2mhsm_on mef enrolee revoke --kpm-id "$M2M_KPM_ID" --erase-kpm)"
+
 # No key or PIN in any log.
 kpm=$(tr -d ' \n' < "$M2M_KPM_HEX_FILE")
 check "no Kpm or PIN in the logs" \
