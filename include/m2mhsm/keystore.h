@@ -111,8 +111,9 @@ m2mhsm_token *m2mhsm_keystore_token(m2mhsm_keystore *ks);
  * index is confirmed with one attribute read and never scans the token; a miss searches
  * the token (objects made by another process) and caches the result. Does not judge
  * expiry: see m2mhsm_record_valid. A Ke superseded by a newer Ke of its KpmID, and a
- * Km/Kpsa derived from one, is not found (m2mhsm_record_superseded). Errors:
- * M2MHSM_E_INVALID_ARG, M2MHSM_E_NOT_FOUND.
+ * Km/Kpsa derived from one, is not found (m2mhsm_record_superseded). An indexed record found
+ * gone (another process erased it) is reported to the observers (m2mhsm_keystore_watch).
+ * Errors: M2MHSM_E_INVALID_ARG, M2MHSM_E_NOT_FOUND.
  */
 m2mhsm_status m2mhsm_keystore_lookup(m2mhsm_keystore *ks, m2mhsm_kind kind, const char *id,
                                      size_t len, m2mhsm_record *out);
