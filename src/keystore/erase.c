@@ -203,7 +203,8 @@ m2mhsm_status m2mhsm_keystore_revoke_enrolee(m2mhsm_keystore *ks, const char *kp
     if (erased != NULL)
         *erased = creds + config;
     if (st == M2MHSM_OK && creds + config == 0)
-        return m2mhsm_fail(M2MHSM_E_NOT_FOUND, "no enrolment of that KpmID on the token (configuration or keys)");
+        return m2mhsm_fail(M2MHSM_E_NOT_FOUND,
+                           "no enrolment of that KpmID on the token (configuration or keys)");
     return st;
 }
 
