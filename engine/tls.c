@@ -15,6 +15,7 @@ struct m2mhsm_tls {
     OSSL_LIB_CTX *libctx;
     OSSL_PROVIDER *dflt, *ours;
     m2mhsm_handles *handles;
+    int watching; /* revoke_gone is registered with ks */
 };
 
 /* What a PSK callback needs: kept on the SSL_CTX (ex_data), freed with it. */
@@ -44,10 +45,11 @@ static void state_index_init(void)
     expiry_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, state_free);
 }
 
-/* What a connection was keyed with: the key's expiry and identity. */
+/* What a connection was keyed with: the key's expiry, identity and record. */
 typedef struct {
     m2mhsm_time expiry;
     char identity[M2MHSM_ID_MAX + 1];
+    uint8_t record_id[M2MHSM_RECORD_ID_LEN];
 } ssl_key_note;
 
 /* Remember on the connection which key it was keyed with and when that key expires; 0 if
@@ -64,7 +66,15 @@ static int note_key(SSL *ssl, const m2mhsm_record *rec)
         return 0;
     slot->expiry = rec->expiry;
     memcpy(slot->identity, rec->identity, sizeof(slot->identity));
+    memcpy(slot->record_id, rec->record_id, sizeof(slot->record_id));
     return 1;
+}
+
+int m2mhsm_tls_ssl_keyed_with(SSL *ssl, const uint8_t record_id[M2MHSM_RECORD_ID_LEN])
+{
+    pthread_once(&state_once, state_index_init);
+    const ssl_key_note *slot = SSL_get_ex_data(ssl, expiry_index);
+    return slot != NULL && memcmp(slot->record_id, record_id, M2MHSM_RECORD_ID_LEN) == 0;
 }
 
 m2mhsm_time m2mhsm_tls_ssl_expiry(SSL *ssl)
@@ -102,6 +112,13 @@ m2mhsm_status m2mhsm_tls_ssl_new(SSL_CTX *ctx, SSL **out)
     return M2MHSM_OK;
 }
 
+/* A record left the token (whatever erased it): its handles and session copies go too. */
+static void revoke_gone(void *arg, const m2mhsm_record *rec, m2mhsm_gone how)
+{
+    (void)how;
+    m2mhsm_handles_revoke(arg, rec->record_id);
+}
+
 m2mhsm_status m2mhsm_tls_new(m2mhsm_keystore *ks, m2mhsm_tls **out)
 {
     *out = NULL;
@@ -120,6 +137,8 @@ m2mhsm_status m2mhsm_tls_new(m2mhsm_keystore *ks, m2mhsm_tls **out)
         /* Our provider instance in this context resolves this registry's handles. */
         m2mhsm_provctx *pc = OSSL_PROVIDER_get0_provider_ctx(t->ours);
         pc->handles = t->handles;
+        st = m2mhsm_keystore_watch(ks, revoke_gone, t->handles);
+        t->watching = st == M2MHSM_OK;
     }
     if (st != M2MHSM_OK) {
         m2mhsm_tls_free(t);
@@ -133,6 +152,8 @@ void m2mhsm_tls_free(m2mhsm_tls *t)
 {
     if (t == NULL)
         return;
+    if (t->watching)
+        m2mhsm_keystore_unwatch(t->ks, revoke_gone, t->handles);
     OSSL_PROVIDER_unload(t->ours);
     OSSL_PROVIDER_unload(t->dflt);
     OSSL_LIB_CTX_free(t->libctx);
@@ -181,6 +202,10 @@ static unsigned int server_psk(SSL *ssl, const char *identity, unsigned char *ps
         m2mhsm_keystore_erase_expired(cs->t->ks, &rec, &erased);
         m2mhsm_handles_revoke(cs->t->handles, rec.record_id);
         observe(cs, M2MHSM_TLS_PSK_EXPIRED, identity, &rec, erased);
+        return 0;
+    }
+    if (cs->p.admit != NULL && !cs->p.admit(cs->p.admit_arg, &rec)) {
+        observe(cs, M2MHSM_TLS_PSK_REFUSED, identity, &rec, 0);
         return 0;
     }
     if (m2mhsm_handles_issue(cs->t->handles, &rec, psk) != M2MHSM_OK) {

@@ -111,8 +111,9 @@ m2mhsm_token *m2mhsm_keystore_token(m2mhsm_keystore *ks);
  * index is confirmed with one attribute read and never scans the token; a miss searches
  * the token (objects made by another process) and caches the result. Does not judge
  * expiry: see m2mhsm_record_valid. A Ke superseded by a newer Ke of its KpmID, and a
- * Km/Kpsa derived from one, is not found (m2mhsm_record_superseded). Errors:
- * M2MHSM_E_INVALID_ARG, M2MHSM_E_NOT_FOUND.
+ * Km/Kpsa derived from one, is not found (m2mhsm_record_superseded). An indexed record found
+ * gone (another process erased it) is reported to the observers (m2mhsm_keystore_watch).
+ * Errors: M2MHSM_E_INVALID_ARG, M2MHSM_E_NOT_FOUND.
  */
 m2mhsm_status m2mhsm_keystore_lookup(m2mhsm_keystore *ks, m2mhsm_kind kind, const char *id,
                                      size_t len, m2mhsm_record *out);
@@ -234,9 +235,42 @@ m2mhsm_status m2mhsm_keystore_erase_expired(m2mhsm_keystore *ks, const m2mhsm_re
 /*
  * Erase what has expired: every expired Ke, Km or Kpsa and what derives from it, and where
  * an Enrolment Expiry passed (a Ke's, or at an Enrolment Target a fetched Km/Kpsa's) all of
- * that Enrolee's credentials. *erased = records erased.
+ * that Enrolee's credentials. *erased = records erased. The same scan finds the records this
+ * process knows that another process erased: observers hear of them (m2mhsm_keystore_watch).
  */
 m2mhsm_status m2mhsm_keystore_sweep(m2mhsm_keystore *ks, size_t *erased);
+
+/*
+ * Revoke an Enrolee at the MEF (its KpmID is no longer configured): every Ke of the KpmID,
+ * every Km/Kpsa that names the KpmID or derives from one of those Ke, then its Bootstrap
+ * Instruction Configuration, and with erase_kpm its Kpm too. Credentials go before the
+ * configuration, so a crash in between leaves a configuration that the next revocation
+ * removes. M2MHSM_E_NOT_FOUND if the token held nothing of the KpmID. *erased (may be
+ * NULL) = records erased.
+ */
+m2mhsm_status m2mhsm_keystore_revoke_enrolee(m2mhsm_keystore *ks, const char *kpm_id, int erase_kpm,
+                                             size_t *erased);
+
+/* How a record left the token, as told to an m2mhsm_erase_observer. */
+typedef enum {
+    M2MHSM_GONE_ERASED = 1, /* this store erased it: expiry, sweep, revocation, replacement */
+    M2MHSM_GONE_ELSEWHERE   /* another process erased it; learnt at a lookup or a sweep */
+} m2mhsm_gone;
+
+typedef void (*m2mhsm_erase_observer)(void *arg, const m2mhsm_record *rec, m2mhsm_gone how);
+
+/*
+ * Be told of every record that leaves the token, whatever the cause, so that what was
+ * made from it (in-memory session copies, PSK handles, connections keyed with it) goes
+ * too. Called on the thread that erased the record, or that learnt another process had:
+ * at once for this store's own erasures; for another process's, at the next lookup of
+ * that identity or the next m2mhsm_keystore_sweep, whichever comes first. Called without
+ * the store's lock held; an observer must not erase. At most M2MHSM_WATCH_MAX observers.
+ */
+#define M2MHSM_WATCH_MAX 4
+m2mhsm_status m2mhsm_keystore_watch(m2mhsm_keystore *ks, m2mhsm_erase_observer fn, void *arg);
+/* Stop telling fn (with arg). */
+void m2mhsm_keystore_unwatch(m2mhsm_keystore *ks, m2mhsm_erase_observer fn, void *arg);
 
 /* Every record on the token (searched afresh), sorted by kind then identity. The caller
  * frees *out with free(). */

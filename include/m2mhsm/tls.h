@@ -18,7 +18,9 @@ typedef struct m2mhsm_tls m2mhsm_tls;
 /*
  * A library context with the default provider and the built-in m2mhsm provider, whose
  * handles resolve against ks. Every SSL_CTX made by m2mhsm_tls_ctx_new lives in it.
- * Thread-safe after creation; free after every SSL_CTX made from it.
+ * Thread-safe after creation; free after every SSL_CTX made from it, and before ks. It
+ * watches ks: a record erased (or found erased by another process) loses its handles and
+ * in-memory session copies at once.
  */
 m2mhsm_status m2mhsm_tls_new(m2mhsm_keystore *ks, m2mhsm_tls **out);
 void m2mhsm_tls_free(m2mhsm_tls *t);
@@ -32,7 +34,8 @@ typedef enum {
     M2MHSM_TLS_PSK_ACCEPTED = 1, /* a handle for a valid key went to libssl */
     M2MHSM_TLS_PSK_UNKNOWN,      /* no such identity (or a malformed one): refused */
     M2MHSM_TLS_PSK_EXPIRED,      /* expired: refused, and the Enrolee's credentials erased */
-    M2MHSM_TLS_PSK_ERROR         /* a token or input error: refused */
+    M2MHSM_TLS_PSK_ERROR,        /* a token or input error: refused */
+    M2MHSM_TLS_PSK_REFUSED       /* a valid key that the profile's admit hook refused */
 } m2mhsm_tls_psk_event;
 
 typedef void (*m2mhsm_tls_observer)(void *arg, m2mhsm_tls_psk_event ev, const char *identity,
@@ -44,6 +47,11 @@ typedef void (*m2mhsm_tls_observer)(void *arg, m2mhsm_tls_psk_event ev, const ch
  * fetches the key elsewhere (a MAF asking the MEF, TS-0003 8.3.2.1), so the same
  * connection completes once the key has arrived. */
 typedef int (*m2mhsm_tls_resolver)(void *arg, SSL *ssl, const char *identity);
+
+/* Server: asked about a valid key before its handle goes to libssl. Return 1 to use it, 0 to
+ * refuse the identity as unknown (a MEF refuses a Kpm whose Enrolee is no longer
+ * configured or whose configured Enrolment Expiry has passed). */
+typedef int (*m2mhsm_tls_admit)(void *arg, const m2mhsm_record *rec);
 
 typedef struct {
     m2mhsm_tls_role role;
@@ -57,6 +65,8 @@ typedef struct {
     void *observer_arg;
     m2mhsm_tls_resolver resolver; /* server: for unknown identities; may be NULL */
     void *resolver_arg;
+    m2mhsm_tls_admit admit; /* server: a last say on a valid key; may be NULL */
+    void *admit_arg;
 } m2mhsm_tls_profile;
 
 /*
@@ -83,6 +93,9 @@ m2mhsm_time m2mhsm_tls_ssl_expiry(SSL *ssl);
 /* The identity (KpmID or KeID) of the key a connection's handshake used, as stored; NULL
  * before the PSK callback ran. Unlike SSL_get_psk_identity() it is also set for TLS 1.3. */
 const char *m2mhsm_tls_ssl_identity(SSL *ssl);
+/* 1 if the connection's handshake used the key of this record: a server closes the
+ * connections whose key was erased (m2mhsm_keystore_watch). */
+int m2mhsm_tls_ssl_keyed_with(SSL *ssl, const uint8_t record_id[M2MHSM_RECORD_ID_LEN]);
 int m2mhsm_tls_ssl_expired(m2mhsm_tls *t, SSL *ssl);
 
 /* The clause 10.3.1 export of a finished session straight into a Ke record (the 48 bytes

@@ -11,9 +11,10 @@
 /* Picks record i of a scan for erasure. */
 typedef int (*ks_select_fn)(const ks_scan *sc, size_t i, void *arg);
 
-/* Scan, then destroy every record the selector picks: keys first, metadata last. */
+/* Scan, then destroy every record the selector picks: keys first, metadata last. With
+ * reconcile, the scan also tells which records another process erased. */
 static m2mhsm_status erase_where(m2mhsm_keystore *ks, ks_select_fn select, void *arg,
-                                 size_t *erased)
+                                 size_t *erased, int reconcile)
 {
     size_t n = 0;
     if (erased != NULL)
@@ -33,6 +34,8 @@ static m2mhsm_status erase_where(m2mhsm_keystore *ks, ks_select_fn select, void 
             st = ks_record_destroy(ks, s, &sc.recs[i]);
             n += st == M2MHSM_OK;
         }
+        if (st == M2MHSM_OK && reconcile)
+            ks_forget_vanished(ks, s, &sc);
         ks_scan_free(&sc);
     }
     m2mhsm_token_session_put(ks->tok, s);
@@ -89,7 +92,7 @@ m2mhsm_status m2mhsm_keystore_erase_enrolee(m2mhsm_keystore *ks, const char *enr
     if (st != M2MHSM_OK)
         return st;
     enrolee_ctx ctx = {.enrolee_id = enrolee_id};
-    st = erase_where(ks, of_enrolee, &ctx, erased);
+    st = erase_where(ks, of_enrolee, &ctx, erased, 0);
     free(ctx.ke_ids);
     if (st == M2MHSM_OK && ctx.nomem)
         return m2mhsm_fail(M2MHSM_E_NOMEM, "out of memory during erase");
@@ -111,7 +114,7 @@ m2mhsm_status m2mhsm_keystore_erase_id(m2mhsm_keystore *ks, const char *id, size
         m2mhsm_id_canonical(M2MHSM_ID_KPM, id, len, canon, sizeof(canon)) != M2MHSM_OK)
         return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "key id must be a KpmID or a KeID");
     size_t n = 0;
-    m2mhsm_status st = erase_where(ks, of_id, canon, &n);
+    m2mhsm_status st = erase_where(ks, of_id, canon, &n, 0);
     if (erased != NULL)
         *erased = n;
     if (st == M2MHSM_OK && n == 0)
@@ -130,6 +133,79 @@ m2mhsm_status m2mhsm_keystore_erase_expired(m2mhsm_keystore *ks, const m2mhsm_re
         return M2MHSM_OK;
     return rec->enrolee_id[0] != '\0' ? m2mhsm_keystore_erase_enrolee(ks, rec->enrolee_id, erased)
                                       : m2mhsm_keystore_erase_id(ks, rec->identity, erased);
+}
+
+/* ---- revocation ---- */
+
+typedef struct {
+    const char *kpm_id;
+    int erase_kpm;
+    const char **ke_ids; /* identities of the KpmID's Ke records, from the scan */
+    size_t count;
+    int ready, nomem;
+} revoke_ctx;
+
+static void collect_kpm_ke_ids(const ks_scan *sc, revoke_ctx *c)
+{
+    c->ready = 1;
+    c->ke_ids = calloc(sc->count + 1, sizeof(*c->ke_ids));
+    if (c->ke_ids == NULL) {
+        c->nomem = 1;
+        return;
+    }
+    for (size_t i = 0; i < sc->count; i++)
+        if (sc->recs[i].kind == M2MHSM_KIND_KE && strcmp(sc->recs[i].kpm_id, c->kpm_id) == 0)
+            c->ke_ids[c->count++] = sc->recs[i].identity;
+}
+
+/* Step 1: the KpmID's Ke and what names the KpmID or derives from one of them. */
+static int of_kpm_credentials(const ks_scan *sc, size_t i, void *arg)
+{
+    revoke_ctx *c = arg;
+    const m2mhsm_record *rec = &sc->recs[i];
+    if (!c->ready)
+        collect_kpm_ke_ids(sc, c);
+    if (!ks_kind_is_credential(rec->kind))
+        return 0;
+    if (strcmp(rec->kpm_id, c->kpm_id) == 0)
+        return 1;
+    for (size_t k = 0; k < c->count; k++)
+        if (strcmp(rec->ke_id, c->ke_ids[k]) == 0)
+            return 1;
+    return 0;
+}
+
+/* Step 2: the configuration, and the Kpm if asked. */
+static int of_kpm_config(const ks_scan *sc, size_t i, void *arg)
+{
+    const revoke_ctx *c = arg;
+    const m2mhsm_record *rec = &sc->recs[i];
+    return strcmp(rec->identity, c->kpm_id) == 0 &&
+           (rec->kind == M2MHSM_KIND_ENROLMENT || (c->erase_kpm && rec->kind == M2MHSM_KIND_KPM));
+}
+
+m2mhsm_status m2mhsm_keystore_revoke_enrolee(m2mhsm_keystore *ks, const char *kpm_id, int erase_kpm,
+                                             size_t *erased)
+{
+    size_t creds = 0, config = 0;
+    if (erased != NULL)
+        *erased = 0;
+    m2mhsm_status st = m2mhsm_id_check_str(M2MHSM_ID_KPM, kpm_id);
+    if (st != M2MHSM_OK)
+        return st;
+    revoke_ctx ctx = {.kpm_id = kpm_id, .erase_kpm = erase_kpm};
+    st = erase_where(ks, of_kpm_credentials, &ctx, &creds, 0);
+    free(ctx.ke_ids);
+    if (st == M2MHSM_OK && ctx.nomem)
+        return m2mhsm_fail(M2MHSM_E_NOMEM, "out of memory during revocation");
+    if (st == M2MHSM_OK)
+        st = erase_where(ks, of_kpm_config, &ctx, &config, 0);
+    if (erased != NULL)
+        *erased = creds + config;
+    if (st == M2MHSM_OK && creds + config == 0)
+        return m2mhsm_fail(M2MHSM_E_NOT_FOUND,
+                           "no enrolment of that KpmID on the token (configuration or keys)");
+    return st;
 }
 
 /* ---- sweep ---- */
@@ -206,7 +282,7 @@ static int sweep_select(const ks_scan *sc, size_t i, void *arg)
 m2mhsm_status m2mhsm_keystore_sweep(m2mhsm_keystore *ks, size_t *erased)
 {
     sweep_ctx ctx = {.now = m2mhsm_keystore_now(ks)};
-    m2mhsm_status st = erase_where(ks, sweep_select, &ctx, erased);
+    m2mhsm_status st = erase_where(ks, sweep_select, &ctx, erased, 1);
     free(ctx.expired);
     free(ctx.superseded);
     if (st == M2MHSM_OK && ctx.nomem)

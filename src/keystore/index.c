@@ -160,3 +160,36 @@ void ks_index_del(ks_index *idx, m2mhsm_kind kind, const char *key, const m2mhsm
     free(e);
     idx->count--;
 }
+
+static int cmp_record_id(const void *a, const void *b)
+{
+    return memcmp(a, b, M2MHSM_RECORD_ID_LEN);
+}
+
+m2mhsm_status ks_index_missing(const ks_index *idx, const uint8_t *ids, size_t nids,
+                               m2mhsm_record **out, size_t *count)
+{
+    m2mhsm_record *missing = NULL;
+    size_t n = 0, cap = 0;
+    *out = NULL;
+    *count = 0;
+    for (size_t i = 0; i < idx->nbuckets; i++)
+        for (const ks_entry *e = idx->buckets[i]; e != NULL; e = e->next) {
+            if (bsearch(e->rec.record_id, ids, nids, M2MHSM_RECORD_ID_LEN, cmp_record_id) != NULL)
+                continue;
+            if (n == cap) {
+                size_t grown_cap = cap ? 2 * cap : 8;
+                m2mhsm_record *grown = realloc(missing, grown_cap * sizeof(*grown));
+                if (grown == NULL) {
+                    free(missing);
+                    return m2mhsm_fail(M2MHSM_E_NOMEM, "out of memory comparing the index");
+                }
+                missing = grown;
+                cap = grown_cap;
+            }
+            missing[n++] = e->rec;
+        }
+    *out = missing;
+    *count = n;
+    return M2MHSM_OK;
+}

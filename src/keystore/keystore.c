@@ -91,6 +91,8 @@ m2mhsm_status ks_record_destroy(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, const 
     m2mhsm_status st = ks_record_destroy_objects(ks, s, rec);
     m2mhsm_token_write_changed(ks->tok);
     m2mhsm_token_write_end(ks->tok);
+    if (st == M2MHSM_OK)
+        ks_notify_gone(ks, rec, M2MHSM_GONE_ERASED);
     return st;
 }
 

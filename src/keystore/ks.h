@@ -120,6 +120,11 @@ struct m2mhsm_keystore {
     ks_index displaced; /* (M2MHSM_KIND_KE, KpmID) -> a Ke that by_kpm no longer names and
                            that may still be on the token: re-enrolment erases it */
     ks_index absent;    /* (kind, identity) searched for and not found, with the epoch */
+    struct {
+        m2mhsm_erase_observer fn;
+        void *arg;
+    } watch[M2MHSM_WATCH_MAX]; /* told of every record that leaves the token; under lock */
+    size_t nwatch;
 };
 
 /* Every m2mhsm record on the token, keys attached, plus what is wrong. */
@@ -142,6 +147,18 @@ int ks_ke_newer(const m2mhsm_record *a, const m2mhsm_record *b);
 m2mhsm_status ks_mark_superseded(const ks_scan *sc, unsigned char **marks, size_t *count);
 void ks_scan_free(ks_scan *sc);
 int ks_record_complete(const m2mhsm_record *rec);
+/* ---- watch.c: what made copies of a record learns that it is gone ---- */
+/* Tell the observers that rec left the token. Caller does not hold ks->lock. */
+void ks_notify_gone(m2mhsm_keystore *ks, const m2mhsm_record *rec, m2mhsm_gone how);
+/* After a scan of the token: forget every record the index holds that the scan did not find
+ * and that is no longer on the token (another process erased it), and tell the observers. */
+void ks_forget_vanished(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, const ks_scan *sc);
+/* 1 if rec's objects are still on the token, as this process's handles name them. */
+int ks_still_there(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, const m2mhsm_record *rec);
+/* Copies of the records of an index whose record id is not among ids (nids sorted record
+ * ids); *out malloc'd, NULL when none. Under ks->lock. */
+m2mhsm_status ks_index_missing(const ks_index *idx, const uint8_t *ids, size_t nids,
+                               m2mhsm_record **out, size_t *count);
 /* Forget a record in both indexes. Caller holds ks->lock. */
 void ks_index_forget(m2mhsm_keystore *ks, const m2mhsm_record *rec);
 /* Destroy a record: keys first, metadata last, so a crash never leaves a usable key

@@ -26,7 +26,7 @@ static CK_OBJECT_HANDLE primary(const m2mhsm_record *rec, int *form)
 
 /* Another process may have destroyed the record (handle invalid) or, after a destroy, a
  * module may reuse the handle for another object: the label and CKA_ID must still match. */
-static int still_there(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, const m2mhsm_record *rec)
+int ks_still_there(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, const m2mhsm_record *rec)
 {
     int form;
     CK_OBJECT_HANDLE h = primary(rec, &form);
@@ -181,7 +181,7 @@ static m2mhsm_status lookup(m2mhsm_keystore *ks, m2mhsm_kind kind, const char *i
     if ((st = m2mhsm_token_session_get(ks->tok, &s)) != M2MHSM_OK)
         return st;
     unsigned gen = m2mhsm_token_generation(ks->tok);
-    if (have && still_there(ks, s, out)) {
+    if (have && ks_still_there(ks, s, out)) {
         m2mhsm_token_session_put(ks->tok, s);
         out->generation = gen;
         pthread_mutex_lock(&ks->lock);
@@ -194,10 +194,11 @@ static m2mhsm_status lookup(m2mhsm_keystore *ks, m2mhsm_kind kind, const char *i
         pthread_mutex_unlock(&ks->lock);
         return M2MHSM_OK;
     }
-    if (have) {
+    if (have) { /* another process erased or replaced it */
         pthread_mutex_lock(&ks->lock);
         ks_index_forget(ks, out);
         pthread_mutex_unlock(&ks->lock);
+        ks_notify_gone(ks, out, M2MHSM_GONE_ELSEWHERE);
     }
     st = search_on_miss ? search(ks, s, kind, identity, out) : M2MHSM_E_NOT_FOUND;
     m2mhsm_token_session_put(ks->tok, s);

@@ -140,7 +140,7 @@ static void store_close(store *st)
 static SSL_CTX *token_server(const store *st)
 {
     m2mhsm_tls_profile p = {
-        M2MHSM_TLS_SERVER, M2MHSM_TLS_1_2, M2MHSM_KIND_KPM, NULL, NULL, NULL, NULL, NULL, NULL};
+        .role = M2MHSM_TLS_SERVER, .proto = M2MHSM_TLS_1_2, .kind = M2MHSM_KIND_KPM};
     SSL_CTX *ctx = NULL;
     if (m2mhsm_tls_ctx_new(st->tls, &p, &ctx) != M2MHSM_OK)
         exit(1);

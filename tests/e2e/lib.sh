@@ -91,6 +91,16 @@ sweep_now() {
     wait_count "$log" "event=swept " $((n + 1)) 30
 }
 
+# reload_now mef|maf: SIGHUP to the server, then wait for its "reloaded" or "reload-failed"
+# line; last_reload mef|maf prints the newest of those lines.
+reload_now() {
+    local log="$LAB/$1.log" n
+    n=$(count_log "$log" "event=reload(ed|-failed) ")
+    kill -HUP "$(cat "$LAB/$1.pid")" || return 1
+    wait_count "$log" "event=reload(ed|-failed) " $((n + 1)) 30
+}
+last_reload() { grep -E "event=reload(ed|-failed) " "$LAB/$1.log" | tail -1; }
+
 # running PID: a live process, not a zombie waiting for init to reap it.
 running() { ps -o stat= -p "$1" 2> /dev/null | grep -qv '^Z'; }
 alive() { running "$(cat "$LAB/$1.pid")"; }

@@ -20,9 +20,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         char ts[M2MHSM_TIMESTAMP_LEN];
         m2mhsm_time back;
         if (code != 200 || r.body == NULL ||
-            m2mhsm_timestamp_format(r.lifetime, ts, sizeof(ts)) != M2MHSM_OK ||
-            m2mhsm_timestamp_parse(ts, &back) != M2MHSM_OK || back != r.lifetime)
-            fuzz_fail("a credential without a 200, a body or a valid lifetime");
+            (r.has_lifetime &&
+             (m2mhsm_timestamp_format(r.lifetime, ts, sizeof(ts)) != M2MHSM_OK ||
+              m2mhsm_timestamp_parse(ts, &back) != M2MHSM_OK || back != r.lifetime)) ||
+            (!r.has_lifetime && r.lifetime != M2MHSM_NEVER))
+            fuzz_fail("a credential without a 200, a body or a valid (or absent) lifetime");
+        m2mhsm_time expiry;
+        if (!maf_reply_expiry(&r, 0, 0, &expiry) != !r.has_lifetime ||
+            (r.has_lifetime && expiry != r.lifetime))
+            fuzz_fail("the Km's expiry is not the lifetime sent, or was made up");
         if (r.enrolee_id != NULL && r.enrolee_id[0] == '\0')
             fuzz_fail("an empty enroleeID passed on");
     } else if (kind == MAF_REPLY_MALFORMED) {

@@ -48,6 +48,9 @@ expect 1 "CSE-ID/AE-ID is malformed" m enrolee configure --kpm-id dev-1 \
     --target-id maf.example.com --enrolee-id "cse1" --enrolment-expiry 60
 expect 1 "absolute CSE-ID/AE-ID is malformed" m enrolee configure --kpm-id dev-1 \
     --target-id maf.example.com --enrolee-id "/cse1/Cdev1" --enrolment-expiry 60
+expect 2 "enrolee revoke takes --kpm-id ID" m enrolee revoke
+expect 1 "no enrolment of that KpmID" m enrolee revoke --kpm-id dev-1 # its Kpm stays
+expect 1 "KpmID is malformed" m enrolee revoke --kpm-id "dev 2"
 expect 2 "exactly one of --key-file and --wrapped" m kpm import --kpm-id dev-2
 expect 2 "unknown command" m frobnicate
 expect 2 "erase takes exactly one" m erase

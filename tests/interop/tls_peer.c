@@ -52,6 +52,8 @@ static const char *event_name(m2mhsm_tls_psk_event ev)
         return "expired";
     case M2MHSM_TLS_PSK_ERROR:
         return "error";
+    case M2MHSM_TLS_PSK_REFUSED:
+        return "refused";
     }
     return "?";
 }
@@ -249,6 +251,8 @@ int main(int argc, char **argv)
                             a.identity,
                             NULL,
                             observer,
+                            NULL,
+                            NULL,
                             NULL,
                             NULL,
                             NULL};

@@ -378,6 +378,48 @@ static void test_erase_enrolee_removes_only_that_enrolee(void **state)
     check(m2mhsm_keystore_erase_id(fs->ks, "kpm-bob", NULL));
 }
 
+/* Revocation at the MEF: the KpmID's Ke, what derives from them and its configuration go;
+ * its Kpm only when asked; another Enrolee is untouched; nothing left is NOT_FOUND. */
+static void test_revoke_enrolee_erases_its_enrolment_and_keeps_the_kpm(void **state)
+{
+    fixture_store *fs = *state;
+    const char *a = "//sp.example.com/cse1/Crva", *b = "//sp.example.com/cse1/Crvb";
+    m2mhsm_expiry_spec hour = {M2MHSM_EXPIRY_DURATION, 3600};
+    check(m2mhsm_keystore_import_kpm(fs->ks, "kpm-rva", fixture_key32, 32, M2MHSM_NEVER, NULL));
+    check(m2mhsm_keystore_import_kpm(fs->ks, "kpm-rvb", fixture_key32, 32, M2MHSM_NEVER, NULL));
+    check(m2mhsm_keystore_configure_enrolee(fs->ks, "kpm-rva", MAF, a, &hour));
+    check(m2mhsm_keystore_configure_enrolee(fs->ks, "kpm-rvb", MAF, b, &hour));
+    m2mhsm_record ke_a = fixture_enrol(fs, "kpm-rva", a, 0x3a, 3600);
+    m2mhsm_record ke_b = fixture_enrol(fs, "kpm-rvb", b, 0x3b, 3600);
+    check(m2mhsm_keystore_derive_store(fs->ks, &ke_a, M2MHSM_DERIVE_KM, MAF, M2MHSM_NEVER, NULL));
+    size_t before = count_records(fs), erased = 0;
+    check(m2mhsm_keystore_revoke_enrolee(fs->ks, "kpm-rva", 0, &erased));
+    assert_int_equal(erased, 3); /* Ke, Km, configuration */
+    assert_int_equal(count_records(fs), before - 3);
+    m2mhsm_record r;
+    const char *ida = ke_a.identity, *idb = ke_b.identity;
+    assert_int_equal(m2mhsm_keystore_lookup(fs->ks, M2MHSM_KIND_KE, ida, strlen(ida), &r),
+                     M2MHSM_E_NOT_FOUND);
+    assert_int_equal(m2mhsm_keystore_lookup(fs->ks, M2MHSM_KIND_KM, ida, strlen(ida), &r),
+                     M2MHSM_E_NOT_FOUND);
+    assert_int_equal(m2mhsm_keystore_lookup(fs->ks, M2MHSM_KIND_ENROLMENT, "kpm-rva", 7, &r),
+                     M2MHSM_E_NOT_FOUND);
+    check(m2mhsm_keystore_lookup(fs->ks, M2MHSM_KIND_KPM, "kpm-rva", 7, &r));
+    check(m2mhsm_keystore_lookup(fs->ks, M2MHSM_KIND_KE, idb, strlen(idb), &r));
+    check(m2mhsm_keystore_lookup(fs->ks, M2MHSM_KIND_ENROLMENT, "kpm-rvb", 7, &r));
+    /* Only the Kpm is left of it: revoking again erases it only when asked. */
+    assert_int_equal(m2mhsm_keystore_revoke_enrolee(fs->ks, "kpm-rva", 0, &erased),
+                     M2MHSM_E_NOT_FOUND);
+    check(m2mhsm_keystore_revoke_enrolee(fs->ks, "kpm-rva", 1, &erased));
+    assert_int_equal(erased, 1);
+    assert_int_equal(m2mhsm_keystore_lookup(fs->ks, M2MHSM_KIND_KPM, "kpm-rva", 7, &r),
+                     M2MHSM_E_NOT_FOUND);
+    assert_int_equal(m2mhsm_keystore_revoke_enrolee(fs->ks, "bad id!", 0, &erased),
+                     M2MHSM_E_INVALID_ARG);
+    check(m2mhsm_keystore_revoke_enrolee(fs->ks, "kpm-rvb", 1, &erased));
+    assert_int_equal(erased, 3); /* Ke, configuration, Kpm */
+}
+
 static void test_reenrolment_replaces_ke_and_what_derives_from_it(void **state)
 {
     fixture_store *fs = *state;
@@ -602,6 +644,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_km_lifetime_never_exceeds_ke, store_setup,
                                         store_teardown),
         cmocka_unit_test_setup_teardown(test_expiry_boundary_second_before_valid_at_expiry_refused,
+                                        store_setup, store_teardown),
+        cmocka_unit_test_setup_teardown(test_revoke_enrolee_erases_its_enrolment_and_keeps_the_kpm,
                                         store_setup, store_teardown),
         cmocka_unit_test_setup_teardown(test_erase_enrolee_removes_only_that_enrolee, store_setup,
                                         store_teardown),

@@ -139,7 +139,12 @@ static void given_tls_kpm(tls_fixture *f, m2mhsm_time valid_until)
 static SSL_CTX *token_ctx(tls_fixture *f, m2mhsm_tls_role role, m2mhsm_kind kind,
                           const char *identity)
 {
-    m2mhsm_tls_profile p = {role, M2MHSM_TLS_1_2, kind, identity, NULL, observer, f, NULL, NULL};
+    m2mhsm_tls_profile p = {.role = role,
+                            .proto = M2MHSM_TLS_1_2,
+                            .kind = kind,
+                            .identity = identity,
+                            .observer = observer,
+                            .observer_arg = f};
     SSL_CTX *ctx = NULL;
     assert_int_equal(m2mhsm_tls_ctx_new(f->tls, &p, &ctx), M2MHSM_OK);
     return ctx;
@@ -207,15 +212,11 @@ static void test_client_sends_sni_and_a_server_sees_open_connections_expire(void
 {
     tls_fixture *f = *state;
     given_tls_kpm(f, f->fs.now + 50);
-    m2mhsm_tls_profile cp = {M2MHSM_TLS_CLIENT,
-                             M2MHSM_TLS_1_2,
-                             M2MHSM_KIND_KPM,
-                             "tls-kpm",
-                             "mef.example.com",
-                             NULL,
-                             NULL,
-                             NULL,
-                             NULL};
+    m2mhsm_tls_profile cp = {.role = M2MHSM_TLS_CLIENT,
+                             .proto = M2MHSM_TLS_1_2,
+                             .kind = M2MHSM_KIND_KPM,
+                             .identity = "tls-kpm",
+                             .server_name = "mef.example.com"};
     SSL_CTX *client = NULL;
     assert_int_equal(m2mhsm_tls_ctx_new(f->tls, &cp, &client), M2MHSM_OK);
     SSL_CTX *plain = plain_ctx(1, "PSK-AES128-CBC-SHA256");
@@ -262,17 +263,15 @@ static void test_tls13_with_the_psk_in_the_token_both_ways(void **state)
 {
     tls_fixture *f = *state;
     given_tls_kpm(f, M2MHSM_NEVER);
-    m2mhsm_tls_profile sp = {
-        M2MHSM_TLS_SERVER, M2MHSM_TLS_1_3, M2MHSM_KIND_KPM, NULL, NULL, observer, f, NULL, NULL};
-    m2mhsm_tls_profile cp = {M2MHSM_TLS_CLIENT,
-                             M2MHSM_TLS_1_3,
-                             M2MHSM_KIND_KPM,
-                             "tls-kpm",
-                             NULL,
-                             NULL,
-                             NULL,
-                             NULL,
-                             NULL};
+    m2mhsm_tls_profile sp = {.role = M2MHSM_TLS_SERVER,
+                             .proto = M2MHSM_TLS_1_3,
+                             .kind = M2MHSM_KIND_KPM,
+                             .observer = observer,
+                             .observer_arg = f};
+    m2mhsm_tls_profile cp = {.role = M2MHSM_TLS_CLIENT,
+                             .proto = M2MHSM_TLS_1_3,
+                             .kind = M2MHSM_KIND_KPM,
+                             .identity = "tls-kpm"};
     SSL_CTX *server = NULL, *client = NULL;
     assert_int_equal(m2mhsm_tls_ctx_new(f->tls, &sp, &server), M2MHSM_OK);
     assert_int_equal(m2mhsm_tls_ctx_new(f->tls, &cp, &client), M2MHSM_OK);
@@ -463,6 +462,129 @@ static void test_expired_identity_is_refused_and_its_enrolee_erased(void **state
     SSL_CTX_free(server);
 }
 
+/* The in-memory session copies this process holds (of both TLS forms of each key used). */
+static size_t session_copies(tls_fixture *f)
+{
+    return objects_labelled(f, "m2mhsm-session-copy");
+}
+
+typedef struct {
+    int erased, elsewhere;
+} gone_count;
+
+static void count_gone(void *arg, const m2mhsm_record *rec, m2mhsm_gone how)
+{
+    gone_count *g = arg;
+    if (rec->kind != M2MHSM_KIND_KM)
+        return;
+    g->erased += how == M2MHSM_GONE_ERASED;
+    g->elsewhere += how == M2MHSM_GONE_ELSEWHERE;
+}
+
+/* A Km that a server handshake has used (so it holds session copies), with the device's
+ * Km in peer_psk and its KeID as peer_identity. */
+static m2mhsm_record used_km(tls_fixture *f, SSL_CTX *server, const char *kpm, const char *enrolee,
+                             uint8_t tag)
+{
+    m2mhsm_record ke = fixture_enrol(&f->fs, kpm, enrolee, tag, 1000), km;
+    assert_int_equal(m2mhsm_keystore_derive_store(f->fs.ks, &ke, M2MHSM_DERIVE_KM,
+                                                  "maf.example.com", M2MHSM_NEVER, &km),
+                     M2MHSM_OK);
+    assert_int_equal(
+        m2mhsm_keystore_derive(f->fs.ks, &ke, M2MHSM_DERIVE_KM, "maf.example.com", peer_psk),
+        M2MHSM_OK);
+    static char identity[M2MHSM_ID_MAX + 1];
+    strcpy(identity, km.identity);
+    peer_identity = identity;
+    SSL_CTX *client = plain_ctx(0, "PSK-AES128-CBC-SHA256");
+    uint8_t sexp[48], cexp[48];
+    assert_true(handshake(server, client, sexp, cexp, NULL));
+    SSL_CTX_free(client);
+    assert_int_equal(session_copies(f), 2); /* of its tls12-pms and tls13-es forms */
+    return km;
+}
+
+/* Every erase, whatever its cause, revokes the session copies of what it erased: at once for
+ * this store's own erasures (here the "all credentials of the Enrolee" rule and a sweep);
+ * at the next sweep for another process's (a second store on the token plays the CLI). */
+static void test_every_erase_revokes_session_copies(void **state)
+{
+    tls_fixture *f = *state;
+    gone_count seen = {0, 0};
+    assert_int_equal(m2mhsm_keystore_watch(f->fs.ks, count_gone, &seen), M2MHSM_OK);
+    SSL_CTX *server = token_ctx(f, M2MHSM_TLS_SERVER, M2MHSM_KIND_KM, NULL);
+    SSL_CTX *client = plain_ctx(0, "PSK-AES128-CBC-SHA256");
+    uint8_t sexp[48], cexp[48];
+
+    m2mhsm_record km = used_km(f, server, "rv-kpm-1", "//sp.example.com/cse1/Crv1", 0xa1);
+    assert_int_equal(m2mhsm_keystore_erase_enrolee(f->fs.ks, "//sp.example.com/cse1/Crv1", NULL),
+                     M2MHSM_OK);
+    assert_int_equal(session_copies(f), 0);
+    assert_int_equal(seen.erased, 1);
+
+    km = used_km(f, server, "rv-kpm-2", "//sp.example.com/cse1/Crv2", 0xa2);
+    f->fs.now += 1000; /* the Enrolment Expiry */
+    size_t n = 0;
+    assert_int_equal(m2mhsm_keystore_sweep(f->fs.ks, &n), M2MHSM_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(session_copies(f), 0);
+    assert_int_equal(seen.erased, 2);
+    f->fs.now -= 1000;
+
+    km = used_km(f, server, "rv-kpm-3", "//sp.example.com/cse1/Crv3", 0xa3);
+    fixture_store other = {.now = f->fs.now};
+    fixture_store_open(&other, &token);
+    assert_int_equal(m2mhsm_keystore_erase_id(other.ks, km.identity, &n), M2MHSM_OK);
+    fixture_store_close(&other);
+    assert_int_equal(session_copies(f), 2); /* this process has not learnt of it yet */
+    assert_int_equal(seen.elsewhere, 0);
+    assert_int_equal(m2mhsm_keystore_sweep(f->fs.ks, &n), M2MHSM_OK);
+    assert_int_equal(n, 0); /* nothing of its own to erase, but it learnt of the erase */
+    assert_int_equal(session_copies(f), 0);
+    assert_int_equal(seen.elsewhere, 1);
+    assert_false(handshake(server, client, sexp, cexp, NULL));
+    assert_int_equal(f->last, M2MHSM_TLS_PSK_UNKNOWN);
+
+    m2mhsm_keystore_unwatch(f->fs.ks, count_gone, &seen);
+    assert_int_equal(m2mhsm_keystore_erase_enrolee(f->fs.ks, "//sp.example.com/cse1/Crv3", NULL),
+                     M2MHSM_OK);
+    peer_identity = "tls-kpm";
+    SSL_CTX_free(client);
+    SSL_CTX_free(server);
+}
+
+/* An admit hook has the last say on a valid key (a MEF refuses an Enrolee no longer
+ * configured): refused as unknown, and the observer hears why. */
+static int admit_none(void *arg, const m2mhsm_record *rec)
+{
+    (void)rec;
+    (*(int *)arg)++;
+    return 0;
+}
+
+static void test_admit_hook_refuses_a_valid_key(void **state)
+{
+    tls_fixture *f = *state;
+    int asked = 0;
+    given_tls_kpm(f, M2MHSM_NEVER);
+    m2mhsm_tls_profile p = {.role = M2MHSM_TLS_SERVER,
+                            .proto = M2MHSM_TLS_1_2,
+                            .kind = M2MHSM_KIND_KPM,
+                            .observer = observer,
+                            .observer_arg = f,
+                            .admit = admit_none,
+                            .admit_arg = &asked};
+    SSL_CTX *server = NULL, *client = plain_ctx(0, "PSK-AES128-CBC-SHA256");
+    assert_int_equal(m2mhsm_tls_ctx_new(f->tls, &p, &server), M2MHSM_OK);
+    uint8_t sexp[48], cexp[48];
+    assert_false(handshake(server, client, sexp, cexp, NULL));
+    assert_int_equal(asked, 1);
+    assert_int_equal(f->last, M2MHSM_TLS_PSK_REFUSED);
+    SSL_CTX_free(client);
+    SSL_CTX_free(server);
+    assert_int_equal(m2mhsm_keystore_erase_id(f->fs.ks, "tls-kpm", NULL), M2MHSM_OK);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -478,6 +600,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_client_sends_sni_and_a_server_sees_open_connections_expire, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_every_erase_revokes_session_copies, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_admit_hook_refuses_a_valid_key, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expired_identity_is_refused_and_its_enrolee_erased,
                                         setup, teardown),
     };

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "../../src/apps/common/app.h"
+#include "../../src/apps/maf/reply.h"
 
 /* What a call wrote on stderr, and the log line that app_log writes (without "time=… "). */
 static char logged[8192];
@@ -462,9 +463,90 @@ static void test_metrics_token_calls_and_errors(void **state)
     free(text);
 }
 
+#define KM_B64 "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+
+/* The CR: the MEF *may* send the lifetime with Km. Without it the MAF's max_lifetime holds;
+ * with both, the earlier; with neither, the key is refused rather than kept for ever. */
+static void test_maf_reply_lifetime_is_optional_and_never_exceeded(void **state)
+{
+    (void)state;
+    static const char without[] = "{\"status\":true,\"credential\":\"" KM_B64 "\"}";
+    static const char with[] =
+        "{\"status\":true,\"credential\":\"" KM_B64 "\",\"lifetime\":\"20261201T000000\"}";
+    static const char bad[] =
+        "{\"status\":true,\"credential\":\"" KM_B64 "\",\"lifetime\":\"soon\"}";
+    maf_reply r;
+    m2mhsm_time t, sent, now;
+    assert_int_equal(m2mhsm_timestamp_parse("20261201T000000", &sent), M2MHSM_OK);
+    assert_int_equal(sent, 1796083200);
+    now = sent - 1000;
+
+    assert_int_equal(maf_reply_parse(200, without, strlen(without), &r), MAF_REPLY_KM);
+    assert_false(r.has_lifetime);
+    assert_int_equal(maf_reply_expiry(&r, 0, now, &t), 0);
+    assert_int_equal(maf_reply_expiry(&r, 300, now, &t), 1);
+    assert_int_equal(t, now + 300);
+    maf_reply_clear(&r);
+
+    assert_int_equal(maf_reply_parse(200, with, strlen(with), &r), MAF_REPLY_KM);
+    assert_true(r.has_lifetime);
+    assert_int_equal(maf_reply_expiry(&r, 0, now, &t), 1);
+    assert_int_equal(t, sent);
+    assert_int_equal(maf_reply_expiry(&r, 300, now, &t), 1);
+    assert_int_equal(t, now + 300);
+    assert_int_equal(maf_reply_expiry(&r, 5000, now, &t), 1);
+    assert_int_equal(t, sent); /* never beyond the lifetime sent */
+    maf_reply_clear(&r);
+
+    assert_int_equal(maf_reply_parse(200, bad, strlen(bad), &r), MAF_REPLY_MALFORMED);
+    maf_reply_clear(&r);
+}
+
+/* A reload's refusal carries what the loader printed; log lines still go to the log. */
+static void test_reload_capture_collects_complaints_only(void **state)
+{
+    (void)state;
+    char why[256];
+    app_log_capture_begin();
+    fprintf(stderr, "config /x.json: line 3: end of file expected\n");
+    fprintf(stderr, "second complaint\n");
+    app_log_capture_end(why, sizeof(why));
+    assert_string_equal(why, "config /x.json: line 3: end of file expected; second complaint");
+    const char *line = LOGGED(APP_INFO, "reloaded", "config=%s", "/x.json");
+    assert_non_null(strstr(line, "event=reloaded config=/x.json"));
+    app_log_capture_begin();
+    app_log_capture_end(why, sizeof(why));
+    assert_string_equal(why, "");
+}
+
+/* The settings a reload cannot put into force are named, one by one. */
+static void test_restart_fields_are_named(void **state)
+{
+    (void)state;
+    static const char *const keys[] = {"listen", "tls13", "ca", NULL};
+    json_t *a = json_pack("{s:{s:s,s:b},s:{s:s}}", "maf", "listen", "127.0.0.1:1", "tls13", 0,
+                          "pkcs11", "token", "pkcs11:token=a");
+    json_t *b = json_pack("{s:{s:s,s:b,s:s},s:{s:s}}", "maf", "listen", "127.0.0.1:2", "tls13", 0,
+                          "ca", "/ca.pem", "pkcs11", "token", "pkcs11:token=a");
+    char out[128] = "";
+    app_cfg_restart_fields(a, b, "maf", keys, out, sizeof(out));
+    app_cfg_restart_fields(a, b, "pkcs11", NULL, out, sizeof(out));
+    assert_string_equal(out, "maf.listen,maf.ca");
+    json_object_set_new(json_object_get(b, "pkcs11"), "token", json_string("pkcs11:token=b"));
+    out[0] = '\0';
+    app_cfg_restart_fields(a, a, "maf", keys, out, sizeof(out));
+    app_cfg_restart_fields(a, b, "pkcs11", NULL, out, sizeof(out));
+    assert_string_equal(out, "pkcs11");
+    json_decref(a);
+    json_decref(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_maf_reply_lifetime_is_optional_and_never_exceeded),
+        cmocka_unit_test(test_reload_capture_collects_complaints_only),
+        cmocka_unit_test(test_restart_fields_are_named),
         cmocka_unit_test(test_log_quotes_a_forged_identity),
         cmocka_unit_test(test_log_escapes_quotes_backslashes_and_bytes),
         cmocka_unit_test(test_log_keeps_plain_values_and_formats_numbers),

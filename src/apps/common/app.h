@@ -25,6 +25,11 @@ void app_log_init(const char *prog);
  * built from checked values; its control bytes and quotes are escaped the same way. */
 void app_log(app_level level, const char *event, const char *fields, ...)
     __attribute__((format(printf, 3, 4)));
+/* While a reload runs, what is printed on stderr (the configuration loaders' complaints) is
+ * collected instead of written, so that the reload-failed line can carry it; app_log lines
+ * still go out. _end puts the collected lines, joined by "; ", into why ("" if none). */
+void app_log_capture_begin(void);
+void app_log_capture_end(char *why, size_t cap);
 /* The last library error and status as one value, "STATUS(message)", for app_log. */
 const char *app_error(m2mhsm_status st);
 
@@ -57,6 +62,11 @@ int app_cfg_known(const json_t *obj, const char *file, const char *where, const 
 /* -1, printed as "config FILE: WHERE[i].KEY: "v" is listed twice (also WHERE[j])", when two
  * objects of the array list (at JSON path where) hold the same string at key. */
 int app_cfg_unique(const json_t *list, const char *file, const char *where, const char *key);
+/* At a reload: append to out (",section.key", the first without a comma) each of keys
+ * (NULL-terminated; NULL: the section as a whole) whose value differs between the running
+ * and the new file. These are the settings that only a restart puts into force. */
+void app_cfg_restart_fields(const json_t *running, const json_t *next, const char *section,
+                            const char *const *keys, char *out, size_t cap);
 /* jansson allocations are cleansed when freed: its strings may hold a credential. */
 void app_json_cleansing_alloc(void);
 
@@ -128,6 +138,11 @@ void app_conns_shutdown(app_conns *set);
 /* Shut down and end the loop of set's event base once every connection has closed, or
  * after grace_s seconds, whichever comes first (SIGTERM). */
 void app_conns_drain(struct event_base *base, app_conns *set, int grace_s);
+/* Close every connection of the set whose key leaves ks's token, whatever erased it: at
+ * once for this process's erasures, at the next lookup or sweep for another process's
+ * (m2mhsm_keystore_watch). ops->closed then gets APP_CONN_KEY_ERASED. 0, or -1. */
+#define APP_CONN_KEY_ERASED "key erased"
+int app_conns_watch(app_conns *set, m2mhsm_keystore *ks);
 /* Free the set and whatever connection is still open. */
 void app_conns_free(app_conns *set);
 size_t app_conns_count(const app_conns *set);
@@ -161,14 +176,19 @@ typedef struct {
     void (*stop)(void *arg); /* on SIGTERM/SIGINT: stop listening, fail pending work */
     void *arg;
     const char *metrics; /* "host:port" of the metrics listener, or NULL for none */
+    /* SIGHUP: re-read the configuration file `config` without dropping connections. 0 once
+     * the new settings are in force (it may change *sweep_interval_s), -1 if refused: the
+     * old configuration stays. NULL: SIGHUP is ignored. */
+    int (*reload)(void *arg, long long *sweep_interval_s);
+    const char *config;
 } app_service;
 /* --config FILE from argv: -1 to go on, else the exit status (usage printed). */
 int app_service_args(int argc, char **argv, const char *prog, const char **config);
 /* Arm the sweep and the signals, compute the key gauges, open the metrics listener, log
  * "ready" with ready_fields (and notify READY=1), run the loop until a signal has drained it
  * (notified STOPPING=1), log "stopped". SIGUSR1 sweeps now and logs "swept"; every sweep
- * recomputes the key gauges. 0, or -1 if the events or the metrics listener could not be
- * set up. */
+ * recomputes the key gauges; SIGHUP reloads and logs "reloaded", or "reload-failed" with the
+ * reason. 0, or -1 if the events or the metrics listener could not be set up. */
 int app_service_run(const app_service *s, const char *ready_fields);
 
 /* ---- metrics.c: Prometheus text exposition of figures kept in memory ---- */

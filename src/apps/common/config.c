@@ -152,3 +152,29 @@ void app_json_cleansing_alloc(void)
 {
     json_set_alloc_funcs(cleansing_malloc, cleansing_free);
 }
+
+static int same_value(const json_t *a, const json_t *b)
+{
+    return (a == NULL && b == NULL) || (a != NULL && b != NULL && json_equal(a, b));
+}
+
+static void append_field(char *out, size_t cap, const char *section, const char *key)
+{
+    size_t n = strlen(out);
+    snprintf(out + n, cap - n, "%s%s%s%s", n > 0 ? "," : "", section, key != NULL ? "." : "",
+             key != NULL ? key : "");
+}
+
+void app_cfg_restart_fields(const json_t *running, const json_t *next, const char *section,
+                            const char *const *keys, char *out, size_t cap)
+{
+    const json_t *a = json_object_get(running, section), *b = json_object_get(next, section);
+    if (keys == NULL) {
+        if (!same_value(a, b))
+            append_field(out, cap, section, NULL);
+        return;
+    }
+    for (; *keys != NULL; keys++)
+        if (!same_value(json_object_get(a, *keys), json_object_get(b, *keys)))
+            append_field(out, cap, section, *keys);
+}

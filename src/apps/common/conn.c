@@ -20,6 +20,7 @@ struct app_conns {
     int handshake_timeout_s;
     app_conn *head;
     size_t count;
+    m2mhsm_keystore *watched; /* app_conns_watch */
 };
 
 struct app_conn {
@@ -391,10 +392,31 @@ void app_conns_shutdown(app_conns *set)
         app_conn_close(c, "shutting down");
 }
 
+/* A record left the token: no connection runs on on its key any longer (the close happens
+ * on a later loop turn, so this is safe inside another connection's handshake job). */
+static void close_keyed(void *arg, const m2mhsm_record *rec, m2mhsm_gone how)
+{
+    app_conns *set = arg;
+    (void)how;
+    for (app_conn *c = set->head; c != NULL; c = c->next)
+        if (!c->closing && m2mhsm_tls_ssl_keyed_with(c->ssl, rec->record_id))
+            app_conn_close(c, APP_CONN_KEY_ERASED);
+}
+
+int app_conns_watch(app_conns *set, m2mhsm_keystore *ks)
+{
+    if (m2mhsm_keystore_watch(ks, close_keyed, set) != M2MHSM_OK)
+        return -1;
+    set->watched = ks;
+    return 0;
+}
+
 void app_conns_free(app_conns *set)
 {
     if (set == NULL)
         return;
+    if (set->watched != NULL)
+        m2mhsm_keystore_unwatch(set->watched, close_keyed, set);
     while (set->head != NULL) {
         if (!set->head->closing)
             snprintf(set->head->why, sizeof(set->head->why), "shutting down");

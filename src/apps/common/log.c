@@ -15,6 +15,9 @@
 #define TRUNCATED " truncated=true"
 
 static const char *log_prog = "m2m";
+static FILE *log_out; /* the real stderr while app_log_capture runs, else NULL */
+static char *captured;
+static size_t captured_len;
 
 void app_log_init(const char *prog)
 {
@@ -234,7 +237,42 @@ void app_log(app_level level, const char *event, const char *fields, ...)
         l.len += sizeof(TRUNCATED) - 1;
     }
     l.buf[l.len++] = '\n';
-    fwrite(l.buf, 1, l.len, stderr);
+    fwrite(l.buf, 1, l.len, log_out != NULL ? log_out : stderr);
+}
+
+void app_log_capture_begin(void)
+{
+    FILE *mem = open_memstream(&captured, &captured_len);
+    if (mem == NULL)
+        return; /* the complaints go to the log as they are */
+    log_out = stderr;
+    stderr = mem;
+}
+
+void app_log_capture_end(char *why, size_t cap)
+{
+    why[0] = '\0';
+    if (log_out == NULL)
+        return;
+    fclose(stderr);
+    stderr = log_out;
+    log_out = NULL;
+    size_t n = 0;
+    for (size_t i = 0; i < captured_len && n + 3 < cap; i++) {
+        int end = captured[i] == '\n';
+        if (end && (i + 1 == captured_len))
+            break;
+        if (end) {
+            memcpy(why + n, "; ", 2);
+            n += 2;
+        } else {
+            why[n++] = captured[i];
+        }
+    }
+    why[n] = '\0';
+    free(captured);
+    captured = NULL;
+    captured_len = 0;
 }
 
 const char *app_error(m2mhsm_status st)

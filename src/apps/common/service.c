@@ -1,7 +1,7 @@
 /* What both servers do around their own listeners: the command line, the periodic sweep
  * (the CR: expired credentials go even when nobody asks for them again) and the sweep on
- * demand (SIGUSR1), SIGTERM/SIGINT with a graceful drain, readiness and stopping for a
- * service manager (notify.c), and the loop itself. */
+ * demand (SIGUSR1), the reload (SIGHUP), SIGTERM/SIGINT with a graceful drain, readiness
+ * and stopping for a service manager (notify.c), and the loop itself. */
 #include "app.h"
 
 #include <event2/event.h>
@@ -75,17 +75,55 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     app_conns_drain(s->base, s->conns, SHUTDOWN_GRACE_S);
 }
 
+typedef struct {
+    const app_service *s;
+    struct event *sweep;
+    long long sweep_interval_s;
+} reload_state;
+
+/* A bad file is refused whole, with what its loader said, and the running configuration
+ * stays; connections are never dropped by a reload. */
+static void on_reload_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig;
+    (void)what;
+    reload_state *r = arg;
+    char why[1024];
+    long long interval = r->sweep_interval_s;
+    if (r->s->reload == NULL)
+        return;
+    app_log_capture_begin();
+    int rc = r->s->reload(r->s->arg, &interval);
+    app_log_capture_end(why, sizeof(why));
+    if (rc != 0) {
+        app_log(APP_ERROR, "reload-failed", "config=%s reason=%s", r->s->config,
+                why[0] != '\0' ? why : "not applied (see above)");
+        return;
+    }
+    if (interval != r->sweep_interval_s) {
+        struct timeval every = {interval, 0};
+        event_add(r->sweep, &every); /* re-arms the pending timer with the new interval */
+        r->sweep_interval_s = interval;
+    }
+    app_log(APP_INFO, "reloaded", "config=%s sweep_interval=%lld", r->s->config, interval);
+}
+
+#define SERVICE_EVENTS 5
+
 int app_service_run(const app_service *s, const char *ready_fields)
 {
     struct timeval every = {s->sweep_interval_s, 0};
-    struct event *ev[4] = {
+    reload_state r = {s, NULL, s->sweep_interval_s};
+    struct event *ev[SERVICE_EVENTS] = {
         event_new(s->base, -1, EV_PERSIST, on_sweep, (void *)s),
         evsignal_new(s->base, SIGUSR1, on_sweep_signal, (void *)s),
         evsignal_new(s->base, SIGTERM, on_signal, (void *)s),
         evsignal_new(s->base, SIGINT, on_signal, (void *)s),
+        evsignal_new(s->base, SIGHUP, on_reload_signal, &r),
     };
     int rc = 0;
-    for (size_t i = 0; i < 4; i++)
+    r.sweep = ev[0];
+    for (size_t i = 0; i < SERVICE_EVENTS; i++)
         if (ev[i] == NULL || event_add(ev[i], i == 0 ? &every : NULL) != 0)
             rc = -1;
     if (rc == 0) {
@@ -100,7 +138,7 @@ int app_service_run(const app_service *s, const char *ready_fields)
                 s->conns != NULL ? app_conns_count(s->conns) : 0);
     }
     app_metrics_stop();
-    for (size_t i = 0; i < 4; i++)
+    for (size_t i = 0; i < SERVICE_EVENTS; i++)
         if (ev[i] != NULL)
             event_free(ev[i]);
     return rc;

@@ -175,11 +175,47 @@ int cmd_kpm(int argc, char **argv, cli_ctx *ctx)
     return rc;
 }
 
+/* De-enrolment by an operator, as the MEF does for an Enrolee removed from its file: the
+ * configuration and every key of the enrolment go. The Kpm stays unless asked for: it is
+ * the device's factory credential, and keeping it lets the Enrolee be configured again
+ * without re-provisioning the device. */
+static int enrolee_revoke(int argc, char **argv, cli_ctx *ctx)
+{
+    static const struct option opts[] = {{"kpm-id", required_argument, NULL, 'k'},
+                                         {"erase-kpm", no_argument, NULL, 'e'},
+                                         {NULL, 0, NULL, 0}};
+    const char *kpm_id = NULL;
+    int erase_kpm = 0, c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (c == 'k')
+            kpm_id = optarg;
+        else if (c == 'e')
+            erase_kpm = 1;
+        else
+            return cli_usage("enrolee revoke takes --kpm-id ID [--erase-kpm]");
+    }
+    if (optind != argc || kpm_id == NULL)
+        return cli_usage("enrolee revoke takes --kpm-id ID [--erase-kpm]");
+    int rc = cli_open(ctx);
+    if (rc != EXIT_OK)
+        return rc;
+    size_t n = 0;
+    m2mhsm_status st = m2mhsm_keystore_revoke_enrolee(ctx->ks, kpm_id, erase_kpm, &n);
+    cli_close(ctx);
+    if (st != M2MHSM_OK)
+        return cli_fail("enrolee revoke", st);
+    printf("revoked %s: erased %zu record(s)%s\n", kpm_id, n, erase_kpm ? " with its Kpm" : "");
+    return EXIT_OK;
+}
+
 int cmd_enrolee(int argc, char **argv, cli_ctx *ctx)
 {
     static const int allowed[] = {O_KPM_ID, O_TARGET_ID, O_ENROLEE_ID, O_EXPIRY, 0};
+    if (argc >= 2 && strcmp(argv[1], "revoke") == 0)
+        return enrolee_revoke(argc - 1, argv + 1, ctx);
     if (argc < 2 || strcmp(argv[1], "configure") != 0)
-        return cli_usage("enrolee: the subcommand is 'configure'");
+        return cli_usage("enrolee: the subcommand is 'configure' or 'revoke'");
     cli_args a;
     m2mhsm_expiry_spec spec;
     int rc = parse(argc - 1, argv + 1, allowed, &a);

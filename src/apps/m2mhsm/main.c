@@ -19,6 +19,7 @@ static const char usage_text[] =
     "             [--valid-until YYYYMMDDThhmmss]\n"
     "  enrolee configure --kpm-id ID --target-id ID --enrolee-id ID\n"
     "             --enrolment-expiry SECONDS|YYYYMMDDThhmmss\n"
+    "  enrolee revoke --kpm-id ID [--erase-kpm]\n"
     "  ke import --kpm-id ID --mef-fqdn FQDN --exported-file HEXFILE\n"
     "             [--enrolee-id ID] [--target-id ID] [--enrolment-expiry SECONDS|TS]\n"
     "  derive (km --maf-id FQDN | kpsa --enrolee-b-id ID) --ke-id KEID [--valid-until TS]\n"

@@ -5,6 +5,7 @@
 #include <event2/http.h>
 #include <netdb.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* The MEF's address, resolved once at start: a lookup on the event loop would block every
@@ -113,4 +114,42 @@ int maf_config_load(maf *m, const char *path)
         if (load_mef(m, path, c->nmefs, json_array_get(mefs, c->nmefs)) != 0)
             return -1;
     return 0;
+}
+
+/* Applied at a reload: max_lifetime, fetch_timeout, sweep_interval, mefs. The listener, the
+ * certificate and the token are set up once, and the connection caps are sized against the
+ * descriptor limit, at start. */
+static const char *const restart_fields[] = {"maf_id",          "listen",      "tls13",
+                                             "certificate",     "key_label",   "ca",
+                                             "max_connections", "max_fetches", NULL};
+
+int maf_config_reload(maf *m, const char *path, long long *sweep_interval_s)
+{
+    maf *next = calloc(1, sizeof(*next));
+    char restart[256] = "";
+    if (next == NULL) {
+        fputs("reload: out of memory\n", stderr);
+        return -1;
+    }
+    int rc = maf_config_load(next, path);
+    if (rc == 0) {
+        maf_config *c = &m->cfg;
+        const maf_config *n = &next->cfg;
+        app_cfg_restart_fields(m->root, next->root, "maf", restart_fields, restart,
+                               sizeof(restart));
+        app_cfg_restart_fields(m->root, next->root, "pkcs11", NULL, restart, sizeof(restart));
+        if (restart[0] != '\0')
+            app_log(APP_WARN, "restart-needed", "config=%s fields=%s", path, restart);
+        c->max_lifetime_s = n->max_lifetime_s;
+        c->fetch_timeout_s = n->fetch_timeout_s;
+        c->sweep_interval_s = n->sweep_interval_s;
+        memcpy(c->mefs, n->mefs, sizeof(c->mefs));
+        c->nmefs = n->nmefs;
+        *sweep_interval_s = n->sweep_interval_s;
+        app_log(APP_INFO, "reconfigured", "max_lifetime=%lld fetch_timeout=%lld mefs=%zu",
+                c->max_lifetime_s, c->fetch_timeout_s, c->nmefs);
+    }
+    json_decref(next->root);
+    free(next);
+    return rc;
 }

@@ -27,7 +27,7 @@ typedef struct maf_waiter {
 struct maf_fetch {
     maf_fetch *next;
     maf *m;
-    const maf_mef *mef;
+    maf_mef mef; /* a copy: a reload may change the list while the fetch runs */
     char ke_id[M2MHSM_KE_ID_MAX + 1];
     maf_waiter *waiters;
     struct event *start;
@@ -62,11 +62,14 @@ static int store(maf_fetch *f, const maf_reply *r)
 {
     maf *m = f->m;
     m2mhsm_record rec;
-    m2mhsm_time now = m2mhsm_keystore_now(m->store.ks);
-    m2mhsm_fetched_key fk = {
-        M2MHSM_KIND_KM, f->ke_id,
-        r->enrolee_id,  m->cfg.maf_id,
-        r->lifetime,    m->cfg.max_lifetime_s > 0 ? now + m->cfg.max_lifetime_s : M2MHSM_NEVER};
+    m2mhsm_time expiry;
+    if (!maf_reply_expiry(r, m->cfg.max_lifetime_s, m2mhsm_keystore_now(m->store.ks), &expiry)) {
+        app_log(APP_ERROR, "fetch-failed", "ke_id=%s reason=%s", f->ke_id,
+                "no lifetime from the MEF and no max_lifetime: the Km would never expire");
+        return 0;
+    }
+    m2mhsm_fetched_key fk = {M2MHSM_KIND_KM, f->ke_id, r->enrolee_id,
+                             m->cfg.maf_id,  expiry,   M2MHSM_NEVER};
     m2mhsm_status st = APP_TOKEN(
         "store", m2mhsm_keystore_store_fetched(m->store.ks, &fk, r->key, sizeof(r->key), &rec));
     if (st != M2MHSM_OK) {
@@ -76,7 +79,10 @@ static int store(maf_fetch *f, const maf_reply *r)
     }
     char ts[M2MHSM_TIMESTAMP_LEN], given[M2MHSM_TIMESTAMP_LEN];
     m2mhsm_timestamp_format(rec.expiry, ts, sizeof(ts));
-    m2mhsm_timestamp_format(r->lifetime, given, sizeof(given));
+    if (r->has_lifetime)
+        m2mhsm_timestamp_format(r->lifetime, given, sizeof(given));
+    else
+        strcpy(given, "-");
     app_log(APP_INFO, "fetched", "ke_id=%s enrolee_id=%s lifetime=%s expiry=%s", f->ke_id,
             rec.enrolee_id[0] ? rec.enrolee_id : "-", given, ts);
     return 1;
@@ -238,7 +244,7 @@ static void start_request(evutil_socket_t fd, short what, void *arg)
     maf_fetch *f = arg;
     f->starting = 1;
     f->t0 = app_clock();
-    int rc = request(f, f->mef);
+    int rc = request(f, &f->mef);
     f->starting = 0;
     if (rc != 0)
         app_log(APP_ERROR, "fetch-failed", "ke_id=%s reason=\"cannot start request\"", f->ke_id);
@@ -279,7 +285,7 @@ static maf_fetch *fetch_for(maf *m, const char *ke_id)
         return NULL;
     }
     f->m = m;
-    f->mef = mef;
+    f->mef = *mef;
     f->result = "error";
     f->t0 = -1;
     strcpy(f->ke_id, ke_id);

@@ -38,7 +38,8 @@ typedef struct {
 typedef struct maf_fetch maf_fetch;
 
 typedef struct {
-    json_t *root;
+    json_t *root; /* the file as at start: the settings that need a restart */
+    const char *config_path;
     maf_config cfg;
     app_store store;
     struct event_base *base;
@@ -58,6 +59,11 @@ typedef struct {
 
 /* config.c */
 int maf_config_load(maf *m, const char *path);
+/* SIGHUP: load path afresh; if it is sound, put max_lifetime, fetch_timeout, sweep_interval
+ * and mefs into force (fetches already under way keep their MEF) and report the settings
+ * that need a restart (event=restart-needed). -1 if refused: the running configuration
+ * stays (the loader's complaint is printed). */
+int maf_config_reload(maf *m, const char *path, long long *sweep_interval_s);
 
 /* serve.c: the TLS-PSK service for Enrolees. */
 int maf_serve_start(maf *m);

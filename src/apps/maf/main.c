@@ -25,9 +25,16 @@ static int start(maf *m)
     if (m->cfg.max_connections < 1)
         m->cfg.max_connections = 1;
     if (app_store_open(json_object_get(m->root, "pkcs11"), &m->store) != 0 ||
-        (m->base = event_base_new()) == NULL || maf_fetch_init(m) != 0 || maf_serve_start(m) != 0)
+        (m->base = event_base_new()) == NULL || maf_fetch_init(m) != 0 || maf_serve_start(m) != 0 ||
+        app_conns_watch(m->conns, m->store.ks) != 0)
         return -1;
     return 0;
+}
+
+static int reload(void *arg, long long *sweep_interval_s)
+{
+    maf *m = arg;
+    return maf_config_reload(m, m->config_path, sweep_interval_s);
 }
 
 static void stop(maf *m)
@@ -54,12 +61,19 @@ int main(int argc, char **argv)
     app_log_init("m2m-maf");
     app_json_cleansing_alloc();
     signal(SIGPIPE, SIG_IGN);
-    maf m = {0};
+    maf m = {.config_path = config};
     rc = app_metrics_init(0) != 0 || maf_config_load(&m, config) != 0 || start(&m) != 0;
     if (rc == 0) {
         char ready[M2MHSM_FQDN_MAX + 16];
-        app_service svc = {m.base,       m.store.ks, m.cfg.sweep_interval_s, m.conns,
-                           stop_serving, &m,         m.cfg.metrics};
+        app_service svc = {.base = m.base,
+                           .ks = m.store.ks,
+                           .sweep_interval_s = m.cfg.sweep_interval_s,
+                           .conns = m.conns,
+                           .stop = stop_serving,
+                           .arg = &m,
+                           .metrics = m.cfg.metrics,
+                           .reload = reload,
+                           .config = config};
         snprintf(ready, sizeof(ready), "maf_id=%s", m.cfg.maf_id);
         rc = app_service_run(&svc, ready) != 0;
     }

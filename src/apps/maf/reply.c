@@ -24,11 +24,14 @@ static int credential(maf_reply *r)
 {
     const char *cred = NULL, *enrolee = NULL, *lifetime = NULL;
     int status = 0;
-    if (json_unpack(r->body, "{s:b,s:s,s?s,s:s}", "status", &status, "credential", &cred,
+    r->lifetime = M2MHSM_NEVER;
+    if (json_unpack(r->body, "{s:b,s:s,s?s,s?s}", "status", &status, "credential", &cred,
                     "enroleeID", &enrolee, "lifetime", &lifetime) != 0 ||
-        !status || m2mhsm_timestamp_parse(lifetime, &r->lifetime) != M2MHSM_OK ||
+        !status ||
+        (lifetime != NULL && m2mhsm_timestamp_parse(lifetime, &r->lifetime) != M2MHSM_OK) ||
         !decode_key(cred, r->key))
         return 0;
+    r->has_lifetime = lifetime != NULL;
     r->enrolee_id = enrolee != NULL && enrolee[0] ? enrolee : NULL;
     return 1;
 }
@@ -46,6 +49,16 @@ maf_reply_kind maf_reply_parse(int code, const char *body, size_t len, maf_reply
     if (out->kind == MAF_REPLY_REFUSED && out->body != NULL)
         json_unpack(out->body, "{s:s}", "errorString", &out->why);
     return out->kind;
+}
+
+int maf_reply_expiry(const maf_reply *r, long long max_lifetime_s, m2mhsm_time now,
+                     m2mhsm_time *out)
+{
+    m2mhsm_time policy = max_lifetime_s > 0 ? now + max_lifetime_s : M2MHSM_NEVER;
+    if (!r->has_lifetime && policy == M2MHSM_NEVER)
+        return 0;
+    *out = r->has_lifetime ? m2mhsm_expiry_clamp(policy, r->lifetime) : policy;
+    return 1;
 }
 
 void maf_reply_clear(maf_reply *r)

@@ -14,7 +14,7 @@
 #define MAF_REPLY_MAX 4096
 
 typedef enum {
-    MAF_REPLY_KM,        /* 200 with a well-formed credential: key, lifetime, enrolee_id */
+    MAF_REPLY_KM,        /* 200 with a well-formed credential: key, lifetime if any, enrolee_id */
     MAF_REPLY_MALFORMED, /* 200 with a JSON body that is not a credential */
     MAF_REPLY_REFUSED    /* anything else: no answer, an error status, or a body that is not
                             JSON; why holds the MEF's errorString if it gave one */
@@ -25,7 +25,8 @@ typedef struct {
     int code;
     json_t *body; /* the parsed body (NULL if none); the strings below point in it */
     uint8_t key[M2MHSM_KEY_LEN];
-    m2mhsm_time lifetime;
+    m2mhsm_time lifetime;   /* M2MHSM_NEVER when the MEF sent none (has_lifetime 0) */
+    int has_lifetime;       /* the CR: the MEF *may* provide the lifetime with Km */
     const char *enrolee_id; /* NULL when absent or empty */
     const char *why;        /* errorString, or NULL */
 } maf_reply;
@@ -33,6 +34,12 @@ typedef struct {
 /* Classify the reply to a request: code is the HTTP status (0 when the MEF was unreachable or
  * TLS failed), body[0..len) the body. Pure; call maf_reply_clear afterwards. */
 maf_reply_kind maf_reply_parse(int code, const char *body, size_t len, maf_reply *out);
+/* The expiry of the Km of a MAF_REPLY_KM reply received at `now`: the lifetime the MEF sent
+ * and now + max_lifetime_s (0: no local policy), whichever ends first; with only one of them,
+ * that one. With neither there is no Enrolment Expiry to enforce: 0 (refuse the key, rather
+ * than keep one that never expires). 1 and *out otherwise. Pure. */
+int maf_reply_expiry(const maf_reply *r, long long max_lifetime_s, m2mhsm_time now,
+                     m2mhsm_time *out);
 /* Wipe the key and free the body. */
 void maf_reply_clear(maf_reply *r);
 /* The MEF said no for good (unknown, expired, not ours): not worth asking again soon. */

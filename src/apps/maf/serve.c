@@ -59,6 +59,8 @@ static void closed(app_conn *c, void *arg, const char *why)
     const char *ke_id = m2mhsm_tls_ssl_identity(ssl);
     if (strcmp(why, "key expired") == 0)
         app_log(APP_INFO, "closed-expired", "ke_id=%.79s peer=%s", ke_id, app_conn_peer(c));
+    else if (strcmp(why, APP_CONN_KEY_ERASED) == 0)
+        app_log(APP_INFO, "closed-erased", "ke_id=%.79s peer=%s", ke_id, app_conn_peer(c));
     else if (strncmp(why, "handshake", 9) == 0)
         app_log(APP_WARN, "handshake-failed", "ke_id=%.79s peer=%s reason=%s", ke_id,
                 app_conn_peer(c), why);

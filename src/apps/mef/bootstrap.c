@@ -35,6 +35,27 @@ static void on_psk(void *arg, m2mhsm_tls_psk_event ev, const char *identity,
         app_log(APP_ERROR, "psk-error", "kpm_id=%.79s error=%s", identity, m2mhsm_last_error());
 }
 
+/* A Kpm is used only while its Enrolee is configured and its configured absolute Enrolment
+ * Expiry (if any) is ahead: a revoked or expired Enrolee is refused in the handshake, as an
+ * unknown identity, before anything is exported. */
+static int admit(void *arg, const m2mhsm_record *kpm)
+{
+    mef *m = arg;
+    m2mhsm_record cfg;
+    const char *why = NULL;
+    m2mhsm_status st = m2mhsm_keystore_lookup(m->store.ks, M2MHSM_KIND_ENROLMENT, kpm->identity,
+                                              strlen(kpm->identity), &cfg);
+    if (st != M2MHSM_OK)
+        why = st == M2MHSM_E_NOT_FOUND ? "not-configured" : "token-error";
+    else if (cfg.enrolment_expiry.kind == M2MHSM_EXPIRY_ABSOLUTE &&
+             !m2mhsm_expiry_is_valid(cfg.enrolment_expiry.value, m2mhsm_keystore_now(m->store.ks)))
+        why = "enrolment-expiry-passed";
+    if (why == NULL)
+        return 1;
+    app_log(APP_WARN, "rejected-unconfigured", "kpm_id=%s reason=%s", kpm->identity, why);
+    return 0;
+}
+
 static void enrol(mef *m, app_conn *c, const char *kpm_id)
 {
     m2mhsm_record cfg, ke;
@@ -241,7 +262,9 @@ static int psk_ctx(mef *m, m2mhsm_tls_proto proto, SSL_CTX **out)
                             .proto = proto,
                             .kind = M2MHSM_KIND_KPM,
                             .observer = on_psk,
-                            .observer_arg = m};
+                            .observer_arg = m,
+                            .admit = admit,
+                            .admit_arg = m};
     m2mhsm_status st = m2mhsm_tls_ctx_new(m->store.tls, &p, out);
     if (st != M2MHSM_OK)
         app_log(APP_ERROR, "tls-setup-failed", "error=%s", app_error(st));

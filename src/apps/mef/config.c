@@ -134,7 +134,7 @@ int mef_enrolee_parse(const json_t *e, size_t i, mef_enrolee *out)
 
 int mef_config_enrolees(const mef *m, mef_enrolee **out, size_t *n)
 {
-    const json_t *list = json_object_get(m->root, "enrolees");
+    const json_t *list = json_object_get(m->reloaded != NULL ? m->reloaded : m->root, "enrolees");
     *out = NULL;
     *n = 0;
     if (list == NULL)
@@ -160,10 +160,45 @@ int mef_config_enrolees(const mef *m, mef_enrolee **out, size_t *n)
     return 0;
 }
 
-static int apply_one(mef *m, const m2mhsm_record *held, size_t nheld, size_t i,
-                     const mef_enrolee *c)
+static int held_config(const m2mhsm_record *held, size_t nheld, const char *kpm_id)
 {
-    if (unchanged(held, nheld, c->kpm_id, c->target, c->enrolee_id, &c->spec))
+    for (size_t i = 0; i < nheld; i++)
+        if (held[i].kind == M2MHSM_KIND_ENROLMENT && strcmp(held[i].identity, kpm_id) == 0)
+            return 1;
+    return 0;
+}
+
+/* Take an Enrolee's configuration, Ke and what derives from them off the token. */
+static size_t revoke(mef *m, const char *kpm_id)
+{
+    size_t n = 0;
+    m2mhsm_status st = m2mhsm_keystore_revoke_enrolee(m->store.ks, kpm_id, 0, &n);
+    if (st != M2MHSM_OK && st != M2MHSM_E_NOT_FOUND)
+        app_log(APP_ERROR, "erase-failed", "kpm_id=%s error=%s", kpm_id, app_error(st));
+    return n;
+}
+
+/* An absolute Enrolment Expiry already past: that Enrolee cannot enrol (the token refuses
+ * to store such a configuration, and one stored earlier must not stay in force), but the
+ * MEF serves every other one. */
+static int expired_config(mef *m, const m2mhsm_record *held, size_t nheld, const mef_enrolee *c,
+                          const char *at)
+{
+    if (c->spec.kind != M2MHSM_EXPIRY_ABSOLUTE ||
+        m2mhsm_expiry_is_valid(c->spec.value, m2mhsm_keystore_now(m->store.ks)))
+        return 0;
+    size_t n = held_config(held, nheld, c->kpm_id) ? revoke(m, c->kpm_id) : 0;
+    app_log(APP_WARN, "enrolee-expired-config",
+            "kpm_id=%s enrolee_id=%s enrolment_expiry=%s erased=%zu at=%s", c->kpm_id,
+            c->enrolee_id, c->expiry, n, at);
+    return 1;
+}
+
+static int apply_one(mef *m, const m2mhsm_record *held, size_t nheld, size_t i,
+                     const mef_enrolee *c, const char *at)
+{
+    if (expired_config(m, held, nheld, c, at) ||
+        unchanged(held, nheld, c->kpm_id, c->target, c->enrolee_id, &c->spec))
         return 0;
     m2mhsm_status st =
         APP_TOKEN("configure", m2mhsm_keystore_configure_enrolee(m->store.ks, c->kpm_id, c->target,
@@ -177,14 +212,38 @@ static int apply_one(mef *m, const m2mhsm_record *held, size_t nheld, size_t i,
     return 0;
 }
 
+static int listed(const mef_enrolee *list, size_t n, const char *kpm_id)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(list[i].kpm_id, kpm_id) == 0)
+            return 1;
+    return 0;
+}
+
+/* The file is the whole list: an Enrolee configured on the token but no longer in it is
+ * revoked, so that it can neither enrol nor have its keys delivered. */
+static void revoke_unlisted(mef *m, const m2mhsm_record *held, size_t nheld,
+                            const mef_enrolee *list, size_t n, const char *at)
+{
+    for (size_t i = 0; i < nheld; i++) {
+        const m2mhsm_record *r = &held[i];
+        if (r->kind != M2MHSM_KIND_ENROLMENT || listed(list, n, r->identity))
+            continue;
+        size_t erased = revoke(m, r->identity);
+        app_log(APP_INFO, "revoked", "kpm_id=%s enrolee_id=%s records=%zu at=%s", r->identity,
+                r->enrolee_id, erased, at);
+    }
+}
+
 /* Every entry is checked before any is applied: a mistake in one changes nothing. */
-int mef_config_apply_enrolees(mef *m)
+int mef_config_apply_enrolees(mef *m, const char *at)
 {
     mef_enrolee *list = NULL;
     size_t n = 0;
+    int managed = json_object_get(m->reloaded != NULL ? m->reloaded : m->root, "enrolees") != NULL;
     if (mef_config_enrolees(m, &list, &n) != 0)
         return -1;
-    if (n == 0)
+    if (n == 0 && !managed)
         return 0;
     m2mhsm_record *held = NULL;
     size_t nheld = 0;
@@ -196,8 +255,35 @@ int mef_config_apply_enrolees(mef *m)
     }
     int rc = 0;
     for (size_t i = 0; rc == 0 && i < n; i++)
-        rc = apply_one(m, held, nheld, i, &list[i]);
+        rc = apply_one(m, held, nheld, i, &list[i], at);
+    if (rc == 0)
+        revoke_unlisted(m, held, nheld, list, n, at);
     free(held);
     free(list);
     return rc;
+}
+
+/* Applied at a reload: enrolees and sweep_interval. The listeners, the certificate and the
+ * token are set up once, at start. */
+static const char *const restart_fields[] = {
+    "fqdn", "bootstrap_tls", "bootstrap_dtls",  "https", "certificate", "key_label",
+    "ca",   "tls13",         "max_connections", NULL};
+
+int mef_config_reload(mef *m, const char *path, long long *sweep_interval_s)
+{
+    mef next = {.dtls_fd = -1};
+    char restart[256] = "";
+    if (mef_config_load(&next, path) != 0) {
+        json_decref(next.root);
+        return -1;
+    }
+    app_cfg_restart_fields(m->root, next.root, "mef", restart_fields, restart, sizeof(restart));
+    app_cfg_restart_fields(m->root, next.root, "pkcs11", NULL, restart, sizeof(restart));
+    if (restart[0] != '\0')
+        app_log(APP_WARN, "restart-needed", "config=%s fields=%s", path, restart);
+    json_decref(m->reloaded);
+    m->reloaded = next.root;
+    m->cfg.sweep_interval_s = next.cfg.sweep_interval_s;
+    *sweep_interval_s = next.cfg.sweep_interval_s;
+    return mef_config_apply_enrolees(m, "reload");
 }

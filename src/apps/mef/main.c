@@ -32,10 +32,17 @@ static int start(mef *m)
     /* Two pools of connections (bootstrap, HTTPS), each capped at max_connections. */
     m->cfg.max_connections = app_fd_budget(m->cfg.max_connections, 2);
     if (app_store_open(json_object_get(m->root, "pkcs11"), &m->store) != 0 ||
-        mef_config_apply_enrolees(m) != 0 || (m->base = event_base_new()) == NULL ||
-        mef_bootstrap_start(m) != 0 || (m->cfg.https != NULL && mef_fetch_start(m) != 0))
+        mef_config_apply_enrolees(m, "start") != 0 || (m->base = event_base_new()) == NULL ||
+        mef_bootstrap_start(m) != 0 || app_conns_watch(m->conns, m->store.ks) != 0 ||
+        (m->cfg.https != NULL && mef_fetch_start(m) != 0))
         return -1;
     return 0;
+}
+
+static int reload(void *arg, long long *sweep_interval_s)
+{
+    mef *m = arg;
+    return mef_config_reload(m, m->config_path, sweep_interval_s);
 }
 
 static void stop(mef *m)
@@ -50,6 +57,7 @@ static void stop(mef *m)
         event_base_free(m->base);
     app_store_close(&m->store);
     app_certkey_cleanup();
+    json_decref(m->reloaded);
     json_decref(m->root);
 }
 
@@ -62,12 +70,19 @@ int main(int argc, char **argv)
     app_log_init("m2m-mef");
     app_json_cleansing_alloc();
     signal(SIGPIPE, SIG_IGN);
-    mef m = {.dtls_fd = -1};
+    mef m = {.dtls_fd = -1, .config_path = config};
     rc = app_metrics_init(1) != 0 || mef_config_load(&m, config) != 0 || start(&m) != 0;
     if (rc == 0) {
         char ready[M2MHSM_FQDN_MAX + 16];
-        app_service svc = {m.base,       m.store.ks, m.cfg.sweep_interval_s, m.conns,
-                           stop_serving, &m,         m.cfg.metrics};
+        app_service svc = {.base = m.base,
+                           .ks = m.store.ks,
+                           .sweep_interval_s = m.cfg.sweep_interval_s,
+                           .conns = m.conns,
+                           .stop = stop_serving,
+                           .arg = &m,
+                           .metrics = m.cfg.metrics,
+                           .reload = reload,
+                           .config = config};
         snprintf(ready, sizeof(ready), "mef_fqdn=%s", m.cfg.fqdn);
         rc = app_service_run(&svc, ready) != 0;
     }

@@ -19,7 +19,9 @@ typedef struct {
 } mef_config;
 
 typedef struct {
-    json_t *root;
+    json_t *root;     /* the file as at start: the settings that need a restart */
+    json_t *reloaded; /* the file as last reloaded (NULL: none yet): the enrolees */
+    const char *config_path;
     mef_config cfg;
     app_store store;
     struct event_base *base;
@@ -47,8 +49,16 @@ typedef struct {
 int mef_enrolee_parse(const json_t *e, size_t i, mef_enrolee *out);
 /* Every entry of "enrolees" (*out malloc'd, NULL when there are none); prints why not. */
 int mef_config_enrolees(const mef *m, mef_enrolee **out, size_t *n);
-/* Check every entry, then apply each that the token does not already hold. */
-int mef_config_apply_enrolees(mef *m);
+/* Check every entry, then apply each that the token does not already hold. When the file
+ * has "enrolees", it is the whole list: an Enrolee configured on the token but not listed
+ * is revoked (m2mhsm_keystore_revoke_enrolee), and one whose absolute Enrolment Expiry has
+ * passed is unenrollable (its configuration and Ke erased; event=enrolee-expired-config)
+ * while the others are served. at: "start" or "reload", for the log. */
+int mef_config_apply_enrolees(mef *m, const char *at);
+/* SIGHUP: load path afresh; if it is sound, apply its enrolees and sweep_interval and report
+ * the settings that need a restart (event=restart-needed). -1 if refused (the running
+ * configuration stays; the loader's complaint is printed). */
+int mef_config_reload(mef *m, const char *path, long long *sweep_interval_s);
 
 /* bootstrap.c: the Bootstrap Security Handshake servers, TLS and DTLS. */
 int mef_bootstrap_start(mef *m);
