@@ -38,23 +38,40 @@ run_lab() {
     check "TLS 1.$v: the device enrolled and was served by the MAF" \
         grep -q "authenticated $(device_ke_id) until" <<< "$out"
     bash "$LABSH" stop "$LAB" > /dev/null
-    local role keys data
+    local role
+    declare -A n
     for role in mef maf enrolee; do
-        keys=$(objects "$role" "Secret Key")
-        data=$(objects "$role" "Data")
-        echo "# TLS 1.$v $role: $keys secret keys, $data data objects per device"
-        eval "${role}_keys=$keys ${role}_data=$data"
+        n[$role]="$(objects "$role" "Secret Key") $(objects "$role" "Data")"
+        echo "# TLS 1.$v $role: secret keys and data objects per device: ${n[$role]}"
     done
     # MEF: Kpm (its one TLS form), Ke (raw, Km is derived from it); Kpm, configuration and
     # Ke metadata. MAF: Km (one form). Device: Kpm, Ke, Km; their metadata.
-    check "TLS 1.$v MEF: 2 keys (Kpm $forms, Ke raw), 3 metadata; saw $mef_keys, $mef_data" \
-        test "$mef_keys $mef_data" = "2 3"
-    check "TLS 1.$v MAF: 1 key (Km $forms), 1 metadata; saw $maf_keys, $maf_data" \
-        test "$maf_keys $maf_data" = "1 1"
-    check "TLS 1.$v device: 3 keys (Kpm, Ke, Km), 3 metadata; saw $enrolee_keys, $enrolee_data" \
-        test "$enrolee_keys $enrolee_data" = "3 3"
+    check "TLS 1.$v MEF: 2 keys (Kpm $forms, Ke raw), 3 metadata; saw ${n[mef]}" \
+        test "${n[mef]}" = "2 3"
+    check "TLS 1.$v MAF: 1 key (Km $forms), 1 metadata; saw ${n[maf]}" test "${n[maf]}" = "1 1"
+    check "TLS 1.$v device: 3 keys (Kpm, Ke, Km), 3 metadata; saw ${n[enrolee]}" \
+        test "${n[enrolee]}" = "3 3"
+    [ "$v" = 2 ] && target_to_tls13
     e2e_cleanup
     LAB=
+}
+
+# The MAF moves to TLS 1.3: the device's Km has only its TLS 1.2 form, so the device derives
+# it again (a new enrolment: the Kpm and the MEF stay on TLS 1.2) instead of failing.
+target_to_tls13() {
+    set_json "$M2M_MAF_CONFIG" maf tls13 true
+    set_json "$M2M_ENROLEE_CONFIG" enrolee target_uri "\"tls13://127.0.0.1:$M2M_MAF_PORT\""
+    bash "$LABSH" start "$LAB" > /dev/null
+    out=$(enrolee connect 2>> "$LAB/enrolee.log")
+    check "target now TLS 1.3: the device re-provisioned for the missing form" \
+        grep -q "event=provisioning .*reason=missing-form" "$LAB/enrolee.log"
+    check "... and was served over TLS 1.3" \
+        grep -q "authenticated $(device_ke_id) until" <<< "$out"
+    check "the MAF fetched the new Km and served it over TLS 1.3" \
+        wait_log "$LAB/maf.log" "event=handshake-ok ke_id=$(device_ke_id) .*cipher=TLS_AES_128_GCM_SHA256"
+    bash "$LABSH" stop "$LAB" > /dev/null
+    check "the device holds one Km key again (the old one replaced): 3 keys, saw $(objects enrolee 'Secret Key')" \
+        test "$(objects enrolee 'Secret Key')" = 3
 }
 
 run_lab 2
