@@ -64,7 +64,8 @@ typedef struct {
     uint8_t record_id[M2MHSM_RECORD_ID_LEN];
     CK_OBJECT_HANDLE meta;
     CK_OBJECT_HANDLE key[M2MHSM_FORM_COUNT]; /* CK_INVALID_HANDLE where absent */
-    unsigned forms;      /* M2MHSM_FORMS_* the record was written with: the keys it must have */
+    unsigned forms;      /* M2MHSM_FORMS_* the record was written with: the keys it must have
+                            (0 in a record built by hand: all of its kind's) */
     unsigned generation; /* the module generation these handles belong to (see fork) */
 } m2mhsm_record;
 

@@ -19,7 +19,7 @@ m2mhsm_status m2mhsm_record_check_form(const m2mhsm_record *rec, m2mhsm_form for
 {
     if (rec == NULL || (unsigned)form >= M2MHSM_FORM_COUNT)
         return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "check_form: no record or no such form");
-    if ((rec->forms & (1u << form)) && rec->key[form] != CK_INVALID_HANDLE)
+    if ((ks_record_forms(rec) & (1u << form)) && rec->key[form] != CK_INVALID_HANDLE)
         return M2MHSM_OK;
     static const char *const needed_by[M2MHSM_FORM_COUNT] = {"derivation", "(D)TLS 1.2 handshakes",
                                                              "TLS 1.3 handshakes"};

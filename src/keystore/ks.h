@@ -21,6 +21,9 @@ unsigned ks_kind_forms(m2mhsm_kind kind);
 const char *ks_form_name(m2mhsm_form form);
 int ks_kind_is_credential(m2mhsm_kind kind); /* Ke, Km, Kpsa: subject to Enrolment Expiry */
 int ks_kind_is_psk(m2mhsm_kind kind);        /* Kpm, Km, Kpsa: forms as the writer chose */
+/* The forms a record must have: rec->forms, or for 0 (a record built without choosing,
+ * written as before forms= existed) all of its kind's. */
+unsigned ks_record_forms(const m2mhsm_record *rec);
 /* The grammar of a kind's identity: KpmID for kpm and enrolment records, KeID otherwise. */
 m2mhsm_id_type ks_identity_type(m2mhsm_kind kind);
 /* "m2mhsm:<kind>:<identity>" and, for a key object, ":<form>". */

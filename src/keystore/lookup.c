@@ -22,7 +22,7 @@ static CK_OBJECT_HANDLE primary(const m2mhsm_record *rec, int *form)
         *form = -1;
         return rec->meta;
     }
-    if (!(rec->forms & (1u << *form)))
+    if (!(ks_record_forms(rec) & (1u << *form)))
         *form = M2MHSM_FORM_TLS13_ES;
     return rec->key[*form];
 }
@@ -72,7 +72,7 @@ static m2mhsm_status attach_keys(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, m2mhs
             continue;
         }
         int form = st == M2MHSM_OK ? ks_label_form(label) : -1;
-        if (form >= 0 && (rec->forms & (1u << form)))
+        if (form >= 0 && (ks_record_forms(rec) & (1u << form)))
             rec->key[form] = h[i];
     }
     free(h);

@@ -58,6 +58,11 @@ int ks_kind_is_psk(m2mhsm_kind kind)
     return kind == M2MHSM_KIND_KPM || kind == M2MHSM_KIND_KM || kind == M2MHSM_KIND_KPSA;
 }
 
+unsigned ks_record_forms(const m2mhsm_record *rec)
+{
+    return rec->forms != 0 ? rec->forms : ks_kind_forms(rec->kind);
+}
+
 /* "raw,tls12-pms": the forms= field of a record that has fewer than its kind's all. */
 static void forms_format(unsigned forms, char *buf, size_t len)
 {

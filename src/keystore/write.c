@@ -13,7 +13,7 @@ static m2mhsm_status write_objects(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, m2m
 {
     m2mhsm_status st = ks_create_meta(ks->fn, s, rec, &rec->meta);
     for (int f = 0; st == M2MHSM_OK && f < M2MHSM_FORM_COUNT; f++)
-        if (rec->forms & (1u << f))
+        if (ks_record_forms(rec) & (1u << f))
             st = ks_create_key(ks->fn, s, rec, (m2mhsm_form)f, &specs[f], &rec->key[f]);
     if (st != M2MHSM_OK) {
         /* Undo what was written; the error reported is the first one. */

@@ -157,6 +157,20 @@ static void test_forms_round_trip_and_default_to_all(void **state)
     expect_corrupt(t);
     r.forms = M2MHSM_FORMS_TLS12;
     assert_int_equal(ks_meta_encode(&r, buf, &len), M2MHSM_E_INVALID_ARG);
+
+    /* A record built without choosing (forms 0) must have all of its kind's forms. */
+    m2mhsm_record km = sample();
+    for (int f = 0; f < M2MHSM_FORM_COUNT; f++)
+        km.key[f] = (CK_OBJECT_HANDLE)(100 + f);
+    assert_int_equal(ks_record_forms(&km), M2MHSM_FORMS_ALL);
+    assert_int_equal(m2mhsm_record_check_form(&km, M2MHSM_FORM_TLS13_ES), M2MHSM_OK);
+    km.key[M2MHSM_FORM_RAW] = CK_INVALID_HANDLE;
+    assert_false(ks_record_complete(&km));
+    km.forms = M2MHSM_FORMS_TLS12 | M2MHSM_FORMS_TLS13;
+    assert_true(ks_record_complete(&km));
+    km.forms = M2MHSM_FORMS_TLS12;
+    assert_int_equal(m2mhsm_record_check_form(&km, M2MHSM_FORM_TLS13_ES), M2MHSM_E_UNSUPPORTED);
+    assert_non_null(strstr(m2mhsm_last_error(), "without its tls13-es form"));
 }
 
 static void test_labels_name_kind_identity_and_form(void **state)
