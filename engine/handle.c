@@ -59,7 +59,8 @@ static void drop_hot(m2mhsm_handles *h, slot *s)
 static void make_hot(m2mhsm_handles *h, slot *s, const m2mhsm_record *rec)
 {
     for (int i = 0; i < HOT_COUNT; i++)
-        if (m2mhsm_token_session_copy(m2mhsm_keystore_token(h->ks), rec->key[hot_forms[i]],
+        if (rec->key[hot_forms[i]] == CK_INVALID_HANDLE || /* stored without that form */
+            m2mhsm_token_session_copy(m2mhsm_keystore_token(h->ks), rec->key[hot_forms[i]],
                                       &s->hot[i]) != M2MHSM_OK)
             s->hot[i] = CK_INVALID_HANDLE; /* sign with the stored key instead */
 }

@@ -193,6 +193,9 @@ static int derive_token(m2mhsm_kdf_ctx *c, unsigned char *out, size_t olen)
         /* Early Secret = HKDF-Extract(0, PSK): the stored form; hand back its handle. */
         if (olen != M2MHSM_ES_HANDLE_LEN || !resolve(c, key, kl, &rec))
             return refuse("unknown, stale or expired PSK handle");
+        /* A key stored for TLS 1.2 only (a handle from openssl.cnf names any key). */
+        if (m2mhsm_record_check_form(&rec, M2MHSM_FORM_TLS13_ES) != M2MHSM_OK)
+            return refuse(m2mhsm_last_error());
         m2mhsm_es_handle_from(key, out);
         return 1;
     }

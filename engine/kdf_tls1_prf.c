@@ -51,6 +51,11 @@ static int derive_token(m2mhsm_kdf_ctx *c, unsigned char *out, size_t olen)
                        "m2mhsm: unknown, stale or expired PSK handle");
         return 0;
     }
+    /* A key stored for TLS 1.3 only (a handle from openssl.cnf names any key). */
+    if (m2mhsm_record_check_form(&rec, M2MHSM_FORM_TLS12_PMS) != M2MHSM_OK) {
+        ERR_raise_data(ERR_LIB_PROV, ERR_R_UNSUPPORTED, "m2mhsm: %s", m2mhsm_last_error());
+        return 0;
+    }
     /* The stored form is SHA-256 based; libssl asks for SHA256 in every TS-0003 suite. */
     if (OPENSSL_strcasecmp(c->digest, "SHA256") != 0 &&
         OPENSSL_strcasecmp(c->digest, "SHA2-256") != 0) {

@@ -31,13 +31,21 @@ typedef enum {
                              metadata only, no key */
 } m2mhsm_kind;
 
-/* The secret-key objects of a record. A PSK (Kpm, Km, Kpsa) has all three; Ke has RAW. */
+/* The secret-key objects of a record. A PSK (Kpm, Km, Kpsa) has the forms its writer chose
+ * (m2mhsm_keystore_options.psk_forms; all three by default); Ke has RAW. */
 typedef enum {
     M2MHSM_FORM_RAW = 0,   /* the key itself */
     M2MHSM_FORM_TLS12_PMS, /* SHA-256 of the TLS 1.2 PSK premaster (derive.h) */
     M2MHSM_FORM_TLS13_ES,  /* TLS 1.3 early secret (derive.h) */
     M2MHSM_FORM_COUNT
 } m2mhsm_form;
+
+/* Sets of forms, as bits: each form is one object on the token, and hardware HSMs cap the
+ * number of objects, so a deployment stores only those its handshakes use. */
+#define M2MHSM_FORMS_RAW (1u << M2MHSM_FORM_RAW)         /* only if something derives from it */
+#define M2MHSM_FORMS_TLS12 (1u << M2MHSM_FORM_TLS12_PMS) /* TLS 1.2 and DTLS 1.2 handshakes */
+#define M2MHSM_FORMS_TLS13 (1u << M2MHSM_FORM_TLS13_ES)  /* TLS 1.3 handshakes */
+#define M2MHSM_FORMS_ALL (M2MHSM_FORMS_RAW | M2MHSM_FORMS_TLS12 | M2MHSM_FORMS_TLS13)
 
 #define M2MHSM_RECORD_ID_LEN 16 /* CKA_ID shared by a record's objects: random */
 
@@ -56,6 +64,8 @@ typedef struct {
     uint8_t record_id[M2MHSM_RECORD_ID_LEN];
     CK_OBJECT_HANDLE meta;
     CK_OBJECT_HANDLE key[M2MHSM_FORM_COUNT]; /* CK_INVALID_HANDLE where absent */
+    unsigned forms;      /* M2MHSM_FORMS_* the record was written with: the keys it must have
+                            (0 in a record built by hand: all of its kind's) */
     unsigned generation; /* the module generation these handles belong to (see fork) */
 } m2mhsm_record;
 
@@ -79,6 +89,15 @@ typedef struct {
      * refused with M2MHSM_E_INVALID_ARG. For readers that must not change what they
      * inspect (m2mhsm list); repair is for writers and explicit commands. */
     int read_only;
+    /* The forms of every Kpm, Km and Kpsa this store writes: M2MHSM_FORMS_TLS12 and/or
+     * M2MHSM_FORMS_TLS13 for the handshakes the deployment runs with that key, plus
+     * M2MHSM_FORMS_RAW only where something needs the key itself (nothing in m2mhsm does;
+     * it is for tokens that derive forms later). 0 (default): all three, as before the
+     * option existed. Any other set without a TLS form, or with unknown bits, is refused at
+     * open (M2MHSM_E_INVALID_ARG). Records keep the forms they were written with; reading
+     * does not depend on this option, and a handshake on a record lacking its form is
+     * refused (tls.h). Ke always has RAW only (Km and Kpsa are derived from it). */
+    unsigned psk_forms;
 } m2mhsm_keystore_options;
 
 /* What opening found and repaired (found only, with read_only). */
@@ -117,6 +136,11 @@ m2mhsm_token *m2mhsm_keystore_token(m2mhsm_keystore *ks);
  */
 m2mhsm_status m2mhsm_keystore_lookup(m2mhsm_keystore *ks, m2mhsm_kind kind, const char *id,
                                      size_t len, m2mhsm_record *out);
+
+/* M2MHSM_OK if the record has the form (its key object for it); M2MHSM_E_UNSUPPORTED,
+ * naming the form, if it was stored without it (m2mhsm_keystore_options.psk_forms):
+ * e.g. a Km stored for TLS 1.2 only, asked for a TLS 1.3 handshake. */
+m2mhsm_status m2mhsm_record_check_form(const m2mhsm_record *rec, m2mhsm_form form);
 
 /* 1 if the record's exact expiry is still ahead of the store's clock. */
 int m2mhsm_record_valid(const m2mhsm_keystore *ks, const m2mhsm_record *rec);
@@ -277,6 +301,7 @@ void m2mhsm_keystore_unwatch(m2mhsm_keystore *ks, m2mhsm_erase_observer fn, void
 m2mhsm_status m2mhsm_keystore_list(m2mhsm_keystore *ks, m2mhsm_record **out, size_t *count);
 
 const char *m2mhsm_kind_name(m2mhsm_kind kind); /* "kpm", "ke", ... */
+const char *m2mhsm_form_name(m2mhsm_form form); /* "raw", "tls12-pms", "tls13-es" */
 
 #ifdef __cplusplus
 }

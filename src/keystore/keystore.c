@@ -15,6 +15,18 @@ m2mhsm_token *m2mhsm_keystore_token(m2mhsm_keystore *ks)
     return ks->tok;
 }
 
+m2mhsm_status m2mhsm_record_check_form(const m2mhsm_record *rec, m2mhsm_form form)
+{
+    if (rec == NULL || (unsigned)form >= M2MHSM_FORM_COUNT)
+        return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "check_form: no record or no such form");
+    if ((ks_record_forms(rec) & (1u << form)) && rec->key[form] != CK_INVALID_HANDLE)
+        return M2MHSM_OK;
+    static const char *const needed_by[M2MHSM_FORM_COUNT] = {"derivation", "(D)TLS 1.2 handshakes",
+                                                             "TLS 1.3 handshakes"};
+    return m2mhsm_fail(M2MHSM_E_UNSUPPORTED, "the %s was stored without its %s form, which %s need",
+                       m2mhsm_kind_name(rec->kind), ks_form_name(form), needed_by[form]);
+}
+
 int m2mhsm_record_valid(const m2mhsm_keystore *ks, const m2mhsm_record *rec)
 {
     return m2mhsm_expiry_is_valid(rec->expiry, m2mhsm_keystore_now(ks));
@@ -255,6 +267,12 @@ m2mhsm_status m2mhsm_keystore_open(m2mhsm_token *tok, const m2mhsm_keystore_opti
     if (out == NULL || tok == NULL)
         return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "keystore_open: NULL argument");
     *out = NULL;
+    unsigned forms = opts != NULL && opts->psk_forms != 0 ? opts->psk_forms : M2MHSM_FORMS_ALL;
+    if ((forms & ~M2MHSM_FORMS_ALL) != 0 ||
+        (forms & (M2MHSM_FORMS_TLS12 | M2MHSM_FORMS_TLS13)) == 0)
+        return m2mhsm_fail(M2MHSM_E_INVALID_ARG,
+                           "keystore_open: psk_forms needs a TLS form (tls12-pms or tls13-es) "
+                           "and no unknown bits");
     m2mhsm_keystore *ks = calloc(1, sizeof(*ks));
     if (ks == NULL)
         return m2mhsm_fail(M2MHSM_E_NOMEM, "out of memory");
@@ -265,6 +283,7 @@ m2mhsm_status m2mhsm_keystore_open(m2mhsm_token *tok, const m2mhsm_keystore_opti
     ks->orphan_grace = opts != NULL && opts->orphan_grace > 0 ? opts->orphan_grace : 60;
     ks->revalidate_ms = opts != NULL && opts->revalidate_ms > 0 ? opts->revalidate_ms : 0;
     ks->read_only = opts != NULL && opts->read_only;
+    ks->psk_forms = forms;
     pthread_mutex_init(&ks->lock, NULL);
     ks->generation = m2mhsm_token_generation(tok);
     m2mhsm_status st = load(ks, &rep);

@@ -15,10 +15,15 @@
 m2mhsm_status ks_meta_encode(const m2mhsm_record *rec, char *buf, size_t *len);
 /* Parse and validate; handles in rec are set to CK_INVALID_HANDLE. */
 m2mhsm_status ks_meta_decode(const char *buf, size_t len, m2mhsm_record *rec);
-/* Bit (1u << form) for each form a record of this kind must have. */
+/* Bit (1u << form) for each form a record of this kind can have: what a record written
+ * before forms= existed has (a Kpm, Km or Kpsa written since has rec->forms). */
 unsigned ks_kind_forms(m2mhsm_kind kind);
 const char *ks_form_name(m2mhsm_form form);
 int ks_kind_is_credential(m2mhsm_kind kind); /* Ke, Km, Kpsa: subject to Enrolment Expiry */
+int ks_kind_is_psk(m2mhsm_kind kind);        /* Kpm, Km, Kpsa: forms as the writer chose */
+/* The forms a record must have: rec->forms, or for 0 (a record built without choosing,
+ * written as before forms= existed) all of its kind's. */
+unsigned ks_record_forms(const m2mhsm_record *rec);
 /* The grammar of a kind's identity: KpmID for kpm and enrolment records, KeID otherwise. */
 m2mhsm_id_type ks_identity_type(m2mhsm_kind kind);
 /* "m2mhsm:<kind>:<identity>" and, for a key object, ":<form>". */
@@ -112,6 +117,7 @@ struct m2mhsm_keystore {
     int64_t orphan_grace;
     int64_t revalidate_ms;
     int read_only;        /* opened to inspect: never creates or destroys an object */
+    unsigned psk_forms;   /* the forms of the Kpm, Km and Kpsa records it writes */
     pthread_mutex_t lock; /* guards idx and generation */
     unsigned generation;
     ks_index idx;       /* (kind, identity) -> record */

@@ -13,7 +13,8 @@ static int64_t monotonic_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* The object a hit is confirmed on: the one a handshake uses next. */
+/* The object a hit is confirmed on: the one a handshake uses next (a PSK's TLS 1.2 form,
+ * or its TLS 1.3 form when it was stored without one). */
 static CK_OBJECT_HANDLE primary(const m2mhsm_record *rec, int *form)
 {
     *form = rec->kind == M2MHSM_KIND_KE ? M2MHSM_FORM_RAW : M2MHSM_FORM_TLS12_PMS;
@@ -21,6 +22,8 @@ static CK_OBJECT_HANDLE primary(const m2mhsm_record *rec, int *form)
         *form = -1;
         return rec->meta;
     }
+    if (!(ks_record_forms(rec) & (1u << *form)))
+        *form = M2MHSM_FORM_TLS13_ES;
     return rec->key[*form];
 }
 
@@ -69,7 +72,7 @@ static m2mhsm_status attach_keys(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, m2mhs
             continue;
         }
         int form = st == M2MHSM_OK ? ks_label_form(label) : -1;
-        if (form >= 0)
+        if (form >= 0 && (ks_record_forms(rec) & (1u << form)))
             rec->key[form] = h[i];
     }
     free(h);

@@ -48,6 +48,49 @@ const char *ks_form_name(m2mhsm_form form)
     return (unsigned)form < M2MHSM_FORM_COUNT ? form_names[form] : "unknown";
 }
 
+const char *m2mhsm_form_name(m2mhsm_form form)
+{
+    return ks_form_name(form);
+}
+
+int ks_kind_is_psk(m2mhsm_kind kind)
+{
+    return kind == M2MHSM_KIND_KPM || kind == M2MHSM_KIND_KM || kind == M2MHSM_KIND_KPSA;
+}
+
+unsigned ks_record_forms(const m2mhsm_record *rec)
+{
+    return rec->forms != 0 ? rec->forms : ks_kind_forms(rec->kind);
+}
+
+/* "raw,tls12-pms": the forms= field of a record that has fewer than its kind's all. */
+static void forms_format(unsigned forms, char *buf, size_t len)
+{
+    size_t n = 0;
+    buf[0] = '\0';
+    for (int f = 0; f < M2MHSM_FORM_COUNT; f++)
+        if (forms & (1u << f))
+            n += (size_t)snprintf(buf + n, len - n, "%s%s", n > 0 ? "," : "", form_names[f]);
+}
+
+static int forms_parse(const char *v, unsigned *out)
+{
+    char copy[64], *save = NULL;
+    if (strlen(v) >= sizeof(copy))
+        return 0;
+    strcpy(copy, v);
+    *out = 0;
+    for (char *t = strtok_r(copy, ",", &save); t != NULL; t = strtok_r(NULL, ",", &save)) {
+        int f = 0;
+        while (f < M2MHSM_FORM_COUNT && strcmp(t, form_names[f]) != 0)
+            f++;
+        if (f == M2MHSM_FORM_COUNT || (*out & (1u << f)))
+            return 0;
+        *out |= 1u << f;
+    }
+    return *out != 0;
+}
+
 unsigned ks_kind_forms(m2mhsm_kind kind)
 {
     switch (kind) {
@@ -133,6 +176,15 @@ m2mhsm_status ks_meta_encode(const m2mhsm_record *rec, char *buf, size_t *len)
     /* Only a Ke carries seq: records of other kinds stay readable by older versions. */
     if (n > 0 && n < M2MHSM_META_MAX && rec->kind == M2MHSM_KIND_KE)
         n += snprintf(buf + n, M2MHSM_META_MAX - (size_t)n, "seq=%" PRIu64 "\n", rec->seq);
+    /* Only a record with fewer forms than its kind's all says which: a record with all of
+     * them (or 0: not chosen) is written exactly as before forms= existed. */
+    if (n > 0 && n < M2MHSM_META_MAX && rec->forms != 0 && rec->forms != ks_kind_forms(rec->kind)) {
+        char forms[64];
+        if (!ks_kind_is_psk(rec->kind) || (rec->forms & ~ks_kind_forms(rec->kind)) != 0)
+            return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "metadata: forms not of this kind");
+        forms_format(rec->forms, forms, sizeof(forms));
+        n += snprintf(buf + n, M2MHSM_META_MAX - (size_t)n, "forms=%s\n", forms);
+    }
     if (n < 0 || n >= M2MHSM_META_MAX)
         return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "metadata too long");
     *len = (size_t)n;
@@ -221,12 +273,15 @@ static int set_field(m2mhsm_record *rec, const char *k, const char *v, unsigned 
     FIELD("created", 8, parse_time(v, &rec->created, 0))
     FIELD("expiry", 9, parse_time(v, &rec->expiry, 1))
     FIELD("seq", 10, parse_seq(v, &rec->seq))
+    FIELD("forms", 11, forms_parse(v, &rec->forms))
 #undef FIELD
     return 0;
 }
 
-/* Every field but seq, which records written before it lack (read as 0). */
+/* Every field but seq, which records written before it lack (read as 0), and forms, which
+ * only a record with fewer than its kind's forms has. */
 #define REQUIRED_FIELDS ((1u << 10) - 1)
+#define FORMS_FIELD (1u << 11)
 
 static int opt_id_ok(m2mhsm_id_type t, const char *s)
 {
@@ -275,6 +330,10 @@ static int record_ok(const m2mhsm_record *r)
 {
     if (r->seq != 0 && r->kind != M2MHSM_KIND_KE)
         return 0;
+    /* A subset of the kind's forms, and for a PSK at least one a handshake can use. */
+    unsigned all = ks_kind_forms(r->kind), tls = M2MHSM_FORMS_TLS12 | M2MHSM_FORMS_TLS13;
+    if ((r->forms & ~all) != 0 || (ks_kind_is_psk(r->kind) && (r->forms & tls) == 0))
+        return 0;
     return m2mhsm_id_check_str(ks_identity_type(r->kind), r->identity) == M2MHSM_OK &&
            opt_id_ok(M2MHSM_ID_KPM, r->kpm_id) && opt_id_ok(M2MHSM_ID_KE, r->ke_id) &&
            opt_id_ok(M2MHSM_ID_M2M_ABS, r->enrolee_id) &&
@@ -304,7 +363,11 @@ m2mhsm_status ks_meta_decode(const char *buf, size_t len, m2mhsm_record *rec)
             return m2mhsm_fail(M2MHSM_E_CORRUPT, "metadata: a field is unknown, repeated or "
                                                  "malformed");
     }
-    if ((seen & REQUIRED_FIELDS) != REQUIRED_FIELDS || !record_ok(rec))
+    if ((seen & REQUIRED_FIELDS) != REQUIRED_FIELDS)
+        return m2mhsm_fail(M2MHSM_E_CORRUPT, "metadata: missing or invalid fields");
+    if (!(seen & FORMS_FIELD))
+        rec->forms = ks_kind_forms(rec->kind); /* written before forms= existed: all */
+    if (!record_ok(rec))
         return m2mhsm_fail(M2MHSM_E_CORRUPT, "metadata: missing or invalid fields");
     rec->meta = CK_INVALID_HANDLE;
     for (int f = 0; f < M2MHSM_FORM_COUNT; f++)

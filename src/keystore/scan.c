@@ -170,7 +170,7 @@ static m2mhsm_status attach_keys(ks_scan *sc, const ks_scan_work *w)
         m2mhsm_record *rec = sc->count > 0
                                  ? bsearch(&probe, sc->recs, sc->count, sizeof(*rec), cmp_record_id)
                                  : NULL;
-        if (rec != NULL && (ks_kind_forms(rec->kind) & (1u << k->form))) {
+        if (rec != NULL && (ks_record_forms(rec) & (1u << k->form))) {
             rec->key[k->form] = k->handle;
         } else if (is_protected(w, k->record_id) || w->unidentified_corrupt) {
             sc->kept_keys++;
@@ -202,7 +202,7 @@ m2mhsm_status ks_scan_token(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, ks_scan *o
 
 int ks_record_complete(const m2mhsm_record *rec)
 {
-    unsigned need = ks_kind_forms(rec->kind);
+    unsigned need = ks_record_forms(rec);
     for (int f = 0; f < M2MHSM_FORM_COUNT; f++)
         if ((need & (1u << f)) && rec->key[f] == CK_INVALID_HANDLE)
             return 0;

@@ -2,7 +2,8 @@
  * Kpm delivered wrapped under a KEK already in the token (AES key wrap, RFC 3394 / 5649):
  * the raw Kpm is unwrapped straight into a token object. Its TLS forms are hashes of the
  * key, computed with C_DigestKey so the Kpm itself never reaches host memory; the forms do,
- * briefly, before they are imported and cleansed (docs/threat-model.md).
+ * briefly, before they are imported and cleansed (docs/threat-model.md). A store that keeps
+ * no raw form unwraps into a session object, which is destroyed once the forms exist.
  */
 #include "ks.h"
 #include "write.h"
@@ -21,6 +22,7 @@ typedef struct {
     CK_MECHANISM_TYPE mech; /* CKM_AES_KEY_WRAP (RFC 3394) or an RFC 5649 mechanism */
     int unwrap_failed;      /* the C_UnwrapKey itself failed (not a later step) */
     CK_FUNCTION_LIST *fn;
+    CK_OBJECT_HANDLE raw; /* the unwrapped key the forms are digested from */
 } unwrap_ctx;
 
 static m2mhsm_status find_kek(m2mhsm_keystore *ks, const char *label, CK_OBJECT_HANDLE *out)
@@ -80,6 +82,7 @@ static m2mhsm_status make_unwrapped(const ks_key_spec *spec, CK_SESSION_HANDLE s
         snprintf(op, sizeof(op), "C_UnwrapKey(%s)", m2mhsm_ckm_name(u->mech));
         return m2mhsm_fail_ckr(op, rv);
     }
+    u->raw = *out;
     return M2MHSM_OK;
 }
 
@@ -156,8 +159,9 @@ static m2mhsm_status make_form(const ks_key_spec *spec, CK_SESSION_HANDLE s,
                                const m2mhsm_record *rec, CK_ATTRIBUTE *tmpl, CK_ULONG n,
                                CK_OBJECT_HANDLE *out)
 {
+    (void)rec;
     const unwrap_ctx *u = spec->make_arg;
-    CK_OBJECT_HANDLE raw = rec->key[M2MHSM_FORM_RAW];
+    CK_OBJECT_HANDLE raw = u->raw;
     uint8_t form[32];
     size_t len = 0;
     m2mhsm_status st = key_len(u->fn, s, raw, &len);
@@ -179,6 +183,38 @@ static m2mhsm_status make_form(const ks_key_spec *spec, CK_SESSION_HANDLE s,
     return st;
 }
 
+/* A store without the raw form: the key is unwrapped into a session object (CKA_TOKEN
+ * false, otherwise the raw form's template), the record's forms are digested from it, and
+ * it is destroyed whatever the outcome. */
+static m2mhsm_status write_transient(m2mhsm_keystore *ks, m2mhsm_record *rec, unwrap_ctx *u,
+                                     const ks_key_spec specs[M2MHSM_FORM_COUNT])
+{
+    CK_SESSION_HANDLE s;
+    m2mhsm_status st = ks_check_writable(ks, "unwrap");
+    if (st != M2MHSM_OK || (st = m2mhsm_token_session_get(ks->tok, &s)) != M2MHSM_OK)
+        return st;
+    ks_key_attrs a;
+    CK_ATTRIBUTE tmpl[KS_KEY_TEMPLATE_LEN];
+    CK_ULONG n = ks_key_template(rec, M2MHSM_FORM_RAW, CK_FALSE, &a, tmpl);
+    for (CK_ULONG i = 0; i < n; i++)
+        if (tmpl[i].type == CKA_TOKEN)
+            tmpl[i].pValue = &a.f;
+    u->raw = CK_INVALID_HANDLE;
+    st = make_unwrapped(&specs[M2MHSM_FORM_RAW], s, rec, tmpl, n, &u->raw);
+    if (st == M2MHSM_OK) {
+        st = ks_record_write(ks, rec, specs);
+        char first[256];
+        snprintf(first, sizeof(first), "%s", m2mhsm_last_error());
+        m2mhsm_status dst = ks_destroy(ks->fn, s, u->raw);
+        if (st != M2MHSM_OK)
+            m2mhsm_fail(st, "%s", first);
+        else
+            st = dst;
+    }
+    m2mhsm_token_session_put(ks->tok, s);
+    return st;
+}
+
 static m2mhsm_status write_unwrapped(m2mhsm_keystore *ks, m2mhsm_record *rec, unwrap_ctx *u)
 {
     /* spec.len selects the form in make_form: 1 = TLS 1.2, 2 = TLS 1.3. */
@@ -192,7 +228,9 @@ static m2mhsm_status write_unwrapped(m2mhsm_keystore *ks, m2mhsm_record *rec, un
         caps->aes_key_wrap_kwp ? CKM_AES_KEY_WRAP_KWP : CKM_AES_KEY_WRAP_PAD;
     int have5649 = caps->aes_key_wrap_kwp || caps->aes_key_wrap_pad;
     u->mech = caps->aes_key_wrap ? CKM_AES_KEY_WRAP : rfc5649;
-    m2mhsm_status st = ks_record_write(ks, rec, specs);
+    int keep_raw = (ks->psk_forms & M2MHSM_FORMS_RAW) != 0;
+    m2mhsm_status st =
+        keep_raw ? ks_record_write(ks, rec, specs) : write_transient(ks, rec, u, specs);
     if (st != M2MHSM_OK && u->unwrap_failed && u->mech == CKM_AES_KEY_WRAP && have5649) {
         /* An RFC 5649 blob fails RFC 3394's integrity check (and vice versa): try the
          * padded variant, and if that fails too, report both. */
@@ -200,7 +238,7 @@ static m2mhsm_status write_unwrapped(m2mhsm_keystore *ks, m2mhsm_record *rec, un
         snprintf(first, sizeof(first), "%s", m2mhsm_last_error());
         u->mech = rfc5649;
         u->unwrap_failed = 0;
-        st = ks_record_write(ks, rec, specs);
+        st = keep_raw ? ks_record_write(ks, rec, specs) : write_transient(ks, rec, u, specs);
         if (st != M2MHSM_OK)
             st = m2mhsm_fail(st, "%s; %s", first, m2mhsm_last_error());
     }

@@ -12,9 +12,8 @@ static m2mhsm_status write_objects(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, m2m
                                    const ks_key_spec specs[M2MHSM_FORM_COUNT])
 {
     m2mhsm_status st = ks_create_meta(ks->fn, s, rec, &rec->meta);
-    unsigned forms = ks_kind_forms(rec->kind);
     for (int f = 0; st == M2MHSM_OK && f < M2MHSM_FORM_COUNT; f++)
-        if (forms & (1u << f))
+        if (ks_record_forms(rec) & (1u << f))
             st = ks_create_key(ks->fn, s, rec, (m2mhsm_form)f, &specs[f], &rec->key[f]);
     if (st != M2MHSM_OK) {
         /* Undo what was written; the error reported is the first one. */
@@ -36,6 +35,8 @@ m2mhsm_status ks_record_write(m2mhsm_keystore *ks, m2mhsm_record *rec,
     m2mhsm_status st = ks_check_writable(ks, "write");
     if (st != M2MHSM_OK)
         return st;
+    /* A PSK gets the forms this store was opened for; every other kind all of its own. */
+    rec->forms = ks_kind_is_psk(rec->kind) ? ks->psk_forms : ks_kind_forms(rec->kind);
     if (RAND_bytes(rec->record_id, M2MHSM_RECORD_ID_LEN) != 1)
         return m2mhsm_fail(M2MHSM_E_CRYPTO, "RAND_bytes for the record id failed");
     CK_SESSION_HANDLE s;
@@ -65,8 +66,8 @@ m2mhsm_status ks_psk_forms(const uint8_t *psk, size_t len, ks_psk_buf *buf,
         OPENSSL_cleanse(buf, sizeof(*buf));
         return st;
     }
-    /* The raw PSK is kept (the credential of record, and the input for tokens that can
-     * derive the TLS forms themselves) but has no usage: handshakes use its forms. */
+    /* The raw PSK, where the store keeps it (psk_forms), has no usage: handshakes use its
+     * forms. ks_record_write uses the specs of the forms the store keeps only. */
     specs[M2MHSM_FORM_RAW] = (ks_key_spec){psk, len, CK_FALSE, NULL, NULL};
     specs[M2MHSM_FORM_TLS12_PMS] = (ks_key_spec){buf->pms, buf->pms_len, CK_TRUE, NULL, NULL};
     specs[M2MHSM_FORM_TLS13_ES] = (ks_key_spec){buf->es, sizeof(buf->es), CK_TRUE, NULL, NULL};

@@ -10,8 +10,9 @@ typedef struct {
     uint8_t es[32];
 } ks_psk_buf;
 
-/* Write metadata then keys (specs indexed by form; only the kind's forms are used), set the
- * handles and record id in rec, and index it. rec->created/expiry are the caller's. */
+/* Write metadata then keys (specs indexed by form; only rec->forms are used: a PSK's are the
+ * store's psk_forms, any other kind's all of its own), set the forms, handles and record id
+ * in rec, and index it. rec->created/expiry are the caller's. */
 m2mhsm_status ks_record_write(m2mhsm_keystore *ks, m2mhsm_record *rec,
                               const ks_key_spec specs[M2MHSM_FORM_COUNT]);
 /* Compute the TLS forms of a PSK into buf (cleanse it after use) and fill specs. */

@@ -72,7 +72,8 @@ void fixture_store_open(fixture_store *fs, const fixture_token *t)
     m2mhsm_status st = m2mhsm_token_open(&cfg, &fs->tok);
     if (st != M2MHSM_OK)
         fail_msg("token_open: %s", m2mhsm_last_error());
-    m2mhsm_keystore_options o = {.clock = fixture_clock, .clock_arg = &fs->now};
+    m2mhsm_keystore_options o = {
+        .clock = fixture_clock, .clock_arg = &fs->now, .psk_forms = fs->psk_forms};
     st = m2mhsm_keystore_open(fs->tok, &o, &fs->ks, NULL);
     if (st != M2MHSM_OK)
         fail_msg("keystore_open: %s", m2mhsm_last_error());

@@ -21,6 +21,7 @@ typedef struct {
     m2mhsm_token *tok;
     m2mhsm_keystore *ks;
     m2mhsm_time now;
+    unsigned psk_forms; /* m2mhsm_keystore_options.psk_forms; set before opening */
 } fixture_store;
 void fixture_store_open(fixture_store *fs, const fixture_token *t);
 void fixture_store_close(fixture_store *fs);

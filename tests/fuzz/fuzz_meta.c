@@ -13,7 +13,8 @@ static void same_record(const m2mhsm_record *a, const m2mhsm_record *b)
         strcmp(a->enrolee_id, b->enrolee_id) != 0 || strcmp(a->target_id, b->target_id) != 0 ||
         a->enrolment_expiry.kind != b->enrolment_expiry.kind ||
         a->enrolment_expiry.value != b->enrolment_expiry.value || a->created != b->created ||
-        a->expiry != b->expiry || memcmp(a->record_id, b->record_id, M2MHSM_RECORD_ID_LEN) != 0)
+        a->expiry != b->expiry || a->forms != b->forms ||
+        memcmp(a->record_id, b->record_id, M2MHSM_RECORD_ID_LEN) != 0)
         fuzz_fail("decoded metadata does not survive encode and decode");
 }
 

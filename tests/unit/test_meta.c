@@ -121,6 +121,58 @@ static void test_tampered_metadata_is_refused(void **state)
     expect_corrupt(buf);
 }
 
+/* forms= is written only for a PSK record with fewer forms than all, read back, and absent
+ * (every record from before it) reads as all; a set no handshake can use is corrupt. */
+static void test_forms_round_trip_and_default_to_all(void **state)
+{
+    (void)state;
+    m2mhsm_record r = sample(), back;
+    char buf[M2MHSM_META_MAX], t[M2MHSM_META_MAX + 64];
+    size_t len = 0;
+    r.forms = M2MHSM_FORMS_TLS12 | M2MHSM_FORMS_TLS13;
+    assert_int_equal(ks_meta_encode(&r, buf, &len), M2MHSM_OK);
+    buf[len] = '\0';
+    assert_non_null(strstr(buf, "\nforms=tls12-pms,tls13-es\n"));
+    assert_int_equal(ks_meta_decode(buf, len, &back), M2MHSM_OK);
+    assert_int_equal(back.forms, r.forms);
+    r.forms = M2MHSM_FORMS_ALL;
+    assert_int_equal(ks_meta_encode(&r, buf, &len), M2MHSM_OK);
+    buf[len] = '\0';
+    assert_null(strstr(buf, "forms="));
+    assert_int_equal(ks_meta_decode(buf, len, &back), M2MHSM_OK);
+    assert_int_equal(back.forms, M2MHSM_FORMS_ALL);
+    static const char *const bad[] = {"raw", "", "tls12-pms,tls12-pms", "tls12", "tls13-es,x"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(t, sizeof(t), "%sforms=%s\n", buf, bad[i]);
+        expect_corrupt(t);
+    }
+    /* A Ke has its raw key only, whatever the store keeps for PSKs. */
+    r.kind = M2MHSM_KIND_KE;
+    r.ke_id[0] = '\0';
+    r.forms = M2MHSM_FORMS_RAW;
+    assert_int_equal(ks_meta_encode(&r, buf, &len), M2MHSM_OK);
+    buf[len] = '\0';
+    assert_null(strstr(buf, "forms="));
+    snprintf(t, sizeof(t), "%sforms=tls12-pms\n", buf);
+    expect_corrupt(t);
+    r.forms = M2MHSM_FORMS_TLS12;
+    assert_int_equal(ks_meta_encode(&r, buf, &len), M2MHSM_E_INVALID_ARG);
+
+    /* A record built without choosing (forms 0) must have all of its kind's forms. */
+    m2mhsm_record km = sample();
+    for (int f = 0; f < M2MHSM_FORM_COUNT; f++)
+        km.key[f] = (CK_OBJECT_HANDLE)(100 + f);
+    assert_int_equal(ks_record_forms(&km), M2MHSM_FORMS_ALL);
+    assert_int_equal(m2mhsm_record_check_form(&km, M2MHSM_FORM_TLS13_ES), M2MHSM_OK);
+    km.key[M2MHSM_FORM_RAW] = CK_INVALID_HANDLE;
+    assert_false(ks_record_complete(&km));
+    km.forms = M2MHSM_FORMS_TLS12 | M2MHSM_FORMS_TLS13;
+    assert_true(ks_record_complete(&km));
+    km.forms = M2MHSM_FORMS_TLS12;
+    assert_int_equal(m2mhsm_record_check_form(&km, M2MHSM_FORM_TLS13_ES), M2MHSM_E_UNSUPPORTED);
+    assert_non_null(strstr(m2mhsm_last_error(), "without its tls13-es form"));
+}
+
 static void test_labels_name_kind_identity_and_form(void **state)
 {
     (void)state;
@@ -186,6 +238,7 @@ int main(void)
         cmocka_unit_test(test_metadata_round_trips),
         cmocka_unit_test(test_ke_seq_round_trips_and_is_optional),
         cmocka_unit_test(test_tampered_metadata_is_refused),
+        cmocka_unit_test(test_forms_round_trip_and_default_to_all),
         cmocka_unit_test(test_labels_name_kind_identity_and_form),
         cmocka_unit_test(test_key_template_is_sensitive_unextractable_and_dated),
     };

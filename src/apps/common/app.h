@@ -78,8 +78,10 @@ typedef struct {
 } app_store;
 /* The members a "pkcs11" section may have. */
 extern const char *const app_pkcs11_fields[];
-/* Open from a "pkcs11" section {module, token, pin_source, lock_file}. Prints why not. */
-int app_store_open(const json_t *pkcs11, app_store *out);
+/* Open from a "pkcs11" section {module, token, pin_source, lock_file}. Prints why not.
+ * psk_forms: the forms of the PSK records the program writes (m2mhsm_keystore_options),
+ * from the protocol it runs with them; 0 for a program that writes none (the MEF). */
+int app_store_open(const json_t *pkcs11, unsigned psk_forms, app_store *out);
 void app_store_close(app_store *s);
 
 /* ---- certkey.c: X.509 TLS with the private key in the token (libp11) ---- */

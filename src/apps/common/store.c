@@ -6,7 +6,7 @@
 
 const char *const app_pkcs11_fields[] = {"module", "token", "pin_source", "lock_file", NULL};
 
-int app_store_open(const json_t *pkcs11, app_store *out)
+int app_store_open(const json_t *pkcs11, unsigned psk_forms, app_store *out)
 {
     memset(out, 0, sizeof(*out));
     m2mhsm_token_config cfg = {0};
@@ -22,7 +22,8 @@ int app_store_open(const json_t *pkcs11, app_store *out)
     m2mhsm_status st = m2mhsm_token_open(&cfg, &out->tok);
     if (st == M2MHSM_OK) {
         m2mhsm_open_report rep;
-        st = m2mhsm_keystore_open(out->tok, NULL, &out->ks, &rep);
+        m2mhsm_keystore_options opts = {.psk_forms = psk_forms};
+        st = m2mhsm_keystore_open(out->tok, &opts, &out->ks, &rep);
         if (st == M2MHSM_OK && rep.orphan_keys + rep.incomplete + rep.superseded > 0)
             app_log(APP_WARN, "store-repaired", "orphan_keys=%zu torn_records=%zu superseded=%zu",
                     rep.orphan_keys, rep.incomplete, rep.superseded);

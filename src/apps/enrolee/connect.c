@@ -130,6 +130,9 @@ static const char *needs_provisioning(enrolee *e, int have, const m2mhsm_record 
     if (e->cfg.renewal_margin_s > 0 && key->expiry != M2MHSM_NEVER &&
         key->expiry - now <= e->cfg.renewal_margin_s)
         return "renewal-margin";
+    /* Stored for the other TLS version (target_uri changed): derived again in this one. */
+    if (m2mhsm_record_check_form(key, enrolee_target_form(e)) != M2MHSM_OK)
+        return "missing-form";
     return NULL;
 }
 

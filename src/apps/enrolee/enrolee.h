@@ -32,6 +32,10 @@ int enrolee_config_load(enrolee *e, const char *path);
 int enrolee_provision(enrolee *e, const char *reason, m2mhsm_record *key);
 /* The current key for the configured target, if any (valid or not). */
 int enrolee_current_key(enrolee *e, m2mhsm_record *key);
+/* The form that handshakes with the Enrolment Target sign with (target_uri's scheme): the one
+ * form the device stores its Km/Kpsa with, as nothing derives from them. */
+m2mhsm_form enrolee_target_form(const enrolee *e);
+unsigned enrolee_psk_forms(const enrolee *e);
 /* A connected blocking socket to "host:port" (UDP for DTLS), with I/O timeouts. */
 int enrolee_dial(const char *hostport, int dtls);
 

@@ -91,7 +91,7 @@ int main(int argc, char **argv)
     enrolee e = {0};
     int rc = 1;
     if (enrolee_config_load(&e, config) == 0 &&
-        app_store_open(json_object_get(e.root, "pkcs11"), &e.store) == 0) {
+        app_store_open(json_object_get(e.root, "pkcs11"), enrolee_psk_forms(&e), &e.store) == 0) {
         if (strcmp(cmd, "bootstrap") == 0)
             rc = cmd_bootstrap(&e);
         else if (strcmp(cmd, "connect") == 0)

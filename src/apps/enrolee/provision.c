@@ -78,6 +78,29 @@ int enrolee_current_key(enrolee *e, m2mhsm_record *key)
     return found;
 }
 
+m2mhsm_form enrolee_target_form(const enrolee *e)
+{
+    return e->cfg.target_tls13 ? M2MHSM_FORM_TLS13_ES : M2MHSM_FORM_TLS12_PMS;
+}
+
+unsigned enrolee_psk_forms(const enrolee *e)
+{
+    return 1u << enrolee_target_form(e);
+}
+
+/* A Kpm imported without the form this bootstrap needs (m2mhsm kpm import --forms) is
+ * reported by name rather than as an anonymous handshake failure. */
+static m2mhsm_status kpm_has_form(enrolee *e, m2mhsm_tls_proto proto)
+{
+    m2mhsm_record kpm;
+    const char *id = e->cfg.kpm_id;
+    m2mhsm_status st = m2mhsm_keystore_lookup(e->store.ks, M2MHSM_KIND_KPM, id, strlen(id), &kpm);
+    if (st != M2MHSM_OK)
+        return st;
+    return m2mhsm_record_check_form(&kpm, proto == M2MHSM_TLS_1_3 ? M2MHSM_FORM_TLS13_ES
+                                                                  : M2MHSM_FORM_TLS12_PMS);
+}
+
 /* The handshake and export; the Ke record on success. */
 static int bootstrap(enrolee *e, m2mhsm_record *ke)
 {
@@ -91,7 +114,9 @@ static int bootstrap(enrolee *e, m2mhsm_record *ke)
     SSL_CTX *ctx = NULL;
     SSL *ssl = NULL;
     int fd = -1, ok = 0;
-    m2mhsm_status st = m2mhsm_tls_ctx_new(e->store.tls, &p, &ctx);
+    m2mhsm_status st = kpm_has_form(e, p.proto);
+    if (st == M2MHSM_OK)
+        st = m2mhsm_tls_ctx_new(e->store.tls, &p, &ctx);
     if (st == M2MHSM_OK)
         st = m2mhsm_tls_ssl_new(ctx, &ssl);
     if (st == M2MHSM_OK && (fd = enrolee_dial(e->cfg.mef_hostport, e->cfg.mef_dtls)) >= 0) {

@@ -13,6 +13,7 @@ typedef struct {
     m2mhsm_token *tok;
     m2mhsm_keystore *ks;
     m2mhsm_open_report report; /* what opening found (and, unless read-only, removed) */
+    unsigned psk_forms;        /* --forms: those of the Kpm, Km and Kpsa records written */
 } cli_ctx;
 
 /* Open token and store from ctx->token, repairing what a crash left (writers); prints the

@@ -12,7 +12,7 @@
 
 static const char usage_text[] =
     "usage: m2mhsm [--module PATH] [--token URI] [--pin-source file:PATH]\n"
-    "              [--lock-file PATH] COMMAND ...\n"
+    "              [--lock-file PATH] [--forms LIST] COMMAND ...\n"
     "\n"
     "  token-init --label LABEL --so-pin-source file:PATH   (lab/test tokens only)\n"
     "  kpm import --kpm-id ID (--key-file HEXFILE | --wrapped FILE --kek LABEL)\n"
@@ -32,7 +32,10 @@ static const char usage_text[] =
     "Defaults: --module $M2MHSM_MODULE or SoftHSM's; --token $M2MHSM_TOKEN;\n"
     "--pin-source $M2MHSM_PIN_SOURCE, else the URI's pin-source attribute;\n"
     "--lock-file $M2MHSM_LOCK_FILE: shared by every process using the token when its\n"
-    "module is unsafe across processes (SoftHSM's file backend).\n";
+    "module is unsafe across processes (SoftHSM's file backend).\n"
+    "--forms: the token objects of each Kpm, Km or Kpsa written, from tls12 (TLS and\n"
+    "DTLS 1.2), tls13 (TLS 1.3) and raw (the key itself; nothing in m2mhsm needs it);\n"
+    "default tls12,tls13. Each form is one object: HSMs cap the number of objects.\n";
 
 int cli_usage(const char *fmt, ...)
 {
@@ -51,6 +54,29 @@ int cli_fail(const char *what, m2mhsm_status st)
     return EXIT_FAIL;
 }
 
+/* "tls12,tls13": the M2MHSM_FORMS_* bits of a comma-separated list; 0 if malformed. */
+static unsigned parse_forms(const char *list)
+{
+    static const struct {
+        const char *name, *stored; /* the option's word, and the form's name on the token */
+        unsigned bit;
+    } names[] = {{"raw", "raw", M2MHSM_FORMS_RAW},
+                 {"tls12", "tls12-pms", M2MHSM_FORMS_TLS12},
+                 {"tls13", "tls13-es", M2MHSM_FORMS_TLS13}};
+    unsigned forms = 0;
+    for (const char *p = list; *p != '\0';) {
+        size_t n = strcspn(p, ","), i = 0;
+        while (i < 3 && !(strlen(names[i].name) == n && strncmp(p, names[i].name, n) == 0) &&
+               !(strlen(names[i].stored) == n && strncmp(p, names[i].stored, n) == 0))
+            i++;
+        if (i == 3 || (forms & names[i].bit))
+            return 0;
+        forms |= names[i].bit;
+        p += n + (p[n] == ',');
+    }
+    return forms;
+}
+
 static int open_store(cli_ctx *ctx, int read_only)
 {
     if (ctx->token.token_uri == NULL) {
@@ -61,7 +87,7 @@ static int open_store(cli_ctx *ctx, int read_only)
     if (st != M2MHSM_OK)
         return cli_fail("opening the token", st);
     m2mhsm_open_report rep = {0};
-    m2mhsm_keystore_options opts = {.read_only = read_only};
+    m2mhsm_keystore_options opts = {.read_only = read_only, .psk_forms = ctx->psk_forms};
     st = m2mhsm_keystore_open(ctx->tok, &opts, &ctx->ks, &rep);
     ctx->report = rep;
     if (st != M2MHSM_OK) {
@@ -130,10 +156,12 @@ int main(int argc, char **argv)
         {"token", required_argument, NULL, 't'},
         {"pin-source", required_argument, NULL, 'p'},
         {"lock-file", required_argument, NULL, 'l'},
+        {"forms", required_argument, NULL, 'f'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    cli_ctx ctx = {0};
+    /* The CLI cannot know which protocol a key will serve: both TLS forms, no raw key. */
+    cli_ctx ctx = {.psk_forms = M2MHSM_FORMS_TLS12 | M2MHSM_FORMS_TLS13};
     int c;
     /* '+': stop at the first non-option, the command; it parses its own options. */
     while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
@@ -149,6 +177,12 @@ int main(int argc, char **argv)
             break;
         case 'l':
             ctx.token.lock_file = optarg;
+            break;
+        case 'f':
+            ctx.psk_forms = parse_forms(optarg);
+            if ((ctx.psk_forms & (M2MHSM_FORMS_TLS12 | M2MHSM_FORMS_TLS13)) == 0)
+                return cli_usage("--forms: a comma-separated list of tls12, tls13 and raw, "
+                                 "with tls12 or tls13");
             break;
         case 'h':
             fputs(usage_text, stdout);

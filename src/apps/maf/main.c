@@ -24,7 +24,10 @@ static int start(maf *m)
         app_fd_budget(m->cfg.max_connections + m->cfg.max_fetches, 1) - m->cfg.max_fetches;
     if (m->cfg.max_connections < 1)
         m->cfg.max_connections = 1;
-    if (app_store_open(json_object_get(m->root, "pkcs11"), &m->store) != 0 ||
+    /* A Km serves the MAF's handshakes only: their forms, no raw key (nothing derives from
+     * a Km), so a device costs the token one key per protocol besides its metadata. */
+    unsigned forms = M2MHSM_FORMS_TLS12 | (m->cfg.tls13 ? M2MHSM_FORMS_TLS13 : 0);
+    if (app_store_open(json_object_get(m->root, "pkcs11"), forms, &m->store) != 0 ||
         (m->base = event_base_new()) == NULL || maf_fetch_init(m) != 0 || maf_serve_start(m) != 0 ||
         app_conns_watch(m->conns, m->store.ks) != 0)
         return -1;

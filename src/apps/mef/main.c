@@ -31,7 +31,7 @@ static int start(mef *m)
 {
     /* Two pools of connections (bootstrap, HTTPS), each capped at max_connections. */
     m->cfg.max_connections = app_fd_budget(m->cfg.max_connections, 2);
-    if (app_store_open(json_object_get(m->root, "pkcs11"), &m->store) != 0 ||
+    if (app_store_open(json_object_get(m->root, "pkcs11"), 0, &m->store) != 0 ||
         mef_config_apply_enrolees(m, "start") != 0 || (m->base = event_base_new()) == NULL ||
         mef_bootstrap_start(m) != 0 || app_conns_watch(m->conns, m->store.ks) != 0 ||
         (m->cfg.https != NULL && mef_fetch_start(m) != 0))
