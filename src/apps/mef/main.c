@@ -62,7 +62,7 @@ int main(int argc, char **argv)
     app_log_init("m2m-mef");
     app_json_cleansing_alloc();
     signal(SIGPIPE, SIG_IGN);
-    mef m = {.dtls_fd = -1};
+    mef m = {0};
     rc = mef_config_load(&m, config) != 0 || start(&m) != 0;
     if (rc == 0) {
         char ready[M2MHSM_FQDN_MAX + 16];
