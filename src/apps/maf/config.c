@@ -24,8 +24,9 @@ static int resolve(const char *where, const char *host, char *out, size_t cap)
 
 static const char *const top_fields[] = {"pkcs11", "maf", "mefs", NULL};
 static const char *const maf_fields[] = {
-    "maf_id",       "listen",         "tls13",           "certificate", "key_label",     "ca",
-    "max_lifetime", "sweep_interval", "max_connections", "max_fetches", "fetch_timeout", NULL};
+    "maf_id", "listen",       "listen_dtls",    "tls13",           "certificate", "key_label",
+    "ca",     "max_lifetime", "sweep_interval", "max_connections", "max_fetches", "fetch_timeout",
+    NULL};
 static const char *const mef_fields[] = {"fqdn", "url", NULL};
 
 static int load_mef(maf *m, const char *file, size_t i, const json_t *e)
@@ -93,6 +94,7 @@ int maf_config_load(maf *m, const char *path)
     c->fetch_timeout_s = 5;
     if (app_cfg_str(sec, "maf", "maf_id", 1, &c->maf_id) != 0 ||
         app_cfg_addr(sec, "maf", "listen", 1, &c->listen) != 0 ||
+        app_cfg_addr(sec, "maf", "listen_dtls", 0, &c->listen_dtls) != 0 ||
         app_cfg_bool(sec, "maf", "tls13", &c->tls13) != 0 ||
         app_cfg_str(sec, "maf", "certificate", 1, &c->ck.certificate) != 0 ||
         app_cfg_str(sec, "maf", "key_label", 1, &c->ck.key_label) != 0 ||
