@@ -13,7 +13,7 @@ typedef struct {
     m2mhsm_expiry_spec enrolment_expiry;
     const char *mef_host, *target_host;
     char mef_hostport[300], target_hostport[300];
-    int mef_dtls, mef_tls13, target_tls13;
+    int mef_dtls, mef_tls13, target_dtls, target_tls13;
     long long renewal_margin_s;
 } enrolee_config;
 
@@ -34,6 +34,8 @@ int enrolee_provision(enrolee *e, const char *reason, m2mhsm_record *key);
 int enrolee_current_key(enrolee *e, m2mhsm_record *key);
 /* A connected blocking socket to "host:port" (UDP for DTLS), with I/O timeouts. */
 int enrolee_dial(const char *hostport, int dtls);
+/* Give ssl a BIO on the connected socket fd (a connected datagram BIO for DTLS); 0 if not. */
+int enrolee_attach(SSL *ssl, int fd, int dtls);
 
 /* connect.c */
 typedef struct {
