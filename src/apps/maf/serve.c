@@ -150,7 +150,8 @@ int maf_serve_start(maf *m)
         app_log(APP_ERROR, "start-failed", "reason=\"OpenSSL has no ASYNC job support\"");
         return -1;
     }
-    if (psk_ctx(m, m->cfg.tls13 ? M2MHSM_TLS_1_3 : M2MHSM_TLS_1_2, &m->psk_ctx) != 0)
+    /* tls13: TLS 1.3 beside TLS 1.2, whose TS-0003 suites stay available. */
+    if (psk_ctx(m, m->cfg.tls13 ? M2MHSM_TLS_1_2_AND_1_3 : M2MHSM_TLS_1_2, &m->psk_ctx) != 0)
         return -1;
     if (app_addr_parse(m->cfg.listen, &ss, &sl) != 0 ||
         (m->conns = app_conns_new(m->base, &serve_ops, m, MAF_HANDSHAKE_TIMEOUT_S)) == NULL)
@@ -168,7 +169,7 @@ int maf_serve_start(maf *m)
         return -1;
     }
     app_log(APP_INFO, "listening", "service=enrolees transport=%s address=%s",
-            m->cfg.tls13 ? "tls1.3" : "tls1.2", m->cfg.listen);
+            m->cfg.tls13 ? "tls1.2+tls1.3" : "tls1.2", m->cfg.listen);
     return 0;
 }
 

@@ -1,8 +1,9 @@
-/* The Bootstrap Security Handshake (TS-0003 8.3.2.1): TLS 1.2 and DTLS 1.2 PSK servers whose
- * psk_identity is a KpmID and whose PSK is the Kpm in the token. A completed handshake is
- * an enrolment: Ke and RelativeKeID are exported (10.3.1) straight into the token under
- * KeID (10.3.4) with the Enrolment Expiry configured for that KpmID; re-enrolling a KpmID
- * replaces its Ke and erases what derived from the old one. */
+/* The Bootstrap Security Handshake (TS-0003 8.3.2.1): TLS 1.2 (with the tls13 option, TLS 1.3
+ * beside it) and DTLS 1.2 PSK servers whose psk_identity is a KpmID and whose PSK is the Kpm
+ * in the token. A completed handshake is an enrolment: Ke and RelativeKeID are exported
+ * (10.3.1) straight into the token under KeID (10.3.4) with the Enrolment Expiry configured
+ * for that KpmID; re-enrolling a KpmID replaces its Ke and erases what derived from the old
+ * one. */
 #include "mef.h"
 
 #include <event2/listener.h>
@@ -131,7 +132,7 @@ static int start_tls(mef *m)
     struct sockaddr_storage ss;
     socklen_t sl;
     if (app_addr_parse(m->cfg.bootstrap_tls, &ss, &sl) != 0 ||
-        psk_ctx(m, m->cfg.tls13 ? M2MHSM_TLS_1_3 : M2MHSM_TLS_1_2, &m->psk_tls) != 0)
+        psk_ctx(m, m->cfg.tls13 ? M2MHSM_TLS_1_2_AND_1_3 : M2MHSM_TLS_1_2, &m->psk_tls) != 0)
         return -1;
     int fd = app_listen(&ss, sl, SOCK_STREAM);
     if (fd < 0 ||
@@ -144,7 +145,7 @@ static int start_tls(mef *m)
         return -1;
     }
     app_log(APP_INFO, "listening", "service=bootstrap transport=%s address=%s",
-            m->cfg.tls13 ? "tls1.3" : "tls1.2", m->cfg.bootstrap_tls);
+            m->cfg.tls13 ? "tls1.2+tls1.3" : "tls1.2", m->cfg.bootstrap_tls);
     return 0;
 }
 
