@@ -257,29 +257,32 @@ static const SSL_METHOD *method_for(const m2mhsm_tls_profile *p)
     return server ? TLS_server_method() : TLS_client_method();
 }
 
-/* TS-0003 10.2.2: TLS implements PSK-AES128-CBC-SHA256 at least, DTLS PSK-AES128-CCM8. */
+/* TS-0003 10.2.2: TLS implements PSK-AES128-CBC-SHA256 at least, DTLS PSK-AES128-CCM8. TLS 1.3
+ * external PSK, an option beside it, uses TLS_AES_128_GCM_SHA256 (a SHA-256 suite, as the
+ * stored early-secret form needs). One PSK callback serves both versions: libssl asks the
+ * legacy psk_server_callback for a TLS 1.3 identity too when no psk_find_session_cb is set,
+ * and keys that PSK with TLS_AES_128_GCM_SHA256; the handle it gets is the same, and the
+ * provider picks the record's TLS 1.2 or TLS 1.3 form by the KDF libssl then calls. */
 static int configure(SSL_CTX *ctx, const m2mhsm_tls_profile *p)
 {
-    int dtls = p->proto == M2MHSM_DTLS_1_2;
-    /* TLS 1.3 external PSK, an option beside TS-0003's TLS 1.2: the legacy PSK callbacks
-     * serve it with TLS_AES_128_GCM_SHA256 (a SHA-256 suite, as the stored form needs). */
-    if (p->proto == M2MHSM_TLS_1_3) {
-        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-        SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
-        SSL_CTX_set_num_tickets(ctx, 0);
-        return SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) &&
-               SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) &&
-               SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_GCM_SHA256");
-    }
-    int v = dtls ? DTLS1_2_VERSION : TLS1_2_VERSION;
-    const char *ciphers =
-        dtls ? "PSK-AES128-CCM8" : "PSK-AES128-CBC-SHA256:PSK-AES128-GCM-SHA256:PSK-AES128-CCM8";
+    int min = TLS1_2_VERSION, max = TLS1_2_VERSION;
+    if (p->proto == M2MHSM_DTLS_1_2)
+        min = max = DTLS1_2_VERSION;
+    else if (p->proto == M2MHSM_TLS_1_3)
+        min = max = TLS1_3_VERSION;
+    else if (p->proto == M2MHSM_TLS_1_2_AND_1_3)
+        max = TLS1_3_VERSION;
+    const char *ciphers = p->proto == M2MHSM_DTLS_1_2
+                              ? "PSK-AES128-CCM8"
+                              : "PSK-AES128-CBC-SHA256:PSK-AES128-GCM-SHA256:PSK-AES128-CCM8";
     /* No resumption, no tickets: a security association never outlives its handshake's
      * key check (the CR), and every connection proves the key afresh. */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
-    return SSL_CTX_set_min_proto_version(ctx, v) && SSL_CTX_set_max_proto_version(ctx, v) &&
-           SSL_CTX_set_cipher_list(ctx, ciphers);
+    SSL_CTX_set_num_tickets(ctx, 0);
+    return SSL_CTX_set_min_proto_version(ctx, min) && SSL_CTX_set_max_proto_version(ctx, max) &&
+           SSL_CTX_set_cipher_list(ctx, ciphers) &&
+           (p->proto == M2MHSM_DTLS_1_2 || SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_GCM_SHA256"));
 }
 
 m2mhsm_status m2mhsm_tls_ctx_new(m2mhsm_tls *t, const m2mhsm_tls_profile *p, SSL_CTX **out)
@@ -287,7 +290,8 @@ m2mhsm_status m2mhsm_tls_ctx_new(m2mhsm_tls *t, const m2mhsm_tls_profile *p, SSL
     *out = NULL;
     if (p == NULL || (p->role != M2MHSM_TLS_SERVER && p->role != M2MHSM_TLS_CLIENT))
         return M2MHSM_E_INVALID_ARG;
-    if (p->proto != M2MHSM_TLS_1_2 && p->proto != M2MHSM_DTLS_1_2 && p->proto != M2MHSM_TLS_1_3)
+    if (p->proto != M2MHSM_TLS_1_2 && p->proto != M2MHSM_DTLS_1_2 && p->proto != M2MHSM_TLS_1_3 &&
+        p->proto != M2MHSM_TLS_1_2_AND_1_3)
         return M2MHSM_E_INVALID_ARG;
     pthread_once(&state_once, state_index_init);
     ctx_state *cs = calloc(1, sizeof(*cs));

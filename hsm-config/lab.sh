@@ -5,6 +5,7 @@
 # service configurations and a sourceable lab.env. For tests and demonstrations only.
 #
 #   hsm-config/lab.sh init DIR [--expiry SECONDS|YYYYMMDDThhmmss] [--build BUILD_DIR | --bin BIN_DIR]
+#                              [--tls13]
 #   hsm-config/lab.sh start DIR     # m2m-mef and m2m-maf in the background, ports ready
 #   hsm-config/lab.sh stop DIR      # SIGTERM (SIGKILL after 10 s); stopping twice is fine
 #
@@ -35,6 +36,7 @@ say() { printf '%s: %s\n' "$prog" "$*"; }
 usage() {
     cat >&2 <<EOF
 usage: $prog init DIR [--expiry SECONDS|YYYYMMDDThhmmss] [--build BUILD_DIR | --bin BIN_DIR]
+                 [--tls13]
        $prog start DIR
        $prog stop DIR
 EOF
@@ -185,15 +187,17 @@ EOF
     say "Kpm $KPM_ID imported into token '$t'"
 }
 
-# Six loopback ports free for both TCP and UDP, all different (M2M_PORT_BASE: see free-ports).
-free_ports() { "$here/free-ports" 6; }
+# Seven loopback ports free for both TCP and UDP, all different (M2M_PORT_BASE: see free-ports).
+free_ports() { "$here/free-ports" 7; }
 
 write_configs() {
     python3 - "$lab_dir" "$MODULE" "$EXPIRY" "$KPM_ID" "$ENROLEE_ID" "$MEF_FQDN" "$MAF_ID" \
-        "$P_TLS" "$P_DTLS" "$P_HTTPS" "$P_MAF" "$P_MEF_METRICS" "$P_MAF_METRICS" <<'EOF'
+        "$P_TLS" "$P_DTLS" "$P_HTTPS" "$P_MAF" "$P_MEF_METRICS" "$P_MAF_METRICS" "$P_MAF_DTLS" \
+        "$TLS13" <<'EOF'
 import json, os, sys
 d, module, expiry, kpm_id, enrolee_id, mef_fqdn, maf_id = sys.argv[1:8]
-p_tls, p_dtls, p_https, p_maf, p_mef_metrics, p_maf_metrics = sys.argv[8:14]
+p_tls, p_dtls, p_https, p_maf, p_mef_metrics, p_maf_metrics, p_maf_dtls = sys.argv[8:15]
+tls13 = sys.argv[15] == "1"
 
 def pkcs11(t):
     return {"module": module, "token": "pkcs11:token=" + t,
@@ -216,6 +220,7 @@ configs = {
         "pkcs11": pkcs11("maf"),
         "maf": {"maf_id": maf_id, "listen": "127.0.0.1:" + p_maf,
                 "metrics": "127.0.0.1:" + p_maf_metrics,
+                "listen_dtls": "127.0.0.1:" + p_maf_dtls,
                 "certificate": d + "/maf.crt", "key_label": "maf-tls",
                 "ca": d + "/ca.crt"},
         "mefs": [{"fqdn": mef_fqdn, "url": "https://127.0.0.1:" + p_https}],
@@ -228,6 +233,11 @@ configs = {
                     "target_uri": "tls://127.0.0.1:" + p_maf, "renewal_margin": 0},
     },
 }
+# TLS 1.3 beside TLS 1.2 on the MEF's TLS bootstrap and the MAF's TCP port; the device
+# keeps tls:// (TLS 1.2) unless a test changes it.
+if tls13:
+    configs["mef"]["mef"]["tls13"] = True
+    configs["maf"]["maf"]["tls13"] = True
 for name, cfg in configs.items():
     with open(os.path.join(d, name + ".json"), "w") as f:
         json.dump(cfg, f, indent=2)
@@ -269,6 +279,7 @@ write_env() {
         env_line M2M_MAF_PORT "$P_MAF"
         env_line M2M_MEF_METRICS_PORT "$P_MEF_METRICS"
         env_line M2M_MAF_METRICS_PORT "$P_MAF_METRICS"
+        env_line M2M_MAF_DTLS_PORT "$P_MAF_DTLS"
         env_line M2M_MEF_FQDN "$MEF_FQDN"
         env_line M2M_MAF_ID "$MAF_ID"
         env_line M2M_KPM_ID "$KPM_ID"
@@ -283,7 +294,7 @@ write_env() {
 
 cmd_init() {
     local dir="" build="$repo/build" bin_dir=""
-    EXPIRY=86400
+    EXPIRY=86400 TLS13=0
     while [ $# -gt 0 ]; do
         case $1 in
             --expiry | --build | --bin)
@@ -296,6 +307,7 @@ cmd_init() {
                 shift 2
                 ;;
             --expiry=*) EXPIRY=${1#*=} && shift ;;
+            --tls13) TLS13=1 && shift ;;
             --build=*) build=${1#*=} && shift ;;
             --bin=*) bin_dir=${1#*=} && shift ;;
             -*) die "init: unknown option '$1'" ;;
@@ -352,8 +364,8 @@ cmd_init() {
     # 4. Ports.
     local ports
     ports=$(free_ports) || die "could not find free loopback ports"
-    read -r P_TLS P_DTLS P_HTTPS P_MAF P_MEF_METRICS P_MAF_METRICS <<< "$ports"
-    [ -n "${P_MAF_METRICS:-}" ] || die "could not find free loopback ports"
+    read -r P_TLS P_DTLS P_HTTPS P_MAF P_MEF_METRICS P_MAF_METRICS P_MAF_DTLS <<< "$ports"
+    [ -n "${P_MAF_DTLS:-}" ] || die "could not find free loopback ports"
 
     # 5, 6. Configurations and the environment.
     write_configs || die "writing the JSON configurations failed"
@@ -362,7 +374,8 @@ cmd_init() {
     init_ok=1
     say "MEF: TLS bootstrap 127.0.0.1:$P_TLS, DTLS bootstrap 127.0.0.1:$P_DTLS (udp)," \
         "HTTPS 127.0.0.1:$P_HTTPS, metrics http://127.0.0.1:$P_MEF_METRICS/metrics;" \
-        "MAF: 127.0.0.1:$P_MAF, metrics http://127.0.0.1:$P_MAF_METRICS/metrics;" \
+        "MAF: 127.0.0.1:$P_MAF, DTLS 127.0.0.1:$P_MAF_DTLS (udp)," \
+        "metrics http://127.0.0.1:$P_MAF_METRICS/metrics;" \
         "Enrolment Expiry $EXPIRY"
     say "lab ready: . $lab_dir/lab.env; $0 start $lab_dir"
 }
@@ -499,7 +512,8 @@ cmd_start() {
     say "m2m-mef (pid $mef_pid): TLS 127.0.0.1:$M2M_MEF_PORT, DTLS 127.0.0.1:$M2M_MEF_DTLS_PORT," \
         "HTTPS 127.0.0.1:$M2M_MEF_HTTPS_PORT, metrics 127.0.0.1:${M2M_MEF_METRICS_PORT:-none};" \
         "log $lab_dir/mef.log"
-    say "m2m-maf (pid $maf_pid): 127.0.0.1:$M2M_MAF_PORT," \
+    say "m2m-maf (pid $maf_pid): TLS 127.0.0.1:$M2M_MAF_PORT," \
+        "DTLS 127.0.0.1:${M2M_MAF_DTLS_PORT:-none}," \
         "metrics 127.0.0.1:${M2M_MAF_METRICS_PORT:-none}; log $lab_dir/maf.log"
 }
 

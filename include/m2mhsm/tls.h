@@ -27,7 +27,14 @@ void m2mhsm_tls_free(m2mhsm_tls *t);
 OSSL_LIB_CTX *m2mhsm_tls_libctx(m2mhsm_tls *t);
 
 typedef enum { M2MHSM_TLS_SERVER = 1, M2MHSM_TLS_CLIENT } m2mhsm_tls_role;
-typedef enum { M2MHSM_TLS_1_2 = 1, M2MHSM_DTLS_1_2, M2MHSM_TLS_1_3 } m2mhsm_tls_proto;
+/* M2MHSM_TLS_1_2_AND_1_3: TLS 1.3 where the peer offers it, else TLS 1.2 with TS-0003's
+ * suites, on one SSL_CTX (a server's port that serves both). */
+typedef enum {
+    M2MHSM_TLS_1_2 = 1,
+    M2MHSM_DTLS_1_2,
+    M2MHSM_TLS_1_3,
+    M2MHSM_TLS_1_2_AND_1_3
+} m2mhsm_tls_proto;
 
 /* What a server did with a client's psk_identity; passed to the profile's observer. */
 typedef enum {
@@ -73,7 +80,8 @@ typedef struct {
  * An SSL_CTX for a role and protocol with TS-0003 10.2.2's ciphersuites (TLS 1.2:
  * PSK-AES128-CBC-SHA256, PSK-AES128-GCM-SHA256, PSK-AES128-CCM8; DTLS 1.2: PSK-AES128-CCM8)
  * and PSK callbacks that resolve identities through the key store's index; TLS 1.3 (an
- * option) with an external PSK and TLS_AES_128_GCM_SHA256. Session caching and tickets are
+ * option, alone or beside TLS 1.2) with an external PSK and TLS_AES_128_GCM_SHA256. The same
+ * callbacks, observer and resolver serve every version. Session caching and tickets are
  * off, so no security association outlives the handshake's key (the CR).
  */
 m2mhsm_status m2mhsm_tls_ctx_new(m2mhsm_tls *t, const m2mhsm_tls_profile *p, SSL_CTX **out);

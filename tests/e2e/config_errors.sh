@@ -50,6 +50,10 @@ refused 'config: enrolee.mef_uri: "tls://127.0.0.1:99999": the port is out of ra
     enrolee "$(variant enrolee p8 enrolee mef_uri '"tls://127.0.0.1:99999"')"
 refused 'config: enrolee.target_uri: "tls://127.0.0.1:-1": the port must be decimal digits only' \
     enrolee "$(variant enrolee p9 enrolee target_uri '"tls://127.0.0.1:-1"')"
+refused 'config: maf.listen_dtls: "127.0.0.1:99999": the port is out of range' \
+    maf "$(variant maf p10 maf listen_dtls '"127.0.0.1:99999"')"
+refused 'config: enrolee.target_uri: expected tls|tls13|dtls://host:port' \
+    enrolee "$(variant enrolee p11 enrolee target_uri '"coaps://127.0.0.1:5684"')"
 
 # 2. Unknown fields, at every level.
 refused "config $LAB/u1.json: mef.sweep_intervall: unknown field" \

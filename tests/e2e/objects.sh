@@ -45,10 +45,14 @@ run_lab() {
         echo "# TLS 1.$v $role: secret keys and data objects per device: ${n[$role]}"
     done
     # MEF: Kpm (its one TLS form), Ke (raw, Km is derived from it); Kpm, configuration and
-    # Ke metadata. MAF: Km (one form). Device: Kpm, Ke, Km; their metadata.
+    # Ke metadata. MAF: Km in the TLS 1.2 form, and with tls13 (TLS 1.3 beside 1.2) the
+    # TLS 1.3 form too. Device: Kpm, Ke, Km; their metadata.
     check "TLS 1.$v MEF: 2 keys (Kpm $forms, Ke raw), 3 metadata; saw ${n[mef]}" \
         test "${n[mef]}" = "2 3"
-    check "TLS 1.$v MAF: 1 key (Km $forms), 1 metadata; saw ${n[maf]}" test "${n[maf]}" = "1 1"
+    local maf_keys=1
+    [ "$v" = 3 ] && maf_keys=2
+    check "TLS 1.$v MAF: $maf_keys key(s) (Km per protocol it serves), 1 metadata; saw ${n[maf]}" \
+        test "${n[maf]}" = "$maf_keys 1"
     check "TLS 1.$v device: 3 keys (Kpm, Ke, Km), 3 metadata; saw ${n[enrolee]}" \
         test "${n[enrolee]}" = "3 3"
     [ "$v" = 2 ] && target_to_tls13

@@ -142,10 +142,11 @@ slow_drip_maf=$!
 E2E_EXTRA_PIDS+=("$slow_idle_maf" "$slow_drip_maf")
 
 # 2. A second MAF process on the same token directory and lock file, on another port.
-port2=$(free_port) metrics2=$(free_port)
+port2=$(free_port) metrics2=$(free_port) dtls2=$(free_port)
 cp "$M2M_MAF_CONFIG" "$LAB/maf2.json"
 set_json "$LAB/maf2.json" maf listen "\"127.0.0.1:$port2\""
 set_json "$LAB/maf2.json" maf metrics "\"127.0.0.1:$metrics2\""
+set_json "$LAB/maf2.json" maf listen_dtls "\"127.0.0.1:$dtls2\""
 cp "$M2M_ENROLEE_CONFIG" "$LAB/enrolee2.json"
 set_json "$LAB/enrolee2.json" enrolee target_uri "\"tls://127.0.0.1:$port2\""
 cp "$M2M_ENROLEE_CONFIG" "$LAB/enrolee-dtls.json"
@@ -364,10 +365,11 @@ check "... after logging stopped" grep -q "event=stopped" "$maf2_log"
 # 4b. A MAF whose MEF is down refuses the handshake and stays up; one that cannot resolve its
 # MEF refuses to start; one out of descriptors pauses accepting instead of spinning, and
 # serves again once descriptors are free.
-port3=$(free_port) dead=$(free_port) metrics3=$(free_port)
+port3=$(free_port) dead=$(free_port) metrics3=$(free_port) dtls3=$(free_port)
 cp "$M2M_MAF_CONFIG" "$LAB/maf3.json"
 set_json "$LAB/maf3.json" maf listen "\"127.0.0.1:$port3\""
 set_json "$LAB/maf3.json" maf metrics "\"127.0.0.1:$metrics3\""
+set_json "$LAB/maf3.json" maf listen_dtls "\"127.0.0.1:$dtls3\""
 set_json "$LAB/maf3.json" - mefs "[{\"fqdn\": \"$M2M_MEF_FQDN\", \"url\": \"https://127.0.0.1:$dead\"}]"
 start_maf "$LAB/maf3.json" "$LAB/maf3.log" "$LAB/maf3.pid"
 maf3=$(cat "$LAB/maf3.pid")

@@ -311,6 +311,75 @@ static void test_tls13_with_the_psk_in_the_token_both_ways(void **state)
     assert_int_equal(m2mhsm_keystore_erase_id(f->fs.ks, "tls-kpm", NULL), M2MHSM_OK);
 }
 
+/* tls13 in the services: one server context serves TLS 1.2 with every TS-0003 suite and TLS 1.3
+ * with TLS_AES_128_GCM_SHA256, each with the key in the token, whichever version comes first;
+ * our own clients of either version reach it too. */
+static void test_one_server_context_serves_tls12_and_tls13(void **state)
+{
+    tls_fixture *f = *state;
+    given_tls_kpm(f, M2MHSM_NEVER);
+    m2mhsm_tls_profile sp = {.role = M2MHSM_TLS_SERVER,
+                             .proto = M2MHSM_TLS_1_2_AND_1_3,
+                             .kind = M2MHSM_KIND_KPM,
+                             .observer = observer,
+                             .observer_arg = f};
+    SSL_CTX *server = NULL;
+    assert_int_equal(m2mhsm_tls_ctx_new(f->tls, &sp, &server), M2MHSM_OK);
+    SSL_CTX *plain[] = {plain_ctx13(0), plain_ctx(0, "PSK-AES128-CBC-SHA256"),
+                        plain_ctx(0, "PSK-AES128-GCM-SHA256"), plain_ctx(0, "PSK-AES128-CCM8"),
+                        plain_ctx13(0)};
+    static const int version[] = {TLS1_3_VERSION, TLS1_2_VERSION, TLS1_2_VERSION, TLS1_2_VERSION,
+                                  TLS1_3_VERSION};
+    static const char *cipher[] = {"TLS_AES_128_GCM_SHA256", "PSK-AES128-CBC-SHA256",
+                                   "PSK-AES128-GCM-SHA256", "PSK-AES128-CCM8",
+                                   "TLS_AES_128_GCM_SHA256"};
+    for (int i = 0; i < 5; i++) {
+        uint8_t sexp[48], cexp[48];
+        SSL *conn = NULL;
+        f->events = 0;
+        assert_true(handshake(server, plain[i], sexp, cexp, &conn));
+        assert_memory_equal(sexp, cexp, 48);
+        assert_int_equal(SSL_version(conn), version[i]);
+        assert_string_equal(SSL_get_cipher_name(conn), cipher[i]);
+        assert_string_equal(m2mhsm_tls_ssl_identity(conn), "tls-kpm");
+        assert_int_equal(f->last, M2MHSM_TLS_PSK_ACCEPTED);
+        assert_true(f->events >= 1);
+        SSL_free(conn);
+    }
+    /* Negative controls, both versions: a wrong key, an unknown identity. */
+    uint8_t sexp[48], cexp[48];
+    peer_psk[9] ^= 1;
+    assert_false(handshake(server, plain[0], sexp, cexp, NULL));
+    assert_false(handshake(server, plain[1], sexp, cexp, NULL));
+    peer_psk[9] ^= 1;
+    peer_identity = "no-such-kpm";
+    assert_false(handshake(server, plain[0], sexp, cexp, NULL));
+    assert_int_equal(f->last, M2MHSM_TLS_PSK_UNKNOWN);
+    assert_false(handshake(server, plain[1], sexp, cexp, NULL));
+    assert_int_equal(f->last, M2MHSM_TLS_PSK_UNKNOWN);
+    peer_identity = "tls-kpm";
+    /* Our clients: tls:// (1.2 only) and tls13:// (1.3 only) both reach the same context. */
+    static const m2mhsm_tls_proto client_proto[] = {M2MHSM_TLS_1_2, M2MHSM_TLS_1_3};
+    for (int i = 0; i < 2; i++) {
+        m2mhsm_tls_profile cp = {.role = M2MHSM_TLS_CLIENT,
+                                 .proto = client_proto[i],
+                                 .kind = M2MHSM_KIND_KPM,
+                                 .identity = "tls-kpm"};
+        SSL_CTX *client = NULL;
+        SSL *conn = NULL;
+        assert_int_equal(m2mhsm_tls_ctx_new(f->tls, &cp, &client), M2MHSM_OK);
+        assert_true(handshake(server, client, sexp, cexp, &conn));
+        assert_memory_equal(sexp, cexp, 48);
+        assert_int_equal(SSL_version(conn), i == 0 ? TLS1_2_VERSION : TLS1_3_VERSION);
+        SSL_free(conn);
+        SSL_CTX_free(client);
+    }
+    for (int i = 0; i < 5; i++)
+        SSL_CTX_free(plain[i]);
+    SSL_CTX_free(server);
+    assert_int_equal(m2mhsm_keystore_erase_id(f->fs.ks, "tls-kpm", NULL), M2MHSM_OK);
+}
+
 /* The registry: many records, each handle resolves to its own; a forged tag, an unknown
  * slot or a changed magic resolves to nothing. */
 static void test_handles_resolve_their_own_record_and_refuse_forgeries(void **state)
@@ -595,6 +664,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_export_goes_straight_into_a_ke_record, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_tls13_with_the_psk_in_the_token_both_ways, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_one_server_context_serves_tls12_and_tls13, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_handles_resolve_their_own_record_and_refuse_forgeries,
                                         setup, teardown),

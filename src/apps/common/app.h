@@ -169,6 +169,20 @@ void app_conn_resume(app_conn *c);
  * unknown or expired identity is counted as such (m2m_handshakes_total) and not as failed. */
 void app_conn_psk_seen(m2mhsm_tls_psk_event ev);
 
+/* ---- dtls.c: a DTLS 1.2 service address (the MEF's bootstrap, the MAF) ---- */
+typedef struct app_dtls app_dtls;
+/* A peer returned a valid cookie (RFC 6347 4.2.1): ssl has read its ClientHello and reads
+ * and writes fd, a UDP socket bound to the service address and connected to peer ("ip:port").
+ * The callee owns both: app_conn_start(…, ssl, fd, 1, peer), or SSL_free and close. */
+typedef void (*app_dtls_accept)(void *arg, SSL *ssl, int fd, const char *peer);
+/* Serve DTLS handshakes of ctx (a server SSL_CTX for M2MHSM_DTLS_1_2; its cookie callbacks
+ * are set here) on the UDP "host:port" address, on base's loop. NULL if the address is
+ * refused (printed) or cannot be bound. */
+app_dtls *app_dtls_listen(struct event_base *base, SSL_CTX *ctx, const char *address,
+                          app_dtls_accept accept, void *arg);
+/* Stop listening; associations already handed over are not affected. */
+void app_dtls_free(app_dtls *d);
+
 /* ---- service.c: what m2m-mef and m2m-maf do around their own listeners ---- */
 typedef struct {
     struct event_base *base;

@@ -183,7 +183,11 @@ static void wait_for(app_conn *c, int r, const char *what)
         event_add(c->io, NULL);
         return;
     case SSL_ERROR_WANT_ASYNC:
-        event_del(c->io); /* resumed by app_conn_resume */
+        /* Resumed by app_conn_resume. The peer's flight has arrived, so there is nothing to
+         * retransmit meanwhile (and the SSL must not be driven under its paused job); the
+         * timer is armed again when the handshake next waits for the peer. */
+        event_del(c->io);
+        evtimer_del(c->retransmit);
         return;
     case SSL_ERROR_ZERO_RETURN:
         app_conn_close(c, "peer closed");

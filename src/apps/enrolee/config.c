@@ -6,8 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
-/* "tls://host:port", "tls13://host:port" or (where dtls is asked) "dtls://host:port", with
- * evhttp's URI parser. */
+/* "tls://host:port", "tls13://host:port" or "dtls://host:port", with evhttp's URI parser. */
 static int parse_uri(const char *key, const char *uri, char *hostport, size_t cap, int *dtls,
                      int *tls13)
 {
@@ -19,18 +18,15 @@ static int parse_uri(const char *key, const char *uri, char *hostport, size_t ca
     struct evhttp_uri *u = evhttp_uri_parse(uri);
     const char *scheme = u != NULL ? evhttp_uri_get_scheme(u) : NULL;
     const char *host = u != NULL ? evhttp_uri_get_host(u) : NULL;
-    int ok = scheme != NULL && host != NULL && port > 0 &&
-             (strcmp(scheme, "tls") == 0 || (dtls != NULL && strcmp(scheme, "dtls") == 0) ||
-              (tls13 != NULL && strcmp(scheme, "tls13") == 0));
+    int ok =
+        scheme != NULL && host != NULL && port > 0 &&
+        (strcmp(scheme, "tls") == 0 || strcmp(scheme, "dtls") == 0 || strcmp(scheme, "tls13") == 0);
     if (ok) {
         snprintf(hostport, cap, strchr(host, ':') != NULL ? "[%s]:%u" : "%s:%u", host, port);
-        if (dtls != NULL)
-            *dtls = strcmp(scheme, "dtls") == 0;
-        if (tls13 != NULL)
-            *tls13 = strcmp(scheme, "tls13") == 0;
+        *dtls = strcmp(scheme, "dtls") == 0;
+        *tls13 = strcmp(scheme, "tls13") == 0;
     } else {
-        fprintf(stderr, "config: enrolee.%s: expected %s://host:port\n", key,
-                dtls != NULL ? "tls|tls13|dtls" : "tls|tls13");
+        fprintf(stderr, "config: enrolee.%s: expected tls|tls13|dtls://host:port\n", key);
     }
     if (u != NULL) /* libevent 2.1's evhttp_uri_free does not take NULL */
         evhttp_uri_free(u);
@@ -70,8 +66,8 @@ int enrolee_config_load(enrolee *e, const char *path)
                     &c->renewal_margin_s) != 0 ||
         parse_uri("mef_uri", mef_uri, c->mef_hostport, sizeof(c->mef_hostport), &c->mef_dtls,
                   &c->mef_tls13) != 0 ||
-        parse_uri("target_uri", target_uri, c->target_hostport, sizeof(c->target_hostport), NULL,
-                  &c->target_tls13) != 0)
+        parse_uri("target_uri", target_uri, c->target_hostport, sizeof(c->target_hostport),
+                  &c->target_dtls, &c->target_tls13) != 0)
         return -1;
     if (m2mhsm_expiry_spec_parse(expiry, &c->enrolment_expiry) != M2MHSM_OK ||
         m2mhsm_id_check_str(M2MHSM_ID_KPM, c->kpm_id) != M2MHSM_OK ||

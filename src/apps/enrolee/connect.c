@@ -1,5 +1,5 @@
-/* The device's association with its Enrolment Target: TLS-PSK with psk_identity = KeID and
- * psk = Km from the token (8.3.1.2 as changed by the CR). No usable key, or a key inside
+/* The device's association with its Enrolment Target: (D)TLS-PSK with psk_identity = KeID
+ * and psk = Km from the token (8.3.1.2 as changed by the CR). No usable key, or a key inside
  * the renewal margin, means provisioning first; a rejection by the target means the
  * Enrolment Expiry has passed there (the CR), so the device re-provisions once and retries. */
 #include "enrolee.h"
@@ -80,7 +80,9 @@ static enrolee_result session(enrolee *e, const m2mhsm_record *key, const enrole
 {
     int maf = m2mhsm_id_check_str(M2MHSM_ID_FQDN, e->cfg.target) == M2MHSM_OK;
     m2mhsm_tls_profile p = {.role = M2MHSM_TLS_CLIENT,
-                            .proto = e->cfg.target_tls13 ? M2MHSM_TLS_1_3 : M2MHSM_TLS_1_2,
+                            .proto = e->cfg.target_dtls    ? M2MHSM_DTLS_1_2
+                                     : e->cfg.target_tls13 ? M2MHSM_TLS_1_3
+                                                           : M2MHSM_TLS_1_2,
                             .kind = key->kind,
                             .identity = key->identity,
                             .server_name = maf ? e->cfg.target : NULL};
@@ -91,7 +93,8 @@ static enrolee_result session(enrolee *e, const m2mhsm_record *key, const enrole
     ERR_clear_error();
     if (m2mhsm_tls_ctx_new(e->store.tls, &p, &ctx) == M2MHSM_OK &&
         m2mhsm_tls_ssl_new(ctx, &ssl) == M2MHSM_OK &&
-        (fd = enrolee_dial(e->cfg.target_hostport, 0)) >= 0 && SSL_set_fd(ssl, fd) == 1) {
+        (fd = enrolee_dial(e->cfg.target_hostport, e->cfg.target_dtls)) >= 0 &&
+        enrolee_attach(ssl, fd, e->cfg.target_dtls)) {
         if (SSL_connect(ssl) == 1) {
             char ts[M2MHSM_TIMESTAMP_LEN];
             m2mhsm_timestamp_format(key->expiry, ts, sizeof(ts));

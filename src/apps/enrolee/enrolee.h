@@ -13,7 +13,7 @@ typedef struct {
     m2mhsm_expiry_spec enrolment_expiry;
     const char *mef_host, *target_host;
     char mef_hostport[300], target_hostport[300];
-    int mef_dtls, mef_tls13, target_tls13;
+    int mef_dtls, mef_tls13, target_dtls, target_tls13;
     long long renewal_margin_s;
 } enrolee_config;
 
@@ -38,6 +38,8 @@ m2mhsm_form enrolee_target_form(const enrolee *e);
 unsigned enrolee_psk_forms(const enrolee *e);
 /* A connected blocking socket to "host:port" (UDP for DTLS), with I/O timeouts. */
 int enrolee_dial(const char *hostport, int dtls);
+/* Give ssl a BIO on the connected socket fd (a connected datagram BIO for DTLS); 0 if not. */
+int enrolee_attach(SSL *ssl, int fd, int dtls);
 
 /* connect.c */
 typedef struct {

@@ -54,6 +54,22 @@ static BIO_ADDR *peer_of(int fd)
     return a;
 }
 
+int enrolee_attach(SSL *ssl, int fd, int dtls)
+{
+    BIO *bio = dtls ? BIO_new_dgram(fd, BIO_NOCLOSE) : BIO_new_socket(fd, BIO_NOCLOSE);
+    BIO_ADDR *peer = dtls ? peer_of(fd) : NULL;
+    int ok = bio != NULL && (!dtls || peer != NULL);
+    if (ok) {
+        if (peer != NULL)
+            BIO_ctrl(bio, BIO_CTRL_DGRAM_SET_CONNECTED, 0, peer);
+        SSL_set_bio(ssl, bio, bio);
+        bio = NULL;
+    }
+    BIO_free(bio);
+    BIO_ADDR_free(peer);
+    return ok;
+}
+
 static int is_maf_target(const char *target)
 {
     return m2mhsm_id_check_str(M2MHSM_ID_FQDN, target) == M2MHSM_OK;
@@ -119,20 +135,9 @@ static int bootstrap(enrolee *e, m2mhsm_record *ke)
         st = m2mhsm_tls_ctx_new(e->store.tls, &p, &ctx);
     if (st == M2MHSM_OK)
         st = m2mhsm_tls_ssl_new(ctx, &ssl);
-    if (st == M2MHSM_OK && (fd = enrolee_dial(e->cfg.mef_hostport, e->cfg.mef_dtls)) >= 0) {
-        BIO *bio =
-            e->cfg.mef_dtls ? BIO_new_dgram(fd, BIO_NOCLOSE) : BIO_new_socket(fd, BIO_NOCLOSE);
-        BIO_ADDR *peer = e->cfg.mef_dtls ? peer_of(fd) : NULL;
-        if (bio != NULL && (!e->cfg.mef_dtls || peer != NULL)) {
-            if (peer != NULL)
-                BIO_ctrl(bio, BIO_CTRL_DGRAM_SET_CONNECTED, 0, peer);
-            SSL_set_bio(ssl, bio, bio);
-            bio = NULL;
-            ok = SSL_connect(ssl) == 1;
-        }
-        BIO_free(bio);
-        BIO_ADDR_free(peer);
-    }
+    if (st == M2MHSM_OK && (fd = enrolee_dial(e->cfg.mef_hostport, e->cfg.mef_dtls)) >= 0 &&
+        enrolee_attach(ssl, fd, e->cfg.mef_dtls))
+        ok = SSL_connect(ssl) == 1;
     if (ok) {
         m2mhsm_enrolment enr = {e->cfg.kpm_id, e->cfg.mef_fqdn, e->cfg.enrolee_id, e->cfg.target,
                                 e->cfg.enrolment_expiry};

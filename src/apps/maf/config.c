@@ -25,9 +25,9 @@ static int resolve(const char *where, const char *host, char *out, size_t cap)
 
 static const char *const top_fields[] = {"pkcs11", "maf", "mefs", NULL};
 static const char *const maf_fields[] = {
-    "maf_id", "listen",       "metrics",        "tls13",           "certificate", "key_label",
-    "ca",     "max_lifetime", "sweep_interval", "max_connections", "max_fetches", "fetch_timeout",
-    NULL};
+    "maf_id",        "listen", "listen_dtls",  "metrics",        "tls13",           "certificate",
+    "key_label",     "ca",     "max_lifetime", "sweep_interval", "max_connections", "max_fetches",
+    "fetch_timeout", NULL};
 static const char *const mef_fields[] = {"fqdn", "url", NULL};
 
 static int load_mef(maf *m, const char *file, size_t i, const json_t *e)
@@ -96,6 +96,7 @@ int maf_config_load(maf *m, const char *path)
     if (app_cfg_str(sec, "maf", "maf_id", 1, &c->maf_id) != 0 ||
         app_cfg_addr(sec, "maf", "listen", 1, &c->listen) != 0 ||
         app_cfg_addr(sec, "maf", "metrics", 0, &c->metrics) != 0 ||
+        app_cfg_addr(sec, "maf", "listen_dtls", 0, &c->listen_dtls) != 0 ||
         app_cfg_bool(sec, "maf", "tls13", &c->tls13) != 0 ||
         app_cfg_str(sec, "maf", "certificate", 1, &c->ck.certificate) != 0 ||
         app_cfg_str(sec, "maf", "key_label", 1, &c->ck.key_label) != 0 ||
@@ -119,9 +120,9 @@ int maf_config_load(maf *m, const char *path)
 /* Applied at a reload: max_lifetime, fetch_timeout, sweep_interval, mefs. The listener, the
  * certificate and the token are set up once, and the connection caps are sized against the
  * descriptor limit, at start. */
-static const char *const restart_fields[] = {"maf_id",          "listen",      "tls13",
-                                             "certificate",     "key_label",   "ca",
-                                             "max_connections", "max_fetches", NULL};
+static const char *const restart_fields[] = {
+    "maf_id",    "listen", "listen_dtls",     "metrics",     "tls13", "certificate",
+    "key_label", "ca",     "max_connections", "max_fetches", NULL};
 
 int maf_config_reload(maf *m, const char *path, long long *sweep_interval_s)
 {

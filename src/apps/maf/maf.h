@@ -1,6 +1,7 @@
 /* m2m-maf: an M2M Authentication Function — the Enrolment Target that Enrolees reach with
- * TLS-PSK (psk_identity = KeID, psk = Km; TS-0003 8.3.1.2 as changed by the CR). A KeID it
- * does not hold is fetched from the MEF that issued it (8.3.2.1) while that handshake waits. */
+ * TLS-PSK or DTLS-PSK (psk_identity = KeID, psk = Km; TS-0003 8.3.1.2 as changed by the CR).
+ * A KeID it does not hold is fetched from the MEF that issued it (8.3.2.1) while that
+ * handshake waits. */
 #ifndef M2M_MAF_H
 #define M2M_MAF_H
 
@@ -25,7 +26,7 @@ typedef struct {
 } maf_mef;
 
 typedef struct {
-    const char *maf_id, *listen;
+    const char *maf_id, *listen, *listen_dtls;
     const char *metrics; /* plain HTTP GET /metrics, or NULL */
     int tls13;
     app_certkey ck;
@@ -43,9 +44,10 @@ typedef struct {
     maf_config cfg;
     app_store store;
     struct event_base *base;
-    SSL_CTX *psk_ctx, *mef_ctx;
-    app_conns *conns;
+    SSL_CTX *psk_ctx, *psk_dtls, *mef_ctx;
+    app_conns *conns; /* TLS and DTLS associations alike */
     struct evconnlistener *listener;
+    app_dtls *dtls;
     maf_fetch *fetches;
     size_t nfetches;
     maf_refused refused[MAF_REFUSED_SLOTS]; /* a ring: the oldest entry is overwritten */
@@ -65,7 +67,7 @@ int maf_config_load(maf *m, const char *path);
  * stays (the loader's complaint is printed). */
 int maf_config_reload(maf *m, const char *path, long long *sweep_interval_s);
 
-/* serve.c: the TLS-PSK service for Enrolees. */
+/* serve.c: the TLS-PSK and DTLS-PSK services for Enrolees. */
 int maf_serve_start(maf *m);
 void maf_serve_stop(maf *m);
 

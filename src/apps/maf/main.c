@@ -47,6 +47,7 @@ static void stop(maf *m)
     app_conns_free(m->conns);
     maf_fetch_free(m);
     SSL_CTX_free(m->psk_ctx);
+    SSL_CTX_free(m->psk_dtls);
     SSL_CTX_free(m->mef_ctx);
     if (m->base != NULL)
         event_base_free(m->base);

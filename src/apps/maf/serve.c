@@ -1,8 +1,8 @@
-/* The MAF's TLS-PSK service: psk_identity = KeID, PSK = Km in the token. An unknown KeID
- * is fetched from its MEF while the handshake is paused (SSL_MODE_ASYNC), so the device's
- * first connection succeeds; an expired one is refused and that Enrolee's credentials are
- * erased (the CR); an open connection is closed when its key expires, and there are no
- * sessions or tickets to outlive it. */
+/* The MAF's TLS-PSK and DTLS-PSK services: psk_identity = KeID, PSK = Km in the token. An
+ * unknown KeID is fetched from its MEF while the handshake is paused (SSL_MODE_ASYNC, over
+ * TCP and UDP alike), so the device's first connection succeeds; an expired one is refused
+ * and that Enrolee's credentials are erased (the CR); an open connection is closed when its
+ * key expires, and there are no sessions or tickets to outlive it. */
 #include "maf.h"
 
 #include <event2/listener.h>
@@ -68,6 +68,15 @@ static void closed(app_conn *c, void *arg, const char *why)
 
 static const app_conn_ops serve_ops = {established, data, closed};
 
+static int room_for(maf *m, const char *peer)
+{
+    if (app_conns_count(m->conns) < (size_t)m->cfg.max_connections)
+        return 1;
+    app_log(APP_WARN, "connection-refused", "reason=max_connections limit=%lld peer=%s",
+            m->cfg.max_connections, peer);
+    return 0;
+}
+
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len,
                       void *arg)
 {
@@ -77,9 +86,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     char peer[64];
     SSL *ssl = NULL;
     app_addr_format(sa, peer, sizeof(peer));
-    if (app_conns_count(m->conns) >= (size_t)m->cfg.max_connections) {
-        app_log(APP_WARN, "connection-refused", "reason=max_connections limit=%lld peer=%s",
-                m->cfg.max_connections, peer);
+    if (!room_for(m, peer)) {
         close(fd);
         return;
     }
@@ -90,29 +97,69 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     app_conn_start(m->conns, ssl, fd, 0, peer);
 }
 
-int maf_serve_start(maf *m)
+/* A DTLS peer that returned its cookie (common/dtls.c). */
+static void on_dtls_accept(void *arg, SSL *ssl, int fd, const char *peer)
 {
-    struct sockaddr_storage ss;
-    socklen_t sl;
+    maf *m = arg;
+    if (!room_for(m, peer)) {
+        SSL_free(ssl);
+        close(fd);
+        return;
+    }
+    app_conn_start(m->conns, ssl, fd, 1, peer);
+}
+
+/* A PSK server context whose unknown KeIDs are fetched while the handshake waits in an ASYNC
+ * job (docs/architecture.md). */
+static int psk_ctx(maf *m, m2mhsm_tls_proto proto, SSL_CTX **out)
+{
     m2mhsm_tls_profile p = {.role = M2MHSM_TLS_SERVER,
-                            .proto = m->cfg.tls13 ? M2MHSM_TLS_1_3 : M2MHSM_TLS_1_2,
+                            .proto = proto,
                             .kind = M2MHSM_KIND_KM,
                             .observer = on_psk,
                             .observer_arg = m,
                             .resolver = maf_fetch_resolve,
                             .resolver_arg = m};
-    if (!ASYNC_is_capable()) {
-        app_log(APP_ERROR, "start-failed", "reason=\"OpenSSL has no ASYNC job support\"");
-        return -1;
-    }
-    m2mhsm_status st = m2mhsm_tls_ctx_new(m->store.tls, &p, &m->psk_ctx);
+    m2mhsm_status st = m2mhsm_tls_ctx_new(m->store.tls, &p, out);
     if (st != M2MHSM_OK) {
         app_log(APP_ERROR, "tls-setup-failed", "error=%s", app_error(st));
         return -1;
     }
-    SSL_CTX_set_mode(m->psk_ctx, SSL_MODE_ASYNC);
+    SSL_CTX_set_mode(*out, SSL_MODE_ASYNC);
+    return 0;
+}
+
+/* Bound before the TCP listener: once the TCP port accepts (what lab.sh start waits for),
+ * the UDP one is served too. */
+static int start_dtls(maf *m)
+{
+    if (psk_ctx(m, M2MHSM_DTLS_1_2, &m->psk_dtls) != 0)
+        return -1;
+    m->dtls = app_dtls_listen(m->base, m->psk_dtls, m->cfg.listen_dtls, on_dtls_accept, m);
+    if (m->dtls == NULL) {
+        app_log(APP_ERROR, "listen-failed", "address=%s", m->cfg.listen_dtls);
+        return -1;
+    }
+    app_log(APP_INFO, "listening", "service=enrolees transport=dtls1.2 address=%s",
+            m->cfg.listen_dtls);
+    return 0;
+}
+
+int maf_serve_start(maf *m)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    if (!ASYNC_is_capable()) {
+        app_log(APP_ERROR, "start-failed", "reason=\"OpenSSL has no ASYNC job support\"");
+        return -1;
+    }
+    /* tls13: TLS 1.3 beside TLS 1.2, whose TS-0003 suites stay available. */
+    if (psk_ctx(m, m->cfg.tls13 ? M2MHSM_TLS_1_2_AND_1_3 : M2MHSM_TLS_1_2, &m->psk_ctx) != 0)
+        return -1;
     if (app_addr_parse(m->cfg.listen, &ss, &sl) != 0 ||
         (m->conns = app_conns_new(m->base, &serve_ops, m, MAF_HANDSHAKE_TIMEOUT_S)) == NULL)
+        return -1;
+    if (m->cfg.listen_dtls != NULL && start_dtls(m) != 0)
         return -1;
     int fd = app_listen(&ss, sl, SOCK_STREAM);
     if (fd < 0 ||
@@ -125,8 +172,8 @@ int maf_serve_start(maf *m)
         return -1;
     }
     app_log(APP_INFO, "listening", "service=enrolees transport=%s address=%s",
-            m->cfg.tls13 ? "tls1.3" : "tls1.2", m->cfg.listen);
-    app_notify_listener("enrolees", m->cfg.tls13 ? "tls1.3" : "tls1.2", m->cfg.listen);
+            m->cfg.tls13 ? "tls1.2+tls1.3" : "tls1.2", m->cfg.listen);
+    app_notify_listener("enrolees", m->cfg.tls13 ? "tls1.2+tls1.3" : "tls1.2", m->cfg.listen);
     return 0;
 }
 
@@ -137,6 +184,8 @@ void maf_serve_stop(maf *m)
         evconnlistener_free(m->listener);
     }
     m->listener = NULL;
+    app_dtls_free(m->dtls);
+    m->dtls = NULL;
     if (m->conns != NULL)
         app_conns_shutdown(m->conns);
 }

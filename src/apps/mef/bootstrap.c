@@ -1,23 +1,18 @@
-/* The Bootstrap Security Handshake (TS-0003 8.3.2.1): TLS 1.2 and DTLS 1.2 PSK servers whose
- * psk_identity is a KpmID and whose PSK is the Kpm in the token. A completed handshake is
- * an enrolment: Ke and RelativeKeID are exported (10.3.1) straight into the token under
- * KeID (10.3.4) with the Enrolment Expiry configured for that KpmID; re-enrolling a KpmID
- * replaces its Ke and erases what derived from the old one. */
+/* The Bootstrap Security Handshake (TS-0003 8.3.2.1): TLS 1.2 (with the tls13 option, TLS 1.3
+ * beside it) and DTLS 1.2 PSK servers whose psk_identity is a KpmID and whose PSK is the Kpm
+ * in the token. A completed handshake is an enrolment: Ke and RelativeKeID are exported
+ * (10.3.1) straight into the token under KeID (10.3.4) with the Enrolment Expiry configured
+ * for that KpmID; re-enrolling a KpmID replaces its Ke and erases what derived from the old
+ * one. */
 #include "mef.h"
 
-#include <arpa/inet.h>
 #include <event2/listener.h>
 #include <string.h>
 #include <unistd.h>
-#include <openssl/evp.h>
-#include <openssl/err.h>
-#include <openssl/rand.h>
 
 /* A device that completed enrolment may keep the channel; it carries nothing more. */
 #define MEF_BOOTSTRAP_IDLE_S 10
 #define MEF_HANDSHAKE_TIMEOUT_S 10
-
-static uint8_t cookie_secret[32];
 
 static void on_psk(void *arg, m2mhsm_tls_psk_event ev, const char *identity,
                    const m2mhsm_record *rec, size_t erased)
@@ -131,129 +126,16 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     app_conn_start(m->conns, ssl, fd, 0, peer);
 }
 
-/* DTLS cookies (RFC 6347 4.2.1): HMAC of the peer's address under a per-process secret, so a
- * spoofed source address cannot make the MEF hold state or answer with a full flight. */
-static int peer_cookie(SSL *ssl, unsigned char out[32])
+/* A peer that returned its DTLS cookie (common/dtls.c). */
+static void on_dtls_accept(void *arg, SSL *ssl, int fd, const char *peer)
 {
-    unsigned char raw[16 + 2];
-    size_t alen = 0, olen = 0;
-    BIO_ADDR *peer = BIO_ADDR_new();
-    int ok = peer != NULL && BIO_dgram_get_peer(SSL_get_rbio(ssl), peer) > 0 &&
-             BIO_ADDR_rawaddress(peer, NULL, &alen) && alen <= 16 &&
-             BIO_ADDR_rawaddress(peer, raw, &alen);
-    if (ok) {
-        unsigned short port = BIO_ADDR_rawport(peer);
-        memcpy(raw + alen, &port, sizeof(port));
-        ok = EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, cookie_secret, sizeof(cookie_secret),
-                       raw, alen + sizeof(port), out, 32, &olen) != NULL;
-    }
-    BIO_ADDR_free(peer);
-    return ok && olen == 32;
-}
-
-static int cookie_generate(SSL *ssl, unsigned char *cookie, unsigned int *len)
-{
-    if (!peer_cookie(ssl, cookie))
-        return 0;
-    *len = 32;
-    return 1;
-}
-
-static int cookie_verify(SSL *ssl, const unsigned char *cookie, unsigned int len)
-{
-    unsigned char want[32];
-    return len == 32 && peer_cookie(ssl, want) && CRYPTO_memcmp(want, cookie, 32) == 0;
-}
-
-static SSL *dtls_listening_ssl(mef *m)
-{
-    SSL *ssl = NULL;
-    BIO *bio = BIO_new_dgram(m->dtls_fd, BIO_NOCLOSE);
-    if (bio == NULL || m2mhsm_tls_ssl_new(m->psk_dtls, &ssl) != M2MHSM_OK) {
-        BIO_free(bio);
-        return NULL;
-    }
-    SSL_set_bio(ssl, bio, bio);
-    SSL_set_options(ssl, SSL_OP_COOKIE_EXCHANGE);
-    return ssl;
-}
-
-/* A socket of its own for a peer that returned our cookie: bound to the service address and
- * connected to the peer, so the kernel routes its datagrams there. */
-static int dtls_peer_socket(mef *m, const BIO_ADDR *peer, char *name, size_t cap)
-{
-    struct sockaddr_storage ss;
-    socklen_t sl = 0;
-    size_t alen = sizeof(struct in6_addr);
-    memset(&ss, 0, sizeof(ss));
-    if (BIO_ADDR_family(peer) == AF_INET) {
-        struct sockaddr_in *in = (struct sockaddr_in *)&ss;
-        in->sin_family = AF_INET;
-        in->sin_port = BIO_ADDR_rawport(peer);
-        BIO_ADDR_rawaddress(peer, &in->sin_addr, &alen);
-        sl = sizeof(*in);
-    } else if (BIO_ADDR_family(peer) == AF_INET6) {
-        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-        in6->sin6_family = AF_INET6;
-        in6->sin6_port = BIO_ADDR_rawport(peer);
-        BIO_ADDR_rawaddress(peer, &in6->sin6_addr, &alen);
-        sl = sizeof(*in6);
-    } else {
-        return -1;
-    }
-    app_addr_format((struct sockaddr *)&ss, name, cap);
-    int fd = app_listen(&m->dtls_addr, m->dtls_addr_len, SOCK_DGRAM);
-    if (fd >= 0 && connect(fd, (struct sockaddr *)&ss, sl) != 0) {
-        close(fd);
-        fd = -1;
-    }
-    return fd;
-}
-
-static void dtls_accept(mef *m)
-{
-    BIO_ADDR *peer = BIO_ADDR_new();
-    char name[64];
-    SSL *ssl = m->dtls_pending;
-    m->dtls_pending = NULL;
-    int fd = peer != NULL && BIO_dgram_get_peer(SSL_get_rbio(ssl), peer) > 0
-                 ? dtls_peer_socket(m, peer, name, sizeof(name))
-                 : -1;
-    if (fd < 0 || too_many(m)) {
-        if (fd >= 0)
-            close(fd);
-        SSL_free(ssl);
-    } else {
-        BIO *bio = SSL_get_rbio(ssl);
-        BIO_set_fd(bio, fd, BIO_NOCLOSE);
-        BIO_ctrl(bio, BIO_CTRL_DGRAM_SET_CONNECTED, 0, peer);
-        app_conn_start(m->conns, ssl, fd, 1, name);
-    }
-    BIO_ADDR_free(peer);
-}
-
-static void on_dtls_readable(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
     mef *m = arg;
-    for (;;) {
-        if (m->dtls_pending == NULL && (m->dtls_pending = dtls_listening_ssl(m)) == NULL)
-            return;
-        BIO_ADDR *peer = BIO_ADDR_new();
-        int r = peer != NULL ? DTLSv1_listen(m->dtls_pending, peer) : -1;
-        BIO_ADDR_free(peer);
-        if (r == 1) {
-            dtls_accept(m);
-            continue;
-        }
-        if (r < 0) { /* garbage: start over with a fresh listening SSL */
-            SSL_free(m->dtls_pending);
-            m->dtls_pending = NULL;
-        }
-        ERR_clear_error();
-        return; /* 0: nothing more to read now */
+    if (too_many(m)) {
+        SSL_free(ssl);
+        close(fd);
+        return;
     }
+    app_conn_start(m->conns, ssl, fd, 1, peer);
 }
 
 static int psk_ctx(mef *m, m2mhsm_tls_proto proto, SSL_CTX **out)
@@ -276,7 +158,7 @@ static int start_tls(mef *m)
     struct sockaddr_storage ss;
     socklen_t sl;
     if (app_addr_parse(m->cfg.bootstrap_tls, &ss, &sl) != 0 ||
-        psk_ctx(m, m->cfg.tls13 ? M2MHSM_TLS_1_3 : M2MHSM_TLS_1_2, &m->psk_tls) != 0)
+        psk_ctx(m, m->cfg.tls13 ? M2MHSM_TLS_1_2_AND_1_3 : M2MHSM_TLS_1_2, &m->psk_tls) != 0)
         return -1;
     int fd = app_listen(&ss, sl, SOCK_STREAM);
     if (fd < 0 ||
@@ -289,23 +171,18 @@ static int start_tls(mef *m)
         return -1;
     }
     app_log(APP_INFO, "listening", "service=bootstrap transport=%s address=%s",
-            m->cfg.tls13 ? "tls1.3" : "tls1.2", m->cfg.bootstrap_tls);
-    app_notify_listener("bootstrap", m->cfg.tls13 ? "tls1.3" : "tls1.2", m->cfg.bootstrap_tls);
+            m->cfg.tls13 ? "tls1.2+tls1.3" : "tls1.2", m->cfg.bootstrap_tls);
+    app_notify_listener("bootstrap", m->cfg.tls13 ? "tls1.2+tls1.3" : "tls1.2",
+                        m->cfg.bootstrap_tls);
     return 0;
 }
 
 static int start_dtls(mef *m)
 {
-    if (app_addr_parse(m->cfg.bootstrap_dtls, &m->dtls_addr, &m->dtls_addr_len) != 0 ||
-        psk_ctx(m, M2MHSM_DTLS_1_2, &m->psk_dtls) != 0)
+    if (psk_ctx(m, M2MHSM_DTLS_1_2, &m->psk_dtls) != 0)
         return -1;
-    SSL_CTX_set_cookie_generate_cb(m->psk_dtls, cookie_generate);
-    SSL_CTX_set_cookie_verify_cb(m->psk_dtls, cookie_verify);
-    m->dtls_fd = app_listen(&m->dtls_addr, m->dtls_addr_len, SOCK_DGRAM);
-    if (m->dtls_fd < 0 ||
-        (m->dtls_ev = event_new(m->base, m->dtls_fd, EV_READ | EV_PERSIST, on_dtls_readable, m)) ==
-            NULL ||
-        event_add(m->dtls_ev, NULL) != 0) {
+    m->dtls = app_dtls_listen(m->base, m->psk_dtls, m->cfg.bootstrap_dtls, on_dtls_accept, m);
+    if (m->dtls == NULL) {
         app_log(APP_ERROR, "listen-failed", "address=%s", m->cfg.bootstrap_dtls);
         return -1;
     }
@@ -317,9 +194,6 @@ static int start_dtls(mef *m)
 
 int mef_bootstrap_start(mef *m)
 {
-    m->dtls_fd = -1;
-    if (RAND_priv_bytes(cookie_secret, sizeof(cookie_secret)) != 1)
-        return -1;
     if ((m->conns = app_conns_new(m->base, &bootstrap_ops, m, MEF_HANDSHAKE_TIMEOUT_S)) == NULL)
         return -1;
     if (m->cfg.bootstrap_tls != NULL && start_tls(m) != 0)
@@ -336,14 +210,8 @@ void mef_bootstrap_stop(mef *m)
         evconnlistener_free(m->tls_listener);
     }
     m->tls_listener = NULL;
-    if (m->dtls_ev != NULL)
-        event_free(m->dtls_ev);
-    m->dtls_ev = NULL;
-    if (m->dtls_fd >= 0)
-        close(m->dtls_fd);
-    m->dtls_fd = -1;
-    SSL_free(m->dtls_pending);
-    m->dtls_pending = NULL;
+    app_dtls_free(m->dtls);
+    m->dtls = NULL;
     if (m->conns != NULL)
         app_conns_shutdown(m->conns);
 }

@@ -266,12 +266,12 @@ int mef_config_apply_enrolees(mef *m, const char *at)
 /* Applied at a reload: enrolees and sweep_interval. The listeners, the certificate and the
  * token are set up once, at start. */
 static const char *const restart_fields[] = {
-    "fqdn", "bootstrap_tls", "bootstrap_dtls",  "https", "certificate", "key_label",
+    "fqdn", "bootstrap_tls", "bootstrap_dtls",  "https", "metrics", "certificate", "key_label",
     "ca",   "tls13",         "max_connections", NULL};
 
 int mef_config_reload(mef *m, const char *path, long long *sweep_interval_s)
 {
-    mef next = {.dtls_fd = -1};
+    mef next = {0};
     char restart[256] = "";
     if (mef_config_load(&next, path) != 0) {
         json_decref(next.root);

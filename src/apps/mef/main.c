@@ -70,7 +70,7 @@ int main(int argc, char **argv)
     app_log_init("m2m-mef");
     app_json_cleansing_alloc();
     signal(SIGPIPE, SIG_IGN);
-    mef m = {.dtls_fd = -1, .config_path = config};
+    mef m = {.config_path = config};
     rc = app_metrics_init(1) != 0 || mef_config_load(&m, config) != 0 || start(&m) != 0;
     if (rc == 0) {
         char ready[M2MHSM_FQDN_MAX + 16];

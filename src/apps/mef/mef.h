@@ -28,11 +28,7 @@ typedef struct {
     SSL_CTX *psk_tls, *psk_dtls, *https_ctx;
     app_conns *conns;
     struct evconnlistener *tls_listener;
-    int dtls_fd;
-    struct sockaddr_storage dtls_addr;
-    socklen_t dtls_addr_len;
-    struct event *dtls_ev;
-    SSL *dtls_pending;
+    app_dtls *dtls;
     struct evhttp *http;
     struct evconnlistener *https_listener; /* evhttp's, guarded against accept errors */
 } mef;
