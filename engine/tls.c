@@ -178,12 +178,15 @@ static void observe(const ctx_state *cs, m2mhsm_tls_psk_event ev, const char *id
         cs->p.observer(cs->p.observer_arg, ev, identity, rec, erased);
 }
 
-/* A key stored without the form this protocol's handshake signs with (its store kept other
- * forms, m2mhsm_keystore_options.psk_forms) cannot serve it: refused here, with the form
- * named in m2mhsm_last_error(), before libssl or the provider would meet a missing key. */
-static int has_form(const ctx_state *cs, const m2mhsm_record *rec)
+/* A key stored without the form this connection's handshake signs with (its store kept
+ * other forms, m2mhsm_keystore_options.psk_forms) cannot serve it: refused here, with the
+ * form named in m2mhsm_last_error(), before libssl or the provider would meet a missing key.
+ * A server of TLS 1.2 and 1.3 has chosen the version before it asks for the PSK. */
+static int has_form(const ctx_state *cs, SSL *ssl, const m2mhsm_record *rec)
 {
-    m2mhsm_form need = cs->p.proto == M2MHSM_TLS_1_3 ? M2MHSM_FORM_TLS13_ES : M2MHSM_FORM_TLS12_PMS;
+    int tls13 = cs->p.proto == M2MHSM_TLS_1_3 ||
+                (cs->p.proto == M2MHSM_TLS_1_2_AND_1_3 && SSL_version(ssl) == TLS1_3_VERSION);
+    m2mhsm_form need = tls13 ? M2MHSM_FORM_TLS13_ES : M2MHSM_FORM_TLS12_PMS;
     return m2mhsm_record_check_form(rec, need) == M2MHSM_OK;
 }
 
@@ -217,7 +220,7 @@ static unsigned int server_psk(SSL *ssl, const char *identity, unsigned char *ps
         observe(cs, M2MHSM_TLS_PSK_REFUSED, identity, &rec, 0);
         return 0;
     }
-    if (!has_form(cs, &rec) || m2mhsm_handles_issue(cs->t->handles, &rec, psk) != M2MHSM_OK) {
+    if (!has_form(cs, ssl, &rec) || m2mhsm_handles_issue(cs->t->handles, &rec, psk) != M2MHSM_OK) {
         observe(cs, M2MHSM_TLS_PSK_ERROR, identity, &rec, 0);
         return 0;
     }
@@ -240,7 +243,7 @@ static unsigned int client_psk(SSL *ssl, const char *hint, char *identity,
     if (cs == NULL || id_len + 1 > max_identity_len || max_psk_len < M2MHSM_HANDLE_LEN)
         return 0;
     if (m2mhsm_keystore_lookup(cs->t->ks, cs->p.kind, cs->identity, id_len, &rec) != M2MHSM_OK ||
-        !m2mhsm_record_valid(cs->t->ks, &rec) || !has_form(cs, &rec) ||
+        !m2mhsm_record_valid(cs->t->ks, &rec) || !has_form(cs, ssl, &rec) ||
         m2mhsm_handles_issue(cs->t->handles, &rec, psk) != M2MHSM_OK)
         return 0;
     if (!note_key(ssl, &rec))
