@@ -147,7 +147,9 @@ m2mhsm_status ks_find(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tmpl
     rv = fn->C_FindObjectsFinal(s);
     m2mhsm_token_search_end(tok);
     if (st == M2MHSM_OK && rv != CKR_OK) {
-        free(*out);
+        free(*out); /* callers free *out on error too */
+        *out = NULL;
+        *count = 0;
         return m2mhsm_fail_ckr("C_FindObjectsFinal", rv);
     }
     return st;
