@@ -166,8 +166,15 @@ m2mhsm_status ks_read_key_ids(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_
     m2mhsm_token_read_begin(tok);
     CK_RV rv = fn->C_GetAttributeValue(s, h, a, M2MHSM_ARRAY_LEN(a));
     m2mhsm_token_read_end(tok);
-    /* Foreign keys may have longer labels or ids than ours: too small means "not ours". */
+    /* Foreign keys may have longer labels or ids than ours: too small means "not ours".
+     * But a key whose label came back as ours is ours whatever else failed: calling it
+     * foreign would make its record look incomplete, and repair destroys those. */
     if (rv == CKR_BUFFER_TOO_SMALL || rv == CKR_ATTRIBUTE_TYPE_INVALID) {
+        int labelled_ours = a[0].ulValueLen != CK_UNAVAILABLE_INFORMATION &&
+                            a[0].ulValueLen >= strlen(M2MHSM_LABEL_PREFIX) &&
+                            memcmp(label, M2MHSM_LABEL_PREFIX, strlen(M2MHSM_LABEL_PREFIX)) == 0;
+        if (labelled_ours)
+            return m2mhsm_fail_ckr("C_GetAttributeValue(CKA_LABEL, CKA_ID) of an m2mhsm key", rv);
         label[0] = '\0';
         *id_len = 0;
         return M2MHSM_OK;
@@ -186,6 +193,7 @@ m2mhsm_status ks_read_meta(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HAN
 {
     char value[M2MHSM_META_MAX];
     CK_ATTRIBUTE a = {CKA_VALUE, value, sizeof(value)};
+    rec->meta = CK_INVALID_HANDLE; /* on every error path: callers read it */
     m2mhsm_token_read_begin(tok);
     CK_RV rv = m2mhsm_token_functions(tok)->C_GetAttributeValue(s, h, &a, 1);
     m2mhsm_token_read_end(tok);
