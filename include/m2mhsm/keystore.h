@@ -150,8 +150,10 @@ typedef struct {
 /*
  * Enrolment Key Generation (8.3.2.1, 10.3.1, 10.3.4): split the 48-byte export, store Ke
  * with expiry resolved from enrolment_expiry at the store's clock, under its KeID. Any
- * earlier Ke of the same KpmID, and what was derived from it, is erased first. The export
- * buffer is the caller's to cleanse; internal copies are cleansed here.
+ * earlier Ke of the same KpmID, and what was derived from it, is erased once the new Ke is
+ * stored; if that erase fails, the new Ke is taken back and the error returned, so the
+ * store never holds two valid Ke for one KpmID. The export buffer is the caller's to
+ * cleanse; internal copies are cleansed here.
  */
 m2mhsm_status m2mhsm_keystore_store_ke(m2mhsm_keystore *ks, const m2mhsm_enrolment *enr,
                                        const uint8_t exported[M2MHSM_EXPORT_LEN],

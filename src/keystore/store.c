@@ -4,6 +4,7 @@
 #include "write.h"
 #include "../internal.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <openssl/crypto.h>
@@ -39,13 +40,31 @@ static void record_init(m2mhsm_keystore *ks, m2mhsm_record *rec, m2mhsm_kind kin
 
 /* Replace semantics: erase the previous record only after the new one is written, so a
  * failure leaves the old one in place (nothing lost). */
-static void erase_previous(m2mhsm_keystore *ks, const m2mhsm_record *prev)
+static m2mhsm_status erase_previous(m2mhsm_keystore *ks, const m2mhsm_record *prev)
 {
     CK_SESSION_HANDLE s;
-    if (m2mhsm_token_session_get(ks->tok, &s) != M2MHSM_OK)
-        return;
-    ks_record_destroy(ks, s, prev);
+    m2mhsm_status st = m2mhsm_token_session_get(ks->tok, &s);
+    if (st != M2MHSM_OK)
+        return st;
+    st = ks_record_destroy(ks, s, prev);
     m2mhsm_token_session_put(ks->tok, s);
+    return st;
+}
+
+/* The previous record could not be erased: take the new one back, so the store holds the
+ * old state rather than both (two valid Ke for one KpmID, or two Km under one KeID), and
+ * report the erase's error. */
+static m2mhsm_status undo_replacement(m2mhsm_keystore *ks, const m2mhsm_record *fresh,
+                                      m2mhsm_status st)
+{
+    char first[256];
+    snprintf(first, sizeof(first), "replacing the previous record: %s", m2mhsm_last_error());
+    CK_SESSION_HANDLE s;
+    if (m2mhsm_token_session_get(ks->tok, &s) == M2MHSM_OK) {
+        ks_record_destroy(ks, s, fresh);
+        m2mhsm_token_session_put(ks->tok, s);
+    }
+    return m2mhsm_fail(st, "%s", first);
 }
 
 m2mhsm_status m2mhsm_keystore_import_kpm(m2mhsm_keystore *ks, const char *kpm_id,
@@ -100,8 +119,8 @@ m2mhsm_status m2mhsm_keystore_configure_enrolee(m2mhsm_keystore *ks, const char 
     int had = ks_lookup_known(ks, M2MHSM_KIND_ENROLMENT, kpm_id, &prev) == M2MHSM_OK;
     ks_key_spec none[M2MHSM_FORM_COUNT] = {{0}};
     st = ks_record_write(ks, &rec, none);
-    if (st == M2MHSM_OK && had)
-        erase_previous(ks, &prev);
+    if (st == M2MHSM_OK && had && (st = erase_previous(ks, &prev)) != M2MHSM_OK)
+        st = undo_replacement(ks, &rec, st);
     return st;
 }
 
@@ -133,14 +152,16 @@ static void previous_ke(m2mhsm_keystore *ks, const char *kpm_id, char *out, size
  * index knows them. No token scan: re-enrolment runs on a server's event loop, and a scan
  * costs time proportional to the token. A copy only another process has seen is left to
  * its expiry and the sweep. */
-static void erase_known_enrolment(m2mhsm_keystore *ks, const char *ke_id)
+static m2mhsm_status erase_known_enrolment(m2mhsm_keystore *ks, const char *ke_id)
 {
     static const m2mhsm_kind kinds[] = {M2MHSM_KIND_KM, M2MHSM_KIND_KPSA, M2MHSM_KIND_KE};
-    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+    m2mhsm_status st = M2MHSM_OK;
+    for (size_t i = 0; st == M2MHSM_OK && i < sizeof(kinds) / sizeof(kinds[0]); i++) {
         m2mhsm_record prev;
         if (ks_lookup_known(ks, kinds[i], ke_id, &prev) == M2MHSM_OK)
-            erase_previous(ks, &prev);
+            st = erase_previous(ks, &prev);
     }
+    return st;
 }
 
 m2mhsm_status m2mhsm_keystore_store_ke(m2mhsm_keystore *ks, const m2mhsm_enrolment *enr,
@@ -175,8 +196,9 @@ m2mhsm_status m2mhsm_keystore_store_ke(m2mhsm_keystore *ks, const m2mhsm_enrolme
     if (st != M2MHSM_OK)
         return st;
     /* The old Ke and everything derived from it go once the new one is safely stored. */
-    if (old[0] != '\0' && strcmp(old, rec.identity) != 0)
-        erase_known_enrolment(ks, old);
+    if (old[0] != '\0' && strcmp(old, rec.identity) != 0 &&
+        (st = erase_known_enrolment(ks, old)) != M2MHSM_OK)
+        return undo_replacement(ks, &rec, st);
     if (out != NULL)
         *out = rec;
     return M2MHSM_OK;
@@ -218,8 +240,8 @@ static m2mhsm_status write_derived(m2mhsm_keystore *ks, m2mhsm_record *rec, cons
     m2mhsm_record prev;
     int had = ks_lookup_known(ks, rec->kind, rec->identity, &prev) == M2MHSM_OK;
     m2mhsm_status st = ks_write_psk(ks, rec, key, len);
-    if (st == M2MHSM_OK && had)
-        erase_previous(ks, &prev);
+    if (st == M2MHSM_OK && had && (st = erase_previous(ks, &prev)) != M2MHSM_OK)
+        st = undo_replacement(ks, rec, st);
     return st;
 }
 
