@@ -51,6 +51,16 @@ static m2mhsm_status erase_previous(m2mhsm_keystore *ks, const m2mhsm_record *pr
     return st;
 }
 
+/* The record a write replaces, if this process knows one (*had). A failed confirmation is
+ * an error: taken for "none", the replacement would leave the old record valid. */
+static m2mhsm_status known_previous(m2mhsm_keystore *ks, m2mhsm_kind kind, const char *identity,
+                                    m2mhsm_record *prev, int *had)
+{
+    m2mhsm_status st = ks_lookup_known(ks, kind, identity, prev);
+    *had = st == M2MHSM_OK;
+    return st == M2MHSM_E_NOT_FOUND ? M2MHSM_OK : st;
+}
+
 /* The previous record could not be erased: take the new one back, so the store holds the
  * old state rather than both (two valid Ke for one KpmID, or two Km under one KeID), and
  * report the erase's error. */
@@ -116,7 +126,9 @@ m2mhsm_status m2mhsm_keystore_configure_enrolee(m2mhsm_keystore *ks, const char 
     set_str(rec.enrolee_id, sizeof(rec.enrolee_id), enrolee_id);
     rec.enrolment_expiry = *expiry;
     m2mhsm_record prev;
-    int had = ks_lookup_known(ks, M2MHSM_KIND_ENROLMENT, kpm_id, &prev) == M2MHSM_OK;
+    int had = 0;
+    if ((st = known_previous(ks, M2MHSM_KIND_ENROLMENT, kpm_id, &prev, &had)) != M2MHSM_OK)
+        return st;
     ks_key_spec none[M2MHSM_FORM_COUNT] = {{0}};
     st = ks_record_write(ks, &rec, none);
     if (st == M2MHSM_OK && had && (st = erase_previous(ks, &prev)) != M2MHSM_OK)
@@ -158,7 +170,9 @@ static m2mhsm_status erase_known_enrolment(m2mhsm_keystore *ks, const char *ke_i
     m2mhsm_status st = M2MHSM_OK;
     for (size_t i = 0; st == M2MHSM_OK && i < sizeof(kinds) / sizeof(kinds[0]); i++) {
         m2mhsm_record prev;
-        if (ks_lookup_known(ks, kinds[i], ke_id, &prev) == M2MHSM_OK)
+        int had = 0;
+        st = known_previous(ks, kinds[i], ke_id, &prev, &had);
+        if (st == M2MHSM_OK && had)
             st = erase_previous(ks, &prev);
     }
     return st;
@@ -238,8 +252,10 @@ static m2mhsm_status write_derived(m2mhsm_keystore *ks, m2mhsm_record *rec, cons
                                    size_t len)
 {
     m2mhsm_record prev;
-    int had = ks_lookup_known(ks, rec->kind, rec->identity, &prev) == M2MHSM_OK;
-    m2mhsm_status st = ks_write_psk(ks, rec, key, len);
+    int had = 0;
+    m2mhsm_status st = known_previous(ks, rec->kind, rec->identity, &prev, &had);
+    if (st == M2MHSM_OK)
+        st = ks_write_psk(ks, rec, key, len);
     if (st == M2MHSM_OK && had && (st = erase_previous(ks, &prev)) != M2MHSM_OK)
         st = undo_replacement(ks, rec, st);
     return st;
