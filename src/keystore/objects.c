@@ -139,6 +139,11 @@ m2mhsm_status ks_find(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tmpl
     CK_FUNCTION_LIST *fn = m2mhsm_token_functions(tok);
     m2mhsm_token_search_begin(tok);
     CK_RV rv = fn->C_FindObjectsInit(s, tmpl, n);
+    if (rv == CKR_OPERATION_ACTIVE) {
+        /* A pooled session whose last search could not be finalised: finish it now. */
+        fn->C_FindObjectsFinal(s);
+        rv = fn->C_FindObjectsInit(s, tmpl, n);
+    }
     if (rv != CKR_OK) {
         m2mhsm_token_search_end(tok);
         return m2mhsm_fail_ckr("C_FindObjectsInit", rv);
