@@ -64,6 +64,8 @@ m2mhsm_status ks_create_key(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, const m2m
                             m2mhsm_form form, const ks_key_spec *spec, CK_OBJECT_HANDLE *out);
 /* Destroy; an object already gone counts as destroyed (another process got there first). */
 m2mhsm_status ks_destroy(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h);
+/* 0 if h names no object (CKR_OBJECT_HANDLE_INVALID); 1 if it does or the read failed. */
+int ks_may_exist(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h);
 /* All objects matching tmpl. *out is malloc'd. */
 m2mhsm_status ks_find(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tmpl, CK_ULONG n,
                       CK_OBJECT_HANDLE **out, size_t *count);

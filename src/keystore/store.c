@@ -61,16 +61,34 @@ static m2mhsm_status known_previous(m2mhsm_keystore *ks, m2mhsm_kind kind, const
     return st == M2MHSM_E_NOT_FOUND ? M2MHSM_OK : st;
 }
 
-/* The previous record could not be erased: take the new one back, so the store holds the
- * old state rather than both (two valid Ke for one KpmID, or two Km under one KeID), and
- * report the erase's error. */
-static m2mhsm_status undo_replacement(m2mhsm_keystore *ks, const m2mhsm_record *fresh,
-                                      m2mhsm_status st)
+/* Whether a record whose erase failed is still whole: its objects go keys first, so it is
+ * whole while the first of them exists. */
+static int still_whole(m2mhsm_keystore *ks, const m2mhsm_record *rec)
+{
+    CK_OBJECT_HANDLE first = rec->meta;
+    for (int f = M2MHSM_FORM_COUNT - 1; f >= 0; f--)
+        if (rec->key[f] != CK_INVALID_HANDLE)
+            first = rec->key[f];
+    CK_SESSION_HANDLE s;
+    if (m2mhsm_token_session_get(ks->tok, &s) != M2MHSM_OK)
+        return 1;
+    int whole = ks_may_exist(ks->tok, s, first);
+    m2mhsm_token_session_put(ks->tok, s);
+    return whole;
+}
+
+/* The previous record (NULL: the Km/Kpsa of a Ke not yet erased) could not be erased. While it is
+ * whole, take the new one back, so the store holds the old state rather than both (two valid Ke for
+ * one KpmID, or two Km under one KeID); once it is torn (unusable, left to repair), the new one is
+ * the state to keep. Either way the erase's error is reported. */
+static m2mhsm_status undo_replacement(m2mhsm_keystore *ks, const m2mhsm_record *prev,
+                                      const m2mhsm_record *fresh, m2mhsm_status st)
 {
     char first[256];
     snprintf(first, sizeof(first), "replacing the previous record: %s", m2mhsm_last_error());
     CK_SESSION_HANDLE s;
-    if (m2mhsm_token_session_get(ks->tok, &s) == M2MHSM_OK) {
+    if ((prev == NULL || still_whole(ks, prev)) &&
+        m2mhsm_token_session_get(ks->tok, &s) == M2MHSM_OK) {
         ks_record_destroy(ks, s, fresh);
         m2mhsm_token_session_put(ks->tok, s);
     }
@@ -132,7 +150,7 @@ m2mhsm_status m2mhsm_keystore_configure_enrolee(m2mhsm_keystore *ks, const char 
     ks_key_spec none[M2MHSM_FORM_COUNT] = {{0}};
     st = ks_record_write(ks, &rec, none);
     if (st == M2MHSM_OK && had && (st = erase_previous(ks, &prev)) != M2MHSM_OK)
-        st = undo_replacement(ks, &rec, st);
+        st = undo_replacement(ks, &prev, &rec, st);
     return st;
 }
 
@@ -164,7 +182,8 @@ static void previous_ke(m2mhsm_keystore *ks, const char *kpm_id, char *out, size
  * index knows them. No token scan: re-enrolment runs on a server's event loop, and a scan
  * costs time proportional to the token. A copy only another process has seen is left to
  * its expiry and the sweep. */
-static m2mhsm_status erase_known_enrolment(m2mhsm_keystore *ks, const char *ke_id)
+static m2mhsm_status erase_known_enrolment(m2mhsm_keystore *ks, const char *ke_id,
+                                           m2mhsm_record *old_ke, int *had_ke)
 {
     static const m2mhsm_kind kinds[] = {M2MHSM_KIND_KM, M2MHSM_KIND_KPSA, M2MHSM_KIND_KE};
     m2mhsm_status st = M2MHSM_OK;
@@ -172,6 +191,10 @@ static m2mhsm_status erase_known_enrolment(m2mhsm_keystore *ks, const char *ke_i
         m2mhsm_record prev;
         int had = 0;
         st = known_previous(ks, kinds[i], ke_id, &prev, &had);
+        if (st == M2MHSM_OK && had && kinds[i] == M2MHSM_KIND_KE) {
+            *old_ke = prev;
+            *had_ke = 1;
+        }
         if (st == M2MHSM_OK && had)
             st = erase_previous(ks, &prev);
     }
@@ -210,9 +233,11 @@ m2mhsm_status m2mhsm_keystore_store_ke(m2mhsm_keystore *ks, const m2mhsm_enrolme
     if (st != M2MHSM_OK)
         return st;
     /* The old Ke and everything derived from it go once the new one is safely stored. */
+    m2mhsm_record old_ke;
+    int had_ke = 0;
     if (old[0] != '\0' && strcmp(old, rec.identity) != 0 &&
-        (st = erase_known_enrolment(ks, old)) != M2MHSM_OK)
-        return undo_replacement(ks, &rec, st);
+        (st = erase_known_enrolment(ks, old, &old_ke, &had_ke)) != M2MHSM_OK)
+        return undo_replacement(ks, had_ke ? &old_ke : NULL, &rec, st);
     if (out != NULL)
         *out = rec;
     return M2MHSM_OK;
@@ -257,7 +282,7 @@ static m2mhsm_status write_derived(m2mhsm_keystore *ks, m2mhsm_record *rec, cons
     if (st == M2MHSM_OK)
         st = ks_write_psk(ks, rec, key, len);
     if (st == M2MHSM_OK && had && (st = erase_previous(ks, &prev)) != M2MHSM_OK)
-        st = undo_replacement(ks, rec, st);
+        st = undo_replacement(ks, &prev, rec, st);
     return st;
 }
 
