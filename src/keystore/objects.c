@@ -203,6 +203,19 @@ m2mhsm_status ks_read_key_ids(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_
     return M2MHSM_OK;
 }
 
+/* The size of h's CKA_VALUE, 0 if unknown. Metadata is called corrupt for its size only
+ * when the token confirms it: a token that says a value which fits is too small contradicts
+ * itself, and taking its record for corrupt would hide it from every write that replaces
+ * it (a re-enrolment would then keep the old Ke valid). */
+static CK_ULONG value_size(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h)
+{
+    CK_ATTRIBUTE a = {CKA_VALUE, NULL, 0};
+    m2mhsm_token_read_begin(tok);
+    CK_RV rv = m2mhsm_token_functions(tok)->C_GetAttributeValue(s, h, &a, 1);
+    m2mhsm_token_read_end(tok);
+    return rv == CKR_OK && a.ulValueLen != CK_UNAVAILABLE_INFORMATION ? a.ulValueLen : 0;
+}
+
 m2mhsm_status ks_read_meta(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
                            m2mhsm_record *rec)
 {
@@ -212,7 +225,7 @@ m2mhsm_status ks_read_meta(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HAN
     m2mhsm_token_read_begin(tok);
     CK_RV rv = m2mhsm_token_functions(tok)->C_GetAttributeValue(s, h, &a, 1);
     m2mhsm_token_read_end(tok);
-    if (rv == CKR_BUFFER_TOO_SMALL)
+    if (rv == CKR_BUFFER_TOO_SMALL && value_size(tok, s, h) > sizeof(value))
         return m2mhsm_fail(M2MHSM_E_CORRUPT, "metadata object larger than %d bytes",
                            M2MHSM_META_MAX);
     if (rv == CKR_OBJECT_HANDLE_INVALID)
