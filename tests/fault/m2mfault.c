@@ -17,9 +17,12 @@
  *   M2M_FAULT_REPORT  a file to which each process appends, when it exits, one line per
  *                     function called: "<pid> <function> <calls>", then "<pid> * <total>",
  *                     and, if it acted, "<pid> acted <function> <k> <action>" (written
- *                     before an abort). Nothing is ever written to stdout or stderr, so a
- *                     test that finds the call and the CKR named there knows its program
- *                     named them.
+ *                     before an abort).
+ *   M2M_FAULT_TRACE   a file to which every call appends its function's name, one a line:
+ *                     for a counting run, so a sweep knows which function the K-th call is.
+ *
+ * Nothing is ever written to stdout or stderr, so a test that finds the call and the CKR
+ * named there knows that the program under test named them.
  *
  * Counters are atomic (servers call from several threads); a forked child inherits its
  * parent's counts and reports its own at its exit. The library is marked nodelete so that
@@ -74,6 +77,7 @@ static struct {
 static atomic_ulong calls[FN_COUNT];
 static atomic_ulong total;
 static atomic_int acted;
+static int trace_fd = -1;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static CK_RV load_status = CKR_GENERAL_ERROR;
 
@@ -176,6 +180,9 @@ static void load(void)
         return;
     if (cfg.report != NULL)
         atexit(report_counts);
+    const char *trace = getenv("M2M_FAULT_TRACE");
+    if (trace != NULL)
+        trace_fd = open(trace, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     load_status = CKR_OK;
 }
 
@@ -184,6 +191,12 @@ static action_kind fault_at(int fn)
 {
     unsigned long mine = atomic_fetch_add(&calls[fn], 1) + 1;
     unsigned long all = atomic_fetch_add(&total, 1) + 1;
+    if (trace_fd >= 0) {
+        char line[64];
+        int len = snprintf(line, sizeof(line), "%s\n", names[fn]);
+        ssize_t n = write(trace_fd, line, (size_t)len);
+        (void)n;
+    }
     if (cfg.target < 0 || (cfg.target != fn && cfg.target != FN_COUNT))
         return ACT_NONE;
     if ((cfg.target == FN_COUNT ? all : mine) != cfg.k || atomic_exchange(&acted, 1))
