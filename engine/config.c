@@ -70,8 +70,11 @@ int m2mhsm_prov_config_open(m2mhsm_provctx *pc, const OSSL_DISPATCH *in)
         .pin_source = core_param(pc->core, get, "pkcs11-module-token-pin"),
         .lock_file = core_param(pc->core, get, "m2mhsm-lock-file"),
     };
+    /* Any OpenSSL application may load the provider: it only reads keys, so it never
+     * repairs (or otherwise changes) a store that servers share. */
+    m2mhsm_keystore_options opts = {.read_only = 1};
     if (m2mhsm_token_open(&cfg, &pc->own_tok) != M2MHSM_OK ||
-        m2mhsm_keystore_open(pc->own_tok, NULL, &pc->own_ks, NULL) != M2MHSM_OK ||
+        m2mhsm_keystore_open(pc->own_tok, &opts, &pc->own_ks, NULL) != M2MHSM_OK ||
         m2mhsm_handles_new(pc->own_ks, &pc->handles) != M2MHSM_OK) {
         m2mhsm_prov_config_close(pc);
         return 0; /* a configured token that cannot be opened fails the provider's load */

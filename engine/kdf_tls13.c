@@ -57,7 +57,9 @@ static int copy_key(m2mhsm_kdf_ctx *c, const OSSL_PARAM params[])
     if (found <= 0)
         return found < 0;
     OPENSSL_clear_free(c->t13.key, c->t13.key_len);
-    c->t13.key = OPENSSL_memdup(v != NULL ? v : "", n > 0 ? n : 1);
+    /* An empty key is kept as one zero byte, never read: copying a byte of it would read past
+     * the caller's buffer. */
+    c->t13.key = n > 0 ? OPENSSL_memdup(v, n) : OPENSSL_zalloc(1);
     c->t13.key_len = n;
     c->t13.key_set = 1;
     return c->t13.key != NULL;

@@ -185,26 +185,8 @@ EOF
     say "Kpm $KPM_ID imported into token '$t'"
 }
 
-# Four loopback ports free for both TCP and UDP, all different.
-free_ports() {
-    python3 - <<'EOF'
-import socket
-held, ports = [], []
-while len(ports) < 4:
-    t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    t.bind(("127.0.0.1", 0))
-    p = t.getsockname()[1]
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        u.bind(("127.0.0.1", p))
-    except OSError:
-        t.close(); u.close()
-        continue
-    held += [t, u]
-    ports.append(p)
-print(*ports)
-EOF
-}
+# Four loopback ports free for both TCP and UDP, all different (M2M_PORT_BASE: see free-ports).
+free_ports() { "$here/free-ports" 4; }
 
 write_configs() {
     python3 - "$lab_dir" "$MODULE" "$EXPIRY" "$KPM_ID" "$ENROLEE_ID" "$MEF_FQDN" "$MAF_ID" \
@@ -338,8 +320,7 @@ cmd_init() {
     trap 'exit 130' INT TERM
 
     # 1. One SoftHSM configuration, three tokens.
-    mkdir "$lab_dir/tokens"
-    sed "s|@TOKEN_DIR@|$lab_dir/tokens|" "$here/softhsm2.conf.in" > "$lab_dir/softhsm2.conf"
+    bash "$here/softhsm-conf.sh" "$lab_dir"
     export SOFTHSM2_CONF="$lab_dir/softhsm2.conf"
     unset M2MHSM_TOKEN M2MHSM_PIN_SOURCE M2MHSM_LOCK_FILE M2MHSM_MODULE
     local t

@@ -4,9 +4,9 @@
 #   hsm-config/make-token.sh DIR LABEL [M2MHSM-BINARY]
 set -euo pipefail
 dir=$1 label=$2 bin=${3:-$(dirname "$0")/../build/src/apps/m2mhsm}
-mkdir -p "$dir/tokens"
+mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
-sed "s|@TOKEN_DIR@|$dir/tokens|" "$(dirname "$0")/softhsm2.conf.in" > "$dir/softhsm2.conf"
+bash "$(dirname "$0")/softhsm-conf.sh" "$dir"
 (umask 077
  [ -f "$dir/so.pin" ] || openssl rand -hex 12 > "$dir/so.pin"
  [ -f "$dir/user.pin" ] || openssl rand -hex 12 > "$dir/user.pin")

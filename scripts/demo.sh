@@ -23,6 +23,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# wait_log FILE REGEX [SECONDS], wait_count FILE REGEX N [SECONDS]: the servers log
+# asynchronously; each step shows its news once the events it expects are logged.
+. tests/common/wait.sh
+
 start=$(date +%s.%N)
 step() { printf '\n[t+%5.1fs] %s\n' "$(echo "$(date +%s.%N) - $start" | bc)" "$*"; }
 marks() { for f in mef maf enrolee; do wc -l < "$LAB/$f.log" > "$LAB/$f.mark" 2> /dev/null || echo 0 > "$LAB/$f.mark"; done; }
@@ -59,8 +63,8 @@ news mef enrolee; marks
 step "Device connects to the MAF with KeID + Km; the MAF does not know the KeID yet, fetches Km from the MEF over mutual TLS while the handshake waits, and serves it on this connection"
 device connect --message "hello from $M2M_ENROLEE_ID" --hold 60 | sed -u 's/^/    device received: /' &
 held=$!
-for _ in $(seq 50); do grep -q "event=connected" "$LAB/enrolee.log" && break; sleep 0.1; done
-sleep 0.3
+wait_log "$LAB/enrolee.log" "event=connected" || true
+wait_log "$LAB/maf.log" "event=handshake-ok" || true
 news mef maf enrolee; marks
 
 step "What each token holds now (every key sensitive and non-extractable; Km never outlives Ke)"
@@ -76,13 +80,13 @@ news maf enrolee; marks
 step "Someone presents the expired KeID to the MAF (openssl s_client, as a device with a wrong clock would): the MAF rejects the handshake and erases that Enrolee's credentials (the CR)"
 openssl s_client -connect "127.0.0.1:$M2M_MAF_PORT" -tls1_2 -psk "$(openssl rand -hex 32)" \
     -psk_identity "$ke_id" < /dev/null 2>&1 | grep -o -m1 'alert unknown psk identity' | sed 's/^/    s_client: /' || true
-sleep 0.2
+wait_log "$LAB/maf.log" "event=rejected-(expired|unknown) ke_id=$ke_id" || true
 news maf; marks
 echo "  -- maf token:"; m maf list | sed 's/^/    /'
 
 step "The device connects again: its key has expired, so it re-provisions with the MEF, and reconnects"
 device connect --message "hello again" | sed 's/^/    device received: /'
-sleep 0.2
+wait_count "$LAB/maf.log" "event=handshake-ok" 2 || true
 news mef maf enrolee; marks
 lists
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install the Debian 12 packages m2mhsm builds, tests and demos with. Idempotent; needs root
-# (or sudo) only when something is missing.
+# Install the Debian 12 packages m2mhsm builds, tests and demos with, and any extra ones
+# named as arguments (scripts/soak-tests.sh: stress-ng). Idempotent; needs root (or sudo)
+# only when something is missing.
 set -euo pipefail
 
 packages=(
@@ -9,6 +10,7 @@ packages=(
     softhsm2 libsofthsm2 opensc gnutls-bin
     libcmocka-dev libjansson-dev libevent-dev
     valgrind python3 xxd curl bc procps iproute2 ca-certificates
+ "$@"
 )
 
 missing=()

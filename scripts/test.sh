@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Every test: a normal build (gcc) with all suites, a clang build, the suites again under
 # AddressSanitizer+UndefinedBehaviorSanitizer, the threaded suite under ThreadSanitizer,
-# and valgrind memcheck on the token suites. The e2e suites run the services (lab.sh) in the
-# gcc and ASan stages. Exits non-zero on the first failure.
+# valgrind memcheck on the token suites, and every libFuzzer harness for a short run (20 s
+# each; scripts/fuzz.sh). The e2e suites run the services (lab.sh) in the gcc and ASan
+# stages. Exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
@@ -45,4 +46,6 @@ for t in token_keystore token_open token_processes token_tls unit_provider unit_
         || { cat "build-test/valgrind-$t.log"; echo "valgrind: $t failed"; exit 1; }
     echo "valgrind $t: clean"
 done
+echo "== libFuzzer harnesses, ${FUZZ_SECONDS:-20} s each"
+bash scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
 echo "all test stages passed"

@@ -52,6 +52,7 @@ typedef struct {
     m2mhsm_expiry_spec enrolment_expiry;    /* ENROLMENT, KE: as configured */
     m2mhsm_time created;
     m2mhsm_time expiry; /* exact instant enforced; M2MHSM_NEVER if none */
+    uint64_t seq;       /* KE: its place among its KpmID's Ke, the newest highest (0: unknown) */
     uint8_t record_id[M2MHSM_RECORD_ID_LEN];
     CK_OBJECT_HANDLE meta;
     CK_OBJECT_HANDLE key[M2MHSM_FORM_COUNT]; /* CK_INVALID_HANDLE where absent */
@@ -73,20 +74,28 @@ typedef struct {
      * expiry is still checked exactly on every lookup. For servers where the token read
      * dominates the handshake (docs/performance.md). */
     int64_t revalidate_ms;
+    /* 1: never write the token. Open repairs nothing (the report counts what a repair
+     * would remove), and every operation that would create or destroy an object is
+     * refused with M2MHSM_E_INVALID_ARG. For readers that must not change what they
+     * inspect (m2mhsm list); repair is for writers and explicit commands. */
+    int read_only;
 } m2mhsm_keystore_options;
 
-/* What opening found and repaired. */
+/* What opening found and repaired (found only, with read_only). */
 typedef struct {
     size_t records;     /* complete records indexed */
     size_t orphan_keys; /* m2mhsm keys without metadata: destroyed */
     size_t incomplete;  /* metadata with missing keys, older than the grace: destroyed */
     size_t corrupt;     /* unparseable metadata: left alone, reported */
     size_t kept_keys;   /* keys of unparseable metadata: left alone too */
+    size_t superseded;  /* Ke records older than their KpmID's newest, and what derives
+                           from them (an enrolment interrupted by a crash): erased */
 } m2mhsm_open_report;
 
 /*
- * Open the store on a logged-in token: enumerate m2mhsm objects once, remove orphans,
- * build the index. opts and report may be NULL. The keystore borrows tok (close it after).
+ * Open the store on a logged-in token: enumerate m2mhsm objects once, remove orphans
+ * (unless read_only), build the index. opts and report may be NULL. The keystore borrows
+ * tok (close it after).
  */
 m2mhsm_status m2mhsm_keystore_open(m2mhsm_token *tok, const m2mhsm_keystore_options *opts,
                                    m2mhsm_keystore **out, m2mhsm_open_report *report);
@@ -101,13 +110,20 @@ m2mhsm_token *m2mhsm_keystore_token(m2mhsm_keystore *ks);
  * Find a record by kind and identity (id[0..len), as received on the wire). A hit in the
  * index is confirmed with one attribute read and never scans the token; a miss searches
  * the token (objects made by another process) and caches the result. Does not judge
- * expiry: see m2mhsm_record_valid. Errors: M2MHSM_E_INVALID_ARG, M2MHSM_E_NOT_FOUND.
+ * expiry: see m2mhsm_record_valid. A Ke superseded by a newer Ke of its KpmID, and a
+ * Km/Kpsa derived from one, is not found (m2mhsm_record_superseded). Errors:
+ * M2MHSM_E_INVALID_ARG, M2MHSM_E_NOT_FOUND.
  */
 m2mhsm_status m2mhsm_keystore_lookup(m2mhsm_keystore *ks, m2mhsm_kind kind, const char *id,
                                      size_t len, m2mhsm_record *out);
 
 /* 1 if the record's exact expiry is still ahead of the store's clock. */
 int m2mhsm_record_valid(const m2mhsm_keystore *ks, const m2mhsm_record *rec);
+
+/* 1 if rec is a Ke older than the newest Ke of its KpmID that this store knows, or a
+ * Km/Kpsa derived (on this token) from a Ke other than that newest one: only the newest
+ * enrolment of a KpmID counts (docs/key-lifecycle.md, crash safety). */
+int m2mhsm_record_superseded(m2mhsm_keystore *ks, const m2mhsm_record *rec);
 
 /*
  * Import a Kpm (8.3.2.1 Bootstrap Credential Configuration) from bytes the caller holds;
@@ -151,9 +167,9 @@ typedef struct {
  * Enrolment Key Generation (8.3.2.1, 10.3.1, 10.3.4): split the 48-byte export, store Ke
  * with expiry resolved from enrolment_expiry at the store's clock, under its KeID. Any
  * earlier Ke of the same KpmID, and what was derived from it, is erased once the new Ke is
- * stored; if that erase fails, the new Ke is taken back and the error returned, so the
- * store never holds two valid Ke for one KpmID. The export buffer is the caller's to
- * cleanse; internal copies are cleansed here.
+ * stored. The new Ke is current from then on (the old ones are refused), so if that erase
+ * fails the error is returned with the new Ke kept, and the next open or sweep erases the
+ * old. The export buffer is the caller's to cleanse; internal copies are cleansed here.
  */
 m2mhsm_status m2mhsm_keystore_store_ke(m2mhsm_keystore *ks, const m2mhsm_enrolment *enr,
                                        const uint8_t exported[M2MHSM_EXPORT_LEN],
@@ -162,7 +178,8 @@ m2mhsm_status m2mhsm_keystore_store_ke(m2mhsm_keystore *ks, const m2mhsm_enrolme
 /*
  * Compute Km (10.3.2, target = MAF-ID) or Kpsa (10.3.3, target = Enrolee-B-ID) on the token
  * with C_Sign(CKM_SHA256_HMAC) keyed by the Ke object, into out[32] (the MEF sends it to the
- * Enrolment Target; the caller cleanses it). Refuses an expired Ke with M2MHSM_E_EXPIRED.
+ * Enrolment Target; the caller cleanses it). Refuses an expired Ke with M2MHSM_E_EXPIRED and
+ * a superseded one with M2MHSM_E_NOT_FOUND.
  */
 m2mhsm_status m2mhsm_keystore_derive(m2mhsm_keystore *ks, const m2mhsm_record *ke,
                                      m2mhsm_derivation which, const char *target_id,

@@ -60,8 +60,10 @@ m2mhsm_status m2mhsm_token_open(const m2mhsm_token_config *cfg, m2mhsm_token **o
 
 /*
  * Initialise a fresh token (C_InitToken, then C_InitPIN) in the first slot whose token is
- * not yet initialised, with the given label; both PINs come from pin-sources. For labs and
- * tests; a production HSM is initialised with its vendor's tools. module_path as above.
+ * not yet initialised, with the given label; both PINs come from pin-sources. M2MHSM_E_TOKEN,
+ * and no slot touched, if an initialised token already carries the label (RFC 7512 URIs
+ * name tokens by label). For labs and tests; a production HSM is initialised with its
+ * vendor's tools. module_path as above.
  */
 m2mhsm_status m2mhsm_token_init(const char *module_path, const char *label,
                                 const char *so_pin_source, const char *pin_source);

@@ -16,7 +16,11 @@ static m2mhsm_status erase_where(m2mhsm_keystore *ks, ks_select_fn select, void 
                                  size_t *erased)
 {
     size_t n = 0;
-    m2mhsm_status st = ks_sync_generation(ks);
+    if (erased != NULL)
+        *erased = 0;
+    m2mhsm_status st = ks_check_writable(ks, "erase");
+    if (st == M2MHSM_OK)
+        st = ks_sync_generation(ks);
     CK_SESSION_HANDLE s;
     if (st != M2MHSM_OK || (st = m2mhsm_token_session_get(ks->tok, &s)) != M2MHSM_OK)
         return st;
@@ -134,7 +138,7 @@ typedef struct {
     m2mhsm_time now;
     const m2mhsm_record **expired; /* built from the scan on the first call */
     size_t count;
-    const ks_scan *sc;
+    unsigned char *superseded; /* ks_mark_superseded, also on the first call */
     int ready, nomem;
 } sweep_ctx;
 
@@ -161,9 +165,10 @@ static int enrolment_expired(const ks_scan *sc, const m2mhsm_record *r)
 
 static void collect_expired(const ks_scan *sc, sweep_ctx *c)
 {
+    size_t n;
     c->ready = 1;
     c->expired = calloc(sc->count + 1, sizeof(*c->expired));
-    if (c->expired == NULL) {
+    if (c->expired == NULL || ks_mark_superseded(sc, &c->superseded, &n) != M2MHSM_OK) {
         c->nomem = 1;
         return;
     }
@@ -172,8 +177,9 @@ static void collect_expired(const ks_scan *sc, sweep_ctx *c)
             c->expired[c->count++] = &sc->recs[i];
 }
 
-/* A credential goes if it expired; if it derives from an expired record; or if its
- * Enrolee's Enrolment Expiry passed (the CR: all of that Enrolee's credentials). */
+/* A credential goes if it expired; if it derives from an expired record; if its
+ * Enrolee's Enrolment Expiry passed (the CR: all of that Enrolee's credentials); or if a
+ * newer enrolment of its KpmID superseded it (a crash cut the re-enrolment short). */
 static int sweep_select(const ks_scan *sc, size_t i, void *arg)
 {
     sweep_ctx *c = arg;
@@ -182,6 +188,8 @@ static int sweep_select(const ks_scan *sc, size_t i, void *arg)
         collect_expired(sc, c);
     if (!ks_kind_is_credential(rec->kind))
         return 0;
+    if (c->superseded != NULL && c->superseded[i])
+        return 1;
     if (expired(rec, c->now))
         return 1;
     for (size_t k = 0; k < c->count; k++) {
@@ -200,6 +208,7 @@ m2mhsm_status m2mhsm_keystore_sweep(m2mhsm_keystore *ks, size_t *erased)
     sweep_ctx ctx = {.now = m2mhsm_keystore_now(ks)};
     m2mhsm_status st = erase_where(ks, sweep_select, &ctx, erased);
     free(ctx.expired);
+    free(ctx.superseded);
     if (st == M2MHSM_OK && ctx.nomem)
         return m2mhsm_fail(M2MHSM_E_NOMEM, "out of memory during sweep");
     return st;

@@ -31,15 +31,41 @@ void ks_index_insert(m2mhsm_keystore *ks, const m2mhsm_record *rec)
     if (rec->kind != M2MHSM_KIND_KE || rec->kpm_id[0] == '\0')
         return;
     old = ks_index_get(&ks->by_kpm, M2MHSM_KIND_KE, rec->kpm_id, strlen(rec->kpm_id));
-    if (old == NULL || old->created <= rec->created)
-        ks_index_put(&ks->by_kpm, M2MHSM_KIND_KE, rec->kpm_id, rec);
+    if (old != NULL && !ks_ke_newer(rec, old)) {
+        if (memcmp(old->record_id, rec->record_id, M2MHSM_RECORD_ID_LEN) != 0)
+            ks_index_put(&ks->displaced, M2MHSM_KIND_KE, rec->kpm_id, rec);
+        return;
+    }
+    /* The newest Ke of the KpmID: the one it displaces is superseded from now on. */
+    if (old != NULL && memcmp(old->record_id, rec->record_id, M2MHSM_RECORD_ID_LEN) != 0)
+        ks_index_put(&ks->displaced, M2MHSM_KIND_KE, rec->kpm_id, old);
+    ks_index_put(&ks->by_kpm, M2MHSM_KIND_KE, rec->kpm_id, rec);
 }
 
+/* by_kpm keeps an erased Ke: the order it set still holds for the older ones. */
 void ks_index_forget(m2mhsm_keystore *ks, const m2mhsm_record *rec)
 {
     ks_index_del(&ks->idx, rec->kind, rec->identity, rec);
     if (rec->kind == M2MHSM_KIND_KE && rec->kpm_id[0] != '\0')
-        ks_index_del(&ks->by_kpm, M2MHSM_KIND_KE, rec->kpm_id, rec);
+        ks_index_del(&ks->displaced, M2MHSM_KIND_KE, rec->kpm_id, rec);
+}
+
+int m2mhsm_record_superseded(m2mhsm_keystore *ks, const m2mhsm_record *rec)
+{
+    int derived = rec->kind == M2MHSM_KIND_KM || rec->kind == M2MHSM_KIND_KPSA;
+    if ((rec->kind != M2MHSM_KIND_KE && !derived) || rec->kpm_id[0] == '\0')
+        return 0;
+    pthread_mutex_lock(&ks->lock);
+    const m2mhsm_record *newest =
+        ks_index_get(&ks->by_kpm, M2MHSM_KIND_KE, rec->kpm_id, strlen(rec->kpm_id));
+    int superseded = 0;
+    if (newest != NULL && derived)
+        superseded = strcmp(newest->identity, rec->ke_id) != 0;
+    else if (newest != NULL)
+        superseded = memcmp(newest->record_id, rec->record_id, M2MHSM_RECORD_ID_LEN) != 0 &&
+                     ks_ke_newer(newest, rec);
+    pthread_mutex_unlock(&ks->lock);
+    return superseded;
 }
 
 m2mhsm_status ks_record_destroy_objects(m2mhsm_keystore *ks, CK_SESSION_HANDLE s,
@@ -56,6 +82,8 @@ m2mhsm_status ks_record_destroy_objects(m2mhsm_keystore *ks, CK_SESSION_HANDLE s
 
 m2mhsm_status ks_record_destroy(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, const m2mhsm_record *rec)
 {
+    if (ks->read_only)
+        return ks_check_writable(ks, "erase");
     pthread_mutex_lock(&ks->lock);
     ks_index_forget(ks, rec);
     pthread_mutex_unlock(&ks->lock);
@@ -66,11 +94,59 @@ m2mhsm_status ks_record_destroy(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, const 
     return st;
 }
 
+m2mhsm_status ks_check_writable(const m2mhsm_keystore *ks, const char *what)
+{
+    if (!ks->read_only)
+        return M2MHSM_OK;
+    return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "%s: the key store was opened read-only", what);
+}
+
+/* A torn record: metadata whose keys are missing, old enough that no process can still be
+ * writing it. */
+static int torn(const m2mhsm_keystore *ks, const m2mhsm_record *r, m2mhsm_time now)
+{
+    return !ks_record_complete(r) && now - r->created >= ks->orphan_grace;
+}
+
+/* What a repair would remove, for a read-only open: counted, nothing destroyed. */
+static void count_damage(const m2mhsm_keystore *ks, const ks_scan *sc, m2mhsm_open_report *rep)
+{
+    m2mhsm_time now = m2mhsm_keystore_now(ks);
+    rep->orphan_keys = sc->orphan_count;
+    for (size_t i = 0; i < sc->count; i++)
+        rep->incomplete += torn(ks, &sc->recs[i], now);
+}
+
+/* An enrolment that a crash interrupted between writing the new Ke and erasing the old: the
+ * old Ke and what derives from it go. Read-only, they are counted (lookups refuse them). */
+static m2mhsm_status erase_superseded(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, ks_scan *sc,
+                                      m2mhsm_open_report *rep)
+{
+    unsigned char *marks = NULL;
+    size_t n = 0;
+    m2mhsm_status st = ks_mark_superseded(sc, &marks, &n);
+    for (size_t i = 0; st == M2MHSM_OK && i < sc->count; i++) {
+        if (!marks[i])
+            continue;
+        if (!ks->read_only && (st = ks_record_destroy(ks, s, &sc->recs[i])) != M2MHSM_OK)
+            break;
+        if (!ks->read_only)
+            sc->recs[i].meta = CK_INVALID_HANDLE;
+        rep->superseded++;
+    }
+    free(marks);
+    return st;
+}
+
 /* Remove what a crash left: keys without metadata, and metadata whose keys are missing once
  * the grace period has passed (a younger one may be another process mid-write). */
 static m2mhsm_status repair(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, ks_scan *sc,
                             m2mhsm_open_report *rep)
 {
+    if (ks->read_only) {
+        count_damage(ks, sc, rep);
+        return erase_superseded(ks, s, sc, rep);
+    }
     for (size_t i = 0; i < sc->orphan_count; i++) {
         m2mhsm_token_write_begin(ks->tok);
         m2mhsm_status st = ks_destroy(ks->fn, s, sc->orphans[i]);
@@ -83,7 +159,7 @@ static m2mhsm_status repair(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, ks_scan *s
     m2mhsm_time now = m2mhsm_keystore_now(ks);
     for (size_t i = 0; i < sc->count; i++) {
         m2mhsm_record *r = &sc->recs[i];
-        if (ks_record_complete(r) || now - r->created < ks->orphan_grace)
+        if (!torn(ks, r, now))
             continue;
         m2mhsm_status st = ks_record_destroy(ks, s, r);
         if (st != M2MHSM_OK)
@@ -91,7 +167,7 @@ static m2mhsm_status repair(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, ks_scan *s
         r->meta = CK_INVALID_HANDLE; /* marks it gone for build_index */
         rep->incomplete++;
     }
-    return M2MHSM_OK;
+    return erase_superseded(ks, s, sc, rep);
 }
 
 static void build_index(m2mhsm_keystore *ks, const ks_scan *sc, m2mhsm_open_report *rep)
@@ -124,16 +200,22 @@ static m2mhsm_status load(m2mhsm_keystore *ks, m2mhsm_open_report *rep)
         ks_scan_free(&sc);
         return st;
     }
-    ks_index fresh, fresh_kpm;
+    ks_index fresh, fresh_kpm, fresh_displaced;
     st = ks_index_init(&fresh, sc.count);
     if (st == M2MHSM_OK && (st = ks_index_init(&fresh_kpm, sc.count)) != M2MHSM_OK)
         ks_index_free(&fresh);
+    if (st == M2MHSM_OK && (st = ks_index_init(&fresh_displaced, 0)) != M2MHSM_OK) {
+        ks_index_free(&fresh);
+        ks_index_free(&fresh_kpm);
+    }
     if (st == M2MHSM_OK) {
         pthread_mutex_lock(&ks->lock);
         ks_index_free(&ks->idx);
         ks_index_free(&ks->by_kpm);
+        ks_index_free(&ks->displaced);
         ks->idx = fresh;
         ks->by_kpm = fresh_kpm;
+        ks->displaced = fresh_displaced;
         build_index(ks, &sc, rep);
         pthread_mutex_unlock(&ks->lock);
     }
@@ -180,6 +262,7 @@ m2mhsm_status m2mhsm_keystore_open(m2mhsm_token *tok, const m2mhsm_keystore_opti
     ks->clock_arg = opts != NULL ? opts->clock_arg : NULL;
     ks->orphan_grace = opts != NULL && opts->orphan_grace > 0 ? opts->orphan_grace : 60;
     ks->revalidate_ms = opts != NULL && opts->revalidate_ms > 0 ? opts->revalidate_ms : 0;
+    ks->read_only = opts != NULL && opts->read_only;
     pthread_mutex_init(&ks->lock, NULL);
     ks->generation = m2mhsm_token_generation(tok);
     m2mhsm_status st = load(ks, &rep);
@@ -199,6 +282,7 @@ void m2mhsm_keystore_close(m2mhsm_keystore *ks)
         return;
     ks_index_free(&ks->idx);
     ks_index_free(&ks->by_kpm);
+    ks_index_free(&ks->displaced);
     ks_index_free(&ks->absent);
     pthread_mutex_destroy(&ks->lock);
     free(ks);

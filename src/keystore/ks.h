@@ -113,11 +113,15 @@ struct m2mhsm_keystore {
     void *clock_arg;
     int64_t orphan_grace;
     int64_t revalidate_ms;
+    int read_only;        /* opened to inspect: never creates or destroys an object */
     pthread_mutex_t lock; /* guards idx and generation */
     unsigned generation;
-    ks_index idx;    /* (kind, identity) -> record */
-    ks_index by_kpm; /* (M2MHSM_KIND_KE, KpmID) -> that KpmID's Ke: re-enrolment finds it */
-    ks_index absent; /* (kind, identity) searched for and not found, with the epoch */
+    ks_index idx;       /* (kind, identity) -> record */
+    ks_index by_kpm;    /* (M2MHSM_KIND_KE, KpmID) -> the newest Ke of that KpmID this process
+                           has seen, kept after it is erased: older ones stay superseded */
+    ks_index displaced; /* (M2MHSM_KIND_KE, KpmID) -> a Ke that by_kpm no longer names and
+                           that may still be on the token: re-enrolment erases it */
+    ks_index absent;    /* (kind, identity) searched for and not found, with the epoch */
 };
 
 /* Every m2mhsm record on the token, keys attached, plus what is wrong. */
@@ -131,6 +135,13 @@ typedef struct {
 } ks_scan;
 
 m2mhsm_status ks_scan_token(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, ks_scan *out);
+/* ---- supersede.c: only the newest Ke of a KpmID counts ---- */
+/* 1 if Ke a is newer than Ke b (same KpmID): seq, then created, then record id. */
+int ks_ke_newer(const m2mhsm_record *a, const m2mhsm_record *b);
+/* (*marks)[i] = 1 for each complete record of the scan that is superseded: a Ke older than
+ * the newest complete Ke of its KpmID, or a Km/Kpsa naming a KpmID whose newest Ke is not
+ * the one it names. *marks (sc->count bytes) is malloc'd; *count = records marked. */
+m2mhsm_status ks_mark_superseded(const ks_scan *sc, unsigned char **marks, size_t *count);
 void ks_scan_free(ks_scan *sc);
 int ks_record_complete(const m2mhsm_record *rec);
 /* Forget a record in both indexes. Caller holds ks->lock. */
@@ -146,8 +157,26 @@ m2mhsm_status ks_record_destroy_objects(m2mhsm_keystore *ks, CK_SESSION_HANDLE s
  * process is harmless (the newest wins and erase removes all). */
 m2mhsm_status ks_lookup_known(m2mhsm_keystore *ks, m2mhsm_kind kind, const char *identity,
                               m2mhsm_record *out);
+/* M2MHSM_E_INVALID_ARG, naming `what`, on a store opened read_only; else M2MHSM_OK. */
+m2mhsm_status ks_check_writable(const m2mhsm_keystore *ks, const char *what);
 /* Make sure the index belongs to this process's module generation (fork). */
 m2mhsm_status ks_sync_generation(m2mhsm_keystore *ks);
 void ks_index_insert(m2mhsm_keystore *ks, const m2mhsm_record *rec);
+
+/* ---- store.c: enrolment (m2mhsm_keystore_store_ke) in its two steps ---- */
+/* The KeIDs of a KpmID that a new Ke replaces, as this process knows them: the newest
+ * before it, and one found superseded earlier and perhaps still on the token. */
+typedef struct {
+    char ke_id[2][M2MHSM_KE_ID_MAX + 1];
+} ks_replaced;
+/* Step 1: write the new Ke, newest of its KpmID (seq above any this process knows), and
+ * index it; *old = what it replaces. From here on every process that knows the new Ke
+ * refuses the old ones, so a crash before step 2 leaves no second current Ke. */
+m2mhsm_status ks_ke_write(m2mhsm_keystore *ks, const m2mhsm_enrolment *enr,
+                          const uint8_t exported[M2MHSM_EXPORT_LEN], m2mhsm_record *out,
+                          ks_replaced *old);
+/* Step 2: erase the replaced Ke records and what was derived from them. */
+m2mhsm_status ks_ke_erase_replaced(m2mhsm_keystore *ks, const m2mhsm_record *rec,
+                                   const ks_replaced *old);
 
 #endif

@@ -228,10 +228,29 @@ static m2mhsm_status lookup(m2mhsm_keystore *ks, m2mhsm_kind kind, const char *i
     return st;
 }
 
+/* Only the newest enrolment of a KpmID counts (a crash may have left an older one on the
+ * token). A Km/Kpsa naming a Ke this process has not seen may come from a newer enrolment
+ * by another process: looking that Ke up learns it. */
+static m2mhsm_status refuse_superseded(m2mhsm_keystore *ks, const m2mhsm_record *rec)
+{
+    if (!m2mhsm_record_superseded(ks, rec))
+        return M2MHSM_OK;
+    m2mhsm_record ke;
+    if (rec->kind != M2MHSM_KIND_KE &&
+        lookup(ks, M2MHSM_KIND_KE, rec->ke_id, strlen(rec->ke_id), &ke, 1) == M2MHSM_OK &&
+        !m2mhsm_record_superseded(ks, rec))
+        return M2MHSM_OK;
+    return m2mhsm_fail(M2MHSM_E_NOT_FOUND,
+                       "no current %s with that identity: a newer enrolment "
+                       "of its KpmID supersedes it",
+                       m2mhsm_kind_name(rec->kind));
+}
+
 m2mhsm_status m2mhsm_keystore_lookup(m2mhsm_keystore *ks, m2mhsm_kind kind, const char *id,
                                      size_t len, m2mhsm_record *out)
 {
-    return lookup(ks, kind, id, len, out, 1);
+    m2mhsm_status st = lookup(ks, kind, id, len, out, 1);
+    return st == M2MHSM_OK ? refuse_superseded(ks, out) : st;
 }
 
 m2mhsm_status ks_lookup_known(m2mhsm_keystore *ks, m2mhsm_kind kind, const char *identity,

@@ -130,6 +130,9 @@ m2mhsm_status ks_meta_encode(const m2mhsm_record *rec, char *buf, size_t *len)
                                 "created=%" PRId64 "\nexpiry=%" PRId64 "\n",
                      m2mhsm_kind_name(rec->kind), rec->identity, rid, rec->kpm_id, rec->ke_id,
                      rec->enrolee_id, rec->target_id, spec, rec->created, rec->expiry);
+    /* Only a Ke carries seq: records of other kinds stay readable by older versions. */
+    if (n > 0 && n < M2MHSM_META_MAX && rec->kind == M2MHSM_KIND_KE)
+        n += snprintf(buf + n, M2MHSM_META_MAX - (size_t)n, "seq=%" PRIu64 "\n", rec->seq);
     if (n < 0 || n >= M2MHSM_META_MAX)
         return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "metadata too long");
     *len = (size_t)n;
@@ -156,6 +159,19 @@ static int parse_time(const char *s, int64_t *out, int never_ok)
         return 1;
     }
     if (v > META_TIME_MAX)
+        return 0;
+    *out = v;
+    return 1;
+}
+
+static int parse_seq(const char *s, uint64_t *out)
+{
+    char *end = NULL;
+    if (*s < '0' || *s > '9')
+        return 0;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (*end != '\0' || errno == ERANGE)
         return 0;
     *out = v;
     return 1;
@@ -204,11 +220,13 @@ static int set_field(m2mhsm_record *rec, const char *k, const char *v, unsigned 
           v[0] == '\0' || m2mhsm_expiry_spec_parse(v, &rec->enrolment_expiry) == M2MHSM_OK)
     FIELD("created", 8, parse_time(v, &rec->created, 0))
     FIELD("expiry", 9, parse_time(v, &rec->expiry, 1))
+    FIELD("seq", 10, parse_seq(v, &rec->seq))
 #undef FIELD
     return 0;
 }
 
-#define ALL_FIELDS ((1u << 10) - 1)
+/* Every field but seq, which records written before it lack (read as 0). */
+#define REQUIRED_FIELDS ((1u << 10) - 1)
 
 static int opt_id_ok(m2mhsm_id_type t, const char *s)
 {
@@ -255,6 +273,8 @@ static int kind_fields_ok(const m2mhsm_record *r)
 
 static int record_ok(const m2mhsm_record *r)
 {
+    if (r->seq != 0 && r->kind != M2MHSM_KIND_KE)
+        return 0;
     return m2mhsm_id_check_str(ks_identity_type(r->kind), r->identity) == M2MHSM_OK &&
            opt_id_ok(M2MHSM_ID_KPM, r->kpm_id) && opt_id_ok(M2MHSM_ID_KE, r->ke_id) &&
            opt_id_ok(M2MHSM_ID_M2M_ABS, r->enrolee_id) &&
@@ -284,7 +304,7 @@ m2mhsm_status ks_meta_decode(const char *buf, size_t len, m2mhsm_record *rec)
             return m2mhsm_fail(M2MHSM_E_CORRUPT, "metadata: a field is unknown, repeated or "
                                                  "malformed");
     }
-    if (seen != ALL_FIELDS || !record_ok(rec))
+    if ((seen & REQUIRED_FIELDS) != REQUIRED_FIELDS || !record_ok(rec))
         return m2mhsm_fail(M2MHSM_E_CORRUPT, "metadata: missing or invalid fields");
     rec->meta = CK_INVALID_HANDLE;
     for (int f = 0; f < M2MHSM_FORM_COUNT; f++)

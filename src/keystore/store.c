@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <openssl/crypto.h>
 
 static void set_str(char *dst, size_t cap, const char *src)
@@ -87,8 +88,7 @@ static m2mhsm_status undo_replacement(m2mhsm_keystore *ks, const m2mhsm_record *
     char first[256];
     snprintf(first, sizeof(first), "replacing the previous record: %s", m2mhsm_last_error());
     CK_SESSION_HANDLE s;
-    if ((prev == NULL || still_whole(ks, prev)) &&
-        m2mhsm_token_session_get(ks->tok, &s) == M2MHSM_OK) {
+    if (still_whole(ks, prev) && m2mhsm_token_session_get(ks->tok, &s) == M2MHSM_OK) {
         ks_record_destroy(ks, s, fresh);
         m2mhsm_token_session_put(ks->tok, s);
     }
@@ -168,22 +168,34 @@ static m2mhsm_status check_enrolment(const m2mhsm_enrolment *enr)
     return st;
 }
 
-/* Re-enrolment (8.3.2.1): the KpmID's previous Ke, as this process knows it (the index
- * holds every record that existed at open and every one written since). */
-static void previous_ke(m2mhsm_keystore *ks, const char *kpm_id, char *out, size_t cap)
+/* Re-enrolment (8.3.2.1): the Ke records of the KpmID that the new one replaces, as this
+ * process knows them (the index holds every record that existed at open and every one
+ * written or found since), and the seq that puts the new Ke after all of them. */
+static uint64_t replaced_ke(m2mhsm_keystore *ks, const char *kpm_id, ks_replaced *old)
 {
+    size_t len = strlen(kpm_id);
+    uint64_t seq = 0;
     pthread_mutex_lock(&ks->lock);
-    const m2mhsm_record *hit = ks_index_get(&ks->by_kpm, M2MHSM_KIND_KE, kpm_id, strlen(kpm_id));
-    set_str(out, cap, hit != NULL ? hit->identity : "");
+    const m2mhsm_record *newest = ks_index_get(&ks->by_kpm, M2MHSM_KIND_KE, kpm_id, len);
+    const m2mhsm_record *earlier = ks_index_get(&ks->displaced, M2MHSM_KIND_KE, kpm_id, len);
+    set_str(old->ke_id[0], sizeof(old->ke_id[0]), newest != NULL ? newest->identity : "");
+    set_str(old->ke_id[1], sizeof(old->ke_id[1]), earlier != NULL ? earlier->identity : "");
+    if (newest != NULL)
+        seq = newest->seq;
     pthread_mutex_unlock(&ks->lock);
+    /* Above the last one, and where the clock allows above any other process's from an
+     * earlier instant: milliseconds of the real time (the store's clock may be a test's). */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    return seq + 1 > ms ? seq + 1 : ms;
 }
 
 /* A replaced enrolment: its Ke and the Km/Kpsa derived from it (identity = KeID), as the
  * index knows them. No token scan: re-enrolment runs on a server's event loop, and a scan
  * costs time proportional to the token. A copy only another process has seen is left to
  * its expiry and the sweep. */
-static m2mhsm_status erase_known_enrolment(m2mhsm_keystore *ks, const char *ke_id,
-                                           m2mhsm_record *old_ke, int *had_ke)
+static m2mhsm_status erase_known_enrolment(m2mhsm_keystore *ks, const char *ke_id)
 {
     static const m2mhsm_kind kinds[] = {M2MHSM_KIND_KM, M2MHSM_KIND_KPSA, M2MHSM_KIND_KE};
     m2mhsm_status st = M2MHSM_OK;
@@ -191,19 +203,15 @@ static m2mhsm_status erase_known_enrolment(m2mhsm_keystore *ks, const char *ke_i
         m2mhsm_record prev;
         int had = 0;
         st = known_previous(ks, kinds[i], ke_id, &prev, &had);
-        if (st == M2MHSM_OK && had && kinds[i] == M2MHSM_KIND_KE) {
-            *old_ke = prev;
-            *had_ke = 1;
-        }
         if (st == M2MHSM_OK && had)
             st = erase_previous(ks, &prev);
     }
     return st;
 }
 
-m2mhsm_status m2mhsm_keystore_store_ke(m2mhsm_keystore *ks, const m2mhsm_enrolment *enr,
-                                       const uint8_t exported[M2MHSM_EXPORT_LEN],
-                                       m2mhsm_record *out)
+m2mhsm_status ks_ke_write(m2mhsm_keystore *ks, const m2mhsm_enrolment *enr,
+                          const uint8_t exported[M2MHSM_EXPORT_LEN], m2mhsm_record *out,
+                          ks_replaced *old)
 {
     m2mhsm_status st = check_enrolment(enr);
     if (st != M2MHSM_OK)
@@ -212,10 +220,9 @@ m2mhsm_status m2mhsm_keystore_store_ke(m2mhsm_keystore *ks, const m2mhsm_enrolme
         return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "exported keying material is NULL");
     uint8_t rel[M2MHSM_RELATIVE_KE_ID_LEN], ke[M2MHSM_KE_LEN];
     m2mhsm_export_split(exported, rel, ke);
-    char old[M2MHSM_KE_ID_MAX + 1];
-    previous_ke(ks, enr->kpm_id, old, sizeof(old));
     m2mhsm_record rec;
     record_init(ks, &rec, M2MHSM_KIND_KE, "");
+    rec.seq = replaced_ke(ks, enr->kpm_id, old);
     st = m2mhsm_ke_id_format(rel, enr->mef_fqdn, rec.identity, sizeof(rec.identity));
     if (st == M2MHSM_OK)
         st = m2mhsm_expiry_resolve(&enr->enrolment_expiry, rec.created, &rec.expiry);
@@ -230,14 +237,39 @@ m2mhsm_status m2mhsm_keystore_store_ke(m2mhsm_keystore *ks, const m2mhsm_enrolme
     }
     OPENSSL_cleanse(ke, sizeof(ke));
     OPENSSL_cleanse(rel, sizeof(rel));
+    if (st == M2MHSM_OK)
+        *out = rec;
+    return st;
+}
+
+m2mhsm_status ks_ke_erase_replaced(m2mhsm_keystore *ks, const m2mhsm_record *rec,
+                                   const ks_replaced *old)
+{
+    m2mhsm_status st = M2MHSM_OK;
+    for (size_t i = 0; st == M2MHSM_OK && i < sizeof(old->ke_id) / sizeof(old->ke_id[0]); i++)
+        if (old->ke_id[i][0] != '\0' && strcmp(old->ke_id[i], rec->identity) != 0)
+            st = erase_known_enrolment(ks, old->ke_id[i]);
+    return st;
+}
+
+/* Write first, erase after: a failed write leaves the old enrolment as it was, and from the
+ * moment the new Ke exists it alone is current (ks_ke_newer), so a crash before the erase
+ * leaves an old Ke that nobody uses and the next open or sweep erases. */
+m2mhsm_status m2mhsm_keystore_store_ke(m2mhsm_keystore *ks, const m2mhsm_enrolment *enr,
+                                       const uint8_t exported[M2MHSM_EXPORT_LEN],
+                                       m2mhsm_record *out)
+{
+    m2mhsm_record rec;
+    ks_replaced old;
+    m2mhsm_status st = ks_ke_write(ks, enr, exported, &rec, &old);
     if (st != M2MHSM_OK)
         return st;
-    /* The old Ke and everything derived from it go once the new one is safely stored. */
-    m2mhsm_record old_ke;
-    int had_ke = 0;
-    if (old[0] != '\0' && strcmp(old, rec.identity) != 0 &&
-        (st = erase_known_enrolment(ks, old, &old_ke, &had_ke)) != M2MHSM_OK)
-        return undo_replacement(ks, had_ke ? &old_ke : NULL, &rec, st);
+    st = ks_ke_erase_replaced(ks, &rec, &old);
+    if (st != M2MHSM_OK)
+        return m2mhsm_fail(st,
+                           "the new Ke is stored and current, but the one it replaces "
+                           "could not be erased (the next open or sweep will): %s",
+                           m2mhsm_last_error());
     if (out != NULL)
         *out = rec;
     return M2MHSM_OK;
@@ -251,6 +283,9 @@ m2mhsm_status m2mhsm_keystore_derive(m2mhsm_keystore *ks, const m2mhsm_record *k
         return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "derive: needs a Ke record");
     if (!m2mhsm_record_valid(ks, ke))
         return m2mhsm_fail(M2MHSM_E_EXPIRED, "Ke has passed its Enrolment Expiry");
+    /* A record looked up before a newer enrolment of its KpmID names a retired key. */
+    if (m2mhsm_record_superseded(ks, ke))
+        return m2mhsm_fail(M2MHSM_E_NOT_FOUND, "Ke superseded by a newer enrolment of its KpmID");
     /* Handles are per module initialisation: a record from before a fork names nothing. */
     m2mhsm_status gst = m2mhsm_token_ensure_attached(ks->tok);
     if (gst != M2MHSM_OK)

@@ -33,11 +33,13 @@ m2mhsm_status ks_record_write(m2mhsm_keystore *ks, m2mhsm_record *rec,
     rec->meta = CK_INVALID_HANDLE;
     for (int f = 0; f < M2MHSM_FORM_COUNT; f++)
         rec->key[f] = CK_INVALID_HANDLE;
+    m2mhsm_status st = ks_check_writable(ks, "write");
+    if (st != M2MHSM_OK)
+        return st;
     if (RAND_bytes(rec->record_id, M2MHSM_RECORD_ID_LEN) != 1)
         return m2mhsm_fail(M2MHSM_E_CRYPTO, "RAND_bytes for the record id failed");
     CK_SESSION_HANDLE s;
-    m2mhsm_status st = m2mhsm_token_session_get(ks->tok, &s);
-    if (st != M2MHSM_OK)
+    if ((st = m2mhsm_token_session_get(ks->tok, &s)) != M2MHSM_OK)
         return st;
     m2mhsm_token_write_begin(ks->tok);
     st = write_objects(ks, s, rec, specs);

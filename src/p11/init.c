@@ -6,7 +6,11 @@
 #include <string.h>
 #include <p11-kit/p11-kit.h>
 
-static m2mhsm_status free_slot(CK_FUNCTION_LIST *fn, CK_SLOT_ID *out)
+/* The first slot whose token is not initialised, unless an initialised token already
+ * carries the label: a second one would make every "pkcs11:token=LABEL" ambiguous (its users,
+ * the servers included, then refuse to start). padded is the label as CKA_LABEL holds it. */
+static m2mhsm_status free_slot(CK_FUNCTION_LIST *fn, const CK_UTF8CHAR padded[32],
+                               const char *label, CK_SLOT_ID *out)
 {
     CK_ULONG n = 0;
     CK_RV rv = fn->C_GetSlotList(CK_TRUE, NULL, &n);
@@ -17,16 +21,25 @@ static m2mhsm_status free_slot(CK_FUNCTION_LIST *fn, CK_SLOT_ID *out)
         free(slots);
         return m2mhsm_fail_ckr("C_GetSlotList", rv);
     }
-    m2mhsm_status st = m2mhsm_fail(M2MHSM_E_TOKEN, "no slot with an uninitialised token");
-    for (CK_ULONG i = 0; slots != NULL && i < n; i++) {
+    int found = 0;
+    m2mhsm_status st = M2MHSM_OK;
+    for (CK_ULONG i = 0; slots != NULL && i < n && st == M2MHSM_OK; i++) {
         CK_TOKEN_INFO ti;
-        if (fn->C_GetTokenInfo(slots[i], &ti) == CKR_OK && !(ti.flags & CKF_TOKEN_INITIALIZED)) {
+        if ((rv = fn->C_GetTokenInfo(slots[i], &ti)) != CKR_OK)
+            st = m2mhsm_fail_ckr("C_GetTokenInfo", rv);
+        else if ((ti.flags & CKF_TOKEN_INITIALIZED) && memcmp(ti.label, padded, 32) == 0)
+            st = m2mhsm_fail(M2MHSM_E_TOKEN,
+                             "a token labelled \"%s\" exists already (slot %lu): a second one "
+                             "would make pkcs11:token=%s match 2 tokens; choose another label",
+                             label, (unsigned long)slots[i], label);
+        else if (!(ti.flags & CKF_TOKEN_INITIALIZED) && !found) {
             *out = slots[i];
-            st = M2MHSM_OK;
-            break;
+            found = 1;
         }
     }
     free(slots);
+    if (st == M2MHSM_OK && !found)
+        st = m2mhsm_fail(M2MHSM_E_TOKEN, "no slot with an uninitialised token");
     return st;
 }
 
@@ -50,12 +63,12 @@ static m2mhsm_status init_token(CK_FUNCTION_LIST *fn, const char *label, const c
                                 size_t so_len, const char *pin, size_t pin_len)
 {
     CK_SLOT_ID slot = 0;
-    m2mhsm_status st = free_slot(fn, &slot);
-    if (st != M2MHSM_OK)
-        return st;
     CK_UTF8CHAR padded[32];
     memset(padded, ' ', sizeof(padded));
     memcpy(padded, label, strlen(label));
+    m2mhsm_status st = free_slot(fn, padded, label, &slot);
+    if (st != M2MHSM_OK)
+        return st;
     CK_RV rv = fn->C_InitToken(slot, (CK_UTF8CHAR *)so_pin, so_len, padded);
     if (rv != CKR_OK)
         return m2mhsm_fail_ckr("C_InitToken", rv);

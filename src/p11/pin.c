@@ -2,8 +2,10 @@
 #include "p11.h"
 #include "../internal.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <openssl/crypto.h>
 #include <p11-kit/pin.h>
 
@@ -16,6 +18,26 @@ static const char *pin_source_path(const char *pin_source)
     return NULL;
 }
 
+/* A PIN file must be a regular file that neither group nor others can read or write: a PIN
+ * that other accounts can read is no longer a secret of the service's user, and one they can
+ * write lets them choose the PIN this program presents (or lock the token with a wrong one).
+ * A symlink is followed: what counts is the file that holds the PIN. */
+static m2mhsm_status pin_file_private(const char *path)
+{
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        return m2mhsm_fail(M2MHSM_E_PIN, "pin-source %s: cannot read the file: %s", path,
+                           strerror(errno));
+    if (!S_ISREG(sb.st_mode))
+        return m2mhsm_fail(M2MHSM_E_PIN, "pin-source %s: not a regular file", path);
+    if ((sb.st_mode & (S_IRWXG | S_IRWXO)) != 0)
+        return m2mhsm_fail(M2MHSM_E_PIN,
+                           "pin-source %s: mode %04o lets group or others read or write the PIN "
+                           "(chmod 600 it)",
+                           path, (unsigned)(sb.st_mode & 07777));
+    return M2MHSM_OK;
+}
+
 m2mhsm_status m2mhsm_pin_read(const char *pin_source, const char *token_uri, char **pin,
                               size_t *pin_len)
 {
@@ -26,6 +48,9 @@ m2mhsm_status m2mhsm_pin_read(const char *pin_source, const char *token_uri, cha
     if (path == NULL || path[0] == '\0')
         return m2mhsm_fail(M2MHSM_E_PIN, "pin-source must be file:PATH");
 
+    m2mhsm_status st = pin_file_private(path);
+    if (st != M2MHSM_OK)
+        return st;
     P11KitPin *p =
         p11_kit_pin_file_callback(path, NULL, token_uri, P11_KIT_PIN_FLAGS_USER_LOGIN, NULL);
     if (p == NULL)
@@ -35,7 +60,6 @@ m2mhsm_status m2mhsm_pin_read(const char *pin_source, const char *token_uri, cha
     size_t n = len;
     while (n > 0 && (v[n - 1] == '\n' || v[n - 1] == '\r'))
         n--;
-    m2mhsm_status st = M2MHSM_OK;
     if (n == 0 || memchr(v, '\0', n) != NULL) {
         st = m2mhsm_fail(M2MHSM_E_PIN, "pin-source %s: empty or not text", path);
     } else if ((*pin = malloc(n + 1)) == NULL) {

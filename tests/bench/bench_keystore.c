@@ -28,6 +28,7 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <m2mhsm/keystore.h>
+#include "softhsm_conf.h"
 
 #ifndef BENCH_DEFAULT_MODULE
 #define BENCH_DEFAULT_MODULE "/usr/lib/softhsm/libsofthsm2.so"
@@ -253,22 +254,19 @@ static void token_ensure(const bench_token *t, const char *dir)
 {
     char tokens[PATH_MAX + 32], text[PATH_MAX + 200];
     snprintf(tokens, sizeof(tokens), "%s/tokens", t->root);
-    mkdir(t->root, 0700);
-    snprintf(text, sizeof(text),
-             "directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n", tokens);
-    write_secret_file(t->conf, text);
-    if (file_exists(tokens))
+    int fresh = !file_exists(tokens);
+    if (softhsm_conf_write(t->root) != 0)
+        exit(1);
+    if (!fresh)
         return;
     size_t seed = seed_size(dir, t->n);
     if (seed > 0) {
         fprintf(stderr, "[n=%zu] seeding from the complete n=%zu token\n", t->n, seed);
-        snprintf(text, sizeof(text), "cp -a '%s/n%zu/tokens' '%s'", dir, seed, tokens);
+        snprintf(text, sizeof(text), "cp -a '%s/n%zu/tokens/.' '%s'", dir, seed, tokens);
         if (system(text) != 0)
             die("copying the n=%zu token failed", seed);
         return;
     }
-    if (mkdir(tokens, 0700) != 0)
-        die("%s: %s", tokens, strerror(errno));
     token_select(t);
     check(m2mhsm_token_init(opts_g->module, TOKEN_LABEL, t->so_source, t->pin_source),
           "m2mhsm_token_init");

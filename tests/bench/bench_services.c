@@ -59,6 +59,7 @@
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <m2mhsm/token.h>
+#include "softhsm_conf.h"
 
 #ifndef BENCH_DEFAULT_MODULE
 #define BENCH_DEFAULT_MODULE "/usr/lib/softhsm/libsofthsm2.so"
@@ -798,18 +799,9 @@ static CK_OBJECT_HANDLE raw_make_key(CK_BBOOL token, const char *label)
  * p11-kit by m2mhsm_token_open, as the services open theirs. */
 static void raw_open(void)
 {
-    char path[1200], text[1300], so[1220], pin[1220];
-    snprintf(path, sizeof(path), "%s/tokens", opt.raw_dir);
-    if (mkdir(opt.raw_dir, 0700) != 0 && errno != EEXIST)
-        die("%s: %s", opt.raw_dir, strerror(errno));
-    if (mkdir(path, 0700) != 0 && errno != EEXIST)
-        die("%s: %s", path, strerror(errno));
-    snprintf(text, sizeof(text),
-             "directories.tokendir = %s/tokens\nobjectstore.backend = file\nlog.level = ERROR\n",
-             opt.raw_dir);
-    snprintf(path, sizeof(path), "%s/softhsm2.conf", opt.raw_dir);
-    write_private(path, text);
-    setenv("SOFTHSM2_CONF", path, 1);
+    char path[1200], so[1220], pin[1220];
+    if (softhsm_conf_write(opt.raw_dir) != 0)
+        die("%s: cannot write a SoftHSM configuration", opt.raw_dir);
     uint8_t r[12];
     char hex[32];
     for (int k = 0; k < 2; k++) {

@@ -19,6 +19,7 @@
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <m2mhsm/tls.h>
+#include "softhsm_conf.h"
 
 #define KPM_ID "bench-kpm"
 
@@ -223,16 +224,9 @@ static void write_file(const char *path, const char *text)
 
 static void make_token(void)
 {
-    char path[500], text[800], so[520];
-    snprintf(path, sizeof(path), "%s/tokens", dir);
-    mkdir(path, 0700);
-    snprintf(text, sizeof(text),
-             "directories.tokendir = %s/tokens\nobjectstore.backend = file\n"
-             "log.level = ERROR\n",
-             dir);
-    snprintf(path, sizeof(path), "%s/softhsm2.conf", dir);
-    write_file(path, text);
-    setenv("SOFTHSM2_CONF", path, 1);
+    char path[500], so[520];
+    if (softhsm_conf_write(dir) != 0)
+        exit(1);
     snprintf(path, sizeof(path), "%s/so.pin", dir);
     write_file(path, "bench-so-pin\n");
     snprintf(so, sizeof(so), "file:%s", path);

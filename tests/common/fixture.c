@@ -1,4 +1,5 @@
 #include "fixture.h"
+#include "softhsm_conf.h"
 
 #include <stdarg.h>
 #include <setjmp.h>
@@ -31,16 +32,11 @@ static void write_file(const char *path, const char *text)
 
 void fixture_softhsm_setup(const char *suite)
 {
-    char cmd[1200], conf[600], text[1200];
+    char cmd[1200], text[1200];
     snprintf(root, sizeof(root), "%s/%s-%ld", FIXTURE_ROOT, suite, (long)getpid());
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s' && mkdir -p '%s/tokens'", root, root);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
     assert_int_equal(system(cmd), 0);
-    snprintf(conf, sizeof(conf), "%s/softhsm2.conf", root);
-    snprintf(text, sizeof(text),
-             "directories.tokendir = %s/tokens\nobjectstore.backend = file\nlog.level = ERROR\n",
-             root);
-    write_file(conf, text);
-    setenv("SOFTHSM2_CONF", conf, 1);
+    assert_int_equal(softhsm_conf_write(root), 0);
     snprintf(text, sizeof(text), "%s/so.pin", root);
     write_file(text, "so-secret-1234\n");
     snprintf(text, sizeof(text), "%s/user.pin", root);

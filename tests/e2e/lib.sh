@@ -53,32 +53,43 @@ json.dump(c, open(path, "w"), indent=2)
 PY
 }
 
-# check / refuse / finish
+# check / refuse / finish; wait_log, wait_count, wait_until, count_log; free_port
 . "$SRC/tests/common/checks.sh"
+. "$SRC/tests/common/wait.sh"
+. "$SRC/tests/common/ports.sh"
 
-# wait_log FILE REGEX [SECONDS]: until a line of FILE matches (servers log asynchronously).
-wait_log() {
-    local file=$1 re=$2 t=${3:-10} i
-    for ((i = 0; i < t * 20; i++)); do
-        grep -q -E -- "$re" "$file" 2> /dev/null && return 0
-        sleep 0.05
-    done
-    echo "# no line matching /$re/ in $file:" >&2; tail -5 "$file" >&2
-    return 1
+# set_enrolment_expiry MEF-CONFIG VALUE: every configured Enrolee's Enrolment Expiry.
+set_enrolment_expiry() {
+    python3 - "$1" "$2" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+for e in c["enrolees"]:
+    e["enrolment_expiry"] = sys.argv[2]
+json.dump(c, open(sys.argv[1], "w"), indent=2)
+PY
 }
 
-# wait_until SECONDS COMMAND...: until the command succeeds (re-evaluated by eval each time).
-wait_until() {
-    local t=$1 i; shift
-    for ((i = 0; i < t * 4; i++)); do
-        eval "$@" && return 0
-        sleep 0.25
-    done
-    return 1
+# last_expiry mef|maf|enrolee KIND: the latest "expires" m2m:timestamp of KIND's records.
+last_expiry() {
+    m2mhsm_on "$1" list --json |
+        python3 -c 'import json,sys; print(max(r["expires"] for r in json.load(sys.stdin) if r["kind"]==sys.argv[1]))' "$2"
 }
 
-# count_log FILE REGEX: how many lines match.
-count_log() { grep -c -E -- "$2" "$1" 2> /dev/null || true; }
+# wait_past TIMESTAMP [SECONDS]: until the wall clock is past an m2m:timestamp (UTC), such
+# as a key's expiry instant; from then on the key is expired however loaded the machine is.
+wait_past() {
+    local ts=$1 t
+    t=$(date -u -d "${ts:0:8} ${ts:9:2}:${ts:11:2}:${ts:13:2}" +%s) || return 1
+    wait_until "${2:-120}" "test \$(date +%s) -gt $t"
+}
+
+# sweep_now mef|maf: SIGUSR1 to the server, then wait for its "swept" line.
+sweep_now() {
+    local log="$LAB/$1.log" n
+    n=$(count_log "$log" "event=swept ")
+    kill -USR1 "$(cat "$LAB/$1.pid")" || return 1
+    wait_count "$log" "event=swept " $((n + 1)) 30
+}
 
 # running PID: a live process, not a zombie waiting for init to reap it.
 running() { ps -o stat= -p "$1" 2> /dev/null | grep -qv '^Z'; }
@@ -96,6 +107,41 @@ m2mhsm_on() {
 # kinds_on TOKEN: the kinds of the records on a token, sorted, one line ("enrolment ke kpm").
 kinds_on() {
     m2mhsm_on "$1" list --json | python3 -c 'import json,sys; print(" ".join(sorted(r["kind"] for r in json.load(sys.stdin))))'
+}
+
+# session OUT [--send LINE] -- CLIENT...: a TLS client that reads its stdin (openssl s_client
+# -quiet -no_ign_eof, gnutls-cli), its stdin held open until the server's greeting
+# ("authenticated … until") is in OUT or the client has exited; with --send, LINE is sent
+# next and stdin held until it comes back. Then stdin closes and the client finishes.
+session() {
+    local out=$1 send="" fd pid
+    shift
+    if [ "$1" = --send ]; then send=$2 && shift 2; fi
+    [ "$1" != -- ] || shift
+    : > "$out"
+    rm -f "$out.in" && mkfifo "$out.in"
+    timeout 60 "$@" < "$out.in" > "$out" 2>&1 &
+    pid=$!
+    exec {fd}> "$out.in"
+    until_line_or_exit "$out" "authenticated .* until" "$pid" || true
+    if [ -n "$send" ] && running "$pid"; then
+        printf '%s\n' "$send" >&"$fd"
+        until_line_or_exit "$out" "^$send\$" "$pid" || true
+    fi
+    exec {fd}>&-
+    wait "$pid" 2> /dev/null || true
+    rm -f "$out.in"
+}
+
+# until_line_or_exit FILE REGEX PID: until a line of FILE matches or PID has exited.
+until_line_or_exit() {
+    local i
+    for ((i = 0; i < 1200; i++)); do
+        grep -q -E -- "$2" "$1" && return 0
+        running "$3" || break
+        sleep 0.05
+    done
+    grep -q -E -- "$2" "$1"
 }
 
 enrolee() { "$M2M_BIN/m2m-enrolee" --config "$M2M_ENROLEE_CONFIG" "$@"; }
@@ -137,18 +183,6 @@ km_of() {
         openssl mac -digest SHA256 -macopt "hexkey:$ke_hex" HMAC | tr 'A-F' 'a-f'
 }
 
-# wait_count FILE REGEX N [SECONDS]: until at least N lines of FILE match.
-wait_count() {
-    local file=$1 re=$2 n=$3 t=${4:-10} i c
-    for ((i = 0; i < t * 20; i++)); do
-        c=$(count_log "$file" "$re")
-        [ "${c:-0}" -ge "$n" ] && return 0
-        sleep 0.05
-    done
-    echo "# fewer than $n lines matching /$re/ in $file:" >&2; tail -5 "$file" >&2
-    return 1
-}
-
 # wait_gone PID [SECONDS]: until PID has exited (a zombie counts as gone).
 wait_gone() {
     local pid=$1 t=${2:-10} i
@@ -160,7 +194,3 @@ wait_gone() {
     return 1
 }
 
-# free_port: a loopback TCP port that nothing listens on now.
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}

@@ -32,9 +32,10 @@ km=$(km_of "$KE" "$M2M_MAF_ID")
 check "openssl mac computed a 32-byte Km" test "${#km}" = 64
 
 maf_session() { # PSK-HEX IDENTITY → what the MAF sent back
-    { sleep 1; printf 'ping\n'; sleep 1; } | timeout 10 openssl s_client -quiet \
+    session "$LAB/s.out" --send ping -- openssl s_client -quiet -no_ign_eof \
         -connect "127.0.0.1:$M2M_MAF_PORT" -tls1_2 -psk "$1" -psk_identity "$2" \
-        -servername "$M2M_MAF_ID" 2> /dev/null || true
+        -servername "$M2M_MAF_ID"
+    cat "$LAB/s.out"
 }
 out=$(maf_session "$km" "$KEID_SSL")
 check "openssl s_client authenticated at the MAF with KeID and the openssl-mac Km" \
@@ -60,8 +61,9 @@ check "the MEF enrolled it over DTLS under the KeID gnutls exported" \
 reply=$(fetch_as "$M2M_MAF_ID" "$M2M_MAF_ID" "/fetchCredentials/$KEID_SSL/21")
 check "re-enrolment erased the previous KeID at the MEF (404)" grep -q '^404 ' <<< "$reply"
 tls12="NORMAL:-VERS-ALL:+VERS-TLS1.2:-KX-ALL:+PSK:-CIPHER-ALL:+AES-128-CBC:-MAC-ALL:+SHA256"
-out=$( { sleep 2; } | timeout 10 gnutls-cli -p "$M2M_MAF_PORT" 127.0.0.1 \
-    --pskusername "$KEID_DTLS" --pskkey "$(km_of "$KE" "$M2M_MAF_ID")" --priority "$tls12" 2>&1 || true)
+session "$LAB/g.out" -- gnutls-cli -p "$M2M_MAF_PORT" 127.0.0.1 \
+    --pskusername "$KEID_DTLS" --pskkey "$(km_of "$KE" "$M2M_MAF_ID")" --priority "$tls12"
+out=$(cat "$LAB/g.out")
 check "gnutls-cli authenticated at the MAF with the DTLS-enrolled KeID and its Km" \
     grep -q "authenticated $KEID_DTLS until" <<< "$out"
 

@@ -28,11 +28,13 @@ x=${exported,,}
 KEID="${x:0:32}"
 KEID="${KEID^^}@$M2M_MEF_FQDN"
 km=$(km_of "${x:32:64}" "$M2M_MAF_ID")
-out=$({ sleep 1; } | timeout 10 openssl s_client -quiet -tls1_3 -connect "127.0.0.1:$M2M_MAF_PORT" \
-    -psk "$km" -psk_identity "$KEID" 2> /dev/null || true)
+session "$LAB/s.out" -- openssl s_client -quiet -no_ign_eof -tls1_3 \
+    -connect "127.0.0.1:$M2M_MAF_PORT" -psk "$km" -psk_identity "$KEID"
+out=$(cat "$LAB/s.out")
 check "openssl s_client -tls1_3 authenticated with KeID and openssl-mac Km" \
     grep -q "authenticated $KEID until" <<< "$out"
-out=$({ sleep 1; } | timeout 10 openssl s_client -quiet -tls1_3 -connect "127.0.0.1:$M2M_MAF_PORT" \
-    -psk "$(openssl rand -hex 32)" -psk_identity "$KEID" 2> /dev/null || true)
+session "$LAB/s.out" -- openssl s_client -quiet -no_ign_eof -tls1_3 \
+    -connect "127.0.0.1:$M2M_MAF_PORT" -psk "$(openssl rand -hex 32)" -psk_identity "$KEID"
+out=$(cat "$LAB/s.out")
 refuse "negative control: a wrong Km is refused over TLS 1.3" grep -q "authenticated" <<< "$out"
 finish

@@ -25,6 +25,7 @@ m token-init --label cli --so-pin-source "file:$SO_PIN_FILE" >/dev/null
 openssl rand -hex 32 > "$LAB/kpm.hex"
 m kpm import --kpm-id dev-1 --key-file "$LAB/kpm.hex" >/dev/null
 m list --json > "$LAB/before.json"
+ls "$LAB/tokens" > "$LAB/tokens-before"
 
 long=$(printf 'k%.0s' $(seq 129))
 expect 1 "KpmID is empty" m kpm import --kpm-id "" --key-file "$LAB/kpm.hex"
@@ -51,8 +52,30 @@ expect 2 "exactly one of --key-file and --wrapped" m kpm import --kpm-id dev-2
 expect 2 "unknown command" m frobnicate
 expect 2 "erase takes exactly one" m erase
 expect 1 "no key with that id" m erase --key-id dev-9
+# A second token with a label in use would make pkcs11:token=cli match 2 tokens.
+expect 1 'a token labelled "cli" exists already' \
+    m token-init --label cli --so-pin-source "file:$SO_PIN_FILE"
+check "... and no token was initialised" cmp -s "$LAB/tokens-before" <(ls "$LAB/tokens")
 # Configuration problems.
-echo wrong-pin > "$LAB/wrong.pin"
+(umask 077; echo wrong-pin > "$LAB/wrong.pin")
+# PIN files that another account could read or write, or that are no file at all.
+for mode in 640 604 620 602 660 644; do
+    cp "$USER_PIN_FILE" "$LAB/loose.pin"
+    chmod "$mode" "$LAB/loose.pin"
+    expect 1 "loose.pin: mode 0$mode lets group or others read or write the PIN" \
+        "$M2MHSM" --token pkcs11:token=cli --pin-source "file:$LAB/loose.pin" list
+done
+expect 1 "loose.pin: mode 0644 lets group or others" \
+    m token-init --label other --so-pin-source "file:$LAB/loose.pin"
+check "... and no token was initialised" cmp -s "$LAB/tokens-before" <(ls "$LAB/tokens")
+expect 1 "$LAB: not a regular file" "$M2MHSM" --token pkcs11:token=cli --pin-source "file:$LAB" list
+mkfifo "$LAB/pin.fifo"
+expect 1 "pin.fifo: not a regular file" \
+    "$M2MHSM" --token pkcs11:token=cli --pin-source "file:$LAB/pin.fifo" list
+chmod 600 "$LAB/loose.pin"
+ln -s "$LAB/loose.pin" "$LAB/link.pin"
+opens() { "$M2MHSM" --token pkcs11:token=cli --pin-source "file:$1" list > /dev/null; }
+check "a 0600 PIN file, also through a symlink, still opens the token" opens "$LAB/link.pin"
 expect 1 "CKR_PIN_INCORRECT" "$M2MHSM" --token pkcs11:token=cli --pin-source "file:$LAB/wrong.pin" list
 expect 1 "cannot read" "$M2MHSM" --token pkcs11:token=cli --pin-source "file:$LAB/none.pin" list
 expect 1 "file:PATH" "$M2MHSM" --token pkcs11:token=cli --pin-source "$(cat "$USER_PIN_FILE")" list

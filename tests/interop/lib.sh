@@ -9,14 +9,14 @@ export M2MHSM_MODULE
 lab_init() {
     LAB=$(mktemp -d "${TMPDIR:-/tmp}/m2mhsm-$1.XXXXXX")
     [ -n "${KEEP_LAB:-}" ] || trap 'rm -rf "$LAB"' EXIT
-    mkdir -p "$LAB/tokens"
-    printf 'directories.tokendir = %s/tokens\nobjectstore.backend = file\nlog.level = ERROR\n' \
-        "$LAB" > "$LAB/softhsm2.conf"
+    bash "$(dirname "${BASH_SOURCE[0]}")/../../hsm-config/softhsm-conf.sh" "$LAB"
     export SOFTHSM2_CONF="$LAB/softhsm2.conf"
     USER_PIN_FILE="$LAB/user.pin"
     SO_PIN_FILE="$LAB/so.pin"
     (umask 077; openssl rand -hex 12 > "$USER_PIN_FILE"; openssl rand -hex 12 > "$SO_PIN_FILE")
 }
 
-# check / refuse / finish
+# check / refuse / finish; wait_log, wait_count, wait_until, count_log; free_port
 . "$(dirname "${BASH_SOURCE[0]}")/../common/checks.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/../common/wait.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/../common/ports.sh"

@@ -10,7 +10,6 @@ m() { "$M2MHSM" --token pkcs11:token=mef --pin-source "file:$USER_PIN_FILE" "$@"
 mq() { m "$@" >/dev/null; }
 export P11PIN; P11PIN=$(cat "$USER_PIN_FILE")
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # handshake SERVER_KPM_HEX CLIENT_KPM_HEX: prints "server-export client-export".
 handshake() {
@@ -25,11 +24,10 @@ handshake() {
         "${common[@]}" > "$LAB/server.out" 2>&1 <&3 &
     local server=$!
     # Ready when it says so; a probe connection would use up its one accept.
-    for _ in $(seq 100); do grep -q ACCEPT "$LAB/server.out" 2>/dev/null && break; sleep 0.05; done
+    wait_log "$LAB/server.out" ACCEPT > /dev/null 2>&1 || true
     timeout 20 openssl s_client -connect "127.0.0.1:$port" -psk "$2" -psk_identity dev-1 \
         "${common[@]}" < /dev/null > "$LAB/client.out" 2>&1 || true
-    # The export is printed at handshake time; the server needs nothing more.
-    kill "$server" 2>/dev/null || true
+    # -naccept 1: the server exits once that connection is over, its export printed.
     wait "$server" 2>/dev/null || true
     exec 3>&-
     local s c

@@ -8,7 +8,6 @@
 lab_init tlscnf
 
 m() { "$M2MHSM" --token pkcs11:token=cnf --pin-source "file:$USER_PIN_FILE" "$@"; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 m token-init --label cnf --so-pin-source "file:$SO_PIN_FILE" >/dev/null
 kpm=$(openssl rand -hex 32)
 echo "$kpm" > "$LAB/kpm.hex"
@@ -39,7 +38,7 @@ run() { # PSK-HEX IDENTITY
     port=$(free_port)
     OPENSSL_CONF="$LAB/openssl.cnf" "$CNF_PEER" "$port" > "$LAB/peer.out" 2>&1 &
     local server=$!
-    for _ in $(seq 100); do grep -q listening "$LAB/peer.out" 2>/dev/null && break; sleep 0.05; done
+    wait_log "$LAB/peer.out" listening > /dev/null 2>&1 || true
     timeout 20 openssl s_client -connect "127.0.0.1:$port" -tls1_2 -cipher PSK-AES128-CBC-SHA256 \
         -psk "$1" -psk_identity "$2" < /dev/null > "$LAB/client.out" 2>&1 || true
     wait "$server" || true

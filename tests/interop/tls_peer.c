@@ -1,7 +1,10 @@
 /*
  * A TLS-PSK peer whose key is in the token, for the interop scripts: a server that accepts
  * N connections (TCP, or one DTLS association per datagram peer) and a client that makes
- * one. It holds no PSK bytes: only the token. Per connection it prints one line:
+ * one. It holds no PSK bytes: only the token. A server on --port 0 takes a port the kernel
+ * chooses, so that parallel tests cannot collide, and names it in its "listening port=N"
+ * line. --clock-offset S runs the key store's clock S seconds ahead: a test sees a key past
+ * its expiry without waiting for it. Per connection it prints one line:
  *   ok identity=<id> cipher=<suite> export-sha256=<hex of SHA-256(EXPORTER-oneM2M-Bootstrap)>
  *   fail <reason>
  */
@@ -21,7 +24,13 @@
 typedef struct {
     const char *role, *uri, *pin_source, *lock_file, *identity, *kind;
     int port, count, dtls, tls13;
+    long clock_offset;
 } args;
+
+static m2mhsm_time shifted_clock(void *arg)
+{
+    return m2mhsm_clock_system(NULL) + *(const long *)arg;
+}
 
 static m2mhsm_kind kind_of(const char *s)
 {
@@ -111,10 +120,20 @@ static int dtls_accept_peer(int fd)
     return connect(fd, (struct sockaddr *)&peer, len);
 }
 
-static int serve(SSL_CTX *ctx, const args *a)
+/* The port a bound socket has (the kernel's choice for port 0). */
+static int bound_port(int fd)
 {
+    struct sockaddr_in sa;
+    socklen_t len = sizeof(sa);
+    return getsockname(fd, (struct sockaddr *)&sa, &len) == 0 ? ntohs(sa.sin_port) : -1;
+}
+
+static int serve(SSL_CTX *ctx, const args *given)
+{
+    args bound = *given;
+    const args *a = &bound;
     int lfd = make_socket(a, 1);
-    if (lfd < 0)
+    if (lfd < 0 || (bound.port = bound_port(lfd)) <= 0)
         return 1;
     printf("listening port=%d\n", a->port);
     fflush(stdout);
@@ -160,11 +179,17 @@ static int connect_once(SSL_CTX *ctx, const args *a)
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"token", required_argument, NULL, 't'},     {"pin-source", required_argument, NULL, 'p'},
-        {"lock-file", required_argument, NULL, 'l'}, {"identity", required_argument, NULL, 'i'},
-        {"kind", required_argument, NULL, 'k'},      {"port", required_argument, NULL, 'P'},
-        {"count", required_argument, NULL, 'n'},     {"dtls", no_argument, NULL, 'd'},
-        {"tls13", no_argument, NULL, '3'},           {NULL, 0, NULL, 0},
+        {"token", required_argument, NULL, 't'},
+        {"pin-source", required_argument, NULL, 'p'},
+        {"lock-file", required_argument, NULL, 'l'},
+        {"identity", required_argument, NULL, 'i'},
+        {"kind", required_argument, NULL, 'k'},
+        {"port", required_argument, NULL, 'P'},
+        {"count", required_argument, NULL, 'n'},
+        {"dtls", no_argument, NULL, 'd'},
+        {"tls13", no_argument, NULL, '3'},
+        {"clock-offset", required_argument, NULL, 'o'},
+        {NULL, 0, NULL, 0},
     };
     args a = {.kind = "kpm", .count = 1};
     int c;
@@ -201,12 +226,16 @@ int main(int argc, char **argv)
         case '3':
             a.tls13 = 1;
             break;
+        case 'o':
+            a.clock_offset = atol(optarg);
+            break;
         default:
             return 2;
         }
     }
     m2mhsm_token_config cfg = {
         .token_uri = a.uri, .pin_source = a.pin_source, .lock_file = a.lock_file};
+    m2mhsm_keystore_options ks_opts = {.clock = shifted_clock, .clock_arg = &a.clock_offset};
     m2mhsm_token *tok = NULL;
     m2mhsm_keystore *ks = NULL;
     m2mhsm_tls *tls = NULL;
@@ -224,7 +253,7 @@ int main(int argc, char **argv)
                             NULL,
                             NULL};
     if (m2mhsm_token_open(&cfg, &tok) != M2MHSM_OK ||
-        m2mhsm_keystore_open(tok, NULL, &ks, NULL) != M2MHSM_OK ||
+        m2mhsm_keystore_open(tok, &ks_opts, &ks, NULL) != M2MHSM_OK ||
         m2mhsm_tls_new(ks, &tls) != M2MHSM_OK || m2mhsm_tls_ctx_new(tls, &p, &ctx) != M2MHSM_OK) {
         fprintf(stderr, "tls_peer: %s\n", m2mhsm_last_error());
         return 1;

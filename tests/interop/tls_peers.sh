@@ -12,7 +12,6 @@ tokargs=(--token pkcs11:token=tls --pin-source "file:$USER_PIN_FILE" --lock-file
 m() { "$M2MHSM" "${tokargs[@]}" "$@"; }
 mq() { m "$@" >/dev/null; }
 export P11PIN; P11PIN=$(cat "$USER_PIN_FILE")
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 sha_of_hex() { echo -n "$1" | xxd -r -p | openssl dgst -sha256 -r | cut -d' ' -f1; }
 
 server=""
@@ -22,16 +21,28 @@ stop_server() {
 }
 trap 'stop_server; rm -rf "$LAB"' EXIT
 
-# start_peer_server COUNT ARGS...: our token-backed server on a fresh port ($port).
+# start_peer_server COUNT ARGS...: our token-backed server on a port the kernel chose ($port).
 start_peer_server() {
     local count=$1; shift
-    port=$(free_port)
     rm -f "$LAB/peer.out"
-    "$TLS_PEER" server "${tokargs[@]}" --port "$port" --count "$count" "$@" > "$LAB/peer.out" 2>&1 &
+    "$TLS_PEER" server "${tokargs[@]}" --port 0 --count "$count" "$@" > "$LAB/peer.out" 2>&1 &
     server=$!
-    for _ in $(seq 100); do grep -q listening "$LAB/peer.out" 2>/dev/null && return; sleep 0.05; done
+    wait_log "$LAB/peer.out" "^listening port=[0-9]+$" || return 1
+    port=$(sed -n 's/^listening port=//p' "$LAB/peer.out")
 }
-peer_line() { sleep 0.2; grep -E '^(ok|fail)' "$LAB/peer.out" | sed -n "${1}p"; }
+# peer_line N: the server's N-th connection result, once it has reported it.
+peer_line() {
+    wait_count "$LAB/peer.out" '^(ok|fail)' "$1" > /dev/null 2>&1 || true
+    grep -E '^(ok|fail)' "$LAB/peer.out" | sed -n "${1}p"
+}
+# start_gnutls_serv PSK-HEX: gnutls-serv on $port with that key for dev-1, once it listens.
+start_gnutls_serv() {
+    echo "dev-1:$1" > "$LAB/psk.passwd"
+    gnutls-serv --pskpasswd "$LAB/psk.passwd" -p "$port" \
+        --priority "NORMAL:-VERS-ALL:+VERS-TLS1.2:-KX-ALL:+PSK" > "$LAB/gserv.out" 2>&1 &
+    server=$!
+    wait_until 30 "ss -Hltn 'sport = :$port' | grep -q LISTEN"
+}
 
 check "token-init" mq token-init --label tls --so-pin-source "file:$SO_PIN_FILE"
 kpm=$(openssl rand -hex 32)
@@ -131,11 +142,12 @@ sserver() { # PSK-HEX
         -cipher PSK-AES128-CBC-SHA256 -keymatexport EXPORTER-oneM2M-Bootstrap \
         -keymatexportlen 48 > "$LAB/sserver.out" 2>&1 <&3 &
     server=$!
-    for _ in $(seq 100); do grep -q ACCEPT "$LAB/sserver.out" 2>/dev/null && break; sleep 0.05; done
+    wait_log "$LAB/sserver.out" ACCEPT
 }
 sserver "$kpm"
 "$TLS_PEER" client "${tokargs[@]}" --identity dev-1 --port "$port" > "$LAB/peer.out" 2>&1 || true
-sleep 0.2; stop_server; exec 3>&-
+wait_log "$LAB/sserver.out" "Keying material:" || true
+stop_server; exec 3>&-
 exp=$(awk '/Keying material:/{print $3}' "$LAB/sserver.out")
 check "our client with s_server: handshake and the same export" \
     grep -q "^ok identity=dev-1 .*export-sha256=$(sha_of_hex "${exp:-00}")" "$LAB/peer.out"
@@ -145,20 +157,12 @@ check "negative control: our client with a wrong-key s_server fails" \
 stop_server; exec 3>&-
 
 port=$(free_port)
-echo "dev-1:$kpm" > "$LAB/psk.passwd"
-gnutls-serv --pskpasswd "$LAB/psk.passwd" -p "$port" \
-    --priority "NORMAL:-VERS-ALL:+VERS-TLS1.2:-KX-ALL:+PSK" > "$LAB/gserv.out" 2>&1 &
-server=$!
-for _ in $(seq 100); do grep -q "listening\|Echo" "$LAB/gserv.out" 2>/dev/null && break; sleep 0.05; done
-sleep 0.3
+check "gnutls-serv listens" start_gnutls_serv "$kpm"
 check "our client with gnutls-serv: handshake" \
     bash -c "'$TLS_PEER' client ${tokargs[*]} --identity dev-1 --port $port | grep -q '^ok identity=dev-1'"
 stop_server
-echo "dev-1:$(openssl rand -hex 32)" > "$LAB/psk.passwd"
-gnutls-serv --pskpasswd "$LAB/psk.passwd" -p "$port" \
-    --priority "NORMAL:-VERS-ALL:+VERS-TLS1.2:-KX-ALL:+PSK" > "$LAB/gserv.out" 2>&1 &
-server=$!
-sleep 0.5
+port=$(free_port)
+check "gnutls-serv with a wrong key listens" start_gnutls_serv "$(openssl rand -hex 32)"
 check "negative control: our client with a wrong-key gnutls-serv fails" \
     bash -c "! '$TLS_PEER' client ${tokargs[*]} --identity dev-1 --port $port >/dev/null 2>&1"
 stop_server
@@ -166,7 +170,7 @@ stop_server
 # ---- Enrolment Expiry at an Enrolment Target: refuse with an alert, then erase ----
 openssl rand -hex 48 > "$LAB/export.hex"
 mq ke import --kpm-id dev-1 --mef-fqdn mef.example.com --exported-file "$LAB/export.hex" \
-    --enrolee-id //sp.example.com/cse1/Cdev1 --target-id maf.example.com --enrolment-expiry 3
+    --enrolee-id //sp.example.com/cse1/Cdev1 --target-id maf.example.com --enrolment-expiry 3600
 ke_id=$(m list --json | python3 -c 'import json,sys; print([r["identity"] for r in json.load(sys.stdin) if r["kind"]=="ke"][0])')
 mq derive km --ke-id "$ke_id" --maf-id maf.example.com
 exphex=$(cat "$LAB/export.hex")
@@ -176,7 +180,7 @@ kmclient() {
     timeout 20 openssl s_client -connect "127.0.0.1:$port" -tls1_2 -cipher PSK-AES128-CBC-SHA256 \
         -psk "$km" -psk_identity "$ke_id" "$@" < /dev/null > "$LAB/client.out" 2>&1 || true
 }
-start_peer_server 2 --kind km
+start_peer_server 1 --kind km
 kmclient
 check "within the Enrolment Expiry s_client connects with KeID and Km (openssl mac)" \
     grep -q "^ok identity=$ke_id" <<< "$(peer_line 1)"
@@ -184,11 +188,13 @@ check "within the Enrolment Expiry s_client connects with KeID and Km (openssl m
 check "the server offers no session to resume (empty Session-ID)" \
     grep -qE "^ *Session-ID: *$" "$LAB/client.out"
 check "and no session ticket" bash -c "! grep -q 'TLS session ticket' '$LAB/client.out'"
-sleep 3.5
+stop_server
+# Past it: the same server with its key store's clock two hours ahead.
+start_peer_server 1 --kind km --clock-offset 7200
 kmclient
 check "past it the handshake is refused with an alert" grep -q "alert" "$LAB/client.out"
 check "and the server reports the identity expired, 2 records erased" \
-    grep -q "^psk expired identity=$ke_id erased=2" "$LAB/peer.out"
+    bash -c "grep -q '^fail' <<< '$(peer_line 1)' && grep -q '^psk expired identity=$ke_id erased=2' '$LAB/peer.out'"
 stop_server
 # pkcs11-tool first: m2mhsm list would repair leftovers and hide them.
 check "pkcs11-tool finds no key of that enrolment" \

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -43,6 +44,7 @@ static void write_pin(const char *path, const char *pin)
     assert_non_null(f);
     fputs(pin, f);
     fclose(f);
+    assert_int_equal(chmod(path, 0600), 0); /* else refused for its mode, not for the PIN */
 }
 
 static void test_wrong_pin_is_refused_with_the_ckr(void **state)
@@ -286,6 +288,88 @@ static void test_keys_of_unreadable_metadata_are_kept(void **state)
     fixture_store_close(&fs);
 }
 
+/* Every object the session sees (all of them, logged in). */
+static size_t object_count(fixture_store *fs)
+{
+    CK_OBJECT_HANDLE h[256];
+    CK_ULONG n = 0, total = 0;
+    CK_SESSION_HANDLE s;
+    CK_FUNCTION_LIST *fn = m2mhsm_token_functions(fs->tok);
+    assert_int_equal(m2mhsm_token_session_get(fs->tok, &s), M2MHSM_OK);
+    assert_int_equal(fn->C_FindObjectsInit(s, NULL, 0), CKR_OK);
+    do {
+        assert_int_equal(fn->C_FindObjects(s, h, 256, &n), CKR_OK);
+        total += n;
+    } while (n > 0);
+    assert_int_equal(fn->C_FindObjectsFinal(s), CKR_OK);
+    m2mhsm_token_session_put(fs->tok, s);
+    return total;
+}
+
+/* `m2mhsm list` opens read-only: a torn record (and an orphan key) long past the grace
+ * period is reported, listed as nothing, and left exactly where it is; every write is
+ * refused; the explicit repair (a writer's open) removes it. */
+static void test_read_only_open_reports_and_never_repairs(void **state)
+{
+    (void)state;
+    fixture_token t;
+    fixture_token_make(&t, "open-ro");
+    fixture_store fs = {0};
+    fixture_store_open(&fs, &t);
+    m2mhsm_record kpm, keep;
+    assert_int_equal(
+        m2mhsm_keystore_import_kpm(fs.ks, "torn-kpm", fixture_key32, 32, M2MHSM_NEVER, &kpm),
+        M2MHSM_OK);
+    assert_int_equal(
+        m2mhsm_keystore_import_kpm(fs.ks, "whole-kpm", fixture_key32, 32, M2MHSM_NEVER, &keep),
+        M2MHSM_OK);
+    CK_SESSION_HANDLE s;
+    assert_int_equal(m2mhsm_token_session_get(fs.tok, &s), M2MHSM_OK);
+    assert_int_equal(m2mhsm_token_functions(fs.tok)->C_DestroyObject(s, kpm.key[1]), CKR_OK);
+    m2mhsm_token_session_put(fs.tok, s);
+    uint8_t id[16];
+    memset(id, 0xab, sizeof(id));
+    create_raw_key(&fs, "m2mhsm:km:" EEEE_KE_ID ":raw", id);
+    fs.now += 3600; /* long past the grace: a writer's open would remove both */
+    size_t before = object_count(&fs);
+
+    m2mhsm_keystore_close(fs.ks);
+    m2mhsm_open_report rep;
+    m2mhsm_keystore_options ro = {.clock = fixture_clock, .clock_arg = &fs.now, .read_only = 1};
+    assert_int_equal(m2mhsm_keystore_open(fs.tok, &ro, &fs.ks, &rep), M2MHSM_OK);
+    assert_int_equal(rep.incomplete, 1);
+    assert_int_equal(rep.orphan_keys, 1);
+    assert_int_equal(rep.records, 1);
+    m2mhsm_record *recs = NULL;
+    size_t n = 0;
+    assert_int_equal(m2mhsm_keystore_list(fs.ks, &recs, &n), M2MHSM_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(recs[0].identity, "whole-kpm");
+    free(recs);
+    size_t erased = 99;
+    assert_int_equal(m2mhsm_keystore_sweep(fs.ks, &erased), M2MHSM_E_INVALID_ARG);
+    assert_int_equal(erased, 0);
+    assert_int_equal(m2mhsm_keystore_erase_id(fs.ks, "whole-kpm", NULL), M2MHSM_E_INVALID_ARG);
+    assert_int_equal(
+        m2mhsm_keystore_import_kpm(fs.ks, "new-kpm", fixture_key32, 32, M2MHSM_NEVER, NULL),
+        M2MHSM_E_INVALID_ARG);
+    assert_int_equal(object_count(&fs), before);
+    m2mhsm_keystore_close(fs.ks);
+    fs.ks = NULL;
+    assert_int_equal(object_count(&fs), before);
+
+    /* The explicit repair: a writer's open. */
+    rep = reopen(&fs);
+    assert_int_equal(rep.incomplete, 1);
+    assert_int_equal(rep.orphan_keys, 1);
+    assert_int_equal(object_count(&fs), before - 4); /* its metadata, its 2 keys, the orphan */
+    assert_int_equal(labelled(&fs, "m2mhsm:kpm:torn-kpm"), 0);
+    assert_int_equal(labelled(&fs, "m2mhsm:km:" EEEE_KE_ID ":raw"), 0);
+    m2mhsm_record r;
+    assert_int_equal(m2mhsm_keystore_lookup(fs.ks, M2MHSM_KIND_KPM, "whole-kpm", 9, &r), M2MHSM_OK);
+    fixture_store_close(&fs);
+}
+
 /* Another process writing records while this one opens the store again and again: open's
  * repair must never take a record that is being written for an orphan. The writer also
  * puts well over 128 keys on the token, past one C_FindObjects batch. */
@@ -350,6 +434,7 @@ int main(void)
         cmocka_unit_test(test_open_removes_orphans_and_keeps_foreign_keys),
         cmocka_unit_test(test_first_open_reports_the_orphan_key),
         cmocka_unit_test(test_keys_of_unreadable_metadata_are_kept),
+        cmocka_unit_test(test_read_only_open_reports_and_never_repairs),
         cmocka_unit_test(test_repair_never_destroys_a_record_being_written),
     };
     return cmocka_run_group_tests(tests, suite_setup, NULL);

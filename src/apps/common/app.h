@@ -16,14 +16,16 @@ struct event_base;
 /* ---- log.c: one logfmt line per event on stderr, never a secret ---- */
 typedef enum { APP_INFO, APP_WARN, APP_ERROR } app_level;
 void app_log_init(const char *prog);
-/* "time=… level=… prog=… event=<event> <fields>"; fields is a printf format of key=value
- * pairs whose values the caller passed through app_safe() when they came from a peer. */
+/* "time=… level=… prog=… event=<event> <fields>". fields is a printf format of key=value
+ * pairs with %s and the integer conversions d i u x (with l, ll or z; no flags). Each %s right
+ * after '=' is a value: written as it is when it is non-empty and only [A-Za-z0-9._:/@+_-],
+ * else quoted, with '"' and '\' escaped by '\' and '=', control and non-ASCII bytes as \xNN,
+ * and cut after 256 bytes ("..."). So a value from a peer can neither end the line nor read as
+ * a key=value pair, and callers need not clean it first. Any other %s is a list of fields
+ * built from checked values; its control bytes and quotes are escaped the same way. */
 void app_log(app_level level, const char *event, const char *fields, ...)
     __attribute__((format(printf, 3, 4)));
-/* s with every byte outside [A-Za-z0-9._@/:,+=-] replaced by '?', cut to cap-1 bytes, so a
- * peer's bytes cannot forge log fields or lines. Returns out. */
-const char *app_safe(const char *s, char *out, size_t cap);
-/* The last library error and status as one field value. */
+/* The last library error and status as one value, "STATUS(message)", for app_log. */
 const char *app_error(m2mhsm_status st);
 
 /* ---- config.c: JSON files through jansson ---- */
@@ -36,6 +38,17 @@ int app_cfg_str(const json_t *obj, const char *section, const char *key, int req
 int app_cfg_int(const json_t *obj, const char *section, const char *key, long long min,
                 long long max, long long *out);
 int app_cfg_bool(const json_t *obj, const char *section, const char *key, int *out);
+/* A "host:port" string member that app_addr_parse accepts (checked when the file is loaded,
+ * so that a bad address stops a server before it changes its token). */
+int app_cfg_addr(const json_t *obj, const char *section, const char *key, int required,
+                 const char **out);
+/* -1, printed as "config FILE: WHERE.FIELD: unknown field", if the object obj has a member
+ * whose name is not in known (NULL-terminated): a misspelt optional setting would otherwise
+ * be ignored without a word. where is the JSON path of obj, "" at the top level. */
+int app_cfg_known(const json_t *obj, const char *file, const char *where, const char *const *known);
+/* -1, printed as "config FILE: WHERE[i].KEY: "v" is listed twice (also WHERE[j])", when two
+ * objects of the array list (at JSON path where) hold the same string at key. */
+int app_cfg_unique(const json_t *list, const char *file, const char *where, const char *key);
 /* jansson allocations are cleansed when freed: its strings may hold a credential. */
 void app_json_cleansing_alloc(void);
 
@@ -45,6 +58,8 @@ typedef struct {
     m2mhsm_keystore *ks;
     m2mhsm_tls *tls;
 } app_store;
+/* The members a "pkcs11" section may have. */
+extern const char *const app_pkcs11_fields[];
 /* Open from a "pkcs11" section {module, token, pin_source, lock_file}. Prints why not. */
 int app_store_open(const json_t *pkcs11, app_store *out);
 void app_store_close(app_store *s);
@@ -64,8 +79,15 @@ SSL_CTX *app_certkey_ctx(const json_t *pkcs11, const app_certkey *ck, int server
 void app_certkey_cleanup(void);
 
 /* ---- net.c ---- */
-/* "host:port" → address. Prints why not. */
+/* "host:port" → address; the port is 1 to 65535 in plain decimal (docs/configuration.md).
+ * Prints why not. */
 int app_addr_parse(const char *hostport, struct sockaddr_storage *out, socklen_t *len);
+/* The same, with errors printed as "<where>: \"<hostport>\": why". */
+int app_addr_parse_in(const char *where, const char *hostport, struct sockaddr_storage *out,
+                      socklen_t *len);
+/* The port of "scheme://[userinfo@]host[:port][/…]" by the same rule: 0 with *port set, 1 when
+ * the URL names no port, -1 (printed as "config: <where>: …") when it is not a valid one. */
+int app_url_port(const char *where, const char *url, unsigned *port);
 /* A non-blocking socket bound to addr (SOCK_STREAM listening, or SOCK_DGRAM). */
 int app_listen(const struct sockaddr_storage *addr, socklen_t len, int type);
 /* "ip:port" of a socket address. */
@@ -121,7 +143,7 @@ void app_conn_resume(app_conn *c);
 /* ---- service.c: what m2m-mef and m2m-maf do around their own listeners ---- */
 typedef struct {
     struct event_base *base;
-    m2mhsm_keystore *ks; /* swept every sweep_interval_s */
+    m2mhsm_keystore *ks; /* swept every sweep_interval_s, and at once on SIGUSR1 */
     long long sweep_interval_s;
     app_conns *conns;        /* drained on SIGTERM/SIGINT */
     void (*stop)(void *arg); /* on SIGTERM/SIGINT: stop listening, fail pending work */
@@ -130,7 +152,8 @@ typedef struct {
 /* --config FILE from argv: -1 to go on, else the exit status (usage printed). */
 int app_service_args(int argc, char **argv, const char *prog, const char **config);
 /* Arm the sweep and the signals, log "ready" with ready_fields, run the loop until a signal
- * has drained it, log "stopped". 0, or -1 if the events could not be armed. */
+ * has drained it, log "stopped". SIGUSR1 sweeps now and logs "swept". 0, or -1 if the
+ * events could not be armed. */
 int app_service_run(const app_service *s, const char *ready_fields);
 
 #endif

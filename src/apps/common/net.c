@@ -11,13 +11,49 @@
 #include <string.h>
 #include <unistd.h>
 
+/* Why the text s[0..len) is not a port, or NULL with *port set. Decimal digits only: a sign,
+ * a space, a leading zero or a sixth digit is a typo rather than a port, and values past 65535
+ * must not wrap (99999 once bound 34463). Port 0 ("any") is refused too: every port we are
+ * given is one that peers dial or that we dial, so it has to be a fixed one. */
+static const char *port_why(const char *s, size_t len, unsigned *port)
+{
+    unsigned v = 0;
+    if (len == 0)
+        return "is empty";
+    if (len > 5)
+        return "has more than 5 digits";
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return "must be decimal digits only";
+        v = v * 10 + (unsigned)(s[i] - '0');
+    }
+    if (len > 1 && s[0] == '0')
+        return "has a leading zero";
+    if (v < 1 || v > 65535)
+        return "is out of range";
+    *port = v;
+    return NULL;
+}
+
 int app_addr_parse(const char *hostport, struct sockaddr_storage *out, socklen_t *len)
 {
+    return app_addr_parse_in("address", hostport, out, len);
+}
+
+int app_addr_parse_in(const char *where, const char *hostport, struct sockaddr_storage *out,
+                      socklen_t *len)
+{
     char host[256];
+    unsigned port;
     const char *colon = strrchr(hostport, ':');
     size_t hlen = colon != NULL ? (size_t)(colon - hostport) : 0;
-    if (colon == NULL || hlen == 0 || hlen >= sizeof(host) || colon[1] == '\0') {
-        fprintf(stderr, "address \"%s\": expected host:port\n", hostport);
+    if (colon == NULL || hlen == 0 || hlen >= sizeof(host)) {
+        fprintf(stderr, "%s: \"%s\": expected host:port\n", where, hostport);
+        return -1;
+    }
+    const char *why = port_why(colon + 1, strlen(colon + 1), &port);
+    if (why != NULL) {
+        fprintf(stderr, "%s: \"%s\": the port %s (1 to 65535)\n", where, hostport, why);
         return -1;
     }
     memcpy(host, hostport, hlen);
@@ -29,12 +65,40 @@ int app_addr_parse(const char *hostport, struct sockaddr_storage *out, socklen_t
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_flags = AI_NUMERICSERV}, *ai;
     int rc = getaddrinfo(host, colon + 1, &hints, &ai);
     if (rc != 0) {
-        fprintf(stderr, "address \"%s\": %s\n", hostport, gai_strerror(rc));
+        fprintf(stderr, "%s: \"%s\": %s\n", where, hostport, gai_strerror(rc));
         return -1;
     }
     memcpy(out, ai->ai_addr, ai->ai_addrlen);
     *len = ai->ai_addrlen;
     freeaddrinfo(ai);
+    return 0;
+}
+
+int app_url_port(const char *where, const char *url, unsigned *port)
+{
+    const char *auth = strstr(url, "://");
+    if (auth == NULL)
+        return 1; /* not a URL with an authority: the URL parser refuses it */
+    auth += 3;
+    size_t alen = strcspn(auth, "/?#");
+    const char *at = memchr(auth, '@', alen);
+    if (at != NULL) { /* userinfo@ */
+        alen -= (size_t)(at + 1 - auth);
+        auth = at + 1;
+    }
+    const char *host_end = auth;
+    if (alen > 0 && auth[0] == '[') { /* [IPv6] */
+        const char *close = memchr(auth, ']', alen);
+        host_end = close != NULL ? close + 1 : auth + alen;
+    }
+    const char *colon = memchr(host_end, ':', alen - (size_t)(host_end - auth));
+    if (colon == NULL)
+        return 1;
+    const char *why = port_why(colon + 1, alen - (size_t)(colon + 1 - auth), port);
+    if (why != NULL) {
+        fprintf(stderr, "config: %s: \"%s\": the port %s (1 to 65535)\n", where, url, why);
+        return -1;
+    }
     return 0;
 }
 
@@ -119,7 +183,7 @@ static void on_accept_error(struct evconnlistener *l, void *arg)
     struct timeval pause = {1, 0};
     for (size_t i = 0; i < MAX_GUARDED; i++)
         if (guarded[i].l == l && !evtimer_pending(guarded[i].resume, NULL)) {
-            app_log(APP_WARN, "accept-paused", "reason=\"%s\" for_s=1",
+            app_log(APP_WARN, "accept-paused", "reason=%s for_s=1",
                     evutil_socket_error_to_string(err));
             evconnlistener_disable(l);
             evtimer_add(guarded[i].resume, &pause);

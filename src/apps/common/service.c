@@ -1,6 +1,6 @@
 /* What both servers do around their own listeners: the command line, the periodic sweep
- * (the CR: expired credentials go even when nobody asks for them again), SIGTERM/SIGINT
- * with a graceful drain, and the loop itself. */
+ * (the CR: expired credentials go even when nobody asks for them again) and the sweep on
+ * demand (SIGUSR1), SIGTERM/SIGINT with a graceful drain, and the loop itself. */
 #include "app.h"
 
 #include <event2/event.h>
@@ -33,17 +33,32 @@ int app_service_args(int argc, char **argv, const char *prog, const char **confi
     return -1;
 }
 
-static void on_sweep(evutil_socket_t fd, short what, void *arg)
+static size_t sweep_now(const app_service *s)
 {
-    (void)fd;
-    (void)what;
-    const app_service *s = arg;
     size_t n = 0;
     m2mhsm_status st = m2mhsm_keystore_sweep(s->ks, &n);
     if (st != M2MHSM_OK)
         app_log(APP_ERROR, "sweep-failed", "error=%s", app_error(st));
     else if (n > 0)
         app_log(APP_INFO, "erased", "records=%zu reason=expired at=sweep", n);
+    return n;
+}
+
+static void on_sweep(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    sweep_now(arg);
+}
+
+/* An operator (or a test) wants expired keys gone now, not at the next interval: the
+ * "swept" line says when it has happened, even when nothing had expired. */
+static void on_sweep_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig;
+    (void)what;
+    size_t n = sweep_now(arg);
+    app_log(APP_INFO, "swept", "records=%zu trigger=SIGUSR1", n);
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
@@ -59,24 +74,24 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 int app_service_run(const app_service *s, const char *ready_fields)
 {
     struct timeval every = {s->sweep_interval_s, 0};
-    struct event *sweep = event_new(s->base, -1, EV_PERSIST, on_sweep, (void *)s);
-    struct event *term = evsignal_new(s->base, SIGTERM, on_signal, (void *)s);
-    struct event *intr = evsignal_new(s->base, SIGINT, on_signal, (void *)s);
-    int rc = sweep != NULL && term != NULL && intr != NULL && event_add(sweep, &every) == 0 &&
-                     event_add(term, NULL) == 0 && event_add(intr, NULL) == 0
-                 ? 0
-                 : -1;
+    struct event *ev[4] = {
+        event_new(s->base, -1, EV_PERSIST, on_sweep, (void *)s),
+        evsignal_new(s->base, SIGUSR1, on_sweep_signal, (void *)s),
+        evsignal_new(s->base, SIGTERM, on_signal, (void *)s),
+        evsignal_new(s->base, SIGINT, on_signal, (void *)s),
+    };
+    int rc = 0;
+    for (size_t i = 0; i < 4; i++)
+        if (ev[i] == NULL || event_add(ev[i], i == 0 ? &every : NULL) != 0)
+            rc = -1;
     if (rc == 0) {
         app_log(APP_INFO, "ready", "%s", ready_fields);
         event_base_dispatch(s->base);
         app_log(APP_INFO, "stopped", "open_connections=%zu",
                 s->conns != NULL ? app_conns_count(s->conns) : 0);
     }
-    if (sweep != NULL)
-        event_free(sweep);
-    if (term != NULL)
-        event_free(term);
-    if (intr != NULL)
-        event_free(intr);
+    for (size_t i = 0; i < 4; i++)
+        if (ev[i] != NULL)
+            event_free(ev[i]);
     return rc;
 }

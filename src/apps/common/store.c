@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 
+const char *const app_pkcs11_fields[] = {"module", "token", "pin_source", "lock_file", NULL};
+
 int app_store_open(const json_t *pkcs11, app_store *out)
 {
     memset(out, 0, sizeof(*out));
@@ -21,9 +23,9 @@ int app_store_open(const json_t *pkcs11, app_store *out)
     if (st == M2MHSM_OK) {
         m2mhsm_open_report rep;
         st = m2mhsm_keystore_open(out->tok, NULL, &out->ks, &rep);
-        if (st == M2MHSM_OK && rep.orphan_keys + rep.incomplete > 0)
-            app_log(APP_WARN, "store-repaired", "orphan_keys=%zu torn_records=%zu", rep.orphan_keys,
-                    rep.incomplete);
+        if (st == M2MHSM_OK && rep.orphan_keys + rep.incomplete + rep.superseded > 0)
+            app_log(APP_WARN, "store-repaired", "orphan_keys=%zu torn_records=%zu superseded=%zu",
+                    rep.orphan_keys, rep.incomplete, rep.superseded);
         if (st == M2MHSM_OK && rep.corrupt > 0)
             app_log(APP_WARN, "store-corrupt", "unreadable_metadata=%zu", rep.corrupt);
     }

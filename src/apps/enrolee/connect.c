@@ -106,7 +106,7 @@ static enrolee_result session(enrolee *e, const m2mhsm_record *key, const enrole
     }
     if (r == ENROLEE_FAILED) {
         unsigned long err = ERR_peek_last_error();
-        app_log(APP_ERROR, "connect-failed", "target=%s reason=\"%s\"", e->cfg.target_hostport,
+        app_log(APP_ERROR, "connect-failed", "target=%s reason=%s", e->cfg.target_hostport,
                 fd < 0 ? "target unreachable"
                 : err  ? ERR_reason_error_string(err)
                        : "failed");

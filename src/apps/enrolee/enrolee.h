@@ -24,6 +24,9 @@ typedef struct {
     unsigned reprovisions;
 } enrolee;
 
+/* config.c: read the file; prints why not. */
+int enrolee_config_load(enrolee *e, const char *path);
+
 /* provision.c: Bootstrap Security Handshake + Enrolment Key Generation (8.3.2.1, 10.3.1)
  * and Km/Kpsa derivation for the configured target (10.3.2, 10.3.3). */
 int enrolee_provision(enrolee *e, const char *reason, m2mhsm_record *key);

@@ -118,7 +118,7 @@ static int bootstrap(enrolee *e, m2mhsm_record *ke)
         SSL_shutdown(ssl);
     } else {
         unsigned long err = ERR_peek_last_error();
-        app_log(APP_ERROR, "bootstrap-failed", "mef=%s reason=\"%s\"", e->cfg.mef_hostport,
+        app_log(APP_ERROR, "bootstrap-failed", "mef=%s reason=%s", e->cfg.mef_hostport,
                 st != M2MHSM_OK ? app_error(st)
                 : fd < 0        ? "MEF unreachable"
                 : err != 0      ? ERR_reason_error_string(err)

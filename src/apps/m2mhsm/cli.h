@@ -12,10 +12,15 @@ typedef struct {
     m2mhsm_token_config token;
     m2mhsm_token *tok;
     m2mhsm_keystore *ks;
+    m2mhsm_open_report report; /* what opening found (and, unless read-only, removed) */
 } cli_ctx;
 
-/* Open token and store from ctx->token; prints the error and returns EXIT_FAIL on failure. */
+/* Open token and store from ctx->token, repairing what a crash left (writers); prints the
+ * error and returns EXIT_FAIL on failure. */
 int cli_open(cli_ctx *ctx);
+/* The same for commands that only read: the store is opened read_only and nothing on the
+ * token changes; damage is reported, not repaired. */
+int cli_open_read_only(cli_ctx *ctx);
 void cli_close(cli_ctx *ctx);
 /* "m2mhsm: <what>: <last error>" on stderr; returns EXIT_FAIL. */
 int cli_fail(const char *what, m2mhsm_status st);
@@ -36,6 +41,7 @@ int cmd_derive(int argc, char **argv, cli_ctx *ctx);
 int cmd_list(int argc, char **argv, cli_ctx *ctx);
 int cmd_erase(int argc, char **argv, cli_ctx *ctx);
 int cmd_sweep(int argc, char **argv, cli_ctx *ctx);
+int cmd_repair(int argc, char **argv, cli_ctx *ctx);
 int cmd_caps(int argc, char **argv, cli_ctx *ctx);
 
 #endif

@@ -1,4 +1,4 @@
-/* Commands that inspect and erase: list, erase, sweep, caps. */
+/* Commands that inspect, erase and repair: list, erase, sweep, repair, caps. */
 #include "cli.h"
 
 #include <getopt.h>
@@ -9,6 +9,8 @@
 
 static const char *state_of(cli_ctx *ctx, const m2mhsm_record *r)
 {
+    if (m2mhsm_record_superseded(ctx->ks, r))
+        return "superseded"; /* refused by every lookup; m2mhsm repair erases it */
     return m2mhsm_record_valid(ctx->ks, r) ? "valid" : "expired";
 }
 
@@ -76,7 +78,7 @@ int cmd_list(int argc, char **argv, cli_ctx *ctx)
         json = 1;
     else if (argc != 1)
         return cli_usage("list takes only --json");
-    int rc = cli_open(ctx);
+    int rc = cli_open_read_only(ctx); /* a listing never changes what it lists */
     if (rc != EXIT_OK)
         return rc;
     m2mhsm_record *recs = NULL;
@@ -143,12 +145,28 @@ int cmd_sweep(int argc, char **argv, cli_ctx *ctx)
     return EXIT_OK;
 }
 
+/* What a crash left (docs/key-lifecycle.md, crash safety): opening for writing removes it,
+ * so the command is the open itself; the report says what went. */
+int cmd_repair(int argc, char **argv, cli_ctx *ctx)
+{
+    (void)argv;
+    if (argc != 1)
+        return cli_usage("repair takes no arguments");
+    int rc = cli_open(ctx);
+    if (rc != EXIT_OK)
+        return rc;
+    cli_close(ctx);
+    printf("repaired: removed %zu orphan key(s), %zu torn record(s), %zu superseded record(s)\n",
+           ctx->report.orphan_keys, ctx->report.incomplete, ctx->report.superseded);
+    return EXIT_OK;
+}
+
 int cmd_caps(int argc, char **argv, cli_ctx *ctx)
 {
     (void)argv;
     if (argc != 1)
         return cli_usage("caps takes no arguments");
-    int rc = cli_open(ctx);
+    int rc = cli_open_read_only(ctx);
     if (rc != EXIT_OK)
         return rc;
     const m2mhsm_token_caps *c = m2mhsm_token_caps_get(ctx->tok);

@@ -25,6 +25,7 @@ static const char usage_text[] =
     "  list [--json]\n"
     "  erase (--enrolee ID | --key-id ID)\n"
     "  sweep\n"
+    "  repair\n"
     "  caps\n"
     "\n"
     "Defaults: --module $M2MHSM_MODULE or SoftHSM's; --token $M2MHSM_TOKEN;\n"
@@ -49,7 +50,7 @@ int cli_fail(const char *what, m2mhsm_status st)
     return EXIT_FAIL;
 }
 
-int cli_open(cli_ctx *ctx)
+static int open_store(cli_ctx *ctx, int read_only)
 {
     if (ctx->token.token_uri == NULL) {
         fputs("m2mhsm: no token: give --token pkcs11:token=LABEL or set M2MHSM_TOKEN\n", stderr);
@@ -58,20 +59,41 @@ int cli_open(cli_ctx *ctx)
     m2mhsm_status st = m2mhsm_token_open(&ctx->token, &ctx->tok);
     if (st != M2MHSM_OK)
         return cli_fail("opening the token", st);
-    m2mhsm_open_report rep;
-    st = m2mhsm_keystore_open(ctx->tok, NULL, &ctx->ks, &rep);
+    m2mhsm_open_report rep = {0};
+    m2mhsm_keystore_options opts = {.read_only = read_only};
+    st = m2mhsm_keystore_open(ctx->tok, &opts, &ctx->ks, &rep);
+    ctx->report = rep;
     if (st != M2MHSM_OK) {
         m2mhsm_token_close(ctx->tok);
         ctx->tok = NULL;
         return cli_fail("opening the key store", st);
     }
-    if (rep.orphan_keys + rep.incomplete > 0)
-        fprintf(stderr, "m2mhsm: repaired the store: %zu orphan key(s), %zu torn record(s)\n",
-                rep.orphan_keys, rep.incomplete);
+    size_t damage = rep.orphan_keys + rep.incomplete + rep.superseded;
+    if (damage > 0 && read_only)
+        fprintf(stderr,
+                "m2mhsm: warning: the store needs repair: %zu orphan key(s), %zu torn "
+                "record(s), %zu superseded record(s), left in place (m2mhsm repair removes "
+                "them)\n",
+                rep.orphan_keys, rep.incomplete, rep.superseded);
+    else if (damage > 0)
+        fprintf(stderr,
+                "m2mhsm: repaired the store: %zu orphan key(s), %zu torn record(s), %zu "
+                "superseded record(s)\n",
+                rep.orphan_keys, rep.incomplete, rep.superseded);
     if (rep.corrupt > 0)
         fprintf(stderr, "m2mhsm: warning: %zu metadata object(s) unreadable, left in place\n",
                 rep.corrupt);
     return EXIT_OK;
+}
+
+int cli_open(cli_ctx *ctx)
+{
+    return open_store(ctx, 0);
+}
+
+int cli_open_read_only(cli_ctx *ctx)
+{
+    return open_store(ctx, 1);
 }
 
 void cli_close(cli_ctx *ctx)
@@ -86,15 +108,11 @@ static const struct {
     const char *name;
     int (*run)(int, char **, cli_ctx *);
 } commands[] = {
-    {"token-init", cmd_token_init},
-    {"kpm", cmd_kpm},
-    {"enrolee", cmd_enrolee},
-    {"ke", cmd_ke},
-    {"derive", cmd_derive},
-    {"list", cmd_list},
-    {"erase", cmd_erase},
-    {"sweep", cmd_sweep},
-    {"caps", cmd_caps},
+    {"token-init", cmd_token_init}, {"kpm", cmd_kpm},
+    {"enrolee", cmd_enrolee},       {"ke", cmd_ke},
+    {"derive", cmd_derive},         {"list", cmd_list},
+    {"erase", cmd_erase},           {"sweep", cmd_sweep},
+    {"repair", cmd_repair},         {"caps", cmd_caps},
 };
 
 static void env_default(const char **slot, const char *var)

@@ -9,6 +9,7 @@
  * failure synchronously inside evhttp_make_request, which is noted (`starting`) and
  * completed after the call returns; complete() ends it exactly once. */
 #include "maf.h"
+#include "reply.h"
 
 #include <event2/buffer.h>
 #include <event2/bufferevent_ssl.h>
@@ -16,7 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <openssl/async.h>
-#include <openssl/evp.h>
 
 typedef struct maf_waiter {
     struct maf_waiter *next;
@@ -34,8 +34,6 @@ struct maf_fetch {
     struct evhttp_connection *http; /* ours until the request is made; libevent's after */
     int starting, failed_early;
 };
-
-#define MAF_REPLY_MAX 4096 /* a reply is ~150 bytes of JSON */
 
 static void complete(maf_fetch *f, int ok)
 {
@@ -55,45 +53,17 @@ static void complete(maf_fetch *f, int ok)
     free(f);
 }
 
-/* base64 of exactly 32 bytes. */
-static int decode_key(const char *b64, uint8_t key[M2MHSM_KEY_LEN])
-{
-    uint8_t buf[48];
-    size_t len = strlen(b64);
-    if (len != 44 || b64[43] != '=' || b64[42] == '=')
-        return 0;
-    int n = EVP_DecodeBlock(buf, (const unsigned char *)b64, (int)len);
-    int ok = n == 33;
-    if (ok)
-        memcpy(key, buf, M2MHSM_KEY_LEN);
-    OPENSSL_cleanse(buf, sizeof(buf));
-    return ok;
-}
-
-static int store(maf_fetch *f, json_t *reply)
+static int store(maf_fetch *f, const maf_reply *r)
 {
     maf *m = f->m;
-    const char *cred = NULL, *enrolee = NULL, *lifetime = NULL;
-    int status = 0;
-    m2mhsm_time life;
-    uint8_t key[M2MHSM_KEY_LEN];
     m2mhsm_record rec;
-    if (json_unpack(reply, "{s:b,s:s,s?s,s:s}", "status", &status, "credential", &cred, "enroleeID",
-                    &enrolee, "lifetime", &lifetime) != 0 ||
-        !status || m2mhsm_timestamp_parse(lifetime, &life) != M2MHSM_OK || !decode_key(cred, key)) {
-        app_log(APP_ERROR, "fetch-failed", "ke_id=%s reason=\"malformed reply\"", f->ke_id);
-        return 0;
-    }
     m2mhsm_time now = m2mhsm_keystore_now(m->store.ks);
     m2mhsm_fetched_key fk = {
-        M2MHSM_KIND_KM,
-        f->ke_id,
-        enrolee != NULL && enrolee[0] ? enrolee : NULL,
-        m->cfg.maf_id,
-        life,
-        m->cfg.max_lifetime_s > 0 ? now + m->cfg.max_lifetime_s : M2MHSM_NEVER};
-    m2mhsm_status st = m2mhsm_keystore_store_fetched(m->store.ks, &fk, key, sizeof(key), &rec);
-    OPENSSL_cleanse(key, sizeof(key));
+        M2MHSM_KIND_KM, f->ke_id,
+        r->enrolee_id,  m->cfg.maf_id,
+        r->lifetime,    m->cfg.max_lifetime_s > 0 ? now + m->cfg.max_lifetime_s : M2MHSM_NEVER};
+    m2mhsm_status st =
+        m2mhsm_keystore_store_fetched(m->store.ks, &fk, r->key, sizeof(r->key), &rec);
     if (st != M2MHSM_OK) {
         app_log(APP_ERROR, "fetch-failed", "ke_id=%s reason=store error=%s", f->ke_id,
                 app_error(st));
@@ -101,7 +71,7 @@ static int store(maf_fetch *f, json_t *reply)
     }
     char ts[M2MHSM_TIMESTAMP_LEN], given[M2MHSM_TIMESTAMP_LEN];
     m2mhsm_timestamp_format(rec.expiry, ts, sizeof(ts));
-    m2mhsm_timestamp_format(life, given, sizeof(given));
+    m2mhsm_timestamp_format(r->lifetime, given, sizeof(given));
     app_log(APP_INFO, "fetched", "ke_id=%s enrolee_id=%s lifetime=%s expiry=%s", f->ke_id,
             rec.enrolee_id[0] ? rec.enrolee_id : "-", given, ts);
     return 1;
@@ -126,22 +96,26 @@ static int refused_recently(const maf *m, const char *ke_id)
     return 0;
 }
 
-/* The reply body, copied out and wiped in libevent's buffers: it carried Km in base64. */
-static json_t *take_body(struct evhttp_request *req)
+/* The reply's status and body, parsed; the body is copied out and wiped in libevent's
+ * buffers and ours: it carried Km in base64. */
+static maf_reply_kind take_reply(struct evhttp_request *req, maf_reply *r)
 {
     char body[MAF_REPLY_MAX];
+    size_t len = 0;
+    if (req == NULL)
+        return maf_reply_parse(0, NULL, 0, r);
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
-    size_t len = evbuffer_get_length(in);
-    json_t *reply = NULL;
-    if (len > 0 && len <= sizeof(body) && evbuffer_copyout(in, body, len) == (ev_ssize_t)len)
-        reply = json_loadb(body, len, 0, NULL);
+    size_t got = evbuffer_get_length(in);
+    if (got <= sizeof(body) && evbuffer_copyout(in, body, got) == (ev_ssize_t)got)
+        len = got;
+    maf_reply_kind kind = maf_reply_parse(evhttp_request_get_response_code(req), body, len, r);
     OPENSSL_cleanse(body, sizeof(body));
     struct evbuffer_iovec v[16];
     int n = evbuffer_peek(in, -1, NULL, v, 16);
     for (int i = 0; i < n && i < 16; i++)
         OPENSSL_cleanse(v[i].iov_base, v[i].iov_len);
-    evbuffer_drain(in, len);
-    return reply;
+    evbuffer_drain(in, got);
+    return kind;
 }
 
 static void reap(evutil_socket_t fd, short what, void *arg)
@@ -175,24 +149,23 @@ static void retire(maf *m, struct evhttp_connection *http)
 static void on_reply(struct evhttp_request *req, void *arg)
 {
     maf_fetch *f = arg;
-    int code = req != NULL ? evhttp_request_get_response_code(req) : 0, ok = 0;
-    json_t *reply = req != NULL ? take_body(req) : NULL;
+    maf_reply r;
+    int ok = 0;
+    maf_reply_kind kind = take_reply(req, &r);
     if (f->http != NULL)
         retire(f->m, f->http);
     f->http = NULL;
-    if (code == HTTP_OK && reply != NULL) {
-        ok = store(f, reply);
+    if (kind == MAF_REPLY_KM) {
+        ok = store(f, &r);
+    } else if (kind == MAF_REPLY_MALFORMED) {
+        app_log(APP_ERROR, "fetch-failed", "ke_id=%s reason=\"malformed reply\"", f->ke_id);
     } else {
-        const char *why = NULL;
-        char safe[200];
-        if (reply != NULL)
-            json_unpack(reply, "{s:s}", "errorString", &why);
-        app_log(APP_WARN, "fetch-failed", "ke_id=%s status=%d reason=\"%s\"", f->ke_id, code,
-                code == 0 ? "MEF unreachable or TLS failed" : app_safe(why, safe, sizeof(safe)));
-        if (code == 403 || code == HTTP_NOTFOUND || code == 410)
+        app_log(APP_WARN, "fetch-failed", "ke_id=%s status=%d reason=%s", f->ke_id, r.code,
+                r.code == 0 ? "MEF unreachable or TLS failed" : r.why); /* app_log quotes it */
+        if (maf_reply_is_refusal(r.code))
             remember_refusal(f->m, f->ke_id);
     }
-    json_decref(reply);
+    maf_reply_clear(&r);
     if (f->starting)
         f->failed_early = 1; /* inside evhttp_make_request: start_request completes it */
     else

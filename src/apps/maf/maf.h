@@ -55,7 +55,7 @@ typedef struct {
     struct event *reaper;
 } maf;
 
-/* main.c */
+/* config.c */
 int maf_config_load(maf *m, const char *path);
 
 /* serve.c: the TLS-PSK service for Enrolees. */

@@ -17,16 +17,15 @@ static void on_psk(void *arg, m2mhsm_tls_psk_event ev, const char *identity,
                    const m2mhsm_record *rec, size_t erased)
 {
     (void)arg;
-    char id[80], safe[300];
-    app_safe(identity, id, sizeof(id));
+    /* identity is the peer's unauthenticated psk_identity: app_log quotes it if need be,
+     * and no more than 79 bytes of it are worth a log line. */
     if (ev == M2MHSM_TLS_PSK_UNKNOWN)
-        app_log(APP_WARN, "rejected-unknown", "ke_id=%s", id);
+        app_log(APP_WARN, "rejected-unknown", "ke_id=%.79s", identity);
     else if (ev == M2MHSM_TLS_PSK_EXPIRED)
-        app_log(APP_WARN, "rejected-expired", "ke_id=%s enrolee_id=%s erased=%zu", id,
+        app_log(APP_WARN, "rejected-expired", "ke_id=%.79s enrolee_id=%s erased=%zu", identity,
                 rec != NULL && rec->enrolee_id[0] ? rec->enrolee_id : "-", erased);
     else if (ev == M2MHSM_TLS_PSK_ERROR)
-        app_log(APP_ERROR, "psk-error", "ke_id=%s error=\"%s\"", id,
-                app_safe(m2mhsm_last_error(), safe, sizeof(safe)));
+        app_log(APP_ERROR, "psk-error", "ke_id=%.79s error=%s", identity, m2mhsm_last_error());
 }
 
 static void established(app_conn *c, void *arg)
@@ -57,12 +56,10 @@ static void closed(app_conn *c, void *arg, const char *why)
     (void)arg;
     SSL *ssl = app_conn_ssl(c);
     const char *ke_id = m2mhsm_tls_ssl_identity(ssl);
-    char id[80];
-    app_safe(ke_id, id, sizeof(id));
     if (strcmp(why, "key expired") == 0)
-        app_log(APP_INFO, "closed-expired", "ke_id=%s peer=%s", id, app_conn_peer(c));
+        app_log(APP_INFO, "closed-expired", "ke_id=%.79s peer=%s", ke_id, app_conn_peer(c));
     else if (strncmp(why, "handshake", 9) == 0)
-        app_log(APP_WARN, "handshake-failed", "ke_id=%s peer=%s reason=\"%s\"", id,
+        app_log(APP_WARN, "handshake-failed", "ke_id=%.79s peer=%s reason=%s", ke_id,
                 app_conn_peer(c), why);
 }
 

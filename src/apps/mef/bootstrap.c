@@ -24,15 +24,14 @@ static void on_psk(void *arg, m2mhsm_tls_psk_event ev, const char *identity,
 {
     (void)arg;
     (void)rec;
-    char id[80], detail[300];
-    app_safe(identity, id, sizeof(id));
+    /* identity is the peer's unauthenticated psk_identity: app_log quotes it if need be,
+     * and no more than 79 bytes of it are worth a log line. */
     if (ev == M2MHSM_TLS_PSK_UNKNOWN)
-        app_log(APP_WARN, "rejected-unknown", "kpm_id=%s", id);
+        app_log(APP_WARN, "rejected-unknown", "kpm_id=%.79s", identity);
     else if (ev == M2MHSM_TLS_PSK_EXPIRED)
-        app_log(APP_WARN, "rejected-expired", "kpm_id=%s erased=%zu", id, erased);
+        app_log(APP_WARN, "rejected-expired", "kpm_id=%.79s erased=%zu", identity, erased);
     else if (ev == M2MHSM_TLS_PSK_ERROR)
-        app_log(APP_ERROR, "psk-error", "kpm_id=%s error=\"%s\"", id,
-                app_safe(m2mhsm_last_error(), detail, sizeof(detail)));
+        app_log(APP_ERROR, "psk-error", "kpm_id=%.79s error=%s", identity, m2mhsm_last_error());
 }
 
 static void enrol(mef *m, app_conn *c, const char *kpm_id)
@@ -78,7 +77,7 @@ static void closed(app_conn *c, void *arg, const char *why)
 {
     (void)arg;
     if (strncmp(why, "handshake", 9) == 0)
-        app_log(APP_WARN, "bootstrap-failed", "peer=%s reason=\"%s\"", app_conn_peer(c), why);
+        app_log(APP_WARN, "bootstrap-failed", "peer=%s reason=%s", app_conn_peer(c), why);
 }
 
 static const app_conn_ops bootstrap_ops = {established, NULL, closed};

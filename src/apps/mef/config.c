@@ -7,22 +7,79 @@
 #include <stdlib.h>
 #include <string.h>
 
+static const char *const top_fields[] = {"pkcs11", "mef", "enrolees", NULL};
+static const char *const mef_fields[] = {
+    "fqdn", "bootstrap_tls", "bootstrap_dtls", "https",           "certificate", "key_label",
+    "ca",   "tls13",         "sweep_interval", "max_connections", NULL};
+static const char *const enrolee_fields[] = {"kpm_id", "enrolee_id", "enrolment_target",
+                                             "enrolment_expiry", NULL};
+
+/* One entry of "enrolees". */
+static int check_enrolee(const char *path, size_t i, const json_t *e)
+{
+    const char *kpm_id = NULL, *target = NULL, *enrolee = NULL, *expiry = NULL;
+    char where[32];
+    m2mhsm_expiry_spec spec;
+    snprintf(where, sizeof(where), "enrolees[%zu]", i);
+    if (!json_is_object(e)) {
+        fprintf(stderr, "config %s: %s: must be an object\n", path, where);
+        return -1;
+    }
+    if (app_cfg_known(e, path, where, enrolee_fields) != 0 ||
+        app_cfg_str(e, where, "kpm_id", 1, &kpm_id) != 0 ||
+        app_cfg_str(e, where, "enrolment_target", 1, &target) != 0 ||
+        app_cfg_str(e, where, "enrolee_id", 1, &enrolee) != 0 ||
+        app_cfg_str(e, where, "enrolment_expiry", 1, &expiry) != 0)
+        return -1;
+    if (m2mhsm_id_check_str(M2MHSM_ID_KPM, kpm_id) != M2MHSM_OK ||
+        m2mhsm_id_check_str(M2MHSM_ID_TARGET, target) != M2MHSM_OK ||
+        m2mhsm_id_check_str(M2MHSM_ID_M2M_ABS, enrolee) != M2MHSM_OK ||
+        m2mhsm_expiry_spec_parse(expiry, &spec) != M2MHSM_OK) {
+        fprintf(stderr, "config %s: %s: %s\n", path, where, m2mhsm_last_error());
+        return -1;
+    }
+    return 0;
+}
+
+/* Every entry is checked before the token is opened: a bad entry, or an Enrolee listed twice
+ * (which of its two configurations would hold?), must not leave the entries before it
+ * applied. */
+static int check_enrolees(const char *path, const json_t *list)
+{
+    if (list == NULL)
+        return 0;
+    if (!json_is_array(list)) {
+        fprintf(stderr, "config %s: enrolees: must be an array\n", path);
+        return -1;
+    }
+    for (size_t i = 0; i < json_array_size(list); i++)
+        if (check_enrolee(path, i, json_array_get(list, i)) != 0)
+            return -1;
+    return app_cfg_unique(list, path, "enrolees", "kpm_id");
+}
+
 int mef_config_load(mef *m, const char *path)
 {
     mef_config *c = &m->cfg;
     if ((m->root = app_config_load(path)) == NULL)
         return -1;
     const json_t *sec = json_object_get(m->root, "mef");
+    const json_t *pkcs11 = json_object_get(m->root, "pkcs11");
     if (!json_is_object(sec)) {
         fprintf(stderr, "config %s: \"mef\" section missing\n", path);
         return -1;
     }
+    if (app_cfg_known(m->root, path, "", top_fields) != 0 ||
+        app_cfg_known(sec, path, "mef", mef_fields) != 0 ||
+        (json_is_object(pkcs11) && app_cfg_known(pkcs11, path, "pkcs11", app_pkcs11_fields) != 0) ||
+        check_enrolees(path, json_object_get(m->root, "enrolees")) != 0)
+        return -1;
     c->sweep_interval_s = 60;
     c->max_connections = 4096;
     if (app_cfg_str(sec, "mef", "fqdn", 1, &c->fqdn) != 0 ||
-        app_cfg_str(sec, "mef", "bootstrap_tls", 0, &c->bootstrap_tls) != 0 ||
-        app_cfg_str(sec, "mef", "bootstrap_dtls", 0, &c->bootstrap_dtls) != 0 ||
-        app_cfg_str(sec, "mef", "https", 0, &c->https) != 0 ||
+        app_cfg_addr(sec, "mef", "bootstrap_tls", 0, &c->bootstrap_tls) != 0 ||
+        app_cfg_addr(sec, "mef", "bootstrap_dtls", 0, &c->bootstrap_dtls) != 0 ||
+        app_cfg_addr(sec, "mef", "https", 0, &c->https) != 0 ||
         app_cfg_bool(sec, "mef", "tls13", &c->tls13) != 0 ||
         app_cfg_int(sec, "mef", "sweep_interval", 1, 86400, &c->sweep_interval_s) != 0 ||
         app_cfg_int(sec, "mef", "max_connections", 1, 1000000, &c->max_connections) != 0)
@@ -57,50 +114,88 @@ static int unchanged(const m2mhsm_record *held, size_t nheld, const char *kpm_id
     return 0;
 }
 
-static int apply_one(mef *m, const m2mhsm_record *held, size_t nheld, size_t i, const json_t *e)
+int mef_enrolee_parse(const json_t *e, size_t i, mef_enrolee *out)
 {
-    const char *kpm_id = NULL, *target = NULL, *enrolee = NULL, *expiry = NULL;
     char where[32];
     snprintf(where, sizeof(where), "enrolees[%zu]", i);
-    if (!json_is_object(e) || app_cfg_str(e, where, "kpm_id", 1, &kpm_id) != 0 ||
-        app_cfg_str(e, where, "enrolment_target", 1, &target) != 0 ||
-        app_cfg_str(e, where, "enrolee_id", 1, &enrolee) != 0 ||
-        app_cfg_str(e, where, "enrolment_expiry", 1, &expiry) != 0)
+    memset(out, 0, sizeof(*out));
+    if (!json_is_object(e) || app_cfg_str(e, where, "kpm_id", 1, &out->kpm_id) != 0 ||
+        app_cfg_str(e, where, "enrolment_target", 1, &out->target) != 0 ||
+        app_cfg_str(e, where, "enrolee_id", 1, &out->enrolee_id) != 0 ||
+        app_cfg_str(e, where, "enrolment_expiry", 1, &out->expiry) != 0)
         return -1;
-    m2mhsm_expiry_spec spec;
-    m2mhsm_status st = m2mhsm_expiry_spec_parse(expiry, &spec);
-    if (st == M2MHSM_OK && unchanged(held, nheld, kpm_id, target, enrolee, &spec))
-        return 0;
-    if (st == M2MHSM_OK)
-        st = m2mhsm_keystore_configure_enrolee(m->store.ks, kpm_id, target, enrolee, &spec);
-    if (st != M2MHSM_OK) {
+    if (m2mhsm_expiry_spec_parse(out->expiry, &out->spec) != M2MHSM_OK) {
         fprintf(stderr, "config: %s: %s\n", where, m2mhsm_last_error());
         return -1;
     }
-    app_log(APP_INFO, "configured", "kpm_id=%s enrolee_id=%s target=%s enrolment_expiry=%s", kpm_id,
-            enrolee, target, expiry);
     return 0;
 }
 
-int mef_config_apply_enrolees(mef *m)
+int mef_config_enrolees(const mef *m, mef_enrolee **out, size_t *n)
 {
     const json_t *list = json_object_get(m->root, "enrolees");
+    *out = NULL;
+    *n = 0;
     if (list == NULL)
         return 0;
     if (!json_is_array(list)) {
         fputs("config: enrolees: must be an array\n", stderr);
         return -1;
     }
+    if (json_array_size(list) == 0)
+        return 0;
+    mef_enrolee *all = calloc(json_array_size(list), sizeof(*all));
+    if (all == NULL) {
+        fputs("config: enrolees: out of memory\n", stderr);
+        return -1;
+    }
+    for (size_t i = 0; i < json_array_size(list); i++)
+        if (mef_enrolee_parse(json_array_get(list, i), i, &all[i]) != 0) {
+            free(all);
+            return -1;
+        }
+    *out = all;
+    *n = json_array_size(list);
+    return 0;
+}
+
+static int apply_one(mef *m, const m2mhsm_record *held, size_t nheld, size_t i,
+                     const mef_enrolee *c)
+{
+    if (unchanged(held, nheld, c->kpm_id, c->target, c->enrolee_id, &c->spec))
+        return 0;
+    m2mhsm_status st = m2mhsm_keystore_configure_enrolee(m->store.ks, c->kpm_id, c->target,
+                                                         c->enrolee_id, &c->spec);
+    if (st != M2MHSM_OK) {
+        fprintf(stderr, "config: enrolees[%zu]: %s\n", i, m2mhsm_last_error());
+        return -1;
+    }
+    app_log(APP_INFO, "configured", "kpm_id=%s enrolee_id=%s target=%s enrolment_expiry=%s",
+            c->kpm_id, c->enrolee_id, c->target, c->expiry);
+    return 0;
+}
+
+/* Every entry is checked before any is applied: a mistake in one changes nothing. */
+int mef_config_apply_enrolees(mef *m)
+{
+    mef_enrolee *list = NULL;
+    size_t n = 0;
+    if (mef_config_enrolees(m, &list, &n) != 0)
+        return -1;
+    if (n == 0)
+        return 0;
     m2mhsm_record *held = NULL;
     size_t nheld = 0;
     m2mhsm_status st = m2mhsm_keystore_list(m->store.ks, &held, &nheld);
     if (st != M2MHSM_OK) {
         fprintf(stderr, "config: enrolees: cannot list the token: %s\n", m2mhsm_last_error());
+        free(list);
         return -1;
     }
     int rc = 0;
-    for (size_t i = 0; rc == 0 && i < json_array_size(list); i++)
-        rc = apply_one(m, held, nheld, i, json_array_get(list, i));
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        rc = apply_one(m, held, nheld, i, &list[i]);
     free(held);
+    free(list);
     return rc;
 }

@@ -5,6 +5,7 @@
  * 10.3.3) on the token from Ke, and answers with the key and its lifetime (= Ke's expiry,
  * the CR). HTTP is libevent's evhttp over bufferevent_openssl; JSON is jansson. */
 #include "mef.h"
+#include "request.h"
 
 #include <event2/buffer.h>
 #include <event2/bufferevent_ssl.h>
@@ -16,16 +17,9 @@
 #include <openssl/evp.h>
 #include <openssl/x509v3.h>
 
-#define SUID_KM "21"   /* symmetric key provisioned via an RSPF, shared with a MAF */
-#define SUID_KPSA "22" /* project decision: the Kpsa for an Enrolee B */
-#define FETCH_PREFIX "/fetchCredentials/"
-
 typedef struct {
     struct evhttp_request *req;
-    char ke_id[M2MHSM_KE_ID_MAX + 1];
-    char origin[M2MHSM_M2M_ID_MAX + 1];
-    const char *suid; /* SUID_KM or SUID_KPSA once parsed */
-    int km;           /* SUID 21 */
+    mef_request r;
 } fetch_req;
 
 static void body_free(const void *data, size_t len, void *extra)
@@ -60,10 +54,9 @@ static void send_json(struct evhttp_request *req, int code, const char *reason, 
 
 static void refuse(const fetch_req *f, int code, const char *reason, const char *why)
 {
-    char ke_id[80], origin[80];
-    app_log(APP_WARN, "fetch-refused", "ke_id=%s originator=%s suid=%s status=%d reason=\"%s\"",
-            app_safe(f->ke_id, ke_id, sizeof(ke_id)), app_safe(f->origin, origin, sizeof(origin)),
-            f->suid != NULL ? f->suid : "-", code, why);
+    app_log(APP_WARN, "fetch-refused",
+            "ke_id=%.79s originator=%.79s suid=%.79s status=%d reason=%s", f->r.ke_id, f->r.origin,
+            f->r.suid != NULL ? f->r.suid : "-", code, why);
     send_json(f->req, code, reason, json_pack("{s:b,s:s}", "status", 0, "errorString", why));
 }
 
@@ -73,17 +66,9 @@ static void refuse(const fetch_req *f, int code, const char *reason, const char 
 static int originator_authenticated(struct evhttp_request *req, const char *origin)
 {
     char host[M2MHSM_FQDN_MAX + 1];
-    const char *h = origin;
-    size_t len = strlen(origin);
-    if (strncmp(origin, "//", 2) == 0) {
-        h = origin + 2;
-        const char *slash = strchr(h, '/');
-        len = slash != NULL ? (size_t)(slash - h) : strlen(h);
-    }
-    if (len == 0 || len >= sizeof(host))
+    size_t len = mef_origin_host(origin, host);
+    if (len == 0)
         return 0;
-    memcpy(host, h, len);
-    host[len] = '\0';
     struct bufferevent *bev = evhttp_connection_get_bufferevent(evhttp_request_get_connection(req));
     SSL *ssl = bev != NULL ? bufferevent_openssl_get_ssl(bev) : NULL;
     X509 *peer = ssl != NULL ? SSL_get0_peer_certificate(ssl) : NULL;
@@ -97,33 +82,10 @@ static int originator_authenticated(struct evhttp_request *req, const char *orig
 static int parse_target(mef *m, fetch_req *f)
 {
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(f->req);
-    const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
-    if (path == NULL || strncmp(path, FETCH_PREFIX, strlen(FETCH_PREFIX)) != 0) {
-        refuse(f, HTTP_NOTFOUND, "Not Found", "no such resource");
-        return -1;
-    }
-    const char *id = path + strlen(FETCH_PREFIX), *slash = strchr(id, '/');
-    if (slash == NULL || strchr(slash + 1, '/') != NULL) {
-        refuse(f, HTTP_BADREQUEST, "Bad Request", "expected /fetchCredentials/<KeID>/<SUID>");
-        return -1;
-    }
-    if (strcmp(slash + 1, SUID_KM) == 0) {
-        f->suid = SUID_KM;
-        f->km = 1;
-    } else if (strcmp(slash + 1, SUID_KPSA) == 0)
-        f->suid = SUID_KPSA;
-    if (m2mhsm_id_canonical(M2MHSM_ID_KE, id, (size_t)(slash - id), f->ke_id, sizeof(f->ke_id)) !=
-        M2MHSM_OK) {
-        refuse(f, HTTP_BADREQUEST, "Bad Request", "malformed KeID");
-        return -1;
-    }
-    if (f->suid == NULL) {
-        refuse(f, HTTP_BADREQUEST, "Bad Request", "unknown SUID: 21 (Km) or 22 (Kpsa)");
-        return -1;
-    }
-    const char *at = strchr(f->ke_id, '@');
-    if (at == NULL || strcmp(at + 1, m->cfg.fqdn) != 0) {
-        refuse(f, HTTP_NOTFOUND, "Not Found", "KeID names another MEF");
+    mef_refusal no;
+    if (mef_request_target(uri != NULL ? evhttp_uri_get_path(uri) : NULL, m->cfg.fqdn, &f->r,
+                           &no) != 0) {
+        refuse(f, no.code, no.reason, no.why);
         return -1;
     }
     return 0;
@@ -133,15 +95,12 @@ static int parse_target(mef *m, fetch_req *f)
 static int parse_origin(fetch_req *f)
 {
     const char *o = evhttp_find_header(evhttp_request_get_input_headers(f->req), "X-M2M-Origin");
-    if (o == NULL || m2mhsm_id_check_str(M2MHSM_ID_TARGET, o) != M2MHSM_OK ||
-        strlen(o) >= sizeof(f->origin)) {
-        if (o != NULL)
-            snprintf(f->origin, sizeof(f->origin), "%.80s", o);
-        refuse(f, HTTP_BADREQUEST, "Bad Request", "X-M2M-Origin missing or malformed");
+    mef_refusal no;
+    if (mef_request_origin(o, &f->r, &no) != 0) {
+        refuse(f, no.code, no.reason, no.why);
         return -1;
     }
-    strcpy(f->origin, o);
-    if (!originator_authenticated(f->req, f->origin)) {
+    if (!originator_authenticated(f->req, f->r.origin)) {
         refuse(f, 403, "Forbidden", "originator not authenticated by the client certificate");
         return -1;
     }
@@ -152,7 +111,7 @@ static int parse_origin(fetch_req *f)
 static int authorise(mef *m, fetch_req *f, m2mhsm_record *ke)
 {
     m2mhsm_status st =
-        m2mhsm_keystore_lookup(m->store.ks, M2MHSM_KIND_KE, f->ke_id, strlen(f->ke_id), ke);
+        m2mhsm_keystore_lookup(m->store.ks, M2MHSM_KIND_KE, f->r.ke_id, strlen(f->r.ke_id), ke);
     if (st == M2MHSM_E_NOT_FOUND) {
         refuse(f, HTTP_NOTFOUND, "Not Found", "unknown KeID");
         return -1;
@@ -164,7 +123,7 @@ static int authorise(mef *m, fetch_req *f, m2mhsm_record *ke)
     }
     /* Only the Enrolee's own target learns that its enrolment expired (and triggers the
      * erase); anyone else is refused first. */
-    if (strcmp(ke->target_id, f->origin) != 0) {
+    if (strcmp(ke->target_id, f->r.origin) != 0) {
         refuse(f, 403, "Forbidden", "originator is not this Enrolee's Enrolment Target");
         return -1;
     }
@@ -173,8 +132,8 @@ static int authorise(mef *m, fetch_req *f, m2mhsm_record *ke)
         refuse(f, 410, "Gone", "Enrolment Expiry passed; the enrolment was erased");
         return -1;
     }
-    int is_maf = m2mhsm_id_check_str(M2MHSM_ID_FQDN, f->origin) == M2MHSM_OK;
-    if (is_maf != f->km) {
+    int is_maf = m2mhsm_id_check_str(M2MHSM_ID_FQDN, f->r.origin) == M2MHSM_OK;
+    if (is_maf != f->r.km) {
         refuse(f, HTTP_BADREQUEST, "Bad Request",
                is_maf ? "a MAF fetches SUID 21" : "an Enrolee B fetches SUID 22");
         return -1;
@@ -186,10 +145,10 @@ static void deliver(mef *m, fetch_req *f, const m2mhsm_record *ke)
 {
     uint8_t key[M2MHSM_KEY_LEN];
     char b64[4 * ((M2MHSM_KEY_LEN + 2) / 3) + 1], lifetime[M2MHSM_TIMESTAMP_LEN];
-    m2mhsm_derivation which = f->km ? M2MHSM_DERIVE_KM : M2MHSM_DERIVE_KPSA;
-    m2mhsm_status st = m2mhsm_keystore_derive(m->store.ks, ke, which, f->origin, key);
+    m2mhsm_derivation which = f->r.km ? M2MHSM_DERIVE_KM : M2MHSM_DERIVE_KPSA;
+    m2mhsm_status st = m2mhsm_keystore_derive(m->store.ks, ke, which, f->r.origin, key);
     if (st != M2MHSM_OK) {
-        app_log(APP_ERROR, "token-error", "op=derive ke_id=%s error=%s", f->ke_id, app_error(st));
+        app_log(APP_ERROR, "token-error", "op=derive ke_id=%s error=%s", f->r.ke_id, app_error(st));
         refuse(f, HTTP_INTERNAL, "Internal Server Error", "derivation failed");
         return;
     }
@@ -200,7 +159,7 @@ static void deliver(mef *m, fetch_req *f, const m2mhsm_record *ke)
                              ke->enrolee_id, "lifetime", lifetime);
     OPENSSL_cleanse(b64, sizeof(b64));
     app_log(APP_INFO, "fetched", "ke_id=%s suid=%s originator=%s enrolee_id=%s lifetime=%s",
-            f->ke_id, f->suid, f->origin, ke->enrolee_id, lifetime);
+            f->r.ke_id, f->r.suid, f->r.origin, ke->enrolee_id, lifetime);
     send_json(f->req, HTTP_OK, "OK", body);
 }
 
@@ -252,7 +211,7 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
 /* evhttp serves plain HTTP on a connection whose bevcb returns NULL: never let that happen. */
 static void fatal(const char *what)
 {
-    app_log(APP_ERROR, "fatal", "reason=\"%s\"", what);
+    app_log(APP_ERROR, "fatal", "reason=%s", what);
     exit(EXIT_FAILURE);
 }
 

@@ -37,6 +37,16 @@ typedef struct {
 /* config.c: read the file and apply the Bootstrap Instruction Configuration
  * (tables 9.2.2.3-1/-2) of every enrolee listed to the token. */
 int mef_config_load(mef *m, const char *path);
+/* One entry of "enrolees"; the strings point into the configuration's JSON. */
+typedef struct {
+    const char *kpm_id, *target, *enrolee_id, *expiry;
+    m2mhsm_expiry_spec spec;
+} mef_enrolee;
+/* Entry i, its fields typed and its Enrolment Expiry parsed; prints why not. */
+int mef_enrolee_parse(const json_t *e, size_t i, mef_enrolee *out);
+/* Every entry of "enrolees" (*out malloc'd, NULL when there are none); prints why not. */
+int mef_config_enrolees(const mef *m, mef_enrolee **out, size_t *n);
+/* Check every entry, then apply each that the token does not already hold. */
 int mef_config_apply_enrolees(mef *m);
 
 /* bootstrap.c: the Bootstrap Security Handshake servers, TLS and DTLS. */

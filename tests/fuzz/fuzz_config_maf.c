@@ -1,0 +1,33 @@
+/* The MAF's configuration file (src/apps/maf/config.c, src/apps/common/config.c): the "maf"
+ * section and the MEFs' URLs through evhttp's URI parser. Host names do not reach DNS
+ * (no_dns.c). */
+#include "fuzz.h"
+
+#include <string.h>
+#include "apps/maf/maf.h"
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    (void)argc;
+    (void)argv;
+    app_json_cleansing_alloc(); /* as the MAF runs */
+    return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static maf m;
+    memset(&m, 0, sizeof(m));
+    if (maf_config_load(&m, fuzz_file(data, size)) == 0) {
+        if (m.cfg.maf_id == NULL || m.cfg.listen == NULL || m.cfg.nmefs == 0 ||
+            m.cfg.nmefs > MAF_MAX_MEFS)
+            fuzz_fail("an accepted MAF configuration without its required fields");
+        for (size_t i = 0; i < m.cfg.nmefs; i++)
+            if (m2mhsm_id_check_str(M2MHSM_ID_FQDN, m.cfg.mefs[i].fqdn) != M2MHSM_OK ||
+                m.cfg.mefs[i].port <= 0 || m.cfg.mefs[i].port > 65535 ||
+                m.cfg.mefs[i].host[0] == '\0')
+                fuzz_fail("an accepted MEF entry without an FQDN, a port or an address");
+    }
+    json_decref(m.root);
+    return 0;
+}
