@@ -1,18 +1,16 @@
 /*
- * fault_check: what is on the token, read object by object with plain PKCS#11 calls and
- * without opening the key store (opening repairs, and a check must not change what it
- * checks). Token from M2MHSM_TOKEN / M2MHSM_PIN_SOURCE / M2MHSM_MODULE; run it with the real
- * module. Prints, sorted:
+ * fault_check: what is on the token, read object by object with plain PKCS#11 calls, then
+ * what a read-only store serves of it (a check must not repair what it checks). Token from
+ * M2MHSM_TOKEN / M2MHSM_PIN_SOURCE / M2MHSM_MODULE; run it with the real module. Prints, sorted:
  *
  *   record KIND IDENTITY kpm=.. ke=.. enrolee=.. target=.. expiry=..   a complete record
  *   torn KIND IDENTITY                       metadata whose keys are not all there
  *   problem orphan-key LABEL                 a key of ours whose record has no metadata
  *   problem duplicate-record KIND IDENTITY   two complete records of one identity
- *   problem valid-ke-twice KPMID N           N > 1 complete Ke of one KpmID still valid
+ *   problem valid-ke-twice KPMID KEID        a complete, unexpired Ke older than its
+ *                                            KpmID's newest that the store still finds
  *
- * With --mask-ke-id, KeIDs (a Ke's, Km's and Kpsa's identity, the ke= field) print as
- * "KEID", for operations whose KeID is random. Exit 0 if there is no problem line, 1 if
- * there is one, 2 if the token could not be read.
+ * Exit 0 if there is no problem line, 1 if there is one, 2 if the token could not be read.
  */
 #include "ks.h"
 #include "../internal.h"
@@ -28,8 +26,6 @@ typedef struct {
     char label[M2MHSM_LABEL_MAX];
     int claimed;
 } key_seen;
-
-static int mask;
 
 static int read_all(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tmpl, CK_ULONG n,
                     CK_OBJECT_HANDLE **h, size_t *count)
@@ -98,20 +94,13 @@ static int metas(m2mhsm_token *tok, CK_SESSION_HANDLE s, m2mhsm_record **out, si
     return *out != NULL ? 0 : -1;
 }
 
-static const char *keid(const char *id)
-{
-    return mask && id[0] != '\0' ? "KEID" : id;
-}
-
 static void print_record(FILE *out, const char *what, const m2mhsm_record *r)
 {
-    int by_ke =
-        r->kind == M2MHSM_KIND_KE || r->kind == M2MHSM_KIND_KM || r->kind == M2MHSM_KIND_KPSA;
     char ts[M2MHSM_TIMESTAMP_LEN];
     m2mhsm_timestamp_format(r->expiry, ts, sizeof(ts));
     fprintf(out, "%s %s %s kpm=%s ke=%s enrolee=%s target=%s expiry=%s\n", what,
-            m2mhsm_kind_name(r->kind), by_ke ? keid(r->identity) : r->identity, r->kpm_id,
-            keid(r->ke_id), r->enrolee_id, r->target_id, ts);
+            m2mhsm_kind_name(r->kind), r->identity, r->kpm_id, r->ke_id, r->enrolee_id,
+            r->target_id, ts);
 }
 
 static int same_identity(const m2mhsm_record *a, const m2mhsm_record *b)
@@ -119,8 +108,22 @@ static int same_identity(const m2mhsm_record *a, const m2mhsm_record *b)
     return a->kind == b->kind && strcmp(a->identity, b->identity) == 0;
 }
 
+/* An older Ke of a KpmID (a crash between writing the new one and erasing the old) may
+ * stay on the token, but the store must never find it: only the newest is current. */
+static int served_ke(m2mhsm_keystore *ks, const m2mhsm_record *old)
+{
+    m2mhsm_record found;
+    return ks != NULL && m2mhsm_keystore_lookup(ks, M2MHSM_KIND_KE, old->identity,
+                                                strlen(old->identity), &found) == M2MHSM_OK;
+}
+
+static int complete(const m2mhsm_record *r, unsigned have)
+{
+    return (have & ks_kind_forms(r->kind)) == ks_kind_forms(r->kind);
+}
+
 /* Attach keys to records by CKA_ID and print what is there and what is wrong. */
-static int judge(m2mhsm_record *recs, size_t nr, key_seen *ks, size_t nk)
+static int judge(m2mhsm_keystore *store, m2mhsm_record *recs, size_t nr, key_seen *ks, size_t nk)
 {
     int problems = 0;
     unsigned *have = calloc(nr + 1, sizeof(*have));
@@ -137,25 +140,24 @@ static int judge(m2mhsm_record *recs, size_t nr, key_seen *ks, size_t nk)
         }
     m2mhsm_time now = (m2mhsm_time)time(NULL);
     for (size_t r = 0; have != NULL && r < nr; r++) {
-        int complete = (have[r] & ks_kind_forms(recs[r].kind)) == ks_kind_forms(recs[r].kind);
-        print_record(stdout, complete ? "record" : "torn", &recs[r]);
-        size_t twins = 0, valid_ke = 0;
-        for (size_t o = 0; complete && o < nr; o++) {
-            int o_complete = (have[o] & ks_kind_forms(recs[o].kind)) == ks_kind_forms(recs[o].kind);
-            if (!o_complete)
+        print_record(stdout, complete(&recs[r], have[r]) ? "record" : "torn", &recs[r]);
+        size_t twins = 0, newer_ke = 0;
+        for (size_t o = 0; complete(&recs[r], have[r]) && o < nr; o++) {
+            if (!complete(&recs[o], have[o]))
                 continue;
             twins += same_identity(&recs[r], &recs[o]);
-            valid_ke += recs[r].kind == M2MHSM_KIND_KE && recs[o].kind == M2MHSM_KIND_KE &&
+            newer_ke += recs[r].kind == M2MHSM_KIND_KE && recs[o].kind == M2MHSM_KIND_KE &&
                         strcmp(recs[r].kpm_id, recs[o].kpm_id) == 0 &&
-                        m2mhsm_expiry_is_valid(recs[o].expiry, now);
+                        ks_ke_newer(&recs[o], &recs[r]);
         }
         if (twins > 1) {
             printf("problem duplicate-record %s %s\n", m2mhsm_kind_name(recs[r].kind),
                    recs[r].identity);
             problems++;
         }
-        if (valid_ke > 1 && m2mhsm_expiry_is_valid(recs[r].expiry, now)) {
-            printf("problem valid-ke-twice %s %zu\n", recs[r].kpm_id, valid_ke);
+        if (newer_ke > 0 && m2mhsm_expiry_is_valid(recs[r].expiry, now) &&
+            served_ke(store, &recs[r])) {
+            printf("problem valid-ke-twice %s %s\n", recs[r].kpm_id, recs[r].identity);
             problems++;
         }
     }
@@ -163,9 +165,8 @@ static int judge(m2mhsm_record *recs, size_t nr, key_seen *ks, size_t nk)
     return have == NULL ? 2 : problems > 0;
 }
 
-int main(int argc, char **argv)
+int main(void)
 {
-    mask = argc == 2 && strcmp(argv[1], "--mask-ke-id") == 0;
     m2mhsm_token_config cfg = {.token_uri = getenv("M2MHSM_TOKEN"),
                                .pin_source = getenv("M2MHSM_PIN_SOURCE")};
     m2mhsm_token *tok = NULL;
@@ -181,9 +182,18 @@ int main(int argc, char **argv)
     key_seen *ks = NULL;
     m2mhsm_record *recs = NULL;
     size_t nk = 0, nr = 0;
-    int rc =
-        keys(tok, s, &ks, &nk) == 0 && metas(tok, s, &recs, &nr) == 0 ? judge(recs, nr, ks, nk) : 2;
+    int rc = keys(tok, s, &ks, &nk) == 0 && metas(tok, s, &recs, &nr) == 0 ? 0 : 2;
     m2mhsm_token_session_put(tok, s);
+    /* Read-only: opening must not repair what this check is to see. */
+    m2mhsm_keystore_options opts = {.read_only = 1};
+    m2mhsm_keystore *store = NULL;
+    if (rc == 0 && m2mhsm_keystore_open(tok, &opts, &store, NULL) != M2MHSM_OK) {
+        fprintf(stderr, "fault_check: opening the store read-only: %s\n", m2mhsm_last_error());
+        rc = 2;
+    }
+    if (rc == 0)
+        rc = judge(store, recs, nr, ks, nk);
+    m2mhsm_keystore_close(store);
     free(ks);
     free(recs);
     m2mhsm_token_close(tok);

@@ -139,7 +139,7 @@ failures=0
 finding() { # WHAT
     failures=$((failures + 1))
     op_failures=$((op_failures + 1))
-    [[ $1 != KNOWN* ]] || op_known=$((op_known + 1))
+    [[ $1 != OPEN* ]] || op_open=$((op_open + 1))
     echo "  FAIL $op k=$k ${fn:-?} $action: $1"
     if [ -n "${VERBOSE:-}" ]; then sed 's/^/    | /' "$LAB/err" | head -20; fi
 }
@@ -181,9 +181,9 @@ check_store() {
     local problems
     problems=$(grep '^problem' "$LAB/now" | sort -u | tr '\n' ';')
     if [ "$crash" = 1 ] && grep -q '^problem valid-ke-twice' "$LAB/now"; then
-        finding "KNOWN BUG (issue 8 section 4, branch crash): a superseded Ke survives a crash: $problems"
+        finding "a superseded Ke is still served after a crash (issue 8 section 4): $problems"
     elif [ "$crash" = 1 ] && grep -q '^problem duplicate-record' "$LAB/now"; then
-        finding "KNOWN BUG (issue 8 section 4's mechanism, branch crash): a crash between writing a record and erasing the one it replaces leaves both: $problems"
+        finding "OPEN BUG (docs/testing.md): a crash between writing a record and erasing the one it replaces leaves both: $problems"
     elif [ -n "$problems" ]; then
         finding "inconsistent store: $problems"
     fi
@@ -209,7 +209,7 @@ check_store() {
     if grep -q '^torn' "$LAB/now"; then
         state "$LAB/relisted"
         cmp -s "$LAB/now" "$LAB/relisted" ||
-            finding "KNOWN BUG (issue 8 section 4, branch crash): m2mhsm list wrote to the token (repaired a torn record)"
+            finding "m2mhsm list wrote to the token, repairing a torn record (issue 8 section 4)"
     fi
 }
 
@@ -217,7 +217,7 @@ check_store() {
 total_failures=0
 summary=()
 sweep_op() { # NAME START MASK CMD
-    op=$1 mask=$3 cmd=$4 op_failures=0 op_known=0
+    op=$1 mask=$3 cmd=$4 op_failures=0 op_open=0
     local start=$2 injections=0
     fn="" k=0 action=count
     restore "$start"
@@ -274,8 +274,8 @@ sweep_op() { # NAME START MASK CMD
             judge
         done
     done
-    printf '%-20s calls %4d  injections %5d  failures found %4d (known, issue 8 section 4: %d)\n' \
-        "$op" "$calls" "$injections" "$op_failures" "$op_known"
+    printf '%-20s calls %4d  injections %5d  failures found %4d (open bugs: %d)\n' \
+        "$op" "$calls" "$injections" "$op_failures" "$op_open"
     summary+=("$op|$calls|$injections|$op_failures")
     total_failures=$((total_failures + op_failures))
 }
