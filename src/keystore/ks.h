@@ -19,6 +19,9 @@ m2mhsm_status ks_meta_decode(const char *buf, size_t len, m2mhsm_record *rec);
 unsigned ks_kind_forms(m2mhsm_kind kind);
 const char *ks_form_name(m2mhsm_form form);
 int ks_kind_is_credential(m2mhsm_kind kind); /* Ke, Km, Kpsa: subject to Enrolment Expiry */
+/* A write may replace a record of this kind under the same identity (every kind but Kpm,
+ * whose import refuses an existing KpmID): its metadata carries seq. */
+int ks_kind_replaceable(m2mhsm_kind kind);
 /* The grammar of a kind's identity: KpmID for kpm and enrolment records, KeID otherwise. */
 m2mhsm_id_type ks_identity_type(m2mhsm_kind kind);
 /* "m2mhsm:<kind>:<identity>" and, for a key object, ":<form>". */

@@ -63,6 +63,11 @@ unsigned ks_kind_forms(m2mhsm_kind kind)
     return 0;
 }
 
+int ks_kind_replaceable(m2mhsm_kind kind)
+{
+    return kind != M2MHSM_KIND_KPM;
+}
+
 int ks_kind_is_credential(m2mhsm_kind kind)
 {
     return kind == M2MHSM_KIND_KE || kind == M2MHSM_KIND_KM || kind == M2MHSM_KIND_KPSA;
@@ -130,8 +135,8 @@ m2mhsm_status ks_meta_encode(const m2mhsm_record *rec, char *buf, size_t *len)
                                 "created=%" PRId64 "\nexpiry=%" PRId64 "\n",
                      m2mhsm_kind_name(rec->kind), rec->identity, rid, rec->kpm_id, rec->ke_id,
                      rec->enrolee_id, rec->target_id, spec, rec->created, rec->expiry);
-    /* Only a Ke carries seq: records of other kinds stay readable by older versions. */
-    if (n > 0 && n < M2MHSM_META_MAX && rec->kind == M2MHSM_KIND_KE)
+    /* A Kpm carries no seq (nothing replaces one), so it stays readable by older versions. */
+    if (n > 0 && n < M2MHSM_META_MAX && ks_kind_replaceable(rec->kind))
         n += snprintf(buf + n, M2MHSM_META_MAX - (size_t)n, "seq=%" PRIu64 "\n", rec->seq);
     if (n < 0 || n >= M2MHSM_META_MAX)
         return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "metadata too long");
@@ -273,7 +278,7 @@ static int kind_fields_ok(const m2mhsm_record *r)
 
 static int record_ok(const m2mhsm_record *r)
 {
-    if (r->seq != 0 && r->kind != M2MHSM_KIND_KE)
+    if (r->seq != 0 && !ks_kind_replaceable(r->kind))
         return 0;
     return m2mhsm_id_check_str(ks_identity_type(r->kind), r->identity) == M2MHSM_OK &&
            opt_id_ok(M2MHSM_ID_KPM, r->kpm_id) && opt_id_ok(M2MHSM_ID_KE, r->ke_id) &&
