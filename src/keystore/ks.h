@@ -124,6 +124,9 @@ struct m2mhsm_keystore {
                            has seen, kept after it is erased: older ones stay superseded */
     ks_index displaced; /* (M2MHSM_KIND_KE, KpmID) -> a Ke that by_kpm no longer names and
                            that may still be on the token: re-enrolment erases it */
+    ks_index twins;     /* (kind, identity) -> an older record of the identity that idx no
+                           longer names and that may still be on the token (a replacement
+                           cut short): the next replacement erases it */
     ks_index absent;    /* (kind, identity) searched for and not found, with the epoch */
 };
 
@@ -138,12 +141,14 @@ typedef struct {
 } ks_scan;
 
 m2mhsm_status ks_scan_token(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, ks_scan *out);
-/* ---- supersede.c: only the newest Ke of a KpmID counts ---- */
-/* 1 if Ke a is newer than Ke b (same KpmID): seq, then created, then record id. */
-int ks_ke_newer(const m2mhsm_record *a, const m2mhsm_record *b);
-/* (*marks)[i] = 1 for each complete record of the scan that is superseded: a Ke older than
- * the newest complete Ke of its KpmID, or a Km/Kpsa naming a KpmID whose newest Ke is not
- * the one it names. *marks (sc->count bytes) is malloc'd; *count = records marked. */
+/* ---- supersede.c: only the newest record of an identity, the newest Ke of a KpmID ---- */
+/* 1 if record a is newer than record b (same identity, or Ke of one KpmID): seq, then
+ * created, then record id. */
+int ks_record_newer(const m2mhsm_record *a, const m2mhsm_record *b);
+/* (*marks)[i] = 1 for each complete record of the scan that is superseded: one older than
+ * another complete record of its kind and identity, a Ke older than the newest complete Ke
+ * of its KpmID, or a Km/Kpsa naming a KpmID whose newest Ke is not the one it names.
+ * *marks (sc->count bytes) is malloc'd; *count = records marked. */
 m2mhsm_status ks_mark_superseded(const ks_scan *sc, unsigned char **marks, size_t *count);
 void ks_scan_free(ks_scan *sc);
 int ks_record_complete(const m2mhsm_record *rec);
@@ -160,11 +165,31 @@ m2mhsm_status ks_record_destroy_objects(m2mhsm_keystore *ks, CK_SESSION_HANDLE s
  * process is harmless (the newest wins and erase removes all). */
 m2mhsm_status ks_lookup_known(m2mhsm_keystore *ks, m2mhsm_kind kind, const char *identity,
                               m2mhsm_record *out);
+/* Whether a record this process knows is still on the token: M2MHSM_OK, M2MHSM_E_NOT_FOUND
+ * (destroyed, or its handle now names another object), or the failed read's error. */
+m2mhsm_status ks_confirm(m2mhsm_keystore *ks, const m2mhsm_record *rec);
 /* M2MHSM_E_INVALID_ARG, naming `what`, on a store opened read_only; else M2MHSM_OK. */
 m2mhsm_status ks_check_writable(const m2mhsm_keystore *ks, const char *what);
 /* Make sure the index belongs to this process's module generation (fork). */
 m2mhsm_status ks_sync_generation(m2mhsm_keystore *ks);
 void ks_index_insert(m2mhsm_keystore *ks, const m2mhsm_record *rec);
+
+/* ---- store.c: replacing the record of an identity (a Km or Kpsa, a configuration) ---- */
+/* What a write under (kind, identity) replaces, as this process knows it: the record it
+ * holds there, and an older one of the identity that a crash left beside it (twins). */
+typedef struct {
+    m2mhsm_record prev, twin;
+    int had, had_twin;
+} ks_known;
+/* Before the write of rec (kind and identity set): what it replaces, and rec->seq above
+ * that, so the new record is the newest of its identity from the moment it is complete
+ * and a crash before ks_replace_end leaves an older twin that nobody serves. */
+m2mhsm_status ks_replace_begin(m2mhsm_keystore *ks, m2mhsm_record *rec, ks_known *known);
+/* After the write of fresh: erase what it replaces. If the previous record cannot be
+ * erased and is still whole, fresh is taken back (the old state, not both); the error is
+ * reported either way. */
+m2mhsm_status ks_replace_end(m2mhsm_keystore *ks, const ks_known *known,
+                             const m2mhsm_record *fresh);
 
 /* ---- store.c: enrolment (m2mhsm_keystore_store_ke) in its two steps ---- */
 /* The KeIDs of a KpmID that a new Ke replaces, as this process knows them: the newest

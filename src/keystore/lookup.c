@@ -54,6 +54,17 @@ static m2mhsm_status still_there(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, const
     return same ? M2MHSM_OK : M2MHSM_E_NOT_FOUND;
 }
 
+m2mhsm_status ks_confirm(m2mhsm_keystore *ks, const m2mhsm_record *rec)
+{
+    CK_SESSION_HANDLE s;
+    m2mhsm_status st = m2mhsm_token_session_get(ks->tok, &s);
+    if (st != M2MHSM_OK)
+        return st;
+    st = still_there(ks, s, rec);
+    m2mhsm_token_session_put(ks->tok, s);
+    return st;
+}
+
 static m2mhsm_status attach_keys(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, m2mhsm_record *rec)
 {
     CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
@@ -84,7 +95,9 @@ static m2mhsm_status attach_keys(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, m2mhs
 }
 
 /* A miss: search the token for metadata with this label (another process may have written
- * it since we opened), then its keys. The newest complete record wins. */
+ * it since we opened), then its keys. The newest complete record wins; every complete one
+ * is indexed, so that an older one a crash left beside it is known to the next
+ * replacement, which erases it. */
 static m2mhsm_status search(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, m2mhsm_kind kind,
                             const char *identity, m2mhsm_record *out)
 {
@@ -112,7 +125,12 @@ static m2mhsm_status search(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, m2mhsm_kin
         if (rs != M2MHSM_OK || rec.kind != kind || strcmp(rec.identity, identity) != 0)
             continue;
         st = attach_keys(ks, s, &rec);
-        if (st == M2MHSM_OK && ks_record_complete(&rec) && (!found || rec.created > out->created)) {
+        if (st != M2MHSM_OK || !ks_record_complete(&rec))
+            continue;
+        pthread_mutex_lock(&ks->lock);
+        ks_index_insert(ks, &rec);
+        pthread_mutex_unlock(&ks->lock);
+        if (!found || ks_record_newer(&rec, out)) {
             *out = rec;
             found = 1;
         }

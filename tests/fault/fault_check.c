@@ -148,7 +148,7 @@ static int judge(m2mhsm_keystore *store, m2mhsm_record *recs, size_t nr, key_see
             twins += same_identity(&recs[r], &recs[o]);
             newer_ke += recs[r].kind == M2MHSM_KIND_KE && recs[o].kind == M2MHSM_KIND_KE &&
                         strcmp(recs[r].kpm_id, recs[o].kpm_id) == 0 &&
-                        ks_ke_newer(&recs[o], &recs[r]);
+                        ks_record_newer(&recs[o], &recs[r]);
         }
         if (twins > 1) {
             printf("problem duplicate-record %s %s\n", m2mhsm_kind_name(recs[r].kind),

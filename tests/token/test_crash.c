@@ -275,13 +275,13 @@ static void test_records_without_seq_are_ordered_by_creation(void **state)
     memset(a.record_id, 1, sizeof(a.record_id));
     memset(b.record_id, 2, sizeof(b.record_id));
     b.created = 101;
-    assert_true(ks_ke_newer(&b, &a));
-    assert_false(ks_ke_newer(&a, &b));
+    assert_true(ks_record_newer(&b, &a));
+    assert_false(ks_record_newer(&a, &b));
     a.seq = 1; /* seq decides before created */
-    assert_true(ks_ke_newer(&a, &b));
+    assert_true(ks_record_newer(&a, &b));
     b.seq = 1;
     b.created = a.created; /* a tie on both: the record id, the same in every process */
-    assert_true(ks_ke_newer(&b, &a) != ks_ke_newer(&a, &b));
+    assert_true(ks_record_newer(&b, &a) != ks_record_newer(&a, &b));
 }
 
 int main(void)
