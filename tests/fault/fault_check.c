@@ -3,10 +3,16 @@
  * what a read-only store serves of it (a check must not repair what it checks). Token from
  * M2MHSM_TOKEN / M2MHSM_PIN_SOURCE / M2MHSM_MODULE; run it with the real module. Prints, sorted:
  *
- *   record KIND IDENTITY kpm=.. ke=.. enrolee=.. target=.. expiry=..   a complete record
+ *   record KIND IDENTITY kpm=.. ke=.. enrolee=.. target=.. expiry=..   a complete record,
+ *                                            the newest of its identity
+ *   hidden KIND IDENTITY kpm=.. ...          a complete record older than another of its
+ *                                            identity (a replacement cut short by a crash):
+ *                                            left for the next writer's open, sweep or
+ *                                            replacement, never to be served
  *   torn KIND IDENTITY                       metadata whose keys are not all there
  *   problem orphan-key LABEL                 a key of ours whose record has no metadata
- *   problem duplicate-record KIND IDENTITY   two complete records of one identity
+ *   problem older-twin-served KIND IDENTITY  the store finds the older of two complete
+ *                                            records of one identity
  *   problem valid-ke-twice KPMID KEID        a complete, unexpired Ke older than its
  *                                            KpmID's newest that the store still finds
  *
@@ -108,13 +114,16 @@ static int same_identity(const m2mhsm_record *a, const m2mhsm_record *b)
     return a->kind == b->kind && strcmp(a->identity, b->identity) == 0;
 }
 
-/* An older Ke of a KpmID (a crash between writing the new one and erasing the old) may
- * stay on the token, but the store must never find it: only the newest is current. */
-static int served_ke(m2mhsm_keystore *ks, const m2mhsm_record *old)
+/* An older Ke of a KpmID, or an older record of an identity (a crash between writing the
+ * new one and erasing the old), may stay on the token, but the store must never find it:
+ * only the newest is current. */
+static int served(m2mhsm_keystore *ks, const m2mhsm_record *old)
 {
     m2mhsm_record found;
-    return ks != NULL && m2mhsm_keystore_lookup(ks, M2MHSM_KIND_KE, old->identity,
-                                                strlen(old->identity), &found) == M2MHSM_OK;
+    return ks != NULL &&
+           m2mhsm_keystore_lookup(ks, old->kind, old->identity, strlen(old->identity), &found) ==
+               M2MHSM_OK &&
+           memcmp(found.record_id, old->record_id, M2MHSM_RECORD_ID_LEN) == 0;
 }
 
 static int complete(const m2mhsm_record *r, unsigned have)
@@ -140,23 +149,26 @@ static int judge(m2mhsm_keystore *store, m2mhsm_record *recs, size_t nr, key_see
         }
     m2mhsm_time now = (m2mhsm_time)time(NULL);
     for (size_t r = 0; have != NULL && r < nr; r++) {
-        print_record(stdout, complete(&recs[r], have[r]) ? "record" : "torn", &recs[r]);
-        size_t twins = 0, newer_ke = 0;
+        size_t newer_twin = 0, newer_ke = 0;
         for (size_t o = 0; complete(&recs[r], have[r]) && o < nr; o++) {
-            if (!complete(&recs[o], have[o]))
+            if (!complete(&recs[o], have[o]) || !ks_record_newer(&recs[o], &recs[r]))
                 continue;
-            twins += same_identity(&recs[r], &recs[o]);
+            newer_twin += same_identity(&recs[r], &recs[o]);
             newer_ke += recs[r].kind == M2MHSM_KIND_KE && recs[o].kind == M2MHSM_KIND_KE &&
-                        strcmp(recs[r].kpm_id, recs[o].kpm_id) == 0 &&
-                        ks_record_newer(&recs[o], &recs[r]);
+                        strcmp(recs[r].kpm_id, recs[o].kpm_id) == 0;
         }
-        if (twins > 1) {
-            printf("problem duplicate-record %s %s\n", m2mhsm_kind_name(recs[r].kind),
+        print_record(stdout,
+                     !complete(&recs[r], have[r]) ? "torn"
+                     : newer_twin > 0             ? "hidden"
+                                                  : "record",
+                     &recs[r]);
+        if (newer_twin > 0 && served(store, &recs[r])) {
+            printf("problem older-twin-served %s %s\n", m2mhsm_kind_name(recs[r].kind),
                    recs[r].identity);
             problems++;
         }
         if (newer_ke > 0 && m2mhsm_expiry_is_valid(recs[r].expiry, now) &&
-            served_ke(store, &recs[r])) {
+            served(store, &recs[r])) {
             printf("problem valid-ke-twice %s %s\n", recs[r].kpm_id, recs[r].identity);
             problems++;
         }
