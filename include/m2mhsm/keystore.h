@@ -60,7 +60,8 @@ typedef struct {
     m2mhsm_expiry_spec enrolment_expiry;    /* ENROLMENT, KE: as configured */
     m2mhsm_time created;
     m2mhsm_time expiry; /* exact instant enforced; M2MHSM_NEVER if none */
-    uint64_t seq;       /* KE: its place among its KpmID's Ke, the newest highest (0: unknown) */
+    uint64_t seq;       /* its place among the records of its identity (a Ke: of its KpmID), the
+                           newest highest (0: unknown; a Kpm has none) */
     uint8_t record_id[M2MHSM_RECORD_ID_LEN];
     CK_OBJECT_HANDLE meta;
     CK_OBJECT_HANDLE key[M2MHSM_FORM_COUNT]; /* CK_INVALID_HANDLE where absent */
@@ -107,8 +108,10 @@ typedef struct {
     size_t incomplete;  /* metadata with missing keys, older than the grace: destroyed */
     size_t corrupt;     /* unparseable metadata: left alone, reported */
     size_t kept_keys;   /* keys of unparseable metadata: left alone too */
-    size_t superseded;  /* Ke records older than their KpmID's newest, and what derives
-                           from them (an enrolment interrupted by a crash): erased */
+    size_t superseded;  /* records older than another of their identity (a replacement
+                           interrupted by a crash), Ke records older than their KpmID's
+                           newest and what derives from them (an enrolment interrupted so):
+                           erased */
 } m2mhsm_open_report;
 
 /*
@@ -129,10 +132,11 @@ m2mhsm_token *m2mhsm_keystore_token(m2mhsm_keystore *ks);
  * Find a record by kind and identity (id[0..len), as received on the wire). A hit in the
  * index is confirmed with one attribute read and never scans the token; a miss searches
  * the token (objects made by another process) and caches the result. Does not judge
- * expiry: see m2mhsm_record_valid. A Ke superseded by a newer Ke of its KpmID, and a
- * Km/Kpsa derived from one, is not found (m2mhsm_record_superseded). An indexed record found
- * gone (another process erased it) is reported to the observers (m2mhsm_keystore_watch).
- * Errors: M2MHSM_E_INVALID_ARG, M2MHSM_E_NOT_FOUND.
+ * expiry: see m2mhsm_record_valid. Of two records of one identity the newest is found; a
+ * Ke superseded by a newer Ke of its KpmID, and a Km/Kpsa derived from one, is not found
+ * (m2mhsm_record_superseded). An indexed record found gone (another process erased it) is
+ * reported to the observers (m2mhsm_keystore_watch). Errors: M2MHSM_E_INVALID_ARG,
+ * M2MHSM_E_NOT_FOUND.
  */
 m2mhsm_status m2mhsm_keystore_lookup(m2mhsm_keystore *ks, m2mhsm_kind kind, const char *id,
                                      size_t len, m2mhsm_record *out);
@@ -145,9 +149,10 @@ m2mhsm_status m2mhsm_record_check_form(const m2mhsm_record *rec, m2mhsm_form for
 /* 1 if the record's exact expiry is still ahead of the store's clock. */
 int m2mhsm_record_valid(const m2mhsm_keystore *ks, const m2mhsm_record *rec);
 
-/* 1 if rec is a Ke older than the newest Ke of its KpmID that this store knows, or a
- * Km/Kpsa derived (on this token) from a Ke other than that newest one: only the newest
- * enrolment of a KpmID counts (docs/key-lifecycle.md, crash safety). */
+/* 1 if rec is older than another record of its kind and identity that this store knows, a
+ * Ke older than the newest Ke of its KpmID that it knows, or a Km/Kpsa derived (on this
+ * token) from a Ke other than that newest one: only the newest record of an identity and
+ * the newest enrolment of a KpmID count (docs/key-lifecycle.md, crash safety). */
 int m2mhsm_record_superseded(m2mhsm_keystore *ks, const m2mhsm_record *rec);
 
 /*
@@ -191,8 +196,10 @@ typedef struct {
 /*
  * Enrolment Key Generation (8.3.2.1, 10.3.1, 10.3.4): split the 48-byte export, store Ke
  * with expiry resolved from enrolment_expiry at the store's clock, under its KeID. Any
- * earlier Ke of the same KpmID, and what was derived from it, is erased first. The export
- * buffer is the caller's to cleanse; internal copies are cleansed here.
+ * earlier Ke of the same KpmID, and what was derived from it, is erased once the new Ke is
+ * stored. The new Ke is current from then on (the old ones are refused), so if that erase
+ * fails the error is returned with the new Ke kept, and the next open or sweep erases the
+ * old. The export buffer is the caller's to cleanse; internal copies are cleansed here.
  */
 m2mhsm_status m2mhsm_keystore_store_ke(m2mhsm_keystore *ks, const m2mhsm_enrolment *enr,
                                        const uint8_t exported[M2MHSM_EXPORT_LEN],
@@ -259,8 +266,10 @@ m2mhsm_status m2mhsm_keystore_erase_expired(m2mhsm_keystore *ks, const m2mhsm_re
 /*
  * Erase what has expired: every expired Ke, Km or Kpsa and what derives from it, and where
  * an Enrolment Expiry passed (a Ke's, or at an Enrolment Target a fetched Km/Kpsa's) all of
- * that Enrolee's credentials. *erased = records erased. The same scan finds the records this
- * process knows that another process erased: observers hear of them (m2mhsm_keystore_watch).
+ * that Enrolee's credentials; and every record a newer one supersedes (a replacement or
+ * enrolment that a crash cut short). *erased = records erased. The same scan finds the
+ * records this process knows that another process erased: observers hear of them
+ * (m2mhsm_keystore_watch).
  */
 m2mhsm_status m2mhsm_keystore_sweep(m2mhsm_keystore *ks, size_t *erased);
 
@@ -296,8 +305,9 @@ m2mhsm_status m2mhsm_keystore_watch(m2mhsm_keystore *ks, m2mhsm_erase_observer f
 /* Stop telling fn (with arg). */
 void m2mhsm_keystore_unwatch(m2mhsm_keystore *ks, m2mhsm_erase_observer fn, void *arg);
 
-/* Every record on the token (searched afresh), sorted by kind then identity. The caller
- * frees *out with free(). */
+/* Every complete record on the token (searched afresh), sorted by kind then identity: of
+ * two records of one identity only the newest, the one lookups find. The caller frees *out
+ * with free(). */
 m2mhsm_status m2mhsm_keystore_list(m2mhsm_keystore *ks, m2mhsm_record **out, size_t *count);
 
 const char *m2mhsm_kind_name(m2mhsm_kind kind); /* "kpm", "ke", ... */

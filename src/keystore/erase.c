@@ -292,12 +292,21 @@ m2mhsm_status m2mhsm_keystore_sweep(m2mhsm_keystore *ks, size_t *erased)
 
 /* ---- list ---- */
 
+static int same_identity(const m2mhsm_record *x, const m2mhsm_record *y)
+{
+    return x->kind == y->kind && strcmp(x->identity, y->identity) == 0;
+}
+
+/* By kind and identity, and within one identity newest first. */
 static int cmp_listing(const void *a, const void *b)
 {
     const m2mhsm_record *x = a, *y = b;
     if (x->kind != y->kind)
         return x->kind < y->kind ? -1 : 1;
-    return strcmp(x->identity, y->identity);
+    int c = strcmp(x->identity, y->identity);
+    if (c != 0)
+        return c;
+    return ks_record_newer(x, y) ? -1 : ks_record_newer(y, x) ? 1 : 0;
 }
 
 m2mhsm_status m2mhsm_keystore_list(m2mhsm_keystore *ks, m2mhsm_record **out, size_t *count)
@@ -319,6 +328,12 @@ m2mhsm_status m2mhsm_keystore_list(m2mhsm_keystore *ks, m2mhsm_record **out, siz
             sc.recs[n++] = sc.recs[i];
     if (n > 0)
         qsort(sc.recs, n, sizeof(*sc.recs), cmp_listing);
+    /* An older record of an identity (a replacement cut short) is served by no lookup. */
+    size_t shown = 0;
+    for (size_t i = 0; i < n; i++)
+        if (shown == 0 || !same_identity(&sc.recs[i], &sc.recs[shown - 1]))
+            sc.recs[shown++] = sc.recs[i];
+    n = shown;
     free(sc.orphans);
     for (size_t i = 0; i < n; i++)
         sc.recs[i].generation = m2mhsm_token_generation(ks->tok);

@@ -32,18 +32,29 @@ int m2mhsm_record_valid(const m2mhsm_keystore *ks, const m2mhsm_record *rec)
     return m2mhsm_expiry_is_valid(rec->expiry, m2mhsm_keystore_now(ks));
 }
 
+static int same_record(const m2mhsm_record *a, const m2mhsm_record *b)
+{
+    return memcmp(a->record_id, b->record_id, M2MHSM_RECORD_ID_LEN) == 0;
+}
+
 /* Caller holds ks->lock. */
 void ks_index_insert(m2mhsm_keystore *ks, const m2mhsm_record *rec)
 {
-    /* The newest record wins when two exist (a replacement interrupted by a crash). */
+    /* The newest record of an identity wins when two exist (a replacement interrupted by a
+     * crash); the other is remembered, so that the next replacement erases it too. */
     const m2mhsm_record *old =
         ks_index_get(&ks->idx, rec->kind, rec->identity, strlen(rec->identity));
-    if (old == NULL || old->created <= rec->created)
+    if (old != NULL && !same_record(old, rec) && !ks_record_newer(rec, old)) {
+        ks_index_put(&ks->twins, rec->kind, rec->identity, rec);
+    } else {
+        if (old != NULL && !same_record(old, rec))
+            ks_index_put(&ks->twins, rec->kind, rec->identity, old);
         ks_index_put(&ks->idx, rec->kind, rec->identity, rec);
+    }
     if (rec->kind != M2MHSM_KIND_KE || rec->kpm_id[0] == '\0')
         return;
     old = ks_index_get(&ks->by_kpm, M2MHSM_KIND_KE, rec->kpm_id, strlen(rec->kpm_id));
-    if (old != NULL && !ks_ke_newer(rec, old)) {
+    if (old != NULL && !ks_record_newer(rec, old)) {
         if (memcmp(old->record_id, rec->record_id, M2MHSM_RECORD_ID_LEN) != 0)
             ks_index_put(&ks->displaced, M2MHSM_KIND_KE, rec->kpm_id, rec);
         return;
@@ -58,24 +69,34 @@ void ks_index_insert(m2mhsm_keystore *ks, const m2mhsm_record *rec)
 void ks_index_forget(m2mhsm_keystore *ks, const m2mhsm_record *rec)
 {
     ks_index_del(&ks->idx, rec->kind, rec->identity, rec);
+    ks_index_del(&ks->twins, rec->kind, rec->identity, rec);
     if (rec->kind == M2MHSM_KIND_KE && rec->kpm_id[0] != '\0')
         ks_index_del(&ks->displaced, M2MHSM_KIND_KE, rec->kpm_id, rec);
+}
+
+/* A newer record of rec's identity that this process knows. Caller holds ks->lock. */
+static int has_newer_twin(const m2mhsm_keystore *ks, const m2mhsm_record *rec)
+{
+    const m2mhsm_record *newest =
+        ks_index_get(&ks->idx, rec->kind, rec->identity, strlen(rec->identity));
+    return newest != NULL && !same_record(newest, rec) && ks_record_newer(newest, rec);
 }
 
 int m2mhsm_record_superseded(m2mhsm_keystore *ks, const m2mhsm_record *rec)
 {
     int derived = rec->kind == M2MHSM_KIND_KM || rec->kind == M2MHSM_KIND_KPSA;
-    if ((rec->kind != M2MHSM_KIND_KE && !derived) || rec->kpm_id[0] == '\0')
-        return 0;
     pthread_mutex_lock(&ks->lock);
+    int superseded = has_newer_twin(ks, rec);
+    if (superseded || (rec->kind != M2MHSM_KIND_KE && !derived) || rec->kpm_id[0] == '\0') {
+        pthread_mutex_unlock(&ks->lock);
+        return superseded;
+    }
     const m2mhsm_record *newest =
         ks_index_get(&ks->by_kpm, M2MHSM_KIND_KE, rec->kpm_id, strlen(rec->kpm_id));
-    int superseded = 0;
     if (newest != NULL && derived)
         superseded = strcmp(newest->identity, rec->ke_id) != 0;
     else if (newest != NULL)
-        superseded = memcmp(newest->record_id, rec->record_id, M2MHSM_RECORD_ID_LEN) != 0 &&
-                     ks_ke_newer(newest, rec);
+        superseded = !same_record(newest, rec) && ks_record_newer(newest, rec);
     pthread_mutex_unlock(&ks->lock);
     return superseded;
 }
@@ -214,22 +235,21 @@ static m2mhsm_status load(m2mhsm_keystore *ks, m2mhsm_open_report *rep)
         ks_scan_free(&sc);
         return st;
     }
-    ks_index fresh, fresh_kpm, fresh_displaced;
-    st = ks_index_init(&fresh, sc.count);
-    if (st == M2MHSM_OK && (st = ks_index_init(&fresh_kpm, sc.count)) != M2MHSM_OK)
-        ks_index_free(&fresh);
-    if (st == M2MHSM_OK && (st = ks_index_init(&fresh_displaced, 0)) != M2MHSM_OK) {
-        ks_index_free(&fresh);
-        ks_index_free(&fresh_kpm);
-    }
+    /* idx, by_kpm, displaced, twins: built afresh, swapped in at once */
+    ks_index fresh[4];
+    const size_t expected[4] = {sc.count, sc.count, 0, 0};
+    size_t made = 0;
+    for (; st == M2MHSM_OK && made < 4; made++)
+        st = ks_index_init(&fresh[made], expected[made]); /* a failed one is empty */
+    for (size_t i = 0; st != M2MHSM_OK && i < made; i++)
+        ks_index_free(&fresh[i]);
     if (st == M2MHSM_OK) {
         pthread_mutex_lock(&ks->lock);
-        ks_index_free(&ks->idx);
-        ks_index_free(&ks->by_kpm);
-        ks_index_free(&ks->displaced);
-        ks->idx = fresh;
-        ks->by_kpm = fresh_kpm;
-        ks->displaced = fresh_displaced;
+        ks_index *live[4] = {&ks->idx, &ks->by_kpm, &ks->displaced, &ks->twins};
+        for (size_t i = 0; i < 4; i++) {
+            ks_index_free(live[i]);
+            *live[i] = fresh[i];
+        }
         build_index(ks, &sc, rep);
         pthread_mutex_unlock(&ks->lock);
     }
@@ -304,6 +324,7 @@ void m2mhsm_keystore_close(m2mhsm_keystore *ks)
     ks_index_free(&ks->idx);
     ks_index_free(&ks->by_kpm);
     ks_index_free(&ks->displaced);
+    ks_index_free(&ks->twins);
     ks_index_free(&ks->absent);
     pthread_mutex_destroy(&ks->lock);
     free(ks);

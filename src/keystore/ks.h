@@ -24,6 +24,9 @@ int ks_kind_is_psk(m2mhsm_kind kind);        /* Kpm, Km, Kpsa: forms as the writ
 /* The forms a record must have: rec->forms, or for 0 (a record built without choosing,
  * written as before forms= existed) all of its kind's. */
 unsigned ks_record_forms(const m2mhsm_record *rec);
+/* A write may replace a record of this kind under the same identity (every kind but Kpm,
+ * whose import refuses an existing KpmID): its metadata carries seq. */
+int ks_kind_replaceable(m2mhsm_kind kind);
 /* The grammar of a kind's identity: KpmID for kpm and enrolment records, KeID otherwise. */
 m2mhsm_id_type ks_identity_type(m2mhsm_kind kind);
 /* "m2mhsm:<kind>:<identity>" and, for a key object, ":<form>". */
@@ -69,6 +72,8 @@ m2mhsm_status ks_create_key(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, const m2m
                             m2mhsm_form form, const ks_key_spec *spec, CK_OBJECT_HANDLE *out);
 /* Destroy; an object already gone counts as destroyed (another process got there first). */
 m2mhsm_status ks_destroy(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h);
+/* 0 if h names no object (CKR_OBJECT_HANDLE_INVALID); 1 if it does or the read failed. */
+int ks_may_exist(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h);
 /* All objects matching tmpl. *out is malloc'd. */
 m2mhsm_status ks_find(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tmpl, CK_ULONG n,
                       CK_OBJECT_HANDLE **out, size_t *count);
@@ -125,6 +130,9 @@ struct m2mhsm_keystore {
                            has seen, kept after it is erased: older ones stay superseded */
     ks_index displaced; /* (M2MHSM_KIND_KE, KpmID) -> a Ke that by_kpm no longer names and
                            that may still be on the token: re-enrolment erases it */
+    ks_index twins;     /* (kind, identity) -> an older record of the identity that idx no
+                           longer names and that may still be on the token (a replacement
+                           cut short): the next replacement erases it */
     ks_index absent;    /* (kind, identity) searched for and not found, with the epoch */
     struct {
         m2mhsm_erase_observer fn;
@@ -144,12 +152,14 @@ typedef struct {
 } ks_scan;
 
 m2mhsm_status ks_scan_token(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, ks_scan *out);
-/* ---- supersede.c: only the newest Ke of a KpmID counts ---- */
-/* 1 if Ke a is newer than Ke b (same KpmID): seq, then created, then record id. */
-int ks_ke_newer(const m2mhsm_record *a, const m2mhsm_record *b);
-/* (*marks)[i] = 1 for each complete record of the scan that is superseded: a Ke older than
- * the newest complete Ke of its KpmID, or a Km/Kpsa naming a KpmID whose newest Ke is not
- * the one it names. *marks (sc->count bytes) is malloc'd; *count = records marked. */
+/* ---- supersede.c: only the newest record of an identity, the newest Ke of a KpmID ---- */
+/* 1 if record a is newer than record b (same identity, or Ke of one KpmID): seq, then
+ * created, then record id. */
+int ks_record_newer(const m2mhsm_record *a, const m2mhsm_record *b);
+/* (*marks)[i] = 1 for each complete record of the scan that is superseded: one older than
+ * another complete record of its kind and identity, a Ke older than the newest complete Ke
+ * of its KpmID, or a Km/Kpsa naming a KpmID whose newest Ke is not the one it names.
+ * *marks (sc->count bytes) is malloc'd; *count = records marked. */
 m2mhsm_status ks_mark_superseded(const ks_scan *sc, unsigned char **marks, size_t *count);
 void ks_scan_free(ks_scan *sc);
 int ks_record_complete(const m2mhsm_record *rec);
@@ -160,7 +170,8 @@ void ks_notify_gone(m2mhsm_keystore *ks, const m2mhsm_record *rec, m2mhsm_gone h
  * and that is no longer on the token (another process erased it), and tell the observers. */
 void ks_forget_vanished(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, const ks_scan *sc);
 /* 1 if rec's objects are still on the token, as this process's handles name them. */
-int ks_still_there(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, const m2mhsm_record *rec);
+/* M2MHSM_OK: the record is on the token; M2MHSM_E_NOT_FOUND: gone; else a failed read. */
+m2mhsm_status ks_still_there(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, const m2mhsm_record *rec);
 /* Copies of the records of an index whose record id is not among ids (nids sorted record
  * ids); *out malloc'd, NULL when none. Under ks->lock. */
 m2mhsm_status ks_index_missing(const ks_index *idx, const uint8_t *ids, size_t nids,
@@ -178,11 +189,31 @@ m2mhsm_status ks_record_destroy_objects(m2mhsm_keystore *ks, CK_SESSION_HANDLE s
  * process is harmless (the newest wins and erase removes all). */
 m2mhsm_status ks_lookup_known(m2mhsm_keystore *ks, m2mhsm_kind kind, const char *identity,
                               m2mhsm_record *out);
+/* Whether a record this process knows is still on the token: M2MHSM_OK, M2MHSM_E_NOT_FOUND
+ * (destroyed, or its handle now names another object), or the failed read's error. */
+m2mhsm_status ks_confirm(m2mhsm_keystore *ks, const m2mhsm_record *rec);
 /* M2MHSM_E_INVALID_ARG, naming `what`, on a store opened read_only; else M2MHSM_OK. */
 m2mhsm_status ks_check_writable(const m2mhsm_keystore *ks, const char *what);
 /* Make sure the index belongs to this process's module generation (fork). */
 m2mhsm_status ks_sync_generation(m2mhsm_keystore *ks);
 void ks_index_insert(m2mhsm_keystore *ks, const m2mhsm_record *rec);
+
+/* ---- store.c: replacing the record of an identity (a Km or Kpsa, a configuration) ---- */
+/* What a write under (kind, identity) replaces, as this process knows it: the record it
+ * holds there, and an older one of the identity that a crash left beside it (twins). */
+typedef struct {
+    m2mhsm_record prev, twin;
+    int had, had_twin;
+} ks_known;
+/* Before the write of rec (kind and identity set): what it replaces, and rec->seq above
+ * that, so the new record is the newest of its identity from the moment it is complete
+ * and a crash before ks_replace_end leaves an older twin that nobody serves. */
+m2mhsm_status ks_replace_begin(m2mhsm_keystore *ks, m2mhsm_record *rec, ks_known *known);
+/* After the write of fresh: erase what it replaces. If the previous record cannot be
+ * erased and is still whole, fresh is taken back (the old state, not both); the error is
+ * reported either way. */
+m2mhsm_status ks_replace_end(m2mhsm_keystore *ks, const ks_known *known,
+                             const m2mhsm_record *fresh);
 
 /* ---- store.c: enrolment (m2mhsm_keystore_store_ke) in its two steps ---- */
 /* The KeIDs of a KpmID that a new Ke replaces, as this process knows them: the newest
@@ -197,6 +228,7 @@ m2mhsm_status ks_ke_write(m2mhsm_keystore *ks, const m2mhsm_enrolment *enr,
                           const uint8_t exported[M2MHSM_EXPORT_LEN], m2mhsm_record *out,
                           ks_replaced *old);
 /* Step 2: erase the replaced Ke records and what was derived from them. */
-void ks_ke_erase_replaced(m2mhsm_keystore *ks, const m2mhsm_record *rec, const ks_replaced *old);
+m2mhsm_status ks_ke_erase_replaced(m2mhsm_keystore *ks, const m2mhsm_record *rec,
+                                   const ks_replaced *old);
 
 #endif

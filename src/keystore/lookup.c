@@ -28,26 +28,44 @@ static CK_OBJECT_HANDLE primary(const m2mhsm_record *rec, int *form)
 }
 
 /* Another process may have destroyed the record (handle invalid) or, after a destroy, a
- * module may reuse the handle for another object: the label and CKA_ID must still match. */
-int ks_still_there(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, const m2mhsm_record *rec)
+ * module may reuse the handle for another object: the label and CKA_ID must still match.
+ * M2MHSM_OK if it is there, M2MHSM_E_NOT_FOUND if not; a failed read is an error, not an
+ * absence, since callers act on absence (a replacement would keep the old record). */
+m2mhsm_status ks_still_there(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, const m2mhsm_record *rec)
 {
     int form;
     CK_OBJECT_HANDLE h = primary(rec, &form);
     char want[M2MHSM_LABEL_MAX], label[M2MHSM_LABEL_MAX];
+    m2mhsm_status st;
     if (form < 0) {
         /* A configuration has no key; a replacement keeps the label, so compare the
          * record id inside the metadata (rare: the MEF reads it once per enrolment). */
         m2mhsm_record now;
-        return ks_read_meta(ks->tok, s, h, &now) == M2MHSM_OK &&
-               memcmp(now.record_id, rec->record_id, M2MHSM_RECORD_ID_LEN) == 0;
+        st = ks_read_meta(ks->tok, s, h, &now);
+        if (st == M2MHSM_OK && memcmp(now.record_id, rec->record_id, M2MHSM_RECORD_ID_LEN) != 0)
+            st = M2MHSM_E_NOT_FOUND;
+        return st == M2MHSM_E_CORRUPT ? M2MHSM_E_NOT_FOUND : st;
     }
     ks_key_label(rec, (m2mhsm_form)form, want, sizeof(want));
     uint8_t id[M2MHSM_RECORD_ID_LEN];
     size_t id_len = 0;
-    if (ks_read_key_ids(ks->tok, s, h, label, sizeof(label), id, &id_len) != M2MHSM_OK)
-        return 0;
-    return id_len == M2MHSM_RECORD_ID_LEN &&
-           memcmp(id, rec->record_id, M2MHSM_RECORD_ID_LEN) == 0 && strcmp(label, want) == 0;
+    st = ks_read_key_ids(ks->tok, s, h, label, sizeof(label), id, &id_len);
+    if (st != M2MHSM_OK)
+        return st;
+    int same = id_len == M2MHSM_RECORD_ID_LEN &&
+               memcmp(id, rec->record_id, M2MHSM_RECORD_ID_LEN) == 0 && strcmp(label, want) == 0;
+    return same ? M2MHSM_OK : M2MHSM_E_NOT_FOUND;
+}
+
+m2mhsm_status ks_confirm(m2mhsm_keystore *ks, const m2mhsm_record *rec)
+{
+    CK_SESSION_HANDLE s;
+    m2mhsm_status st = m2mhsm_token_session_get(ks->tok, &s);
+    if (st != M2MHSM_OK)
+        return st;
+    st = ks_still_there(ks, s, rec);
+    m2mhsm_token_session_put(ks->tok, s);
+    return st;
 }
 
 static m2mhsm_status attach_keys(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, m2mhsm_record *rec)
@@ -80,7 +98,9 @@ static m2mhsm_status attach_keys(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, m2mhs
 }
 
 /* A miss: search the token for metadata with this label (another process may have written
- * it since we opened), then its keys. The newest complete record wins. */
+ * it since we opened), then its keys. The newest complete record wins; every complete one
+ * is indexed, so that an older one a crash left beside it is known to the next
+ * replacement, which erases it. */
 static m2mhsm_status search(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, m2mhsm_kind kind,
                             const char *identity, m2mhsm_record *out)
 {
@@ -102,11 +122,18 @@ static m2mhsm_status search(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, m2mhsm_kin
     int found = 0;
     for (size_t i = 0; st == M2MHSM_OK && i < n; i++) {
         m2mhsm_record rec;
-        if (ks_read_meta(ks->tok, s, h[i], &rec) != M2MHSM_OK || rec.kind != kind ||
-            strcmp(rec.identity, identity) != 0)
+        m2mhsm_status rs = ks_read_meta(ks->tok, s, h[i], &rec);
+        if (rs != M2MHSM_OK && rs != M2MHSM_E_NOT_FOUND && rs != M2MHSM_E_CORRUPT)
+            st = rs; /* a read error is no evidence of absence */
+        if (rs != M2MHSM_OK || rec.kind != kind || strcmp(rec.identity, identity) != 0)
             continue;
         st = attach_keys(ks, s, &rec);
-        if (st == M2MHSM_OK && ks_record_complete(&rec) && (!found || rec.created > out->created)) {
+        if (st != M2MHSM_OK || !ks_record_complete(&rec))
+            continue;
+        pthread_mutex_lock(&ks->lock);
+        ks_index_insert(ks, &rec);
+        pthread_mutex_unlock(&ks->lock);
+        if (!found || ks_record_newer(&rec, out)) {
             *out = rec;
             found = 1;
         }
@@ -184,7 +211,12 @@ static m2mhsm_status lookup(m2mhsm_keystore *ks, m2mhsm_kind kind, const char *i
     if ((st = m2mhsm_token_session_get(ks->tok, &s)) != M2MHSM_OK)
         return st;
     unsigned gen = m2mhsm_token_generation(ks->tok);
-    if (have && ks_still_there(ks, s, out)) {
+    st = have ? ks_still_there(ks, s, out) : M2MHSM_E_NOT_FOUND;
+    if (st != M2MHSM_OK && st != M2MHSM_E_NOT_FOUND) {
+        m2mhsm_token_session_put(ks->tok, s);
+        return st;
+    }
+    if (st == M2MHSM_OK) {
         m2mhsm_token_session_put(ks->tok, s);
         out->generation = gen;
         pthread_mutex_lock(&ks->lock);

@@ -106,6 +106,11 @@ unsigned ks_kind_forms(m2mhsm_kind kind)
     return 0;
 }
 
+int ks_kind_replaceable(m2mhsm_kind kind)
+{
+    return kind != M2MHSM_KIND_KPM;
+}
+
 int ks_kind_is_credential(m2mhsm_kind kind)
 {
     return kind == M2MHSM_KIND_KE || kind == M2MHSM_KIND_KM || kind == M2MHSM_KIND_KPSA;
@@ -173,8 +178,8 @@ m2mhsm_status ks_meta_encode(const m2mhsm_record *rec, char *buf, size_t *len)
                                 "created=%" PRId64 "\nexpiry=%" PRId64 "\n",
                      m2mhsm_kind_name(rec->kind), rec->identity, rid, rec->kpm_id, rec->ke_id,
                      rec->enrolee_id, rec->target_id, spec, rec->created, rec->expiry);
-    /* Only a Ke carries seq: records of other kinds stay readable by older versions. */
-    if (n > 0 && n < M2MHSM_META_MAX && rec->kind == M2MHSM_KIND_KE)
+    /* A Kpm carries no seq (nothing replaces one), so it stays readable by older versions. */
+    if (n > 0 && n < M2MHSM_META_MAX && ks_kind_replaceable(rec->kind))
         n += snprintf(buf + n, M2MHSM_META_MAX - (size_t)n, "seq=%" PRIu64 "\n", rec->seq);
     /* Only a record with fewer forms than its kind's all says which: a record with all of
      * them (or 0: not chosen) is written exactly as before forms= existed. */
@@ -328,7 +333,7 @@ static int kind_fields_ok(const m2mhsm_record *r)
 
 static int record_ok(const m2mhsm_record *r)
 {
-    if (r->seq != 0 && r->kind != M2MHSM_KIND_KE)
+    if (r->seq != 0 && !ks_kind_replaceable(r->kind))
         return 0;
     /* A subset of the kind's forms, and for a PSK at least one a handshake can use. */
     unsigned all = ks_kind_forms(r->kind), tls = M2MHSM_FORMS_TLS12 | M2MHSM_FORMS_TLS13;

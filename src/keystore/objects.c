@@ -100,6 +100,16 @@ m2mhsm_status ks_destroy(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HA
     return M2MHSM_OK;
 }
 
+int ks_may_exist(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h)
+{
+    CK_OBJECT_CLASS cls;
+    CK_ATTRIBUTE a = {CKA_CLASS, &cls, sizeof(cls)};
+    m2mhsm_token_read_begin(tok);
+    CK_RV rv = m2mhsm_token_functions(tok)->C_GetAttributeValue(s, h, &a, 1);
+    m2mhsm_token_read_end(tok);
+    return rv != CKR_OBJECT_HANDLE_INVALID;
+}
+
 static m2mhsm_status find_all(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE **out,
                               size_t *count)
 {
@@ -139,6 +149,11 @@ m2mhsm_status ks_find(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tmpl
     CK_FUNCTION_LIST *fn = m2mhsm_token_functions(tok);
     m2mhsm_token_search_begin(tok);
     CK_RV rv = fn->C_FindObjectsInit(s, tmpl, n);
+    if (rv == CKR_OPERATION_ACTIVE) {
+        /* A pooled session whose last search could not be finalised: finish it now. */
+        fn->C_FindObjectsFinal(s);
+        rv = fn->C_FindObjectsInit(s, tmpl, n);
+    }
     if (rv != CKR_OK) {
         m2mhsm_token_search_end(tok);
         return m2mhsm_fail_ckr("C_FindObjectsInit", rv);
@@ -147,7 +162,9 @@ m2mhsm_status ks_find(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tmpl
     rv = fn->C_FindObjectsFinal(s);
     m2mhsm_token_search_end(tok);
     if (st == M2MHSM_OK && rv != CKR_OK) {
-        free(*out);
+        free(*out); /* callers free *out on error too */
+        *out = NULL;
+        *count = 0;
         return m2mhsm_fail_ckr("C_FindObjectsFinal", rv);
     }
     return st;
@@ -164,8 +181,15 @@ m2mhsm_status ks_read_key_ids(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_
     m2mhsm_token_read_begin(tok);
     CK_RV rv = fn->C_GetAttributeValue(s, h, a, M2MHSM_ARRAY_LEN(a));
     m2mhsm_token_read_end(tok);
-    /* Foreign keys may have longer labels or ids than ours: too small means "not ours". */
+    /* Foreign keys may have longer labels or ids than ours: too small means "not ours".
+     * But a key whose label came back as ours is ours whatever else failed: calling it
+     * foreign would make its record look incomplete, and repair destroys those. */
     if (rv == CKR_BUFFER_TOO_SMALL || rv == CKR_ATTRIBUTE_TYPE_INVALID) {
+        int labelled_ours = a[0].ulValueLen != CK_UNAVAILABLE_INFORMATION &&
+                            a[0].ulValueLen >= strlen(M2MHSM_LABEL_PREFIX) &&
+                            memcmp(label, M2MHSM_LABEL_PREFIX, strlen(M2MHSM_LABEL_PREFIX)) == 0;
+        if (labelled_ours)
+            return m2mhsm_fail_ckr("C_GetAttributeValue(CKA_LABEL, CKA_ID) of an m2mhsm key", rv);
         label[0] = '\0';
         *id_len = 0;
         return M2MHSM_OK;
@@ -179,15 +203,29 @@ m2mhsm_status ks_read_key_ids(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_
     return M2MHSM_OK;
 }
 
+/* The size of h's CKA_VALUE, 0 if unknown. Metadata is called corrupt for its size only
+ * when the token confirms it: a token that says a value which fits is too small contradicts
+ * itself, and taking its record for corrupt would hide it from every write that replaces
+ * it (a re-enrolment would then keep the old Ke valid). */
+static CK_ULONG value_size(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h)
+{
+    CK_ATTRIBUTE a = {CKA_VALUE, NULL, 0};
+    m2mhsm_token_read_begin(tok);
+    CK_RV rv = m2mhsm_token_functions(tok)->C_GetAttributeValue(s, h, &a, 1);
+    m2mhsm_token_read_end(tok);
+    return rv == CKR_OK && a.ulValueLen != CK_UNAVAILABLE_INFORMATION ? a.ulValueLen : 0;
+}
+
 m2mhsm_status ks_read_meta(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
                            m2mhsm_record *rec)
 {
     char value[M2MHSM_META_MAX];
     CK_ATTRIBUTE a = {CKA_VALUE, value, sizeof(value)};
+    rec->meta = CK_INVALID_HANDLE; /* on every error path: callers read it */
     m2mhsm_token_read_begin(tok);
     CK_RV rv = m2mhsm_token_functions(tok)->C_GetAttributeValue(s, h, &a, 1);
     m2mhsm_token_read_end(tok);
-    if (rv == CKR_BUFFER_TOO_SMALL)
+    if (rv == CKR_BUFFER_TOO_SMALL && value_size(tok, s, h) > sizeof(value))
         return m2mhsm_fail(M2MHSM_E_CORRUPT, "metadata object larger than %d bytes",
                            M2MHSM_META_MAX);
     if (rv == CKR_OBJECT_HANDLE_INVALID)

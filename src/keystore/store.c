@@ -4,6 +4,7 @@
 #include "write.h"
 #include "../internal.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -40,13 +41,131 @@ static void record_init(m2mhsm_keystore *ks, m2mhsm_record *rec, m2mhsm_kind kin
 
 /* Replace semantics: erase the previous record only after the new one is written, so a
  * failure leaves the old one in place (nothing lost). */
-static void erase_previous(m2mhsm_keystore *ks, const m2mhsm_record *prev)
+static m2mhsm_status erase_previous(m2mhsm_keystore *ks, const m2mhsm_record *prev)
 {
     CK_SESSION_HANDLE s;
-    if (m2mhsm_token_session_get(ks->tok, &s) != M2MHSM_OK)
-        return;
-    ks_record_destroy(ks, s, prev);
+    m2mhsm_status st = m2mhsm_token_session_get(ks->tok, &s);
+    if (st != M2MHSM_OK)
+        return st;
+    st = ks_record_destroy(ks, s, prev);
     m2mhsm_token_session_put(ks->tok, s);
+    return st;
+}
+
+/* The record a write replaces, if this process knows one (*had). A failed confirmation is
+ * an error: taken for "none", the replacement would leave the old record valid. */
+static m2mhsm_status known_previous(m2mhsm_keystore *ks, m2mhsm_kind kind, const char *identity,
+                                    m2mhsm_record *prev, int *had)
+{
+    m2mhsm_status st = ks_lookup_known(ks, kind, identity, prev);
+    *had = st == M2MHSM_OK;
+    return st == M2MHSM_E_NOT_FOUND ? M2MHSM_OK : st;
+}
+
+/* A seq above `after` and, where the clock allows, above any other process's from an
+ * earlier instant: milliseconds of the real time (the store's clock may be a test's). */
+static uint64_t next_seq(uint64_t after)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    return after + 1 > ms ? after + 1 : ms;
+}
+
+/* What this process knows under (kind, identity): the record it holds there, and an older
+ * one of the identity that a crash left beside it (twins). */
+static m2mhsm_status known_under(m2mhsm_keystore *ks, m2mhsm_kind kind, const char *identity,
+                                 ks_known *k)
+{
+    m2mhsm_status st = known_previous(ks, kind, identity, &k->prev, &k->had);
+    if (st != M2MHSM_OK)
+        return st;
+    pthread_mutex_lock(&ks->lock);
+    const m2mhsm_record *twin = ks_index_get(&ks->twins, kind, identity, strlen(identity));
+    k->had_twin = twin != NULL && (!k->had || memcmp(twin->record_id, k->prev.record_id,
+                                                     M2MHSM_RECORD_ID_LEN) != 0);
+    if (k->had_twin)
+        k->twin = *twin;
+    pthread_mutex_unlock(&ks->lock);
+    return M2MHSM_OK;
+}
+
+/* The seq of a record that replaces what k holds: above both, so it is the newest. */
+static uint64_t seq_after(const ks_known *k)
+{
+    uint64_t after = k->had ? k->prev.seq : 0;
+    if (k->had_twin && k->twin.seq > after)
+        after = k->twin.seq;
+    return next_seq(after);
+}
+
+/* The index's older twin, confirmed first: its handles may name other objects by now. */
+static m2mhsm_status erase_twin(m2mhsm_keystore *ks, const m2mhsm_record *twin)
+{
+    m2mhsm_status st = ks_confirm(ks, twin);
+    if (st == M2MHSM_OK)
+        return erase_previous(ks, twin);
+    if (st == M2MHSM_E_NOT_FOUND) {
+        pthread_mutex_lock(&ks->lock);
+        ks_index_forget(ks, twin);
+        pthread_mutex_unlock(&ks->lock);
+        return M2MHSM_OK;
+    }
+    return st;
+}
+
+/* Whether a record whose erase failed is still whole: its objects go keys first, so it is
+ * whole while the first of them exists. */
+static int still_whole(m2mhsm_keystore *ks, const m2mhsm_record *rec)
+{
+    CK_OBJECT_HANDLE first = rec->meta;
+    for (int f = M2MHSM_FORM_COUNT - 1; f >= 0; f--)
+        if (rec->key[f] != CK_INVALID_HANDLE)
+            first = rec->key[f];
+    CK_SESSION_HANDLE s;
+    if (m2mhsm_token_session_get(ks->tok, &s) != M2MHSM_OK)
+        return 1;
+    int whole = ks_may_exist(ks->tok, s, first);
+    m2mhsm_token_session_put(ks->tok, s);
+    return whole;
+}
+
+/* The previous record (NULL: the Km/Kpsa of a Ke not yet erased) could not be erased. While it is
+ * whole, take the new one back, so the store holds the old state rather than both (two valid Ke for
+ * one KpmID, or two Km under one KeID); once it is torn (unusable, left to repair), the new one is
+ * the state to keep. Either way the erase's error is reported. */
+static m2mhsm_status undo_replacement(m2mhsm_keystore *ks, const m2mhsm_record *prev,
+                                      const m2mhsm_record *fresh, m2mhsm_status st)
+{
+    char first[256];
+    snprintf(first, sizeof(first), "replacing the previous record: %s", m2mhsm_last_error());
+    CK_SESSION_HANDLE s;
+    if (still_whole(ks, prev) && m2mhsm_token_session_get(ks->tok, &s) == M2MHSM_OK) {
+        ks_record_destroy(ks, s, fresh);
+        m2mhsm_token_session_put(ks->tok, s);
+    }
+    return m2mhsm_fail(st, "%s", first);
+}
+
+m2mhsm_status ks_replace_begin(m2mhsm_keystore *ks, m2mhsm_record *rec, ks_known *known)
+{
+    m2mhsm_status st = known_under(ks, rec->kind, rec->identity, known);
+    if (st == M2MHSM_OK)
+        rec->seq = seq_after(known);
+    return st;
+}
+
+m2mhsm_status ks_replace_end(m2mhsm_keystore *ks, const ks_known *k, const m2mhsm_record *fresh)
+{
+    m2mhsm_status st;
+    if (k->had && (st = erase_previous(ks, &k->prev)) != M2MHSM_OK)
+        return undo_replacement(ks, &k->prev, fresh, st);
+    if (k->had_twin && (st = erase_twin(ks, &k->twin)) != M2MHSM_OK)
+        return m2mhsm_fail(st,
+                           "the new record is stored and current, but an older one of its "
+                           "identity could not be erased (the next open or sweep will): %s",
+                           m2mhsm_last_error());
+    return M2MHSM_OK;
 }
 
 m2mhsm_status m2mhsm_keystore_import_kpm(m2mhsm_keystore *ks, const char *kpm_id,
@@ -97,13 +216,12 @@ m2mhsm_status m2mhsm_keystore_configure_enrolee(m2mhsm_keystore *ks, const char 
     set_str(rec.target_id, sizeof(rec.target_id), target_id);
     set_str(rec.enrolee_id, sizeof(rec.enrolee_id), enrolee_id);
     rec.enrolment_expiry = *expiry;
-    m2mhsm_record prev;
-    int had = ks_lookup_known(ks, M2MHSM_KIND_ENROLMENT, kpm_id, &prev) == M2MHSM_OK;
+    ks_known known;
+    if ((st = ks_replace_begin(ks, &rec, &known)) != M2MHSM_OK)
+        return st;
     ks_key_spec none[M2MHSM_FORM_COUNT] = {{0}};
     st = ks_record_write(ks, &rec, none);
-    if (st == M2MHSM_OK && had)
-        erase_previous(ks, &prev);
-    return st;
+    return st == M2MHSM_OK ? ks_replace_end(ks, &known, &rec) : st;
 }
 
 static m2mhsm_status check_enrolment(const m2mhsm_enrolment *enr)
@@ -135,26 +253,26 @@ static uint64_t replaced_ke(m2mhsm_keystore *ks, const char *kpm_id, ks_replaced
     if (newest != NULL)
         seq = newest->seq;
     pthread_mutex_unlock(&ks->lock);
-    /* Above the last one, and where the clock allows above any other process's from an
-     * earlier instant: milliseconds of the real time (the store's clock may be a test's). */
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-    return seq + 1 > ms ? seq + 1 : ms;
+    return next_seq(seq);
 }
 
 /* A replaced enrolment: its Ke and the Km/Kpsa derived from it (identity = KeID), as the
  * index knows them. No token scan: re-enrolment runs on a server's event loop, and a scan
  * costs time proportional to the token. A copy only another process has seen is left to
  * its expiry and the sweep. */
-static void erase_known_enrolment(m2mhsm_keystore *ks, const char *ke_id)
+static m2mhsm_status erase_known_enrolment(m2mhsm_keystore *ks, const char *ke_id)
 {
     static const m2mhsm_kind kinds[] = {M2MHSM_KIND_KM, M2MHSM_KIND_KPSA, M2MHSM_KIND_KE};
-    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
-        m2mhsm_record prev;
-        if (ks_lookup_known(ks, kinds[i], ke_id, &prev) == M2MHSM_OK)
-            erase_previous(ks, &prev);
+    m2mhsm_status st = M2MHSM_OK;
+    for (size_t i = 0; st == M2MHSM_OK && i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+        ks_known known;
+        st = known_under(ks, kinds[i], ke_id, &known);
+        if (st == M2MHSM_OK && known.had)
+            st = erase_previous(ks, &known.prev);
+        if (st == M2MHSM_OK && known.had_twin)
+            st = erase_twin(ks, &known.twin);
     }
+    return st;
 }
 
 m2mhsm_status ks_ke_write(m2mhsm_keystore *ks, const m2mhsm_enrolment *enr,
@@ -190,15 +308,18 @@ m2mhsm_status ks_ke_write(m2mhsm_keystore *ks, const m2mhsm_enrolment *enr,
     return st;
 }
 
-void ks_ke_erase_replaced(m2mhsm_keystore *ks, const m2mhsm_record *rec, const ks_replaced *old)
+m2mhsm_status ks_ke_erase_replaced(m2mhsm_keystore *ks, const m2mhsm_record *rec,
+                                   const ks_replaced *old)
 {
-    for (size_t i = 0; i < sizeof(old->ke_id) / sizeof(old->ke_id[0]); i++)
+    m2mhsm_status st = M2MHSM_OK;
+    for (size_t i = 0; st == M2MHSM_OK && i < sizeof(old->ke_id) / sizeof(old->ke_id[0]); i++)
         if (old->ke_id[i][0] != '\0' && strcmp(old->ke_id[i], rec->identity) != 0)
-            erase_known_enrolment(ks, old->ke_id[i]);
+            st = erase_known_enrolment(ks, old->ke_id[i]);
+    return st;
 }
 
 /* Write first, erase after: a failed write leaves the old enrolment as it was, and from the
- * moment the new Ke exists it alone is current (ks_ke_newer), so a crash before the erase
+ * moment the new Ke exists it alone is current (ks_record_newer), so a crash before the erase
  * leaves an old Ke that nobody uses and the next open or sweep erases. */
 m2mhsm_status m2mhsm_keystore_store_ke(m2mhsm_keystore *ks, const m2mhsm_enrolment *enr,
                                        const uint8_t exported[M2MHSM_EXPORT_LEN],
@@ -209,7 +330,12 @@ m2mhsm_status m2mhsm_keystore_store_ke(m2mhsm_keystore *ks, const m2mhsm_enrolme
     m2mhsm_status st = ks_ke_write(ks, enr, exported, &rec, &old);
     if (st != M2MHSM_OK)
         return st;
-    ks_ke_erase_replaced(ks, &rec, &old);
+    st = ks_ke_erase_replaced(ks, &rec, &old);
+    if (st != M2MHSM_OK)
+        return m2mhsm_fail(st,
+                           "the new Ke is stored and current, but the one it replaces "
+                           "could not be erased (the next open or sweep will): %s",
+                           m2mhsm_last_error());
     if (out != NULL)
         *out = rec;
     return M2MHSM_OK;
@@ -251,12 +377,11 @@ static m2mhsm_kind derived_kind(m2mhsm_derivation which)
 static m2mhsm_status write_derived(m2mhsm_keystore *ks, m2mhsm_record *rec, const uint8_t *key,
                                    size_t len)
 {
-    m2mhsm_record prev;
-    int had = ks_lookup_known(ks, rec->kind, rec->identity, &prev) == M2MHSM_OK;
-    m2mhsm_status st = ks_write_psk(ks, rec, key, len);
-    if (st == M2MHSM_OK && had)
-        erase_previous(ks, &prev);
-    return st;
+    ks_known known;
+    m2mhsm_status st = ks_replace_begin(ks, rec, &known);
+    if (st == M2MHSM_OK)
+        st = ks_write_psk(ks, rec, key, len);
+    return st == M2MHSM_OK ? ks_replace_end(ks, &known, rec) : st;
 }
 
 m2mhsm_status m2mhsm_keystore_derive_store(m2mhsm_keystore *ks, const m2mhsm_record *ke,

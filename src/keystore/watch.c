@@ -85,8 +85,9 @@ void ks_forget_vanished(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, const ks_scan 
     pthread_mutex_unlock(&ks->lock);
     free(ids);
     for (size_t i = 0; st == M2MHSM_OK && i < n; i++) {
-        /* A record written after the scan began is on the token, and stays. */
-        if (ks_still_there(ks, s, &missing[i]))
+        /* A record written after the scan began is on the token, and stays; so does one
+         * whose read failed: only a definite absence is an erase. */
+        if (ks_still_there(ks, s, &missing[i]) != M2MHSM_E_NOT_FOUND)
             continue;
         pthread_mutex_lock(&ks->lock);
         ks_index_forget(ks, &missing[i]);

@@ -2,6 +2,7 @@
 #include "p11.h"
 #include "../internal.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -33,18 +34,30 @@ static m2mhsm_status parse_uri(const char *text, P11KitUri **out)
     return st;
 }
 
-static int slot_matches(CK_FUNCTION_LIST *fn, CK_SLOT_ID slot, P11KitUri *uri)
+/* *match = 1 if the slot holds an initialised token that uri names. A slot or token the
+ * module cannot describe is an error, not a mismatch: "no token matches" would send an
+ * operator looking for the wrong fault. */
+static m2mhsm_status slot_matches(CK_FUNCTION_LIST *fn, CK_SLOT_ID slot, P11KitUri *uri, int *match)
 {
     CK_SLOT_INFO si;
     CK_TOKEN_INFO ti;
-    if (fn->C_GetSlotInfo(slot, &si) != CKR_OK || fn->C_GetTokenInfo(slot, &ti) != CKR_OK)
-        return 0;
+    *match = 0;
+    CK_RV rv = fn->C_GetSlotInfo(slot, &si);
+    if (rv != CKR_OK)
+        return m2mhsm_fail_ckr("C_GetSlotInfo", rv);
+    /* The token may have gone since C_GetSlotList: then this slot simply has none. */
+    rv = fn->C_GetTokenInfo(slot, &ti);
+    if (rv == CKR_TOKEN_NOT_PRESENT || rv == CKR_TOKEN_NOT_RECOGNIZED)
+        return M2MHSM_OK;
+    if (rv != CKR_OK)
+        return m2mhsm_fail_ckr("C_GetTokenInfo", rv);
     if (!(ti.flags & CKF_TOKEN_INITIALIZED))
-        return 0;
+        return M2MHSM_OK;
     CK_SLOT_ID want = p11_kit_uri_get_slot_id(uri);
     if (want != (CK_SLOT_ID)-1 && want != slot)
-        return 0;
-    return p11_kit_uri_match_slot_info(uri, &si) && p11_kit_uri_match_token_info(uri, &ti);
+        return M2MHSM_OK;
+    *match = p11_kit_uri_match_slot_info(uri, &si) && p11_kit_uri_match_token_info(uri, &ti);
+    return M2MHSM_OK;
 }
 
 /* Exactly one initialised token must match: picking "the first" of several would let a
@@ -67,12 +80,16 @@ static m2mhsm_status find_slot(m2mhsm_token *tok)
         goto done;
     }
     size_t matches = 0;
-    for (CK_ULONG i = 0; i < n; i++) {
-        if (slot_matches(tok->fn, slots[i], uri)) {
+    for (CK_ULONG i = 0; st == M2MHSM_OK && i < n; i++) {
+        int match = 0;
+        st = slot_matches(tok->fn, slots[i], uri, &match);
+        if (match) {
             tok->slot = slots[i];
             matches++;
         }
     }
+    if (st != M2MHSM_OK)
+        goto done;
     if (matches == 0)
         st = m2mhsm_fail(M2MHSM_E_TOKEN, "no initialised token matches %s", tok->token_uri);
     else if (matches > 1)
@@ -84,22 +101,38 @@ done:
     return st;
 }
 
-static int mech_has(CK_FUNCTION_LIST *fn, CK_SLOT_ID slot, CK_MECHANISM_TYPE m, CK_FLAGS need)
+/* *has = 1 if the token offers mechanism m with every flag in need. A mechanism the token
+ * does not know is an answer; any other failure is an error to report, not "unsupported". */
+static m2mhsm_status mech_has(CK_FUNCTION_LIST *fn, CK_SLOT_ID slot, CK_MECHANISM_TYPE m,
+                              CK_FLAGS need, int *has)
 {
     CK_MECHANISM_INFO info;
-    return fn->C_GetMechanismInfo(slot, m, &info) == CKR_OK && (info.flags & need) == need;
+    CK_RV rv = fn->C_GetMechanismInfo(slot, m, &info);
+    *has = rv == CKR_OK && (info.flags & need) == need;
+    if (rv == CKR_OK || rv == CKR_MECHANISM_INVALID)
+        return M2MHSM_OK;
+    char op[64];
+    snprintf(op, sizeof(op), "C_GetMechanismInfo(%s)", m2mhsm_ckm_name(m));
+    return m2mhsm_fail_ckr(op, rv);
 }
 
-static void probe(m2mhsm_token *tok)
+static m2mhsm_status probe(m2mhsm_token *tok)
 {
     CK_FUNCTION_LIST *fn = tok->fn;
+    CK_SLOT_ID slot = tok->slot;
     m2mhsm_token_caps *c = &tok->caps;
-    c->sha256_hmac = mech_has(fn, tok->slot, CKM_SHA256_HMAC, CKF_SIGN);
-    c->aes_key_wrap = mech_has(fn, tok->slot, CKM_AES_KEY_WRAP, CKF_UNWRAP);
-    c->aes_key_wrap_kwp = mech_has(fn, tok->slot, CKM_AES_KEY_WRAP_KWP, CKF_UNWRAP);
-    c->aes_key_wrap_pad = mech_has(fn, tok->slot, CKM_AES_KEY_WRAP_PAD, CKF_UNWRAP);
-    c->hkdf_derive = mech_has(fn, tok->slot, CKM_HKDF_DERIVE, CKF_DERIVE);
-    c->sp800_108_feedback = mech_has(fn, tok->slot, CKM_SP800_108_FEEDBACK_KDF, CKF_DERIVE);
+    m2mhsm_status st = mech_has(fn, slot, CKM_SHA256_HMAC, CKF_SIGN, &c->sha256_hmac);
+    if (st == M2MHSM_OK)
+        st = mech_has(fn, slot, CKM_AES_KEY_WRAP, CKF_UNWRAP, &c->aes_key_wrap);
+    if (st == M2MHSM_OK)
+        st = mech_has(fn, slot, CKM_AES_KEY_WRAP_KWP, CKF_UNWRAP, &c->aes_key_wrap_kwp);
+    if (st == M2MHSM_OK)
+        st = mech_has(fn, slot, CKM_AES_KEY_WRAP_PAD, CKF_UNWRAP, &c->aes_key_wrap_pad);
+    if (st == M2MHSM_OK)
+        st = mech_has(fn, slot, CKM_HKDF_DERIVE, CKF_DERIVE, &c->hkdf_derive);
+    if (st == M2MHSM_OK)
+        st = mech_has(fn, slot, CKM_SP800_108_FEEDBACK_KDF, CKF_DERIVE, &c->sp800_108_feedback);
+    return st;
 }
 
 static m2mhsm_status login(m2mhsm_token *tok)
@@ -137,7 +170,8 @@ static m2mhsm_status attach_locked(m2mhsm_token *tok)
     m2mhsm_status st = find_slot(tok);
     if (st != M2MHSM_OK)
         return st;
-    probe(tok);
+    if ((st = probe(tok)) != M2MHSM_OK)
+        return st;
     if (!tok->caps.sha256_hmac)
         return m2mhsm_fail(M2MHSM_E_UNSUPPORTED,
                            "token lacks CKM_SHA256_HMAC with CKF_SIGN, which TS-0003 needs");

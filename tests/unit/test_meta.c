@@ -48,14 +48,15 @@ static void test_metadata_round_trips(void **state)
     assert_int_equal(back.key[M2MHSM_FORM_RAW], CK_INVALID_HANDLE);
 }
 
-/* seq orders the Ke of a KpmID: written for a Ke only, read back; absent (a record from
- * before it) it reads as 0; on another kind the record is corrupt. */
-static void test_ke_seq_round_trips_and_is_optional(void **state)
+/* seq orders the records of one identity and the Ke of one KpmID: written for every kind
+ * a write may replace, read back; absent (a record from before it) it reads as 0. A Kpm,
+ * which nothing replaces, has none (older versions read it), and with one is corrupt. */
+static void seq_round_trips(m2mhsm_kind kind)
 {
-    (void)state;
     m2mhsm_record r = sample(), back;
-    r.kind = M2MHSM_KIND_KE;
-    r.ke_id[0] = '\0';
+    r.kind = kind;
+    if (kind == M2MHSM_KIND_KE)
+        r.ke_id[0] = '\0';
     r.seq = 1795000000123ULL;
     char buf[M2MHSM_META_MAX];
     size_t len = 0;
@@ -67,9 +68,24 @@ static void test_ke_seq_round_trips_and_is_optional(void **state)
     memmove(line, line + strlen("seq=1795000000123\n"), len - (size_t)(line - buf));
     assert_int_equal(ks_meta_decode(buf, strlen(buf), &back), M2MHSM_OK);
     assert_true(back.seq == 0);
-    m2mhsm_record km = sample();
-    assert_int_equal(ks_meta_encode(&km, buf, &len), M2MHSM_OK);
+}
+
+static void test_seq_round_trips_and_is_optional(void **state)
+{
+    (void)state;
+    seq_round_trips(M2MHSM_KIND_KE);
+    seq_round_trips(M2MHSM_KIND_KM);
+    m2mhsm_record kpm = sample(), back;
+    kpm.kind = M2MHSM_KIND_KPM;
+    strcpy(kpm.identity, kpm.kpm_id);
+    kpm.ke_id[0] = '\0';
+    kpm.seq = 7; /* not written for a Kpm */
+    char buf[M2MHSM_META_MAX];
+    size_t len = 0;
+    assert_int_equal(ks_meta_encode(&kpm, buf, &len), M2MHSM_OK);
     assert_null(strstr(buf, "seq="));
+    assert_int_equal(ks_meta_decode(buf, len, &back), M2MHSM_OK);
+    assert_true(back.seq == 0);
     strcat(buf, "seq=1\n");
     assert_int_equal(ks_meta_decode(buf, strlen(buf), &back), M2MHSM_E_CORRUPT);
 }
@@ -236,7 +252,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_metadata_round_trips),
-        cmocka_unit_test(test_ke_seq_round_trips_and_is_optional),
+        cmocka_unit_test(test_seq_round_trips_and_is_optional),
         cmocka_unit_test(test_tampered_metadata_is_refused),
         cmocka_unit_test(test_forms_round_trip_and_default_to_all),
         cmocka_unit_test(test_labels_name_kind_identity_and_form),

@@ -1,0 +1,286 @@
+/*
+ * m2mfault: a PKCS#11 module for tests that forwards every call to a real module and, driven
+ * by its environment, fails or crashes at a chosen call, or only counts calls.
+ *
+ *   M2M_FAULT_MODULE  the real module to forward to (required).
+ *   M2M_FAULT_FUNC    the function whose calls are counted for K ("C_FindObjects"), or "*"
+ *                     for all calls together. Unset: count only, inject nothing.
+ *   M2M_FAULT_K       act at the K-th such call (1-based), once.
+ *   M2M_FAULT_ACTION  what to do at that call:
+ *                       CKR_<NAME> or 0x<hex>  return that code without forwarding the call.
+ *                         CKR_BUFFER_TOO_SMALL from C_GetAttributeValue is the one exception:
+ *                         the call is forwarded and its last attribute is then reported as
+ *                         unavailable, as PKCS#11 says a too-small buffer is.
+ *                       abort-before  abort() instead of forwarding the call;
+ *                       abort-after   forward it, then abort() (the write happened, the
+ *                                     process died before it learnt so).
+ *   M2M_FAULT_REPORT  a file to which each process appends, when it exits, one line per
+ *                     function called: "<pid> <function> <calls>", then "<pid> * <total>",
+ *                     and, if it acted, "<pid> acted <function> <k> <action>" (written
+ *                     before an abort).
+ *   M2M_FAULT_TRACE   a file to which every call appends its function's name, one a line:
+ *                     for a counting run, so a sweep knows which function the K-th call is.
+ *
+ * Nothing is ever written to stdout or stderr, so a test that finds the call and the CKR
+ * named there knows that the program under test named them.
+ *
+ * Counters are atomic (servers call from several threads); a forked child inherits its
+ * parent's counts and reports its own at its exit. The library is marked nodelete so that
+ * its counts survive a dlclose and reload within one process.
+ */
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <p11-kit/pkcs11.h>
+
+typedef unsigned long ul;
+typedef unsigned char uc;
+typedef CK_SESSION_HANDLE sh;
+typedef CK_OBJECT_HANDLE oh;
+typedef CK_MECHANISM mech;
+typedef CK_ATTRIBUTE attr;
+
+enum {
+#define F(name, params, args) FN_##name,
+#define G F
+#include "functions.h"
+#undef G
+#undef F
+    FN_COUNT
+};
+
+static const char *const names[FN_COUNT] = {
+#define F(name, params, args) #name,
+#define G F
+#include "functions.h"
+#undef G
+#undef F
+};
+
+typedef enum { ACT_NONE, ACT_RETURN, ACT_ABORT_BEFORE, ACT_ABORT_AFTER } action_kind;
+
+static struct {
+    CK_FUNCTION_LIST *real;
+    int target; /* FN_*, or FN_COUNT for "*", or -1: count only */
+    unsigned long k;
+    action_kind act;
+    CK_RV rv;
+    const char *action_text;
+    const char *report;
+} cfg = {.target = -1};
+
+static atomic_ulong calls[FN_COUNT];
+static atomic_ulong total;
+static atomic_int acted;
+static int trace_fd = -1;
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+static CK_RV load_status = CKR_GENERAL_ERROR;
+
+/* The codes a sweep injects by name; any other as 0x<hex>. */
+static const struct {
+    const char *name;
+    CK_RV rv;
+} codes[] = {
+    {"CKR_GENERAL_ERROR", CKR_GENERAL_ERROR},
+    {"CKR_HOST_MEMORY", CKR_HOST_MEMORY},
+    {"CKR_FUNCTION_FAILED", CKR_FUNCTION_FAILED},
+    {"CKR_DEVICE_ERROR", CKR_DEVICE_ERROR},
+    {"CKR_DEVICE_MEMORY", CKR_DEVICE_MEMORY},
+    {"CKR_DEVICE_REMOVED", CKR_DEVICE_REMOVED},
+    {"CKR_SESSION_HANDLE_INVALID", CKR_SESSION_HANDLE_INVALID},
+    {"CKR_SESSION_CLOSED", CKR_SESSION_CLOSED},
+    {"CKR_OBJECT_HANDLE_INVALID", CKR_OBJECT_HANDLE_INVALID},
+    {"CKR_TOKEN_NOT_PRESENT", CKR_TOKEN_NOT_PRESENT},
+    {"CKR_USER_NOT_LOGGED_IN", CKR_USER_NOT_LOGGED_IN},
+    {"CKR_BUFFER_TOO_SMALL", CKR_BUFFER_TOO_SMALL},
+    {"CKR_CRYPTOKI_NOT_INITIALIZED", CKR_CRYPTOKI_NOT_INITIALIZED},
+};
+
+static int parse_action(const char *text)
+{
+    if (strcmp(text, "abort-before") == 0) {
+        cfg.act = ACT_ABORT_BEFORE;
+        return 0;
+    }
+    if (strcmp(text, "abort-after") == 0) {
+        cfg.act = ACT_ABORT_AFTER;
+        return 0;
+    }
+    cfg.act = ACT_RETURN;
+    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
+        if (strcmp(text, codes[i].name) == 0) {
+            cfg.rv = codes[i].rv;
+            return 0;
+        }
+    char *end = NULL;
+    cfg.rv = strtoul(text, &end, 16);
+    return strncmp(text, "0x", 2) == 0 && end != NULL && *end == '\0' ? 0 : -1;
+}
+
+static int parse_target(const char *func)
+{
+    if (strcmp(func, "*") == 0)
+        return FN_COUNT;
+    for (int i = 0; i < FN_COUNT; i++)
+        if (strcmp(func, names[i]) == 0)
+            return i;
+    return -2;
+}
+
+/* Append text to the report file in one write, so processes do not interleave lines. */
+static void report_write(const char *text, size_t len)
+{
+    if (cfg.report == NULL)
+        return;
+    int fd = open(cfg.report, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return;
+    ssize_t n = write(fd, text, len);
+    (void)n;
+    close(fd);
+}
+
+static void report_counts(void)
+{
+    char buf[8192];
+    size_t len = 0;
+    long pid = (long)getpid();
+    for (int i = 0; i < FN_COUNT && len < sizeof(buf) - 128; i++) {
+        unsigned long n = atomic_load(&calls[i]);
+        if (n > 0)
+            len += (size_t)snprintf(buf + len, sizeof(buf) - len, "%ld %s %lu\n", pid, names[i], n);
+    }
+    len += (size_t)snprintf(buf + len, sizeof(buf) - len, "%ld * %lu\n", pid, atomic_load(&total));
+    report_write(buf, len);
+}
+
+static void load(void)
+{
+    const char *path = getenv("M2M_FAULT_MODULE");
+    const char *func = getenv("M2M_FAULT_FUNC");
+    const char *k = getenv("M2M_FAULT_K");
+    const char *action = getenv("M2M_FAULT_ACTION");
+    cfg.report = getenv("M2M_FAULT_REPORT");
+    if (func != NULL && func[0] != '\0') {
+        cfg.target = parse_target(func);
+        cfg.k = k != NULL ? strtoul(k, NULL, 10) : 0;
+        cfg.action_text = action;
+        if (cfg.target == -2 || cfg.k == 0 || action == NULL || parse_action(action) != 0)
+            return; /* a mistyped experiment must not silently run as a clean one */
+    }
+    void *lib = path != NULL ? dlopen(path, RTLD_NOW | RTLD_LOCAL) : NULL;
+    CK_C_GetFunctionList get =
+        lib != NULL ? (CK_C_GetFunctionList)dlsym(lib, "C_GetFunctionList") : NULL;
+    if (get == NULL || get(&cfg.real) != CKR_OK || cfg.real == NULL)
+        return;
+    if (cfg.report != NULL)
+        atexit(report_counts);
+    const char *trace = getenv("M2M_FAULT_TRACE");
+    if (trace != NULL)
+        trace_fd = open(trace, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    load_status = CKR_OK;
+}
+
+/* Count the call; return the action to take at it. */
+static action_kind fault_at(int fn)
+{
+    unsigned long mine = atomic_fetch_add(&calls[fn], 1) + 1;
+    unsigned long all = atomic_fetch_add(&total, 1) + 1;
+    if (trace_fd >= 0) {
+        char line[64];
+        int len = snprintf(line, sizeof(line), "%s\n", names[fn]);
+        ssize_t n = write(trace_fd, line, (size_t)len);
+        (void)n;
+    }
+    if (cfg.target < 0 || (cfg.target != fn && cfg.target != FN_COUNT))
+        return ACT_NONE;
+    if ((cfg.target == FN_COUNT ? all : mine) != cfg.k || atomic_exchange(&acted, 1))
+        return ACT_NONE;
+    char line[160];
+    int len = snprintf(line, sizeof(line), "%ld acted %s %lu %s\n", (long)getpid(), names[fn],
+                       cfg.k, cfg.action_text);
+    report_write(line, (size_t)len);
+    if (cfg.act == ACT_ABORT_BEFORE) {
+        report_counts();
+        abort();
+    }
+    return cfg.act;
+}
+
+static void abort_after(void)
+{
+    report_counts();
+    abort();
+}
+
+/* PKCS#11: on CKR_BUFFER_TOO_SMALL every attribute was processed and each one that did not
+ * fit reports CK_UNAVAILABLE_INFORMATION. */
+static CK_RV too_small(sh s, oh h, attr *t, ul n)
+{
+    CK_RV rv = cfg.real->C_GetAttributeValue(s, h, t, n);
+    if (rv != CKR_OK || n == 0)
+        return rv;
+    t[n - 1].ulValueLen = CK_UNAVAILABLE_INFORMATION;
+    return CKR_BUFFER_TOO_SMALL;
+}
+
+#define F(name, params, args)                                                                      \
+    static CK_RV w_##name params                                                                   \
+    {                                                                                              \
+        action_kind act = fault_at(FN_##name);                                                     \
+        if (act == ACT_RETURN)                                                                     \
+            return cfg.rv;                                                                         \
+        CK_RV rv = cfg.real->name args;                                                            \
+        if (act == ACT_ABORT_AFTER)                                                                \
+            abort_after();                                                                         \
+        return rv;                                                                                 \
+    }
+#define G(name, params, args)                                                                      \
+    static CK_RV w_##name params                                                                   \
+    {                                                                                              \
+        action_kind act = fault_at(FN_##name);                                                     \
+        if (act == ACT_RETURN && cfg.rv == CKR_BUFFER_TOO_SMALL)                                   \
+            return too_small args;                                                                 \
+        if (act == ACT_RETURN)                                                                     \
+            return cfg.rv;                                                                         \
+        CK_RV rv = cfg.real->name args;                                                            \
+        if (act == ACT_ABORT_AFTER)                                                                \
+            abort_after();                                                                         \
+        return rv;                                                                                 \
+    }
+#include "functions.h"
+#undef G
+#undef F
+
+static CK_RV w_C_GetFunctionList(CK_FUNCTION_LIST **out);
+
+static CK_FUNCTION_LIST functions = {
+    .version = {2, 40},
+#define F(name, params, args) .name = w_##name,
+#define G F
+#include "functions.h"
+#undef G
+#undef F
+    .C_GetFunctionList = w_C_GetFunctionList,
+};
+
+static CK_RV w_C_GetFunctionList(CK_FUNCTION_LIST **out)
+{
+    if (out == NULL)
+        return CKR_ARGUMENTS_BAD;
+    pthread_once(&once, load);
+    if (load_status != CKR_OK)
+        return load_status;
+    *out = &functions;
+    return CKR_OK;
+}
+
+__attribute__((visibility("default"))) CK_RV C_GetFunctionList(CK_FUNCTION_LIST **out)
+{
+    return w_C_GetFunctionList(out);
+}
