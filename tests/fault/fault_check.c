@@ -126,9 +126,10 @@ static int served(m2mhsm_keystore *ks, const m2mhsm_record *old)
            memcmp(found.record_id, old->record_id, M2MHSM_RECORD_ID_LEN) == 0;
 }
 
+/* Every form the record's metadata names (its writer's choice, or all of its kind's). */
 static int complete(const m2mhsm_record *r, unsigned have)
 {
-    return (have & ks_kind_forms(r->kind)) == ks_kind_forms(r->kind);
+    return (have & ks_record_forms(r)) == ks_record_forms(r);
 }
 
 /* Attach keys to records by CKA_ID and print what is there and what is wrong. */

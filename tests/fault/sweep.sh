@@ -58,9 +58,7 @@ fi
 
 LAB=$(mktemp -d "${TMPDIR:-/tmp}/m2mhsm-fault.XXXXXX")
 [ -n "${KEEP_LAB:-}" ] || trap 'rm -rf "$LAB"' EXIT
-mkdir -p "$LAB/tokens"
-printf 'directories.tokendir = %s/tokens\nobjectstore.backend = file\nlog.level = ERROR\n' \
-    "$LAB" > "$LAB/softhsm2.conf"
+bash "$(dirname "$0")/../../hsm-config/softhsm-conf.sh" "$LAB"
 export SOFTHSM2_CONF="$LAB/softhsm2.conf"
 (umask 077; openssl rand -hex 12 > "$LAB/user.pin"; openssl rand -hex 12 > "$LAB/so.pin")
 export M2MHSM_TOKEN=pkcs11:token=fault M2MHSM_PIN_SOURCE="file:$LAB/user.pin"
