@@ -316,6 +316,11 @@ m2mhsm_status ks_kpm_unwrap_probe(m2mhsm_keystore *ks, const uint8_t *wrapped, s
     m2mhsm_token_session_put(ks->tok, s);
     if (st != M2MHSM_OK)
         return st;
+    if (len == 0)
+        return m2mhsm_fail(M2MHSM_E_UNSUPPORTED,
+                           "the token does not tell the unwrapped Kpm's length (CKA_VALUE_LEN) "
+                           "after an RFC 5649 unwrap; wrap a key whose length is a multiple of "
+                           "8 with RFC 3394");
     if (len < M2MHSM_PSK_MIN || len > M2MHSM_PSK_MAX)
         return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "unwrapped Kpm is %zu bytes; need %d to %d", len,
                            M2MHSM_PSK_MIN, M2MHSM_PSK_MAX);

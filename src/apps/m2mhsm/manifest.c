@@ -115,12 +115,14 @@ static int hexval(int c)
     return -1;
 }
 
-/* Pairs of hex digits, nothing else; at most cap bytes. */
+/* Pairs of hex digits, nothing else (-1); at most cap bytes (-2). */
 static int decode_hex(const char *s, uint8_t *out, size_t cap, size_t *len)
 {
     size_t n = strlen(s);
-    if (n % 2 != 0 || n / 2 > cap)
+    if (n % 2 != 0)
         return -1;
+    if (n / 2 > cap)
+        return -2;
     for (size_t i = 0; i < n; i += 2) {
         int hi = hexval((unsigned char)s[i]), lo = hexval((unsigned char)s[i + 1]);
         if (hi < 0 || lo < 0)
@@ -211,8 +213,11 @@ static const char *decode_key(const char *hex, const char *b64, const char *kek,
     if (b64 != NULL && kek == NULL)
         return "wrapped_b64 needs kek, the label of the wrapping key";
     e->wrapped = b64 != NULL;
-    if (hex != NULL && decode_hex(hex, e->key, M2MHSM_PSK_MAX, &e->key_len) != 0)
-        return "key_hex: not an even number of hex digits, or longer than 64 bytes";
+    int hex_st = hex != NULL ? decode_hex(hex, e->key, M2MHSM_PSK_MAX, &e->key_len) : 0;
+    if (hex_st == -1)
+        return "key_hex: not hex digits in pairs";
+    if (hex_st == -2)
+        return "key_hex: a Kpm is 16 to 64 bytes, this one longer";
     if (b64 != NULL && decode_b64(b64, e->key, sizeof(e->key), &e->key_len) != 0)
         return "wrapped_b64: not base64, or longer than a wrapped Kpm can be";
     return NULL;
