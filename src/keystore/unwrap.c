@@ -164,6 +164,11 @@ static m2mhsm_status make_form(const ks_key_spec *spec, CK_SESSION_HANDLE s,
     /* Not every token fills CKA_VALUE_LEN on unwrap; RFC 3394 fixes it as blob - 8. */
     if (st == M2MHSM_OK && len == 0 && u->mech == CKM_AES_KEY_WRAP)
         len = u->wrapped_len - 8;
+    if (st == M2MHSM_OK && len == 0)
+        st = m2mhsm_fail(M2MHSM_E_UNSUPPORTED,
+                         "the token does not tell the unwrapped Kpm's length (CKA_VALUE_LEN) "
+                         "after an RFC 5649 unwrap; wrap a key whose length is a multiple of "
+                         "8 with RFC 3394");
     if (st == M2MHSM_OK && (len < M2MHSM_PSK_MIN || len > M2MHSM_PSK_MAX))
         st = m2mhsm_fail(M2MHSM_E_INVALID_ARG, "unwrapped Kpm is %zu bytes; need %d to %d", len,
                          M2MHSM_PSK_MIN, M2MHSM_PSK_MAX);
