@@ -6,7 +6,9 @@
  * blocks of raw devices, and each raw block is destroyed (untimed) before the next library
  * block, so both always meet a token of i devices. Then, with --cli, the m2mhsm binary
  * imports the same N devices from a manifest file into a fresh token, timed end to end
- * (process start, open, parsing, checks, writes). Run by hand; not a ctest.
+ * (process start, open, parsing, checks, writes), and `m2mhsm list --json` is timed on the
+ * library's token at a tenth of the devices and at all of them (linear or not). Run by
+ * hand; not a ctest.
  *
  *   bench_manifest [--devices 10000] [--block 100] [--dir DIR] [--module PATH] [--cli PATH]
  */
@@ -263,6 +265,8 @@ typedef struct {
     double *lib, *raw; /* seconds per device */
     double check_s, open_s;
     size_t records;
+    double list_s[2]; /* m2mhsm list --json at a tenth of the devices and at all (--cli) */
+    size_t listed[2];
 } run_result;
 
 static double sum(const double *v, size_t from, size_t n)
@@ -271,6 +275,46 @@ static double sum(const double *v, size_t from, size_t n)
     for (size_t i = from; i < from + n; i++)
         s += v[i];
     return s;
+}
+
+/* `m2mhsm list --json` on the token as it is now, from another process (read-only): the
+ * wall time and the records printed. The library's own store stays open meanwhile. */
+static double list_run(const bench_opts *o, const bench_token *t, size_t *printed)
+{
+    char out[PATH_MAX + 32];
+    snprintf(out, sizeof(out), "%s/list.json", t->root);
+    char *argv[] = {(char *)o->cli,
+                    "--module",
+                    (char *)o->module,
+                    "--token",
+                    "pkcs11:token=" TOKEN_LABEL,
+                    "--pin-source",
+                    (char *)t->pin_source,
+                    "--lock-file",
+                    (char *)t->lock,
+                    "list",
+                    "--json",
+                    NULL};
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    pid_t pid;
+    int status = 0;
+    double t0 = now_s();
+    if (posix_spawn(&pid, o->cli, &fa, NULL, argv, environ) != 0 || waitpid(pid, &status, 0) < 0 ||
+        !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        die("%s list --json failed", o->cli);
+    double spent = now_s() - t0;
+    posix_spawn_file_actions_destroy(&fa);
+    FILE *f = fopen(out, "r");
+    char line[2048];
+    *printed = 0;
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL)
+        *printed += line[0] == '{' || (line[0] == ',' && line[1] == '{');
+    if (f != NULL)
+        fclose(f);
+    return spent;
 }
 
 static void interleaved(const bench_opts *o, const device *d, run_result *res)
@@ -326,12 +370,16 @@ static void interleaved(const bench_opts *o, const device *d, run_result *res)
             for (int j = 0; j < 5; j++)
                 check_rv(fn->C_DestroyObject(s, made[k][j]), "C_DestroyObject");
         OPENSSL_cleanse(raw, n * sizeof(*raw));
+        if (o->cli != NULL && first < o->devices / 10 && first + n >= o->devices / 10)
+            res->list_s[0] = list_run(o, &t, &res->listed[0]);
         if ((first / o->block) % 10 == 9 || first + n == o->devices)
             fprintf(stderr, "%zu/%zu devices: library %.1f/s, raw %.1f/s so far\n", first + n,
                     o->devices, (double)(first + n) / sum(res->lib, 0, first + n),
                     (double)(first + n) / sum(res->raw, 0, first + n));
     }
     m2mhsm_token_session_put(tok, s);
+    if (o->cli != NULL)
+        res->list_s[1] = list_run(o, &t, &res->listed[1]);
     free(raw);
     free(made);
     m2mhsm_kpm_batch_end(b);
@@ -433,6 +481,11 @@ static void report(const bench_opts *o, const run_result *r, double cli_s, const
            r->open_s, n, r->check_s, r->records, 2 * n);
     if (cli_s > 0)
         printf("m2mhsm printed: %s\n", summary);
+    if (r->list_s[1] > 0)
+        printf("m2mhsm list --json: %zu records in %.2f s, %zu records in %.2f s (%.2fx the "
+               "time for %.2fx the records)\n",
+               r->listed[0], r->list_s[0], r->listed[1], r->list_s[1], r->list_s[1] / r->list_s[0],
+               (double)r->listed[1] / (double)r->listed[0]);
 }
 
 int main(int argc, char **argv)
@@ -467,7 +520,8 @@ int main(int argc, char **argv)
         die("%s: %s (give a new directory)", o.dir, strerror(errno));
     make_pins(o.dir);
     device *d = make_devices(o.devices);
-    run_result r = {calloc(o.devices, sizeof(double)), calloc(o.devices, sizeof(double)), 0, 0, 0};
+    run_result r = {.lib = calloc(o.devices, sizeof(double)),
+                    .raw = calloc(o.devices, sizeof(double))};
     if (r.lib == NULL || r.raw == NULL)
         die("out of memory");
     interleaved(&o, d, &r);
