@@ -485,10 +485,12 @@ typedef struct {
 
 static void import_all(manifest *m, m2mhsm_kpm_batch *b, tally *t)
 {
+    /* Counted first, so that the progress total is what remains to be written. Without
+     * the memory, each present KpmID is still skipped, by the import (M2MHSM_E_EXISTS). */
     unsigned char *skip = calloc(m->count ? m->count : 1, 1);
-    for (size_t i = 0; i < m->count; i++) {
-        skip[i] = skip != NULL && m2mhsm_kpm_batch_known(b, m->entries[i].kpm_id);
-        t->skipped += skip != NULL ? skip[i] : 0;
+    for (size_t i = 0; skip != NULL && i < m->count; i++) {
+        skip[i] = (unsigned char)m2mhsm_kpm_batch_known(b, m->entries[i].kpm_id);
+        t->skipped += skip[i];
     }
     progress p = {isatty(STDERR_FILENO), now_s(), 0, m->count - t->skipped};
     size_t done = 0;
