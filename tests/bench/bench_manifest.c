@@ -10,7 +10,9 @@
  * library's token at a tenth of the devices and at all of them (linear or not). Run by
  * hand; not a ctest.
  *
- *   bench_manifest [--devices 10000] [--block 100] [--dir DIR] [--module PATH] [--cli PATH]
+ *   bench_manifest [--devices 10000] [--block 100] --dir NEWDIR [--module PATH] [--cli PATH]
+ *   bench_manifest --list-only --devices 100000 --dir NEWDIR --cli PATH
+ *       N configuration records (one object each), list --json timed at N/10 and N
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -46,6 +48,7 @@ extern char **environ;
 typedef struct {
     size_t devices, block;
     const char *dir, *module, *cli;
+    int list_only; /* --list-only: N configuration records, then list --json at N/10 and N */
 } bench_opts;
 
 typedef struct {
@@ -394,6 +397,44 @@ static void interleaved(const bench_opts *o, const device *d, run_result *res)
     m2mhsm_token_close(tok);
 }
 
+/* ---- --list-only: is m2mhsm list --json linear up to N records? ---- */
+
+/* N records cheaply (one object each: the MEF's configuration of a KpmID), listing at N/10
+ * and at N. */
+static void list_only(const bench_opts *o, const device *d)
+{
+    bench_token t;
+    token_make(&t, o, "list");
+    m2mhsm_token_config cfg = {.module_path = o->module,
+                               .token_uri = "pkcs11:token=" TOKEN_LABEL,
+                               .pin_source = t.pin_source,
+                               .lock_file = t.lock};
+    m2mhsm_token *tok = NULL;
+    m2mhsm_keystore *ks = NULL;
+    check(m2mhsm_token_open(&cfg, &tok), "token_open");
+    check(m2mhsm_keystore_open(tok, NULL, &ks, NULL), "keystore_open");
+    m2mhsm_expiry_spec spec;
+    check(m2mhsm_expiry_spec_parse(EXPIRY, &spec), "expiry_spec_parse");
+    double t0 = now_s(), list_s[2] = {0, 0};
+    size_t listed[2] = {0, 0};
+    for (size_t i = 0; i < o->devices; i++) {
+        check(m2mhsm_keystore_configure_enrolee(ks, d[i].kpm_id, TARGET, d[i].enrolee, &spec),
+              "configure_enrolee");
+        if (i + 1 == o->devices / 10)
+            list_s[0] = list_run(o, &t, &listed[0]);
+        if ((i + 1) % 10000 == 0)
+            fprintf(stderr, "%zu/%zu records, %.0f/s\n", i + 1, o->devices,
+                    (double)(i + 1) / (now_s() - t0));
+    }
+    list_s[1] = list_run(o, &t, &listed[1]);
+    m2mhsm_keystore_close(ks);
+    m2mhsm_token_close(tok);
+    printf("m2mhsm list --json: %zu records in %.2f s, %zu records in %.2f s (%.2fx the time "
+           "for %.2fx the records)\n",
+           listed[0], list_s[0], listed[1], list_s[1], list_s[1] / list_s[0],
+           (double)listed[1] / (double)listed[0]);
+}
+
 /* ---- the m2mhsm binary, end to end ---- */
 
 static void write_manifest(const char *path, const device *d, size_t n)
@@ -491,11 +532,15 @@ static void report(const bench_opts *o, const run_result *r, double cli_s, const
 int main(int argc, char **argv)
 {
     static const struct option lo[] = {
-        {"devices", required_argument, NULL, 'n'}, {"block", required_argument, NULL, 'b'},
-        {"dir", required_argument, NULL, 'd'},     {"module", required_argument, NULL, 'm'},
-        {"cli", required_argument, NULL, 'c'},     {NULL, 0, NULL, 0},
+        {"devices", required_argument, NULL, 'n'},
+        {"block", required_argument, NULL, 'b'},
+        {"dir", required_argument, NULL, 'd'},
+        {"module", required_argument, NULL, 'm'},
+        {"cli", required_argument, NULL, 'c'},
+        {"list-only", no_argument, NULL, 'l'},
+        {NULL, 0, NULL, 0},
     };
-    bench_opts o = {10000, 100, NULL, NULL, NULL};
+    bench_opts o = {10000, 100, NULL, NULL, NULL, 0};
     const char *env = getenv("M2MHSM_MODULE");
     o.module = env != NULL && env[0] != '\0' ? env : BENCH_DEFAULT_MODULE;
     int c;
@@ -510,9 +555,11 @@ int main(int argc, char **argv)
             o.module = optarg;
         else if (c == 'c')
             o.cli = optarg;
+        else if (c == 'l')
+            o.list_only = 1;
         else
             die("usage: bench_manifest [--devices N] [--block N] --dir NEWDIR [--module PATH] "
-                "[--cli PATH-TO-m2mhsm]");
+                "[--cli PATH-TO-m2mhsm] [--list-only]");
     }
     if (o.dir == NULL || o.devices < 2 || o.block == 0)
         die("give --dir NEWDIR (created here), --devices >= 2 and --block >= 1");
@@ -520,6 +567,14 @@ int main(int argc, char **argv)
         die("%s: %s (give a new directory)", o.dir, strerror(errno));
     make_pins(o.dir);
     device *d = make_devices(o.devices);
+    if (o.list_only) {
+        if (o.cli == NULL)
+            die("--list-only needs --cli");
+        list_only(&o, d);
+        OPENSSL_cleanse(d, o.devices * sizeof(*d));
+        free(d);
+        return 0;
+    }
     run_result r = {.lib = calloc(o.devices, sizeof(double)),
                     .raw = calloc(o.devices, sizeof(double))};
     if (r.lib == NULL || r.raw == NULL)
