@@ -184,6 +184,67 @@ m2mhsm_status m2mhsm_keystore_configure_enrolee(m2mhsm_keystore *ks, const char 
                                                 const char *target_id, const char *enrolee_id,
                                                 const m2mhsm_expiry_spec *expiry);
 
+/*
+ * Bulk provisioning (m2mhsm kpm import --manifest): many Kpms, each optionally with the
+ * MEF's configuration of its KpmID, in time proportional to their number.
+ *
+ * m2mhsm_keystore_import_kpm searches the token for the KpmID before each write, and on
+ * modules that visit every object per search (SoftHSM) N imports then cost O(N^2). A batch
+ * instead asks the index that m2mhsm_keystore_open built and this process's writes keep:
+ * no token search per item. The price: a KpmID that another process imports while the
+ * batch runs is not seen, and the token then holds two Kpm records of it (lookups use the
+ * newest; m2mhsm_keystore_erase_id removes both). A KEK is searched for once per label.
+ *
+ * Thread safety: a batch is used by one thread at a time; other threads may use the
+ * keystore meanwhile. End the batch before closing the keystore; after fork() begin a new
+ * one in the child.
+ */
+typedef struct m2mhsm_kpm_batch m2mhsm_kpm_batch;
+
+/* One device of a batch. */
+typedef struct {
+    const char *kpm_id;
+    const uint8_t *kpm; /* the Kpm (kpm_len bytes), or NULL when wrapped is given */
+    size_t kpm_len;
+    const uint8_t *wrapped; /* the Kpm AES-key-wrapped (RFC 3394/5649) under kek_label */
+    size_t wrapped_len;
+    const char *kek_label;
+    m2mhsm_time valid_until; /* M2MHSM_NEVER or an instant */
+    /* The MEF's Bootstrap Instruction Configuration of the KpmID (as
+     * m2mhsm_keystore_configure_enrolee): all three, or all NULL for none. */
+    const char *target_id;
+    const char *enrolee_id;
+    const m2mhsm_expiry_spec *enrolment_expiry;
+} m2mhsm_kpm_item;
+
+/* Start a batch on a store opened for writing (M2MHSM_E_INVALID_ARG if read_only). */
+m2mhsm_status m2mhsm_kpm_batch_begin(m2mhsm_keystore *ks, m2mhsm_kpm_batch **out);
+
+/*
+ * Everything that can be known about an item without writing the token: the identifiers'
+ * grammars, the key's length, a future valid_until, the configuration complete or absent;
+ * for a wrapped Kpm, the KEK (M2MHSM_E_NOT_FOUND if no key has that label) and the blob,
+ * unwrapped under it into a session object that is destroyed at once, so that a blob that
+ * fails its integrity check or holds a key of the wrong length is refused here
+ * (M2MHSM_E_INVALID_ARG, M2MHSM_E_UNSUPPORTED, or the CKR of C_UnwrapKey). Does not look at
+ * whether the KpmID exists.
+ */
+m2mhsm_status m2mhsm_kpm_batch_check(m2mhsm_kpm_batch *b, const m2mhsm_kpm_item *item);
+
+/* 1 if the store's index holds a Kpm with this KpmID (no token call), else 0. */
+int m2mhsm_kpm_batch_known(m2mhsm_kpm_batch *b, const char *kpm_id);
+
+/*
+ * Import one item: M2MHSM_E_EXISTS (nothing written) if m2mhsm_kpm_batch_known says so;
+ * otherwise the configuration (if any) is written first and then the Kpm, whose presence
+ * marks the item done: a batch interrupted between the two writes the configuration again
+ * when re-run (replacing the first). The caller cleanses the key bytes; out may be NULL.
+ */
+m2mhsm_status m2mhsm_kpm_batch_import(m2mhsm_kpm_batch *b, const m2mhsm_kpm_item *item,
+                                      m2mhsm_record *out);
+
+void m2mhsm_kpm_batch_end(m2mhsm_kpm_batch *b);
+
 /* What enrolment knows besides the exported bytes. */
 typedef struct {
     const char *kpm_id;     /* the bootstrap psk_identity */

@@ -214,6 +214,24 @@ m2mhsm_status ks_replace_begin(m2mhsm_keystore *ks, m2mhsm_record *rec, ks_known
  * reported either way. */
 m2mhsm_status ks_replace_end(m2mhsm_keystore *ks, const ks_known *known,
                              const m2mhsm_record *fresh);
+/* ---- store.c, unwrap.c: Kpm import without the existence check (batch.c judges that
+ * by the index) ---- */
+/* The KpmID's grammar and the Kpm's length. */
+m2mhsm_status ks_kpm_check(const char *kpm_id, const uint8_t *kpm, size_t kpm_len);
+m2mhsm_status ks_kpm_write(m2mhsm_keystore *ks, const char *kpm_id, const uint8_t *kpm,
+                           size_t kpm_len, m2mhsm_time valid_until, m2mhsm_record *out);
+/* The KpmID's grammar, the blob's length (RFC 3394/5649) and a KEK label given. */
+m2mhsm_status ks_wrapped_check(const char *kpm_id, const uint8_t *wrapped, size_t wrapped_len,
+                               const char *kek_label);
+/* The one secret key labelled `label` (M2MHSM_E_NOT_FOUND: none). Searches the token. */
+m2mhsm_status ks_find_kek(m2mhsm_keystore *ks, const char *label, CK_OBJECT_HANDLE *out);
+/* Unwrap under kek into a session object and destroy it: the blob's integrity and the
+ * key's length are checked and nothing is stored. */
+m2mhsm_status ks_kpm_unwrap_probe(m2mhsm_keystore *ks, const uint8_t *wrapped, size_t wrapped_len,
+                                  CK_OBJECT_HANDLE kek);
+m2mhsm_status ks_kpm_unwrap_write(m2mhsm_keystore *ks, const char *kpm_id, const uint8_t *wrapped,
+                                  size_t wrapped_len, CK_OBJECT_HANDLE kek, m2mhsm_time valid_until,
+                                  m2mhsm_record *out);
 
 /* ---- store.c: enrolment (m2mhsm_keystore_store_ke) in its two steps ---- */
 /* The KeIDs of a KpmID that a new Ke replaces, as this process knows them: the newest

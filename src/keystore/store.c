@@ -168,9 +168,7 @@ m2mhsm_status ks_replace_end(m2mhsm_keystore *ks, const ks_known *k, const m2mhs
     return M2MHSM_OK;
 }
 
-m2mhsm_status m2mhsm_keystore_import_kpm(m2mhsm_keystore *ks, const char *kpm_id,
-                                         const uint8_t *kpm, size_t kpm_len,
-                                         m2mhsm_time valid_until, m2mhsm_record *out)
+m2mhsm_status ks_kpm_check(const char *kpm_id, const uint8_t *kpm, size_t kpm_len)
 {
     m2mhsm_status st = m2mhsm_id_check_str(M2MHSM_ID_KPM, kpm_id);
     if (st != M2MHSM_OK)
@@ -178,22 +176,44 @@ m2mhsm_status m2mhsm_keystore_import_kpm(m2mhsm_keystore *ks, const char *kpm_id
     if (kpm == NULL || kpm_len < M2MHSM_PSK_MIN || kpm_len > M2MHSM_PSK_MAX)
         return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "Kpm must be %d to %d bytes", M2MHSM_PSK_MIN,
                            M2MHSM_PSK_MAX);
+    return M2MHSM_OK;
+}
+
+m2mhsm_status ks_kpm_write(m2mhsm_keystore *ks, const char *kpm_id, const uint8_t *kpm,
+                           size_t kpm_len, m2mhsm_time valid_until, m2mhsm_record *out)
+{
+    m2mhsm_status st = ks_kpm_check(kpm_id, kpm, kpm_len);
+    if (st != M2MHSM_OK)
+        return st;
     m2mhsm_record rec;
     record_init(ks, &rec, M2MHSM_KIND_KPM, kpm_id);
     if (!m2mhsm_expiry_is_valid(valid_until, rec.created))
         return m2mhsm_fail(M2MHSM_E_EXPIRED, "--valid-until is not in the future");
-    m2mhsm_record prev;
-    st = m2mhsm_keystore_lookup(ks, M2MHSM_KIND_KPM, kpm_id, strlen(kpm_id), &prev);
-    if (st == M2MHSM_OK)
-        return m2mhsm_fail(M2MHSM_E_EXISTS, "a Kpm with this KpmID exists; erase it first");
-    if (st != M2MHSM_E_NOT_FOUND)
-        return st;
     set_str(rec.kpm_id, sizeof(rec.kpm_id), kpm_id);
     rec.expiry = valid_until;
     st = ks_write_psk(ks, &rec, kpm, kpm_len);
     if (st == M2MHSM_OK && out != NULL)
         *out = rec;
     return st;
+}
+
+m2mhsm_status m2mhsm_keystore_import_kpm(m2mhsm_keystore *ks, const char *kpm_id,
+                                         const uint8_t *kpm, size_t kpm_len,
+                                         m2mhsm_time valid_until, m2mhsm_record *out)
+{
+    m2mhsm_status st = ks_kpm_check(kpm_id, kpm, kpm_len);
+    if (st != M2MHSM_OK)
+        return st;
+    if (!m2mhsm_expiry_is_valid(valid_until, m2mhsm_keystore_now(ks)))
+        return m2mhsm_fail(M2MHSM_E_EXPIRED, "--valid-until is not in the future");
+    /* A search on a miss: no KpmID is imported twice, even by two processes. */
+    m2mhsm_record prev;
+    st = m2mhsm_keystore_lookup(ks, M2MHSM_KIND_KPM, kpm_id, strlen(kpm_id), &prev);
+    if (st == M2MHSM_OK)
+        return m2mhsm_fail(M2MHSM_E_EXISTS, "a Kpm with this KpmID exists; erase it first");
+    if (st != M2MHSM_E_NOT_FOUND)
+        return st;
+    return ks_kpm_write(ks, kpm_id, kpm, kpm_len, valid_until, out);
 }
 
 m2mhsm_status m2mhsm_keystore_configure_enrolee(m2mhsm_keystore *ks, const char *kpm_id,

@@ -25,7 +25,7 @@ typedef struct {
     CK_OBJECT_HANDLE raw; /* the unwrapped key the forms are digested from */
 } unwrap_ctx;
 
-static m2mhsm_status find_kek(m2mhsm_keystore *ks, const char *label, CK_OBJECT_HANDLE *out)
+m2mhsm_status ks_find_kek(m2mhsm_keystore *ks, const char *label, CK_OBJECT_HANDLE *out)
 {
     CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
     CK_ATTRIBUTE tmpl[] = {
@@ -168,6 +168,11 @@ static m2mhsm_status make_form(const ks_key_spec *spec, CK_SESSION_HANDLE s,
     /* Not every token fills CKA_VALUE_LEN on unwrap; RFC 3394 fixes it as blob - 8. */
     if (st == M2MHSM_OK && len == 0 && u->mech == CKM_AES_KEY_WRAP)
         len = u->wrapped_len - 8;
+    if (st == M2MHSM_OK && len == 0)
+        st = m2mhsm_fail(M2MHSM_E_UNSUPPORTED,
+                         "the token does not tell the unwrapped Kpm's length (CKA_VALUE_LEN) "
+                         "after an RFC 5649 unwrap; wrap a key whose length is a multiple of "
+                         "8 with RFC 3394");
     if (st == M2MHSM_OK && (len < M2MHSM_PSK_MIN || len > M2MHSM_PSK_MAX))
         st = m2mhsm_fail(M2MHSM_E_INVALID_ARG, "unwrapped Kpm is %zu bytes; need %d to %d", len,
                          M2MHSM_PSK_MIN, M2MHSM_PSK_MAX);
@@ -245,10 +250,8 @@ static m2mhsm_status write_unwrapped(m2mhsm_keystore *ks, m2mhsm_record *rec, un
     return st;
 }
 
-m2mhsm_status m2mhsm_keystore_unwrap_kpm(m2mhsm_keystore *ks, const char *kpm_id,
-                                         const uint8_t *wrapped, size_t wrapped_len,
-                                         const char *kek_label, m2mhsm_time valid_until,
-                                         m2mhsm_record *out)
+m2mhsm_status ks_wrapped_check(const char *kpm_id, const uint8_t *wrapped, size_t wrapped_len,
+                               const char *kek_label)
 {
     m2mhsm_status st = m2mhsm_id_check_str(M2MHSM_ID_KPM, kpm_id);
     if (st != M2MHSM_OK)
@@ -261,15 +264,29 @@ m2mhsm_status m2mhsm_keystore_unwrap_kpm(m2mhsm_keystore *ks, const char *kpm_id
                            M2MHSM_PSK_MAX + 16);
     if (kek_label == NULL || kek_label[0] == '\0')
         return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "the KEK label is empty");
+    return M2MHSM_OK;
+}
+
+/* The unwrap mechanisms to try, in order: RFC 3394, then RFC 5649 where offered (a blob
+ * of one fails the other's integrity check). */
+static size_t unwrap_mechs(m2mhsm_keystore *ks, CK_MECHANISM_TYPE mechs[2])
+{
     const m2mhsm_token_caps *caps = m2mhsm_token_caps_get(ks->tok);
-    if (!caps->aes_key_wrap && !caps->aes_key_wrap_kwp && !caps->aes_key_wrap_pad)
-        return m2mhsm_fail(M2MHSM_E_UNSUPPORTED, "token offers no AES key unwrap mechanism");
+    size_t n = 0;
+    if (caps->aes_key_wrap)
+        mechs[n++] = CKM_AES_KEY_WRAP;
+    if (caps->aes_key_wrap_kwp)
+        mechs[n++] = CKM_AES_KEY_WRAP_KWP;
+    else if (caps->aes_key_wrap_pad)
+        mechs[n++] = CKM_AES_KEY_WRAP_PAD;
+    return n;
+}
+
+m2mhsm_status ks_kpm_unwrap_write(m2mhsm_keystore *ks, const char *kpm_id, const uint8_t *wrapped,
+                                  size_t wrapped_len, CK_OBJECT_HANDLE kek, m2mhsm_time valid_until,
+                                  m2mhsm_record *out)
+{
     m2mhsm_record rec;
-    if (m2mhsm_keystore_lookup(ks, M2MHSM_KIND_KPM, kpm_id, strlen(kpm_id), &rec) == M2MHSM_OK)
-        return m2mhsm_fail(M2MHSM_E_EXISTS, "a Kpm with this KpmID exists; erase it first");
-    unwrap_ctx u = {.wrapped = wrapped, .wrapped_len = wrapped_len, .fn = ks->fn};
-    if ((st = find_kek(ks, kek_label, &u.kek)) != M2MHSM_OK)
-        return st;
     memset(&rec, 0, sizeof(rec));
     rec.kind = M2MHSM_KIND_KPM;
     strcpy(rec.identity, kpm_id);
@@ -278,8 +295,101 @@ m2mhsm_status m2mhsm_keystore_unwrap_kpm(m2mhsm_keystore *ks, const char *kpm_id
     rec.expiry = valid_until;
     if (!m2mhsm_expiry_is_valid(valid_until, rec.created))
         return m2mhsm_fail(M2MHSM_E_EXPIRED, "--valid-until is not in the future");
-    st = write_unwrapped(ks, &rec, &u);
+    unwrap_ctx u = {.kek = kek, .wrapped = wrapped, .wrapped_len = wrapped_len, .fn = ks->fn};
+    m2mhsm_status st = write_unwrapped(ks, &rec, &u);
     if (st == M2MHSM_OK && out != NULL)
         *out = rec;
     return st;
+}
+
+/* Unwrap into a session object, read its length, destroy it: the token checks the blob's
+ * integrity under the KEK, and nothing is stored. */
+static m2mhsm_status probe_one(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, CK_MECHANISM_TYPE type,
+                               const uint8_t *wrapped, size_t wrapped_len, CK_OBJECT_HANDLE kek,
+                               size_t *len)
+{
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_KEY_TYPE kt = CKK_GENERIC_SECRET;
+    CK_BBOOL t = CK_TRUE, f = CK_FALSE;
+    CK_ATTRIBUTE tmpl[] = {
+        {CKA_CLASS, &cls, sizeof(cls)}, {CKA_KEY_TYPE, &kt, sizeof(kt)},
+        {CKA_TOKEN, &f, sizeof(f)},     {CKA_PRIVATE, &t, sizeof(t)},
+        {CKA_SENSITIVE, &t, sizeof(t)}, {CKA_EXTRACTABLE, &f, sizeof(f)},
+    };
+    CK_MECHANISM mech = {type, NULL, 0};
+    CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
+    CK_RV rv = ks->fn->C_UnwrapKey(s, &mech, kek, (CK_BYTE *)wrapped, wrapped_len, tmpl,
+                                   M2MHSM_ARRAY_LEN(tmpl), &h);
+    if (rv != CKR_OK) {
+        char op[64];
+        snprintf(op, sizeof(op), "C_UnwrapKey(%s)", m2mhsm_ckm_name(type));
+        return m2mhsm_fail_ckr(op, rv);
+    }
+    m2mhsm_status st = key_len(ks->fn, s, h, len);
+    if (st == M2MHSM_OK && *len == 0 && type == CKM_AES_KEY_WRAP)
+        *len = wrapped_len - 8;
+    rv = ks->fn->C_DestroyObject(s, h);
+    if (st == M2MHSM_OK && rv != CKR_OK)
+        st = m2mhsm_fail_ckr("C_DestroyObject(session copy of an unwrapped Kpm)", rv);
+    return st;
+}
+
+m2mhsm_status ks_kpm_unwrap_probe(m2mhsm_keystore *ks, const uint8_t *wrapped, size_t wrapped_len,
+                                  CK_OBJECT_HANDLE kek)
+{
+    CK_MECHANISM_TYPE mechs[2];
+    size_t n = unwrap_mechs(ks, mechs);
+    if (n == 0)
+        return m2mhsm_fail(M2MHSM_E_UNSUPPORTED, "token offers no AES key unwrap mechanism");
+    CK_SESSION_HANDLE s;
+    m2mhsm_status st = m2mhsm_token_session_get(ks->tok, &s);
+    if (st != M2MHSM_OK)
+        return st;
+    size_t len = 0;
+    char first[256] = "";
+    for (size_t i = 0; i < n; i++) {
+        st = probe_one(ks, s, mechs[i], wrapped, wrapped_len, kek, &len);
+        if (st == M2MHSM_OK)
+            break;
+        if (i == 0)
+            snprintf(first, sizeof(first), "%s", m2mhsm_last_error());
+        else
+            st = m2mhsm_fail(st, "%s; %s", first, m2mhsm_last_error());
+    }
+    m2mhsm_token_session_put(ks->tok, s);
+    if (st != M2MHSM_OK)
+        return st;
+    if (len == 0)
+        return m2mhsm_fail(M2MHSM_E_UNSUPPORTED,
+                           "the token does not tell the unwrapped Kpm's length (CKA_VALUE_LEN) "
+                           "after an RFC 5649 unwrap; wrap a key whose length is a multiple of "
+                           "8 with RFC 3394");
+    if (len < M2MHSM_PSK_MIN || len > M2MHSM_PSK_MAX)
+        return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "unwrapped Kpm is %zu bytes; need %d to %d", len,
+                           M2MHSM_PSK_MIN, M2MHSM_PSK_MAX);
+    if (4 + 2 * len <= 64)
+        return m2mhsm_fail(M2MHSM_E_UNSUPPORTED,
+                           "a wrapped Kpm must be longer than 30 bytes: the TLS 1.2 form of a "
+                           "shorter one contains the key itself");
+    return M2MHSM_OK;
+}
+
+m2mhsm_status m2mhsm_keystore_unwrap_kpm(m2mhsm_keystore *ks, const char *kpm_id,
+                                         const uint8_t *wrapped, size_t wrapped_len,
+                                         const char *kek_label, m2mhsm_time valid_until,
+                                         m2mhsm_record *out)
+{
+    m2mhsm_status st = ks_wrapped_check(kpm_id, wrapped, wrapped_len, kek_label);
+    if (st != M2MHSM_OK)
+        return st;
+    const m2mhsm_token_caps *caps = m2mhsm_token_caps_get(ks->tok);
+    if (!caps->aes_key_wrap && !caps->aes_key_wrap_kwp && !caps->aes_key_wrap_pad)
+        return m2mhsm_fail(M2MHSM_E_UNSUPPORTED, "token offers no AES key unwrap mechanism");
+    m2mhsm_record rec;
+    if (m2mhsm_keystore_lookup(ks, M2MHSM_KIND_KPM, kpm_id, strlen(kpm_id), &rec) == M2MHSM_OK)
+        return m2mhsm_fail(M2MHSM_E_EXISTS, "a Kpm with this KpmID exists; erase it first");
+    CK_OBJECT_HANDLE kek;
+    if ((st = ks_find_kek(ks, kek_label, &kek)) != M2MHSM_OK)
+        return st;
+    return ks_kpm_unwrap_write(ks, kpm_id, wrapped, wrapped_len, kek, valid_until, out);
 }

@@ -33,6 +33,9 @@ m2mhsm_status cli_read_hex_key(const char *path, uint8_t *buf, size_t cap, size_
 /* Read a binary file of at most cap bytes. */
 m2mhsm_status cli_read_binary(const char *path, uint8_t *buf, size_t cap, size_t *len);
 
+/* kpm import --manifest FILE (manifest.c). */
+int cli_kpm_import_manifest(cli_ctx *ctx, const char *path);
+
 /* Subcommands: argc/argv start at the subcommand's own words. */
 int cmd_token_init(int argc, char **argv, cli_ctx *ctx);
 int cmd_kpm(int argc, char **argv, cli_ctx *ctx);

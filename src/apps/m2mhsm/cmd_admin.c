@@ -35,22 +35,22 @@ static json_t *record_json(cli_ctx *ctx, const m2mhsm_record *r)
                      "kpmId", r->kpm_id, "expires", ts, "enrolmentExpiry", spec, "state", state);
 }
 
+/* A JSON array, one record a line, each printed as soon as it is made: the whole document
+ * is never built in memory (a token may hold 100,000 records). */
 static int print_json(cli_ctx *ctx, const m2mhsm_record *recs, size_t n)
 {
-    json_t *arr = json_array();
-    for (size_t i = 0; arr != NULL && i < n; i++)
-        if (json_array_append_new(arr, record_json(ctx, &recs[i])) != 0) {
-            json_decref(arr);
-            arr = NULL;
+    fputs("[", stdout);
+    for (size_t i = 0; i < n; i++) {
+        json_t *obj = record_json(ctx, &recs[i]);
+        fputs(i > 0 ? ",\n" : "\n", stdout);
+        if (obj == NULL || json_dumpf(obj, stdout, JSON_COMPACT) != 0) {
+            json_decref(obj);
+            fputs("m2mhsm: list: out of memory\n", stderr);
+            return EXIT_FAIL;
         }
-    char *text = arr != NULL ? json_dumps(arr, JSON_INDENT(2)) : NULL;
-    json_decref(arr);
-    if (text == NULL) {
-        fputs("m2mhsm: list: out of memory\n", stderr);
-        return EXIT_FAIL;
+        json_decref(obj);
     }
-    puts(text);
-    free(text);
+    fputs(n > 0 ? "\n]\n" : "]\n", stdout);
     return EXIT_OK;
 }
 

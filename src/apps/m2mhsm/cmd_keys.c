@@ -8,7 +8,7 @@
 
 typedef struct {
     const char *kpm_id, *key_file, *wrapped, *kek, *valid_until, *target_id, *enrolee_id, *expiry,
-        *mef_fqdn, *exported, *ke_id, *maf_id, *enrolee_b_id, *label, *so_pin_source;
+        *mef_fqdn, *exported, *ke_id, *maf_id, *enrolee_b_id, *label, *so_pin_source, *manifest;
     int json;
 } cli_args;
 
@@ -27,7 +27,8 @@ enum {
     O_MAF_ID,
     O_ENROLEE_B_ID,
     O_LABEL,
-    O_SO_PIN
+    O_SO_PIN,
+    O_MANIFEST
 };
 
 static const struct option all_opts[] = {
@@ -46,6 +47,7 @@ static const struct option all_opts[] = {
     {"enrolee-b-id", required_argument, NULL, O_ENROLEE_B_ID},
     {"label", required_argument, NULL, O_LABEL},
     {"so-pin-source", required_argument, NULL, O_SO_PIN},
+    {"manifest", required_argument, NULL, O_MANIFEST},
     {NULL, 0, NULL, 0},
 };
 
@@ -77,6 +79,7 @@ static int parse(int argc, char **argv, const int *allowed, cli_args *a)
             [O_ENROLEE_B_ID - 256] = &a->enrolee_b_id,
             [O_LABEL - 256] = &a->label,
             [O_SO_PIN - 256] = &a->so_pin_source,
+            [O_MANIFEST - 256] = &a->manifest,
         };
         *slot[c - 256] = optarg;
     }
@@ -152,12 +155,20 @@ static int kpm_import(cli_ctx *ctx, const cli_args *a, m2mhsm_time until)
 
 int cmd_kpm(int argc, char **argv, cli_ctx *ctx)
 {
-    static const int allowed[] = {O_KPM_ID, O_KEY_FILE, O_WRAPPED, O_KEK, O_VALID_UNTIL, 0};
+    static const int allowed[] = {O_KPM_ID,      O_KEY_FILE, O_WRAPPED, O_KEK,
+                                  O_VALID_UNTIL, O_MANIFEST, 0};
     if (argc < 2 || strcmp(argv[1], "import") != 0)
         return cli_usage("kpm: the subcommand is 'import'");
     cli_args a;
     m2mhsm_time until;
     int rc = parse(argc - 1, argv + 1, allowed, &a);
+    if (rc == EXIT_OK && a.manifest != NULL) {
+        /* Every device's fields are in the file: one source of truth per device. */
+        if (a.kpm_id != NULL || a.key_file != NULL || a.wrapped != NULL || a.kek != NULL ||
+            a.valid_until != NULL)
+            return cli_usage("--manifest takes no other option: put the fields in the file");
+        return cli_kpm_import_manifest(ctx, a.manifest);
+    }
     if (rc == EXIT_OK)
         rc = need(a.kpm_id, "--kpm-id");
     if (rc == EXIT_OK && (a.key_file == NULL) == (a.wrapped == NULL))

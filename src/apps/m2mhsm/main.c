@@ -3,6 +3,7 @@
  * Exit status: 0 success, 1 failure, 2 usage error. PINs only ever come from a file.
  */
 #include "cli.h"
+#include "../common/app.h"
 
 #include <getopt.h>
 #include <stdarg.h>
@@ -17,6 +18,9 @@ static const char usage_text[] =
     "  token-init --label LABEL --so-pin-source file:PATH   (lab/test tokens only)\n"
     "  kpm import --kpm-id ID (--key-file HEXFILE | --wrapped FILE --kek LABEL)\n"
     "             [--valid-until YYYYMMDDThhmmss]\n"
+    "  kpm import --manifest FILE   (JSON Lines, one device a line: kpm_id, key_hex or\n"
+    "             wrapped_b64 + kek, [valid_until], [enrolee_id target_id enrolment_expiry];\n"
+    "             checked whole before any write; KpmIDs present are skipped)\n"
     "  enrolee configure --kpm-id ID --target-id ID --enrolee-id ID\n"
     "             --enrolment-expiry SECONDS|YYYYMMDDThhmmss\n"
     "  enrolee revoke --kpm-id ID [--erase-kpm]\n"
@@ -163,6 +167,7 @@ int main(int argc, char **argv)
     /* The CLI cannot know which protocol a key will serve: both TLS forms, no raw key. */
     cli_ctx ctx = {.psk_forms = M2MHSM_FORMS_TLS12 | M2MHSM_FORMS_TLS13};
     int c;
+    app_json_cleansing_alloc(); /* before any JSON: a manifest's strings hold keys */
     /* '+': stop at the first non-option, the command; it parses its own options. */
     while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
         switch (c) {
