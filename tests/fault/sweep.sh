@@ -93,8 +93,8 @@ for stage in kpm ke enrolled full; do
     snapshot "$stage"
 done
 # "KIND IDENTITY" per record of a `m2mhsm list --json` (jq's start-up would double the
-# sweep's time: the listing is indented JSON, one field a line, kind before identity).
-listing() { sed -nE 's/^ *"(kind|identity)": "(.*)",?$/\2/p' "$1" | paste -d' ' - - | sort; }
+# sweep's time: the listing has one record a line, kind and identity its first two fields).
+listing() { sed -nE 's/^\{"kind":"([^"]*)","identity":"([^"]*)".*$/\1 \2/p' "$1" | sort; }
 "$M2MHSM" list --json > "$LAB/list.json" || exit 1
 KE1=$(listing "$LAB/list.json" | awk '$1 == "ke" {print $2}')
 
