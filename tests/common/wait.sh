@@ -1,5 +1,7 @@
 # Waiting for events (a log line, a count of them, a condition), each with an upper bound
 # that only a broken run reaches. Polling is fine; deciding by how long something took is not.
+# The short sleeps below are the polling interval between two looks at the event, never a
+# wait that something is assumed to have happened in.
 
 # wait_log FILE REGEX [SECONDS]: until a line of FILE matches (servers log asynchronously).
 wait_log() {

@@ -143,7 +143,8 @@ session() {
     rm -f "$out.in"
 }
 
-# until_line_or_exit FILE REGEX PID: until a line of FILE matches or PID has exited.
+# until_line_or_exit FILE REGEX PID: until a line of FILE matches or PID has exited (polling
+# every 0.05 s, as the helpers in tests/common/wait.sh do).
 until_line_or_exit() {
     local i
     for ((i = 0; i < 1200; i++)); do

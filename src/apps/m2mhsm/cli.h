@@ -28,6 +28,8 @@ int cli_fail(const char *what, m2mhsm_status st);
 /* "m2mhsm: <message>" on stderr; returns EXIT_USAGE. */
 int cli_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* The value of one hex digit, or -1. */
+int cli_hexval(int c);
 /* Read a hex key file (whitespace ignored) into buf; cleanses its own copies. */
 m2mhsm_status cli_read_hex_key(const char *path, uint8_t *buf, size_t cap, size_t *len);
 /* Read a binary file of at most cap bytes. */

@@ -5,7 +5,7 @@
 #include <string.h>
 #include <openssl/crypto.h>
 
-static int hexval(int c)
+int cli_hexval(int c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -28,7 +28,7 @@ m2mhsm_status cli_read_hex_key(const char *path, uint8_t *buf, size_t cap, size_
     while (ok && (c = fgetc(f)) != EOF) {
         if (c == ' ' || c == '\n' || c == '\r' || c == '\t' || c == ':')
             continue;
-        int v = hexval(c);
+        int v = cli_hexval(c);
         if (v < 0 || (hi < 0 && n == cap)) {
             ok = 0;
         } else if (hi < 0) {

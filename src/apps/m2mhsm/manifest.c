@@ -104,17 +104,6 @@ static int read_all(const char *path, char **out, size_t *len)
 
 /* ---- one line ---- */
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Pairs of hex digits, nothing else (-1); at most cap bytes (-2). */
 static int decode_hex(const char *s, uint8_t *out, size_t cap, size_t *len)
 {
@@ -124,7 +113,7 @@ static int decode_hex(const char *s, uint8_t *out, size_t cap, size_t *len)
     if (n / 2 > cap)
         return -2;
     for (size_t i = 0; i < n; i += 2) {
-        int hi = hexval((unsigned char)s[i]), lo = hexval((unsigned char)s[i + 1]);
+        int hi = cli_hexval((unsigned char)s[i]), lo = cli_hexval((unsigned char)s[i + 1]);
         if (hi < 0 || lo < 0)
             return -1;
         out[i / 2] = (uint8_t)(hi << 4 | lo);
