@@ -5,6 +5,8 @@
  *   [m2mhsm_sect]
  *   module = /usr/lib/x86_64-linux-gnu/ossl-modules/m2mhsm.so
  *   pkcs11-module-path = /usr/lib/softhsm/libsofthsm2.so
+ *   pkcs11-module-init-args = configdir='sql:/etc/m2mhsm/nss' ...  (optional; C_Initialize's
+ *                                                            pReserved, as in pkcs11-provider)
  *   pkcs11-module-token-pin = file:/etc/m2mhsm/mef.pin      (a pin-source, never a PIN)
  *   m2mhsm-token-uri = pkcs11:token=mef
  *   m2mhsm-lock-file = /var/lib/m2mhsm/mef.lock            (optional)
@@ -66,6 +68,7 @@ int m2mhsm_prov_config_open(m2mhsm_provctx *pc, const OSSL_DISPATCH *in)
         return 1; /* nothing configured: handles come from m2mhsm_tls */
     m2mhsm_token_config cfg = {
         .module_path = core_param(pc->core, get, "pkcs11-module-path"),
+        .init_args = core_param(pc->core, get, "pkcs11-module-init-args"),
         .token_uri = uri,
         .pin_source = core_param(pc->core, get, "pkcs11-module-token-pin"),
         .lock_file = core_param(pc->core, get, "m2mhsm-lock-file"),

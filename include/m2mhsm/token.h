@@ -18,6 +18,12 @@ typedef struct m2mhsm_token m2mhsm_token;
 typedef struct {
     /* PKCS#11 module path; NULL: $M2MHSM_MODULE, else SoftHSM's default path. */
     const char *module_path;
+    /* The module's own initialisation string, passed as CK_C_INITIALIZE_ARGS.pReserved (with
+     * CKF_OS_LOCKING_OK) to C_Initialize, for modules that need one (NSS softokn:
+     * "configdir='sql:DIR' certPrefix='' keyPrefix='' secmod='secmod.db' flags="). NULL:
+     * $M2MHSM_MODULE_INIT_ARGS if set and not empty, else none (then a p11-kit module file's
+     * x-init-reserved applies). Never logged: modules may take secrets here. */
+    const char *init_args;
     /* RFC 7512 URI selecting exactly one token ("pkcs11:token=mef"). Required. */
     const char *token_uri;
     /* "file:/path" (RFC 7512 pin-source); NULL: the URI's pin-source attribute.
@@ -63,7 +69,8 @@ m2mhsm_status m2mhsm_token_open(const m2mhsm_token_config *cfg, m2mhsm_token **o
  * not yet initialised, with the given label; both PINs come from pin-sources. M2MHSM_E_TOKEN,
  * and no slot touched, if an initialised token already carries the label (RFC 7512 URIs
  * name tokens by label). For labs and tests; a production HSM is initialised with its
- * vendor's tools. module_path as above.
+ * vendor's tools. module_path as above; the module's init args come from
+ * $M2MHSM_MODULE_INIT_ARGS (see m2mhsm_token_config.init_args).
  */
 m2mhsm_status m2mhsm_token_init(const char *module_path, const char *label,
                                 const char *so_pin_source, const char *pin_source);

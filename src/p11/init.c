@@ -90,15 +90,17 @@ m2mhsm_status m2mhsm_token_init(const char *module_path, const char *label,
     if (st == M2MHSM_OK)
         st = m2mhsm_pin_read(pin_source, label, &pin, &pin_len);
     CK_FUNCTION_LIST *fn = NULL;
-    if (st == M2MHSM_OK && (fn = p11_kit_module_load(module_path, 0)) == NULL)
-        st = m2mhsm_fail(M2MHSM_E_MODULE, "p11_kit_module_load(%s) failed", module_path);
-    CK_RV rv = fn != NULL ? p11_kit_module_initialize(fn) : CKR_OK;
-    if (rv != CKR_OK)
-        st = m2mhsm_fail(M2MHSM_E_MODULE, "C_Initialize: %s", m2mhsm_ckr_name(rv));
+    if (st == M2MHSM_OK)
+        st = m2mhsm_module_load(module_path, &fn);
+    int initialized = 0;
+    if (st == M2MHSM_OK) {
+        st = m2mhsm_module_initialize(fn, module_path, m2mhsm_module_init_args(NULL));
+        initialized = st == M2MHSM_OK;
+    }
     if (st == M2MHSM_OK)
         st = init_token(fn, label, so_pin, so_len, pin, pin_len);
     if (fn != NULL) {
-        if (rv == CKR_OK)
+        if (initialized)
             p11_kit_module_finalize(fn);
         p11_kit_module_release(fn);
     }

@@ -35,6 +35,7 @@ struct m2mhsm_token {
     CK_FUNCTION_LIST *fn;
     CK_SLOT_ID slot;
     char *module_path;
+    char *init_args; /* the module's C_Initialize pReserved string, or NULL */
     char *token_uri;
     char *pin_source;
     m2mhsm_token_caps caps;
@@ -48,6 +49,14 @@ struct m2mhsm_token {
     CK_SESSION_HANDLE *idle;         /* pool of idle sessions */
     size_t idle_count, idle_cap;
 };
+
+/* The init args to use: configured if not NULL, else $M2MHSM_MODULE_INIT_ARGS, else NULL. */
+const char *m2mhsm_module_init_args(const char *configured);
+/* p11_kit_module_load (managed); M2MHSM_E_MODULE naming the path and p11-kit's reason. */
+m2mhsm_status m2mhsm_module_load(const char *path, CK_FUNCTION_LIST **out);
+/* C_Initialize with init_args as pReserved (NULL: no args); M2MHSM_E_MODULE with the CKR. */
+m2mhsm_status m2mhsm_module_initialize(CK_FUNCTION_LIST *fn, const char *path,
+                                       const char *init_args);
 
 /* Read the PIN from an RFC 7512 pin-source ("file:/path"). *pin is malloc'd; the caller
  * cleanses and frees it with m2mhsm_pin_free. */

@@ -119,6 +119,7 @@ void m2mhsm_token_close(m2mhsm_token *tok)
     m2mhsm_objlock_free(&tok->objlock);
     free(tok->idle);
     free(tok->module_path);
+    free(tok->init_args);
     free(tok->token_uri);
     free(tok->pin_source);
     free(tok);

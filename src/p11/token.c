@@ -158,10 +158,9 @@ static m2mhsm_status login(m2mhsm_token *tok)
 static m2mhsm_status attach_locked(m2mhsm_token *tok)
 {
     if (tok->initialized_pid != getpid()) {
-        CK_RV rv = p11_kit_module_initialize(tok->fn);
-        if (rv != CKR_OK)
-            return m2mhsm_fail(M2MHSM_E_MODULE, "C_Initialize(%s): %s", tok->module_path,
-                               m2mhsm_ckr_name(rv));
+        m2mhsm_status st = m2mhsm_module_initialize(tok->fn, tok->module_path, tok->init_args);
+        if (st != M2MHSM_OK)
+            return st;
         tok->initialized_pid = getpid();
     }
     if (tok->login_session != CK_INVALID_HANDLE)
@@ -214,23 +213,6 @@ static m2mhsm_status pin_source_from_uri(m2mhsm_token *tok)
     return st;
 }
 
-static m2mhsm_status load_module(m2mhsm_token *tok)
-{
-    if (access(tok->module_path, R_OK) != 0)
-        return m2mhsm_fail(M2MHSM_E_MODULE, "PKCS#11 module %s: not found or not readable",
-                           tok->module_path);
-    /* Managed mode: p11-kit gives this store its own view of the module (sessions, and
-     * C_Finalize only when its last user goes). A library that loads the module itself, such
-     * as libp11 in the services, calls it directly and must be released after the store. */
-    tok->fn = p11_kit_module_load(tok->module_path, 0);
-    if (tok->fn == NULL) {
-        const char *why = p11_kit_message();
-        return m2mhsm_fail(M2MHSM_E_MODULE, "p11_kit_module_load(%s): %s", tok->module_path,
-                           why != NULL ? why : "failed");
-    }
-    return M2MHSM_OK;
-}
-
 m2mhsm_status m2mhsm_token_open(const m2mhsm_token_config *cfg, m2mhsm_token **out)
 {
     if (out == NULL)
@@ -247,13 +229,16 @@ m2mhsm_status m2mhsm_token_open(const m2mhsm_token_config *cfg, m2mhsm_token **o
     tok->module_path = strdup(cfg->module_path != NULL ? cfg->module_path : default_module());
     tok->token_uri = strdup(cfg->token_uri);
     tok->pin_source = dup_or_null(cfg->pin_source);
+    const char *init_args = m2mhsm_module_init_args(cfg->init_args);
+    tok->init_args = dup_or_null(init_args);
     if (st == M2MHSM_OK && (tok->module_path == NULL || tok->token_uri == NULL ||
-                            (cfg->pin_source != NULL && tok->pin_source == NULL)))
+                            (cfg->pin_source != NULL && tok->pin_source == NULL) ||
+                            (init_args != NULL && tok->init_args == NULL)))
         st = m2mhsm_fail(M2MHSM_E_NOMEM, "out of memory");
     if (st == M2MHSM_OK)
         st = pin_source_from_uri(tok); /* also validates the URI before it is ever echoed */
     if (st == M2MHSM_OK)
-        st = load_module(tok);
+        st = m2mhsm_module_load(tok->module_path, &tok->fn);
     if (st == M2MHSM_OK)
         st = m2mhsm_token_attach(tok);
     if (st != M2MHSM_OK) {

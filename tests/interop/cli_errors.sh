@@ -85,6 +85,21 @@ expect 1 "file:PATH" "$M2MHSM" --token pkcs11:token=cli --pin-source "$(cat "$US
 expect 1 "no initialised token matches" m --token pkcs11:token=nope list
 expect 1 "not found or not readable" "$M2MHSM" --module /nonexistent.so --token pkcs11:token=cli \
     --pin-source "file:$USER_PIN_FILE" list
+# A shared library that is not a PKCS#11 module, and modules whose C_Initialize fails: the
+# error names the call and, for C_Initialize, the CKR.
+notp11=$(ldd "$(command -v openssl)" | awk '/libcrypto/ { print $3 }')
+expect 1 "p11_kit_module_load($notp11)" "$M2MHSM" --module "$notp11" --token pkcs11:token=cli \
+    --pin-source "file:$USER_PIN_FILE" list
+expect 1 "C_Initialize($M2MHSM_MODULE): CKR_" env SOFTHSM2_CONF="$LAB/none.conf" \
+    "$M2MHSM" --token pkcs11:token=cli --pin-source "file:$USER_PIN_FILE" list
+softokn=/usr/lib/x86_64-linux-gnu/libsoftokn3.so
+if [ -r "$softokn" ]; then # NSS softokn needs init args (docs/tokens.md)
+    expect 1 "C_Initialize($softokn): CKR_ARGUMENTS_BAD" env -u M2MHSM_MODULE_INIT_ARGS \
+        "$M2MHSM" --module "$softokn" --token pkcs11:token=cli --pin-source "file:$USER_PIN_FILE" list
+    expect 1 "C_Initialize($softokn, with init args): CKR_" \
+        env M2MHSM_MODULE_INIT_ARGS="configdir='sql:$LAB/no-such-dir' flags=readOnly" \
+        "$M2MHSM" --module "$softokn" --token pkcs11:token=cli --pin-source "file:$USER_PIN_FILE" list
+fi
 m list --json > "$LAB/after.json"
 check "the token is exactly as it was" cmp -s "$LAB/before.json" "$LAB/after.json"
 

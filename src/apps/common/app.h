@@ -76,9 +76,11 @@ typedef struct {
     m2mhsm_keystore *ks;
     m2mhsm_tls *tls;
 } app_store;
-/* The members a "pkcs11" section may have. */
+/* The members a "pkcs11" section may have, and a "tls_key_pkcs11" section. */
 extern const char *const app_pkcs11_fields[];
-/* Open from a "pkcs11" section {module, token, pin_source, lock_file}. Prints why not.
+extern const char *const app_tls_key_fields[];
+/* Open from a "pkcs11" section {module, module_init_args, token, pin_source, lock_file}.
+ * Prints why not.
  * psk_forms: the forms of the PSK records the program writes (m2mhsm_keystore_options),
  * from the protocol it runs with them; 0 for a program that writes none (the MEF). */
 int app_store_open(const json_t *pkcs11, unsigned psk_forms, app_store *out);
@@ -91,10 +93,12 @@ typedef struct {
     const char *ca;          /* PEM file of the CA that signs the peers */
 } app_certkey;
 /* An SSL_CTX (TLS 1.2+) presenting certificate with its token-held key and requiring a peer
- * certificate from ca (mutual TLS). pkcs11 is the program's section; its store must be open
- * already: that login serves libp11's session too (PKCS#11 login state is per application).
- * Prints why not. */
-SSL_CTX *app_certkey_ctx(const json_t *pkcs11, const app_certkey *ck, int server);
+ * certificate from ca (mutual TLS). root is the program's configuration: the key is on the
+ * token of its "tls_key_pkcs11" section if it has one (for key stores on tokens without the
+ * certificate's key type: opencryptoki's has no EC), else on the "pkcs11" token, whose store
+ * must be open already: that login serves libp11's session too (PKCS#11 login state is per
+ * application). Prints why not. */
+SSL_CTX *app_certkey_ctx(const json_t *root, const app_certkey *ck, int server);
 /* Release libp11 (after every SSL_CTX from app_certkey_ctx is freed). */
 void app_certkey_cleanup(void);
 

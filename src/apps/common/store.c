@@ -4,7 +4,10 @@
 #include <stdio.h>
 #include <string.h>
 
-const char *const app_pkcs11_fields[] = {"module", "token", "pin_source", "lock_file", NULL};
+const char *const app_pkcs11_fields[] = {"module",     "module_init_args", "token",
+                                         "pin_source", "lock_file",        NULL};
+const char *const app_tls_key_fields[] = {"module", "module_init_args", "token", "pin_source",
+                                          NULL};
 
 int app_store_open(const json_t *pkcs11, unsigned psk_forms, app_store *out)
 {
@@ -15,6 +18,7 @@ int app_store_open(const json_t *pkcs11, unsigned psk_forms, app_store *out)
         return -1;
     }
     if (app_cfg_str(pkcs11, "pkcs11", "module", 0, &cfg.module_path) != 0 ||
+        app_cfg_str(pkcs11, "pkcs11", "module_init_args", 0, &cfg.init_args) != 0 ||
         app_cfg_str(pkcs11, "pkcs11", "token", 1, &cfg.token_uri) != 0 ||
         app_cfg_str(pkcs11, "pkcs11", "pin_source", 1, &cfg.pin_source) != 0 ||
         app_cfg_str(pkcs11, "pkcs11", "lock_file", 0, &cfg.lock_file) != 0)

@@ -23,7 +23,7 @@ static int resolve(const char *where, const char *host, char *out, size_t cap)
     return rc == 0 ? 0 : -1;
 }
 
-static const char *const top_fields[] = {"pkcs11", "maf", "mefs", NULL};
+static const char *const top_fields[] = {"pkcs11", "tls_key_pkcs11", "maf", "mefs", NULL};
 static const char *const maf_fields[] = {
     "maf_id",        "listen", "listen_dtls",  "metrics",        "tls13",           "certificate",
     "key_label",     "ca",     "max_lifetime", "sweep_interval", "max_connections", "max_fetches",
@@ -77,6 +77,7 @@ int maf_config_load(maf *m, const char *path)
         return -1;
     const json_t *sec = json_object_get(m->root, "maf"), *mefs = json_object_get(m->root, "mefs");
     const json_t *pkcs11 = json_object_get(m->root, "pkcs11");
+    const json_t *tls_key = json_object_get(m->root, "tls_key_pkcs11");
     if (!json_is_object(sec) || !json_is_array(mefs) || json_array_size(mefs) == 0 ||
         json_array_size(mefs) > MAF_MAX_MEFS) {
         fprintf(stderr, "config %s: needs a \"maf\" section and 1 to %d \"mefs\"\n", path,
@@ -86,6 +87,8 @@ int maf_config_load(maf *m, const char *path)
     if (app_cfg_known(m->root, path, "", top_fields) != 0 ||
         app_cfg_known(sec, path, "maf", maf_fields) != 0 ||
         (json_is_object(pkcs11) && app_cfg_known(pkcs11, path, "pkcs11", app_pkcs11_fields) != 0) ||
+        (json_is_object(tls_key) &&
+         app_cfg_known(tls_key, path, "tls_key_pkcs11", app_tls_key_fields) != 0) ||
         /* a MEF listed twice: which entry would a KeID select? */
         app_cfg_unique(mefs, path, "mefs", "fqdn") != 0)
         return -1;
@@ -139,6 +142,8 @@ int maf_config_reload(maf *m, const char *path, long long *sweep_interval_s)
         app_cfg_restart_fields(m->root, next->root, "maf", restart_fields, restart,
                                sizeof(restart));
         app_cfg_restart_fields(m->root, next->root, "pkcs11", NULL, restart, sizeof(restart));
+        app_cfg_restart_fields(m->root, next->root, "tls_key_pkcs11", NULL, restart,
+                               sizeof(restart));
         if (restart[0] != '\0')
             app_log(APP_WARN, "restart-needed", "config=%s fields=%s", path, restart);
         c->max_lifetime_s = n->max_lifetime_s;

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const top_fields[] = {"pkcs11", "mef", "enrolees", NULL};
+static const char *const top_fields[] = {"pkcs11", "tls_key_pkcs11", "mef", "enrolees", NULL};
 static const char *const mef_fields[] = {
     "fqdn", "bootstrap_tls", "bootstrap_dtls", "https",           "certificate", "key_label",
     "ca",   "tls13",         "sweep_interval", "max_connections", "metrics",     NULL};
@@ -65,6 +65,7 @@ int mef_config_load(mef *m, const char *path)
         return -1;
     const json_t *sec = json_object_get(m->root, "mef");
     const json_t *pkcs11 = json_object_get(m->root, "pkcs11");
+    const json_t *tls_key = json_object_get(m->root, "tls_key_pkcs11");
     if (!json_is_object(sec)) {
         fprintf(stderr, "config %s: \"mef\" section missing\n", path);
         return -1;
@@ -72,6 +73,8 @@ int mef_config_load(mef *m, const char *path)
     if (app_cfg_known(m->root, path, "", top_fields) != 0 ||
         app_cfg_known(sec, path, "mef", mef_fields) != 0 ||
         (json_is_object(pkcs11) && app_cfg_known(pkcs11, path, "pkcs11", app_pkcs11_fields) != 0) ||
+        (json_is_object(tls_key) &&
+         app_cfg_known(tls_key, path, "tls_key_pkcs11", app_tls_key_fields) != 0) ||
         check_enrolees(path, json_object_get(m->root, "enrolees")) != 0)
         return -1;
     c->sweep_interval_s = 60;
@@ -279,6 +282,7 @@ int mef_config_reload(mef *m, const char *path, long long *sweep_interval_s)
     }
     app_cfg_restart_fields(m->root, next.root, "mef", restart_fields, restart, sizeof(restart));
     app_cfg_restart_fields(m->root, next.root, "pkcs11", NULL, restart, sizeof(restart));
+    app_cfg_restart_fields(m->root, next.root, "tls_key_pkcs11", NULL, restart, sizeof(restart));
     if (restart[0] != '\0')
         app_log(APP_WARN, "restart-needed", "config=%s fields=%s", path, restart);
     json_decref(m->reloaded);
