@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# A complete throwaway m2mhsm lab on SoftHSM: three tokens (mef, maf, enrolee) in one
-# SoftHSM configuration, a CA with TLS certificates whose private keys were generated in the
-# mef / maf tokens, a test Kpm in the mef and enrolee tokens, free loopback ports, the three
-# service configurations and a sourceable lab.env. For tests and demonstrations only.
+# A complete throwaway m2mhsm lab: three tokens (mef, maf, enrolee) of one token kind
+# (hsm-config/kinds/KIND.sh: softhsm, the default, opencryptoki, softokn), a CA with TLS
+# certificates whose private keys were generated in the mef / maf tokens (or, on a kind
+# without EC, in SoftHSM tokens mef-tls / maf-tls beside them), a test Kpm in the mef and
+# enrolee tokens, free loopback ports, the three service configurations and a sourceable
+# lab.env. For tests and demonstrations only.
 #
 #   hsm-config/lab.sh init DIR [--expiry SECONDS|YYYYMMDDThhmmss] [--build BUILD_DIR | --bin BIN_DIR]
-#                              [--tls13]
+#                              [--tls13] [--token-kind KIND]
 #   hsm-config/lab.sh start DIR     # m2m-mef and m2m-maf in the background, ports ready
 #   hsm-config/lab.sh stop DIR      # SIGTERM (SIGKILL after 10 s); stopping twice is fine
+#   hsm-config/lab.sh clean DIR     # stop, release what the kind holds outside DIR, remove DIR
 #
 # PINs live only in 0600 files under DIR and are never put on a command line: the m2mhsm
 # tools read them through file: pin-sources, pkcs11-tool through `--pin env:VAR` (the
@@ -18,7 +21,6 @@ prog=${0##*/}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
 
-MODULE=${M2M_MODULE:-/usr/lib/softhsm/libsofthsm2.so}
 TOKENS=(mef maf enrolee)
 SERVERS=(mef maf)
 KPM_ID=kpm-lab-0001
@@ -36,9 +38,10 @@ say() { printf '%s: %s\n' "$prog" "$*"; }
 usage() {
     cat >&2 <<EOF
 usage: $prog init DIR [--expiry SECONDS|YYYYMMDDThhmmss] [--build BUILD_DIR | --bin BIN_DIR]
-                 [--tls13]
+                 [--tls13] [--token-kind softhsm|opencryptoki|softokn]
        $prog start DIR
        $prog stop DIR
+       $prog clean DIR
 EOF
     exit 2
 }
@@ -59,6 +62,19 @@ abs_dir() {
     printf '%s\n' "$d"
 }
 
+# The kind's functions (hsm-config/kinds/KIND.sh); softhsm's first, for the SoftHSM tokens
+# that hold what another kind cannot. load_kind KIND
+load_kind() {
+    [[ $1 =~ ^[a-z0-9-]+$ ]] && [ -f "$here/kinds/$1.sh" ] ||
+        die "--token-kind: '$1' is not one of: $(cd "$here/kinds" && ls | sed 's/[.]sh$//' | tr '\n' ' ')"
+    KIND=$1
+    # shellcheck source=/dev/null
+    . "$here/kinds/softhsm.sh"
+    kind_keypair_done() { :; }
+    # shellcheck source=/dev/null
+    . "$here/kinds/$KIND.sh"
+}
+
 # ---------------------------------------------------------------------------------- init
 
 # Runs on any exit of init; after a failure it empties DIR (it was empty when init began).
@@ -66,6 +82,7 @@ lab_dir="" tmp="" init_ok=0
 init_cleanup() {
     [ -n "$tmp" ] && rm -rf -- "$tmp"
     if [ "$init_ok" != 1 ] && [ -n "$lab_dir" ] && [ -d "$lab_dir" ]; then
+        if declare -F kind_clean > /dev/null; then kind_clean "$lab_dir" || true; fi
         find "$lab_dir" -mindepth 1 -delete 2> /dev/null || true
         printf '%s: init failed; %s was emptied\n' "$prog" "$lab_dir" >&2
     fi
@@ -75,18 +92,9 @@ init_cleanup() {
 m2m() {
     local t=$1
     shift
-    "$BIN/m2mhsm" --module "$MODULE" --token "pkcs11:token=$t" \
+    M2MHSM_MODULE_INIT_ARGS=$(kind_init_args "$lab_dir" "$t") \
+        "$BIN/m2mhsm" --module "$MODULE" --token "$(kind_token_uri "$lab_dir" "$t")" \
         --pin-source "file:$lab_dir/$t.pin" --lock-file "$lab_dir/$t.lock" "$@"
-}
-
-# pkcs11-tool logged in to one of the lab's tokens: p11_login TOKEN ARGS...
-# The PIN goes through the environment of this one command (OpenSC's `--pin env:VAR`), never
-# argv; stdin is /dev/null so that a missing PIN fails instead of prompting.
-p11_login() {
-    local t=$1
-    shift
-    M2M_LAB_P11_PIN=$(< "$lab_dir/$t.pin") pkcs11-tool --module "$MODULE" --token-label "$t" \
-        --login --pin env:M2M_LAB_P11_PIN "$@" < /dev/null
 }
 
 # Run a command quietly, showing its output only if it fails: quiet WHAT CMD...
@@ -99,15 +107,24 @@ quiet() {
     fi
 }
 
+# Random hex PINs of N characters: pins TOKEN N
+pins() {
+    local t=$1 n=$2
+    openssl rand -hex 32 | cut -c "1-$n" > "$lab_dir/$t.pin"
+    openssl rand -hex 32 | cut -c "1-$n" > "$lab_dir/$t.so.pin"
+}
+
 make_token() {
     local t=$1
-    openssl rand -hex 12 > "$lab_dir/$t.pin"
-    openssl rand -hex 12 > "$lab_dir/$t.so.pin"
-    quiet "initialising token '$t'" \
-        "$BIN/m2mhsm" --module "$MODULE" --lock-file "$lab_dir/$t.lock" \
-        --pin-source "file:$lab_dir/$t.pin" \
-        token-init --label "$t" --so-pin-source "file:$lab_dir/$t.so.pin"
-    say "token '$t' initialised (PINs in $lab_dir/$t.pin, $lab_dir/$t.so.pin)"
+    pins "$t" "$KIND_PIN_CHARS"
+    kind_make_token "$lab_dir" "$t" "$lab_dir/$t.so.pin" "$lab_dir/$t.pin"
+    say "$KIND token '$t' initialised (PINs in $lab_dir/$t.pin, $lab_dir/$t.so.pin)"
+}
+
+# Where a server's TLS key lives: on its own token where the kind can hold EC keys, else on
+# a SoftHSM token T-tls beside it (the service's tls_key_pkcs11 section; docs/tokens.md).
+tls_key_token() {
+    if [ "$KIND_EC" = 1 ]; then printf '%s\n' "$1"; else printf '%s-tls\n' "$1"; fi
 }
 
 make_ca() {
@@ -135,14 +152,18 @@ make_cert() {
     local t=$1 fqdn=$2 id=$3
     local label="$t-tls" pub="$lab_dir/$t-pub.pem" crt="$lab_dir/$t.crt"
 
-    # 1. The key pair, in the token: sensitive, never extractable, for signing.
-    quiet "generating the $label key pair in token '$t'" \
-        p11_login "$t" --keypairgen --key-type EC:prime256v1 --usage-sign \
-        --label "$label" --id "$id"
-    # 2. Its public key, out of the token.
-    quiet "reading the $label public key" \
-        pkcs11-tool --module "$MODULE" --token-label "$t" \
-        --read-object --type pubkey --label "$label" -o "$tmp/$t-pub.der"
+    local kt
+    kt=$(tls_key_token "$t")
+    # 1, 2. The key pair, in the token: sensitive, never extractable, for signing; its public
+    #       key, out of the token.
+    if [ "$kt" = "$t" ]; then
+        kind_keypair "$lab_dir" "$t" "$label" "$id" "$tmp/$t-pub.der"
+    else
+        pins "$kt" 24
+        softhsm_make_token "$lab_dir" "$kt" "$lab_dir/$kt.so.pin" "$lab_dir/$kt.pin"
+        say "$KIND has no EC: SoftHSM token '$kt' holds the $label key (tls_key_pkcs11)"
+        softhsm_keypair "$lab_dir" "$kt" "$label" "$id" "$tmp/$t-pub.der"
+    fi
     quiet "converting the $label public key" \
         openssl pkey -pubin -inform DER -in "$tmp/$t-pub.der" -out "$pub"
     # 3. A CSR signed by a throwaway key (openssl x509 -req checks that signature), and a
@@ -169,8 +190,9 @@ EOF
         -purpose sslclient "$crt"
     openssl x509 -in "$crt" -noout -pubkey | openssl pkey -pubin -outform DER > "$tmp/a.der"
     openssl pkey -pubin -in "$pub" -outform DER > "$tmp/b.der"
-    cmp -s "$tmp/a.der" "$tmp/b.der" || die "$crt does not hold token '$t''s $label key"
-    say "certificate $crt for $fqdn; key $label (CKA_ID $id) inside token '$t'"
+    cmp -s "$tmp/a.der" "$tmp/b.der" || die "$crt does not hold token '$kt''s $label key"
+    [ "$kt" != "$t" ] || kind_keypair_done "$lab_dir" "$t" "$crt"
+    say "certificate $crt for $fqdn; key $label (CKA_ID $id) inside token '$kt'"
 }
 
 import_kpm() {
@@ -191,17 +213,37 @@ EOF
 free_ports() { "$here/free-ports" 7; }
 
 write_configs() {
+    local t kt tokens="{"
+    for t in "${TOKENS[@]}"; do
+        kt=$(tls_key_token "$t")
+        tokens+=$(python3 -c 'import json,sys; print(json.dumps(sys.argv[1]) + ": " + json.dumps(
+            {"uri": sys.argv[2], "init_args": sys.argv[3], "tls_key_token": sys.argv[4]}) + ",")' \
+            "$t" "$(kind_token_uri "$lab_dir" "$t")" "$(kind_init_args "$lab_dir" "$t")" "$kt")
+    done
+    tokens="${tokens%,}}"
     python3 - "$lab_dir" "$MODULE" "$EXPIRY" "$KPM_ID" "$ENROLEE_ID" "$MEF_FQDN" "$MAF_ID" \
         "$P_TLS" "$P_DTLS" "$P_HTTPS" "$P_MAF" "$P_MEF_METRICS" "$P_MAF_METRICS" "$P_MAF_DTLS" \
-        "$TLS13" <<'EOF'
+        "$TLS13" "$tokens" "$SOFTHSM_MODULE" <<'EOF'
 import json, os, sys
 d, module, expiry, kpm_id, enrolee_id, mef_fqdn, maf_id = sys.argv[1:8]
 p_tls, p_dtls, p_https, p_maf, p_mef_metrics, p_maf_metrics, p_maf_dtls = sys.argv[8:15]
 tls13 = sys.argv[15] == "1"
+tokens = json.loads(sys.argv[16])
+softhsm = sys.argv[17]
 
 def pkcs11(t):
-    return {"module": module, "token": "pkcs11:token=" + t,
-            "pin_source": "file:%s/%s.pin" % (d, t), "lock_file": "%s/%s.lock" % (d, t)}
+    s = {"module": module, "token": tokens[t]["uri"],
+         "pin_source": "file:%s/%s.pin" % (d, t), "lock_file": "%s/%s.lock" % (d, t)}
+    if tokens[t]["init_args"]:
+        s["module_init_args"] = tokens[t]["init_args"]
+    return s
+
+# The TLS key on a SoftHSM token beside the kind's, where the kind cannot hold it.
+def tls_key(cfg, t):
+    kt = tokens[t]["tls_key_token"]
+    if kt != t:
+        cfg["tls_key_pkcs11"] = {"module": softhsm, "token": "pkcs11:token=" + kt,
+                                 "pin_source": "file:%s/%s.pin" % (d, kt)}
 
 configs = {
     "mef": {
@@ -235,6 +277,8 @@ configs = {
 }
 # TLS 1.3 beside TLS 1.2 on the MEF's TLS bootstrap and the MAF's TCP port; the device
 # keeps tls:// (TLS 1.2) unless a test changes it.
+tls_key(configs["mef"], "mef")
+tls_key(configs["maf"], "maf")
 if tls13:
     configs["mef"]["mef"]["tls13"] = True
     configs["maf"]["maf"]["tls13"] = True
@@ -259,11 +303,18 @@ write_env() {
         echo "# Source it: . $lab_dir/lab.env"
         env_line M2M_LAB "$lab_dir"
         env_line M2M_BIN "$BIN"
+        env_line M2M_TOKEN_KIND "$KIND"
         env_line M2M_MODULE "$MODULE"
         env_line SOFTHSM2_CONF "$lab_dir/softhsm2.conf"
-        env_line M2M_MEF_TOKEN "pkcs11:token=mef"
-        env_line M2M_MAF_TOKEN "pkcs11:token=maf"
-        env_line M2M_ENROLEE_TOKEN "pkcs11:token=enrolee"
+        kind_env "$lab_dir"
+        local t up
+        for t in "${TOKENS[@]}"; do
+            up=${t^^}
+            env_line "M2M_${up}_TOKEN" "$(kind_token_uri "$lab_dir" "$t")"
+            # C_Initialize's init args for this token (softokn), empty if it needs none: run
+            # m2mhsm on it as M2MHSM_MODULE_INIT_ARGS=$M2M_MEF_INIT_ARGS m2mhsm ...
+            env_line "M2M_${up}_INIT_ARGS" "$(kind_init_args "$lab_dir" "$t")"
+        done
         env_line M2M_MEF_PIN_FILE "$lab_dir/mef.pin"
         env_line M2M_MAF_PIN_FILE "$lab_dir/maf.pin"
         env_line M2M_ENROLEE_PIN_FILE "$lab_dir/enrolee.pin"
@@ -293,7 +344,7 @@ write_env() {
 }
 
 cmd_init() {
-    local dir="" build="$repo/build" bin_dir=""
+    local dir="" build="$repo/build" bin_dir="" kind=softhsm
     EXPIRY=86400 TLS13=0
     while [ $# -gt 0 ]; do
         case $1 in
@@ -308,6 +359,11 @@ cmd_init() {
                 ;;
             --expiry=*) EXPIRY=${1#*=} && shift ;;
             --tls13) TLS13=1 && shift ;;
+            --token-kind)
+                [ $# -ge 2 ] || die "init: $1 needs a value"
+                kind=$2 && shift 2
+                ;;
+            --token-kind=*) kind=${1#*=} && shift ;;
             --build=*) build=${1#*=} && shift ;;
             --bin=*) bin_dir=${1#*=} && shift ;;
             -*) die "init: unknown option '$1'" ;;
@@ -330,7 +386,13 @@ cmd_init() {
             die "'$build/src/apps' does not exist: build the project (cmake --build) or pass --build"
     fi
     [ -x "$BIN/m2mhsm" ] || die "'$BIN/m2mhsm' is missing: build the project first"
-    [ -r "$MODULE" ] || die "PKCS#11 module '$MODULE' not found (apt-get install softhsm2)"
+    load_kind "$kind"
+    MODULE=$KIND_MODULE
+    if [ "$KIND" = softhsm ]; then # as before kinds: M2M_MODULE may name another SoftHSM build
+        MODULE=${M2M_MODULE:-$KIND_MODULE}
+        SOFTHSM_MODULE=$MODULE
+    fi
+    [ -r "$MODULE" ] || die "PKCS#11 module '$MODULE' not found (scripts/deps.sh installs it)"
 
     if [ -e "$dir" ]; then
         [ -d "$dir" ] || die "'$dir' exists and is not a directory"
@@ -344,10 +406,11 @@ cmd_init() {
     trap init_cleanup EXIT
     trap 'exit 130' INT TERM
 
-    # 1. One SoftHSM configuration, three tokens.
-    bash "$here/softhsm-conf.sh" "$lab_dir"
-    export SOFTHSM2_CONF="$lab_dir/softhsm2.conf"
-    unset M2MHSM_TOKEN M2MHSM_PIN_SOURCE M2MHSM_LOCK_FILE M2MHSM_MODULE
+    # 1. Three tokens of the kind (and a SoftHSM configuration for what it cannot hold).
+    unset M2MHSM_TOKEN M2MHSM_PIN_SOURCE M2MHSM_LOCK_FILE M2MHSM_MODULE M2MHSM_MODULE_INIT_ARGS
+    printf '%s\n' "$KIND" > "$lab_dir/token-kind"
+    softhsm_prepare "$lab_dir"
+    kind_prepare "$lab_dir"
     local t
     for t in "${TOKENS[@]}"; do make_token "$t"; done
 
@@ -389,6 +452,7 @@ lab_env() {
     [ -f "$lab_dir/lab.env" ] || die "'$lab_dir/lab.env' is missing: run '$prog init $1' first"
     # shellcheck source=/dev/null
     . "$lab_dir/lab.env"
+    load_kind "${M2M_TOKEN_KIND:-softhsm}"
 }
 
 # Is PID a live (not zombie) process whose command line names SERVER's program?
@@ -457,6 +521,7 @@ cmd_start() {
     lab_env "${1:-}"
     [ $# -eq 1 ] || usage
     need setsid ps
+    kind_start "$lab_dir"
     local s pid
     for s in "${SERVERS[@]}"; do
         [ -x "$M2M_BIN/m2m-$s" ] ||
@@ -574,6 +639,20 @@ cmd_stop() {
     [ $# -eq 1 ] || usage
     need ps
     stop_all
+    kind_stop "$lab_dir"
+}
+
+# Stop, release what the kind holds outside the lab (opencryptoki's pool slots), remove DIR.
+cmd_clean() {
+    [ $# -eq 1 ] || usage
+    [ -d "$1" ] || return 0
+    lab_dir=$(abs_dir "$1")
+    if [ -f "$lab_dir/lab.env" ]; then
+        cmd_stop "$1"
+    fi
+    load_kind "$(cat "$lab_dir/token-kind" 2> /dev/null || echo softhsm)"
+    kind_clean "$lab_dir"
+    rm -rf -- "$lab_dir"
 }
 
 [ $# -ge 1 ] || usage
@@ -583,6 +662,7 @@ case $cmd in
     init) cmd_init "$@" ;;
     start) cmd_start "$@" ;;
     stop) cmd_stop "$@" ;;
+    clean) cmd_clean "$@" ;;
     -h | --help | help) usage ;;
-    *) die "unknown command '$cmd' (init, start or stop)" ;;
+    *) die "unknown command '$cmd' (init, start, stop or clean)" ;;
 esac
