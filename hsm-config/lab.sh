@@ -70,7 +70,6 @@ load_kind() {
     KIND=$1
     # shellcheck source=/dev/null
     . "$here/kinds/softhsm.sh"
-    kind_keypair_done() { :; }
     # shellcheck source=/dev/null
     . "$here/kinds/$KIND.sh"
 }
@@ -161,7 +160,7 @@ make_cert() {
     else
         pins "$kt" 24
         softhsm_make_token "$lab_dir" "$kt" "$lab_dir/$kt.so.pin" "$lab_dir/$kt.pin"
-        say "$KIND has no EC: SoftHSM token '$kt' holds the $label key (tls_key_pkcs11)"
+        say "no EC key pair on $KIND: SoftHSM token '$kt' holds the $label key (tls_key_pkcs11)"
         softhsm_keypair "$lab_dir" "$kt" "$label" "$id" "$tmp/$t-pub.der"
     fi
     quiet "converting the $label public key" \
@@ -191,7 +190,6 @@ EOF
     openssl x509 -in "$crt" -noout -pubkey | openssl pkey -pubin -outform DER > "$tmp/a.der"
     openssl pkey -pubin -in "$pub" -outform DER > "$tmp/b.der"
     cmp -s "$tmp/a.der" "$tmp/b.der" || die "$crt does not hold token '$kt''s $label key"
-    [ "$kt" != "$t" ] || kind_keypair_done "$lab_dir" "$t" "$crt"
     say "certificate $crt for $fqdn; key $label (CKA_ID $id) inside token '$kt'"
 }
 

@@ -36,6 +36,16 @@ void m2mhsm_token_read_end(struct m2mhsm_token *tok);
 /* Re-initialise in a forked child (a no-op in the process that opened the token). */
 m2mhsm_status m2mhsm_token_ensure_attached(struct m2mhsm_token *tok);
 
+/* src/p11/templates.c. A CKR that can mean "the module does not take this template". */
+int m2mhsm_ckr_template_class(CK_RV rv);
+/* What the token takes, and the correction a refused stored write brings. Thread-safe. */
+int m2mhsm_token_takes_copyable(struct m2mhsm_token *tok);
+void m2mhsm_token_note_no_copyable(struct m2mhsm_token *tok);
+int m2mhsm_token_takes_private_data(struct m2mhsm_token *tok);
+void m2mhsm_token_note_no_private_data(struct m2mhsm_token *tok);
+int m2mhsm_token_needs_distinct_ids(struct m2mhsm_token *tok);
+void m2mhsm_token_note_distinct_ids(struct m2mhsm_token *tok);
+
 #define M2MHSM_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 #endif

@@ -6,7 +6,8 @@
 # and has $BIN (the m2mhsm programs), say, die and quiet):
 #   KIND_MODULE            the PKCS#11 module (M2M_MODULE overrides it where the kind allows)
 #   KIND_PIN_CHARS         length of the random hex PINs lab.sh writes (the module's limits)
-#   KIND_EC                1 if the lab can make the servers' EC P-256 TLS keys on it
+#   KIND_EC                1 if the lab can make the servers' EC P-256 TLS keys on it (else
+#                          they go on SoftHSM tokens beside it: tls_key_pkcs11)
 #   kind_prepare DIR       module configuration, daemons; once per lab, before any token
 #   kind_make_token DIR LABEL SO_PIN_FILE PIN_FILE   a throwaway token labelled LABEL
 #   kind_token_uri DIR LABEL        its RFC 7512 URI (one token exactly)

@@ -8,7 +8,7 @@
 
 KIND_MODULE=/usr/lib/x86_64-linux-gnu/libsoftokn3.so
 KIND_PIN_CHARS=24
-KIND_EC=1
+KIND_EC=0 # see kind_keypair
 
 kind_prepare() { need certutil; }
 
@@ -26,31 +26,13 @@ kind_init_args() {
         "$1" "$2" "$2"
 }
 
-# certutil generates the key in the database (sensitive, non-extractable) and a CSR signed by
-# it; lab.sh issues the certificate, and importing it names the key KEY_LABEL (NSS labels a
-# private key with its certificate's nickname). The public key comes from the CSR.
-kind_keypair() {
-    local dir=$1 label=$2 key_label=$3 pub=$5
-    head -c 64 /dev/urandom > "$tmp/noise"
-    quiet "generating the $key_label key pair in token '$label'" \
-        certutil -R -k ec -q nistp256 -d "sql:$dir/nss-$label" -f "$dir/$label.pin" \
-        -z "$tmp/noise" -s "CN=$key_label" -o "$tmp/$key_label.csr"
-    quiet "reading the $key_label public key" \
-        openssl req -inform DER -in "$tmp/$key_label.csr" -noout -pubkey -out "$tmp/$key_label.pub.pem"
-    openssl pkey -pubin -in "$tmp/$key_label.pub.pem" -outform DER -out "$pub"
-    KIND_KEY_NICK[$label]=$key_label
-}
-
-# After lab.sh issued the certificate: import it with the key's label as nickname.
-kind_keypair_done() {
-    local dir=$1 label=$2 crt=$3
-    quiet "importing $crt into token '$label'" \
-        certutil -A -d "sql:$dir/nss-$label" -f "$dir/$label.pin" -n "${KIND_KEY_NICK[$label]}" \
-        -t ,, -a -i "$crt"
-}
+# softokn has EC, but the lab has no tool that makes a *labelled* key pair in a softokn
+# database: certutil generates keys without CKA_LABEL (a certificate's nickname is not the
+# key's label, and the services find their key by label), and pkcs11-tool cannot pass init
+# args. So, as for opencryptoki, the servers' TLS keys go on SoftHSM tokens beside it.
+kind_keypair() { die "softokn: no labelled key pair tool (see hsm-config/kinds/softokn.sh)"; }
 
 kind_env() { :; }
 kind_start() { :; }
 kind_stop() { :; }
 kind_clean() { :; }
-declare -gA KIND_KEY_NICK=()

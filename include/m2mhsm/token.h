@@ -53,6 +53,15 @@ typedef struct {
                                padding open; some modules (SoftHSM) implement RFC 5649 here */
     int hkdf_derive;        /* CKM_HKDF_DERIVE (PKCS#11 3.0) with CKF_DERIVE */
     int sp800_108_feedback; /* CKM_SP800_108_FEEDBACK_KDF (PKCS#11 3.0) with CKF_DERIVE */
+    /* Object templates, probed with session objects and corrected by the first stored
+     * write the module refuses (docs/tokens.md): */
+    int copyable_attr;        /* CKA_COPYABLE (PKCS#11 2.40) accepted on secret keys; else
+                                 keys carry no CKA_COPYABLE (CKA_MODIFIABLE still guards them) */
+    int private_data_objects; /* private CKO_DATA accepted; else record metadata is kept in
+                                 private secret-key objects (docs/key-lifecycle.md) */
+    int distinct_key_ids;     /* the token keeps only one stored key per CKA_CLASS and CKA_ID
+                                 (softokn merges the second into the first): each form's key
+                                 gets a CKA_ID of its own. Learnt from a write, never probed */
 } m2mhsm_token_caps;
 
 /*

@@ -104,10 +104,16 @@ int m2mhsm_record_superseded(m2mhsm_keystore *ks, const m2mhsm_record *rec)
 m2mhsm_status ks_record_destroy_objects(m2mhsm_keystore *ks, CK_SESSION_HANDLE s,
                                         const m2mhsm_record *rec)
 {
+    /* Every key, even after one fails; the metadata only when no key is left, so that no
+     * key is ever without it (a record left torn is repaired later). */
     m2mhsm_status st = M2MHSM_OK;
-    for (int f = 0; st == M2MHSM_OK && f < M2MHSM_FORM_COUNT; f++)
+    for (int f = 0; f < M2MHSM_FORM_COUNT; f++) {
+        m2mhsm_status kst = M2MHSM_OK;
         if (rec->key[f] != CK_INVALID_HANDLE)
-            st = ks_destroy(ks->fn, s, rec->key[f]);
+            kst = ks_destroy(ks->fn, s, rec->key[f]);
+        if (st == M2MHSM_OK)
+            st = kst;
+    }
     if (st == M2MHSM_OK && rec->meta != CK_INVALID_HANDLE)
         st = ks_destroy(ks->fn, s, rec->meta);
     return st;

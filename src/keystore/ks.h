@@ -54,8 +54,29 @@ struct ks_key_spec {
     void *make_arg;
 };
 
-m2mhsm_status ks_create_meta(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, const m2mhsm_record *rec,
+/* Create an object; C_CreateObject-like makers (unwrap) go through ks_create_adapting. */
+typedef m2mhsm_status (*ks_creator)(void *arg, CK_ATTRIBUTE *tmpl, CK_ULONG n,
+                                    CK_OBJECT_HANDLE *out);
+/* tmpl without every attribute of that type (in place); returns the new count. */
+CK_ULONG ks_template_drop(CK_ATTRIBUTE *tmpl, CK_ULONG n, CK_ATTRIBUTE_TYPE type);
+/* create(arg, tmpl) with CKA_COPYABLE where the token takes it (m2mhsm_token_caps), and once
+ * more without it where a stored create with it fails (the token then takes it no more).
+ * tmpl may be reordered. */
+m2mhsm_status ks_create_adapting(m2mhsm_token *tok, CK_ATTRIBUTE *tmpl, CK_ULONG n,
+                                 ks_creator create, void *arg, CK_OBJECT_HANDLE *out);
+/* ks_create_adapting with C_CreateObject; `what` names the call in errors. */
+m2mhsm_status ks_create_object(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tmpl,
+                               CK_ULONG n, const char *what, CK_OBJECT_HANDLE *out);
+
+/* ---- metaobj.c: record metadata objects, in the form the token takes ---- */
+/* Write rec's metadata: a private CKO_DATA object, or where the token refuses those, a
+ * private metadata key (docs/key-lifecycle.md, "Metadata objects"). */
+m2mhsm_status ks_create_meta(m2mhsm_token *tok, CK_SESSION_HANDLE s, const m2mhsm_record *rec,
                              CK_OBJECT_HANDLE *out);
+/* Every stored metadata object of either form, of one record label ("m2mhsm:<kind>:<id>",
+ * ks_meta_label) or of all (label NULL). *out is malloc'd. */
+m2mhsm_status ks_find_meta(m2mhsm_token *tok, CK_SESSION_HANDLE s, const char *label,
+                           CK_OBJECT_HANDLE **out, size_t *count);
 /* Fill `tmpl` (>= KS_KEY_TEMPLATE_LEN entries) with the attributes every m2mhsm key
  * carries; the caller adds CKA_VALUE where it imports bytes. Returns the count. */
 #define KS_KEY_TEMPLATE_LEN 24
@@ -68,7 +89,7 @@ typedef struct {
 } ks_key_attrs;
 CK_ULONG ks_key_template(const m2mhsm_record *rec, m2mhsm_form form, CK_BBOOL sign, ks_key_attrs *a,
                          CK_ATTRIBUTE *tmpl);
-m2mhsm_status ks_create_key(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, const m2mhsm_record *rec,
+m2mhsm_status ks_create_key(m2mhsm_token *tok, CK_SESSION_HANDLE s, const m2mhsm_record *rec,
                             m2mhsm_form form, const ks_key_spec *spec, CK_OBJECT_HANDLE *out);
 /* Destroy; an object already gone counts as destroyed (another process got there first). */
 m2mhsm_status ks_destroy(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h);
@@ -79,11 +100,18 @@ m2mhsm_status ks_find(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tmpl
                       CK_OBJECT_HANDLE **out, size_t *count);
 /* The two readers below return M2MHSM_E_NOT_FOUND when the object vanished meanwhile
  * (CKR_OBJECT_HANDLE_INVALID): another thread or process destroyed it. */
-/* Read CKA_LABEL (NUL-terminated, truncated to label_len-1) and CKA_ID of a key object.
- * *id_len = 0 if it has no CKA_ID. */
+/* A key's CKA_ID: its record id, shared by the record's forms; or, on a token that keeps
+ * only one stored key per CKA_ID (m2mhsm_token_caps.distinct_key_ids), the record id and
+ * the form's number (docs/key-lifecycle.md). */
+#define KS_KEY_ID_MAX (M2MHSM_RECORD_ID_LEN + 1)
+/* 1 if id (id_len bytes) is a CKA_ID the key of `form` may carry; its first
+ * M2MHSM_RECORD_ID_LEN bytes are then the record id. */
+int ks_key_id_ok(const uint8_t *id, size_t id_len, int form);
+/* Read CKA_LABEL (NUL-terminated, truncated to label_len-1) and CKA_ID (id: KS_KEY_ID_MAX
+ * bytes) of a key object. *id_len = 0 if it has no CKA_ID. */
 m2mhsm_status ks_read_key_ids(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
                               char *label, size_t label_len, uint8_t *id, size_t *id_len);
-/* Read and decode a metadata object. On M2MHSM_E_CORRUPT, rec->meta is h and
+/* Read and decode a metadata object of either form. On M2MHSM_E_CORRUPT, rec->meta is h and
  * rec->record_id holds the record id if it could still be read, else rec->meta is
  * CK_INVALID_HANDLE. */
 m2mhsm_status ks_read_meta(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,

@@ -47,12 +47,12 @@ m2mhsm_status ks_still_there(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, const m2m
         return st == M2MHSM_E_CORRUPT ? M2MHSM_E_NOT_FOUND : st;
     }
     ks_key_label(rec, (m2mhsm_form)form, want, sizeof(want));
-    uint8_t id[M2MHSM_RECORD_ID_LEN];
+    uint8_t id[KS_KEY_ID_MAX];
     size_t id_len = 0;
     st = ks_read_key_ids(ks->tok, s, h, label, sizeof(label), id, &id_len);
     if (st != M2MHSM_OK)
         return st;
-    int same = id_len == M2MHSM_RECORD_ID_LEN &&
+    int same = ks_key_id_ok(id, id_len, form) &&
                memcmp(id, rec->record_id, M2MHSM_RECORD_ID_LEN) == 0 && strcmp(label, want) == 0;
     return same ? M2MHSM_OK : M2MHSM_E_NOT_FOUND;
 }
@@ -68,32 +68,50 @@ m2mhsm_status ks_confirm(m2mhsm_keystore *ks, const m2mhsm_record *rec)
     return st;
 }
 
-static m2mhsm_status attach_keys(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, m2mhsm_record *rec)
+/* The record's keys whose CKA_ID is id (id_len bytes). */
+static m2mhsm_status attach_by_id(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, m2mhsm_record *rec,
+                                  uint8_t *id, size_t id_len)
 {
     CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
     CK_BBOOL t = CK_TRUE;
     CK_ATTRIBUTE tmpl[] = {
         {CKA_CLASS, &cls, sizeof(cls)},
         {CKA_TOKEN, &t, sizeof(t)},
-        {CKA_ID, rec->record_id, M2MHSM_RECORD_ID_LEN},
+        {CKA_ID, id, id_len},
     };
     CK_OBJECT_HANDLE *h = NULL;
     size_t n = 0;
     m2mhsm_status st = ks_find(ks->tok, s, tmpl, M2MHSM_ARRAY_LEN(tmpl), &h, &n);
     for (size_t i = 0; st == M2MHSM_OK && i < n; i++) {
         char label[M2MHSM_LABEL_MAX];
-        uint8_t id[M2MHSM_RECORD_ID_LEN];
-        size_t id_len;
-        st = ks_read_key_ids(ks->tok, s, h[i], label, sizeof(label), id, &id_len);
+        uint8_t got[KS_KEY_ID_MAX];
+        size_t got_len;
+        st = ks_read_key_ids(ks->tok, s, h[i], label, sizeof(label), got, &got_len);
         if (st == M2MHSM_E_NOT_FOUND) {
             st = M2MHSM_OK;
             continue;
         }
         int form = st == M2MHSM_OK ? ks_label_form(label) : -1;
-        if (form >= 0 && (ks_record_forms(rec) & (1u << form)))
+        if (form >= 0 && (ks_record_forms(rec) & (1u << form)) && ks_key_id_ok(got, got_len, form))
             rec->key[form] = h[i];
     }
     free(h);
+    return st;
+}
+
+/* By the shared record id first; forms still missing by their own CKA_ID (a token that keeps
+ * one stored key per CKA_ID). */
+static m2mhsm_status attach_keys(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, m2mhsm_record *rec)
+{
+    uint8_t id[KS_KEY_ID_MAX];
+    memcpy(id, rec->record_id, M2MHSM_RECORD_ID_LEN);
+    m2mhsm_status st = attach_by_id(ks, s, rec, id, M2MHSM_RECORD_ID_LEN);
+    for (int f = 0; st == M2MHSM_OK && f < M2MHSM_FORM_COUNT; f++) {
+        if (!(ks_record_forms(rec) & (1u << f)) || rec->key[f] != CK_INVALID_HANDLE)
+            continue;
+        id[M2MHSM_RECORD_ID_LEN] = (uint8_t)f;
+        st = attach_by_id(ks, s, rec, id, sizeof(id));
+    }
     return st;
 }
 
@@ -108,17 +126,9 @@ static m2mhsm_status search(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, m2mhsm_kin
     memcpy(probe.identity, identity, strlen(identity) + 1);
     char label[M2MHSM_LABEL_MAX];
     ks_meta_label(&probe, label, sizeof(label));
-    CK_OBJECT_CLASS cls = CKO_DATA;
-    CK_BBOOL t = CK_TRUE;
-    CK_ATTRIBUTE tmpl[] = {
-        {CKA_CLASS, &cls, sizeof(cls)},
-        {CKA_TOKEN, &t, sizeof(t)},
-        {CKA_APPLICATION, (void *)M2MHSM_APPLICATION, strlen(M2MHSM_APPLICATION)},
-        {CKA_LABEL, label, strlen(label)},
-    };
     CK_OBJECT_HANDLE *h = NULL;
     size_t n = 0;
-    m2mhsm_status st = ks_find(ks->tok, s, tmpl, M2MHSM_ARRAY_LEN(tmpl), &h, &n);
+    m2mhsm_status st = ks_find_meta(ks->tok, s, label, &h, &n);
     int found = 0;
     for (size_t i = 0; st == M2MHSM_OK && i < n; i++) {
         m2mhsm_record rec;

@@ -2,35 +2,9 @@
 #include "ks.h"
 #include "../internal.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-m2mhsm_status ks_create_meta(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, const m2mhsm_record *rec,
-                             CK_OBJECT_HANDLE *out)
-{
-    char value[M2MHSM_META_MAX], label[M2MHSM_LABEL_MAX];
-    size_t vlen = 0;
-    m2mhsm_status st = ks_meta_encode(rec, value, &vlen);
-    if (st != M2MHSM_OK)
-        return st;
-    ks_meta_label(rec, label, sizeof(label));
-    CK_OBJECT_CLASS cls = CKO_DATA;
-    CK_BBOOL t = CK_TRUE;
-    /* PKCS#11 data objects have no CKA_ID: the record id inside CKA_VALUE is the link to
-     * the keys' CKA_ID. Private, so nothing is readable without login. */
-    CK_ATTRIBUTE tmpl[] = {
-        {CKA_CLASS, &cls, sizeof(cls)},
-        {CKA_TOKEN, &t, sizeof(t)},
-        {CKA_PRIVATE, &t, sizeof(t)},
-        {CKA_APPLICATION, (void *)M2MHSM_APPLICATION, strlen(M2MHSM_APPLICATION)},
-        {CKA_LABEL, label, strlen(label)},
-        {CKA_VALUE, value, vlen},
-    };
-    CK_RV rv = fn->C_CreateObject(s, tmpl, M2MHSM_ARRAY_LEN(tmpl), out);
-    if (rv != CKR_OK)
-        return m2mhsm_fail_ckr("C_CreateObject(CKO_DATA metadata)", rv);
-    return M2MHSM_OK;
-}
 
 CK_ULONG ks_key_template(const m2mhsm_record *rec, m2mhsm_form form, CK_BBOOL sign, ks_key_attrs *a,
                          CK_ATTRIBUTE *tmpl)
@@ -77,19 +51,102 @@ CK_ULONG ks_key_template(const m2mhsm_record *rec, m2mhsm_form form, CK_BBOOL si
     return n;
 }
 
-m2mhsm_status ks_create_key(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, const m2mhsm_record *rec,
+CK_ULONG ks_template_drop(CK_ATTRIBUTE *tmpl, CK_ULONG n, CK_ATTRIBUTE_TYPE type)
+{
+    CK_ULONG m = 0;
+    for (CK_ULONG i = 0; i < n; i++)
+        if (tmpl[i].type != type)
+            tmpl[m++] = tmpl[i];
+    return m;
+}
+
+static int has_attr(const CK_ATTRIBUTE *tmpl, CK_ULONG n, CK_ATTRIBUTE_TYPE type)
+{
+    for (CK_ULONG i = 0; i < n; i++)
+        if (tmpl[i].type == type)
+            return 1;
+    return 0;
+}
+
+m2mhsm_status ks_create_adapting(m2mhsm_token *tok, CK_ATTRIBUTE *tmpl, CK_ULONG n,
+                                 ks_creator create, void *arg, CK_OBJECT_HANDLE *out)
+{
+    if (!m2mhsm_token_takes_copyable(tok))
+        return create(arg, tmpl, ks_template_drop(tmpl, n, CKA_COPYABLE), out);
+    m2mhsm_status st = create(arg, tmpl, n, out);
+    if (st != M2MHSM_E_PKCS11 || !has_attr(tmpl, n, CKA_COPYABLE))
+        return st;
+    /* The session probe passed, yet a module may refuse the 2.40 attribute on a stored
+     * object only, with a CKR that names no attribute (softokn: CKR_GENERAL_ERROR). Once
+     * more without it; if that works, this token takes no CKA_COPYABLE. A failed
+     * C_CreateObject creates nothing (PKCS#11 5.7), so the retry cannot leave a twin. */
+    char first[256];
+    snprintf(first, sizeof(first), "%s", m2mhsm_last_error());
+    st = create(arg, tmpl, ks_template_drop(tmpl, n, CKA_COPYABLE), out);
+    if (st == M2MHSM_OK)
+        m2mhsm_token_note_no_copyable(tok);
+    else if (st == M2MHSM_E_PKCS11) {
+        char second[256];
+        snprintf(second, sizeof(second), "%s", m2mhsm_last_error());
+        m2mhsm_fail(st, "%s (also without CKA_COPYABLE: %s)", first, second);
+    }
+    return st;
+}
+
+typedef struct {
+    CK_FUNCTION_LIST *fn;
+    CK_SESSION_HANDLE s;
+    const char *what; /* "C_CreateObject(...)" in errors */
+} direct_create;
+
+m2mhsm_status ks_create_direct(void *arg, CK_ATTRIBUTE *tmpl, CK_ULONG n, CK_OBJECT_HANDLE *out)
+{
+    const direct_create *d = arg;
+    CK_RV rv = d->fn->C_CreateObject(d->s, tmpl, n, out);
+    if (rv != CKR_OK)
+        return m2mhsm_fail_ckr(d->what, rv);
+    return M2MHSM_OK;
+}
+
+m2mhsm_status ks_create_object(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tmpl,
+                               CK_ULONG n, const char *what, CK_OBJECT_HANDLE *out)
+{
+    direct_create d = {m2mhsm_token_functions(tok), s, what};
+    return ks_create_adapting(tok, tmpl, n, ks_create_direct, &d, out);
+}
+
+typedef struct {
+    const ks_key_spec *spec;
+    CK_SESSION_HANDLE s;
+    const m2mhsm_record *rec;
+} made_create;
+
+static m2mhsm_status create_made(void *arg, CK_ATTRIBUTE *tmpl, CK_ULONG n, CK_OBJECT_HANDLE *out)
+{
+    const made_create *m = arg;
+    return m->spec->make(m->spec, m->s, m->rec, tmpl, n, out);
+}
+
+m2mhsm_status ks_create_key(m2mhsm_token *tok, CK_SESSION_HANDLE s, const m2mhsm_record *rec,
                             m2mhsm_form form, const ks_key_spec *spec, CK_OBJECT_HANDLE *out)
 {
     ks_key_attrs a;
     CK_ATTRIBUTE tmpl[KS_KEY_TEMPLATE_LEN];
     CK_ULONG n = ks_key_template(rec, form, spec->sign, &a, tmpl);
-    if (spec->make != NULL)
-        return spec->make(spec, s, rec, tmpl, n, out);
+    uint8_t id[KS_KEY_ID_MAX];
+    if (m2mhsm_token_needs_distinct_ids(tok)) {
+        memcpy(id, rec->record_id, M2MHSM_RECORD_ID_LEN);
+        id[M2MHSM_RECORD_ID_LEN] = (uint8_t)form;
+        for (CK_ULONG i = 0; i < n; i++)
+            if (tmpl[i].type == CKA_ID)
+                tmpl[i] = (CK_ATTRIBUTE){CKA_ID, id, sizeof(id)};
+    }
+    if (spec->make != NULL) {
+        made_create m = {spec, s, rec};
+        return ks_create_adapting(tok, tmpl, n, create_made, &m, out);
+    }
     tmpl[n++] = (CK_ATTRIBUTE){CKA_VALUE, (void *)spec->value, spec->len};
-    CK_RV rv = fn->C_CreateObject(s, tmpl, n, out);
-    if (rv != CKR_OK)
-        return m2mhsm_fail_ckr("C_CreateObject(CKO_SECRET_KEY)", rv);
-    return M2MHSM_OK;
+    return ks_create_object(tok, s, tmpl, n, "C_CreateObject(CKO_SECRET_KEY)", out);
 }
 
 m2mhsm_status ks_destroy(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h)
@@ -170,13 +227,19 @@ m2mhsm_status ks_find(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tmpl
     return st;
 }
 
+int ks_key_id_ok(const uint8_t *id, size_t id_len, int form)
+{
+    return id_len == M2MHSM_RECORD_ID_LEN ||
+           (id_len == KS_KEY_ID_MAX && form >= 0 && id[M2MHSM_RECORD_ID_LEN] == (uint8_t)form);
+}
+
 m2mhsm_status ks_read_key_ids(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
                               char *label, size_t label_len, uint8_t *id, size_t *id_len)
 {
     CK_FUNCTION_LIST *fn = m2mhsm_token_functions(tok);
     CK_ATTRIBUTE a[] = {
         {CKA_LABEL, label, label_len - 1},
-        {CKA_ID, id, M2MHSM_RECORD_ID_LEN},
+        {CKA_ID, id, KS_KEY_ID_MAX},
     };
     m2mhsm_token_read_begin(tok);
     CK_RV rv = fn->C_GetAttributeValue(s, h, a, M2MHSM_ARRAY_LEN(a));
@@ -201,41 +264,4 @@ m2mhsm_status ks_read_key_ids(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_
     label[a[0].ulValueLen] = '\0';
     *id_len = a[1].ulValueLen;
     return M2MHSM_OK;
-}
-
-/* The size of h's CKA_VALUE, 0 if unknown. Metadata is called corrupt for its size only
- * when the token confirms it: a token that says a value which fits is too small contradicts
- * itself, and taking its record for corrupt would hide it from every write that replaces
- * it (a re-enrolment would then keep the old Ke valid). */
-static CK_ULONG value_size(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h)
-{
-    CK_ATTRIBUTE a = {CKA_VALUE, NULL, 0};
-    m2mhsm_token_read_begin(tok);
-    CK_RV rv = m2mhsm_token_functions(tok)->C_GetAttributeValue(s, h, &a, 1);
-    m2mhsm_token_read_end(tok);
-    return rv == CKR_OK && a.ulValueLen != CK_UNAVAILABLE_INFORMATION ? a.ulValueLen : 0;
-}
-
-m2mhsm_status ks_read_meta(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
-                           m2mhsm_record *rec)
-{
-    char value[M2MHSM_META_MAX];
-    CK_ATTRIBUTE a = {CKA_VALUE, value, sizeof(value)};
-    rec->meta = CK_INVALID_HANDLE; /* on every error path: callers read it */
-    m2mhsm_token_read_begin(tok);
-    CK_RV rv = m2mhsm_token_functions(tok)->C_GetAttributeValue(s, h, &a, 1);
-    m2mhsm_token_read_end(tok);
-    if (rv == CKR_BUFFER_TOO_SMALL && value_size(tok, s, h) > sizeof(value))
-        return m2mhsm_fail(M2MHSM_E_CORRUPT, "metadata object larger than %d bytes",
-                           M2MHSM_META_MAX);
-    if (rv == CKR_OBJECT_HANDLE_INVALID)
-        return m2mhsm_fail(M2MHSM_E_NOT_FOUND, "object destroyed meanwhile");
-    if (rv != CKR_OK)
-        return m2mhsm_fail_ckr("C_GetAttributeValue(CKA_VALUE of metadata)", rv);
-    m2mhsm_status st = ks_meta_decode(value, a.ulValueLen, rec);
-    if (st == M2MHSM_OK)
-        rec->meta = h;
-    else if (st == M2MHSM_E_CORRUPT)
-        rec->meta = ks_meta_salvage_id(value, a.ulValueLen, rec->record_id) ? h : CK_INVALID_HANDLE;
-    return st;
 }

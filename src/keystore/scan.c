@@ -73,17 +73,21 @@ static m2mhsm_status scan_keys(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, ks_scan
     for (size_t i = 0; st == M2MHSM_OK && i < n; i++) {
         char label[M2MHSM_LABEL_MAX];
         ks_key_seen k = {.handle = h[i]};
+        uint8_t id[KS_KEY_ID_MAX];
         size_t id_len = 0;
         m2mhsm_kind kind;
-        st = ks_read_key_ids(ks->tok, s, h[i], label, sizeof(label), k.record_id, &id_len);
+        st = ks_read_key_ids(ks->tok, s, h[i], label, sizeof(label), id, &id_len);
         if (st == M2MHSM_E_NOT_FOUND) {
             st = M2MHSM_OK; /* destroyed meanwhile */
             continue;
         }
         /* Someone else's key (a KEK, another application) is never ours to touch. */
-        if (st != M2MHSM_OK || id_len != M2MHSM_RECORD_ID_LEN ||
-            !ks_label_parse(label, &kind, &k.form))
+        if (st != M2MHSM_OK || !ks_label_parse(label, &kind, &k.form) ||
+            !ks_key_id_ok(id, id_len, k.form))
             continue;
+        memcpy(k.record_id, id, M2MHSM_RECORD_ID_LEN);
+        if (id_len == KS_KEY_ID_MAX) /* written where one key per CKA_ID is kept */
+            m2mhsm_token_note_distinct_ids(ks->tok);
         if (!grow((void **)&w->keys, &w->cap, w->count, sizeof(*w->keys)))
             st = nomem();
         else
@@ -118,16 +122,9 @@ static m2mhsm_status note_corrupt(ks_scan *sc, ks_scan_work *w, const m2mhsm_rec
 static m2mhsm_status scan_meta(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, ks_scan *sc,
                                ks_scan_work *w)
 {
-    CK_OBJECT_CLASS cls = CKO_DATA;
-    CK_BBOOL t = CK_TRUE;
-    CK_ATTRIBUTE tmpl[] = {
-        {CKA_CLASS, &cls, sizeof(cls)},
-        {CKA_TOKEN, &t, sizeof(t)},
-        {CKA_APPLICATION, (void *)M2MHSM_APPLICATION, strlen(M2MHSM_APPLICATION)},
-    };
     CK_OBJECT_HANDLE *h = NULL;
     size_t n = 0;
-    m2mhsm_status st = ks_find(ks->tok, s, tmpl, M2MHSM_ARRAY_LEN(tmpl), &h, &n);
+    m2mhsm_status st = ks_find_meta(ks->tok, s, NULL, &h, &n);
     for (size_t i = 0; st == M2MHSM_OK && i < n; i++) {
         m2mhsm_record rec;
         m2mhsm_status rs = ks_read_meta(ks->tok, s, h[i], &rec);

@@ -201,6 +201,8 @@ static m2mhsm_status write_transient(m2mhsm_keystore *ks, m2mhsm_record *rec, un
     ks_key_attrs a;
     CK_ATTRIBUTE tmpl[KS_KEY_TEMPLATE_LEN];
     CK_ULONG n = ks_key_template(rec, M2MHSM_FORM_RAW, CK_FALSE, &a, tmpl);
+    if (!m2mhsm_token_takes_copyable(ks->tok)) /* a session object: the probe's own case */
+        n = ks_template_drop(tmpl, n, CKA_COPYABLE);
     for (CK_ULONG i = 0; i < n; i++)
         if (tmpl[i].type == CKA_TOKEN)
             tmpl[i].pValue = &a.f;

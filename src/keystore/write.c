@@ -8,13 +8,49 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
+/* 1 if the module answered the creation of form f's key with the handle of an earlier form's:
+ * it keeps one stored key per CKA_ID and merged the two (softokn), so the earlier key is
+ * gone as such. PKCS#11 lets several objects share a CKA_ID; this module does not. */
+static int merged(const m2mhsm_record *rec, int f)
+{
+    for (int e = 0; e < f; e++)
+        if (rec->key[e] != CK_INVALID_HANDLE && rec->key[e] == rec->key[f])
+            return 1;
+    return 0;
+}
+
+static m2mhsm_status create_objects(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, m2mhsm_record *rec,
+                                    const ks_key_spec specs[M2MHSM_FORM_COUNT], int *was_merged)
+{
+    m2mhsm_status st = ks_create_meta(ks->tok, s, rec, &rec->meta);
+    for (int f = 0; st == M2MHSM_OK && f < M2MHSM_FORM_COUNT; f++) {
+        if (!(ks_record_forms(rec) & (1u << f)))
+            continue;
+        st = ks_create_key(ks->tok, s, rec, (m2mhsm_form)f, &specs[f], &rec->key[f]);
+        if (st == M2MHSM_OK && merged(rec, f)) {
+            *was_merged = 1;
+            rec->key[f] = CK_INVALID_HANDLE; /* the one object is destroyed once */
+            return m2mhsm_fail(M2MHSM_E_PKCS11, "C_CreateObject(CKO_SECRET_KEY): the token "
+                                                "merged two keys with the same CKA_ID");
+        }
+    }
+    return st;
+}
+
 static m2mhsm_status write_objects(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, m2mhsm_record *rec,
                                    const ks_key_spec specs[M2MHSM_FORM_COUNT])
 {
-    m2mhsm_status st = ks_create_meta(ks->fn, s, rec, &rec->meta);
-    for (int f = 0; st == M2MHSM_OK && f < M2MHSM_FORM_COUNT; f++)
-        if (ks_record_forms(rec) & (1u << f))
-            st = ks_create_key(ks->fn, s, rec, (m2mhsm_form)f, &specs[f], &rec->key[f]);
+    int was_merged = 0;
+    m2mhsm_status st = create_objects(ks, s, rec, specs, &was_merged);
+    if (was_merged) {
+        /* Undo, and write again with a CKA_ID per form (the token remembers). */
+        ks_record_destroy_objects(ks, s, rec);
+        m2mhsm_token_note_distinct_ids(ks->tok);
+        for (int f = 0; f < M2MHSM_FORM_COUNT; f++)
+            rec->key[f] = CK_INVALID_HANDLE;
+        rec->meta = CK_INVALID_HANDLE;
+        st = create_objects(ks, s, rec, specs, &was_merged);
+    }
     if (st != M2MHSM_OK) {
         /* Undo what was written; the error reported is the first one. */
         char first[256];

@@ -64,6 +64,10 @@ m2mhsm_status m2mhsm_pin_read(const char *pin_source, const char *token_uri, cha
                               size_t *pin_len);
 void m2mhsm_pin_free(char *pin, size_t pin_len);
 
+/* Probe the object templates the token takes (session objects of the login session).
+ * Caller holds tok->lock or owns tok exclusively. */
+m2mhsm_status m2mhsm_token_probe_templates(m2mhsm_token *tok);
+
 /* C_Initialize (through p11-kit), find the slot, probe, log in. Used at open and after
  * fork. Caller holds tok->lock or owns tok exclusively. */
 m2mhsm_status m2mhsm_token_attach(m2mhsm_token *tok);

@@ -175,6 +175,8 @@ static m2mhsm_status attach_locked(m2mhsm_token *tok)
         return m2mhsm_fail(M2MHSM_E_UNSUPPORTED,
                            "token lacks CKM_SHA256_HMAC with CKF_SIGN, which TS-0003 needs");
     st = login(tok);
+    if (st == M2MHSM_OK)
+        st = m2mhsm_token_probe_templates(tok);
     /* Only a complete attach counts: a child whose login failed tries again next call
      * rather than carrying on with sessions that see no private objects. */
     if (st == M2MHSM_OK)

@@ -19,7 +19,10 @@ e2e_cleanup() {
         echo "not ok - sanitizer report in a server log"; grep -h -A30 -E "Sanitizer|runtime error" "$LAB"/*.log | head -60
         exit 1
     fi
-    [ -n "${KEEP_LAB:-}" ] || rm -rf "${LAB:-/nonexistent}"
+    # clean: also releases what the token kind holds outside the lab (opencryptoki's slots)
+    if [ -z "${KEEP_LAB:-}" ] && [ -n "${LAB:-}" ]; then
+        bash "$LABSH" clean "$LAB" > /dev/null 2>&1 || rm -rf "$LAB"
+    fi
 }
 
 # e2e_lab NAME [lab.sh init options]: make and start a lab; sources its lab.env.
@@ -34,7 +37,9 @@ e2e_lab_init() {
     LAB=$(mktemp -d "${TMPDIR:-/tmp}/m2m-e2e-$name.XXXXXX")
     rmdir "$LAB"
     trap e2e_cleanup EXIT
-    bash "$LABSH" init "$LAB" --build "$M2M_BUILD" "$@" > "$LAB.init.log" 2>&1 ||
+    # M2MHSM_TOKEN_KIND: the token kind of the suite's run (ctest NAME@KIND, docs/tokens.md)
+    bash "$LABSH" init "$LAB" --build "$M2M_BUILD" --token-kind "${M2MHSM_TOKEN_KIND:-softhsm}" \
+        "$@" > "$LAB.init.log" 2>&1 ||
         { cat "$LAB.init.log"; rm -f "$LAB.init.log"; exit 1; }
     rm -f "$LAB.init.log"
     # shellcheck disable=SC1091
@@ -110,7 +115,8 @@ m2mhsm_on() {
     local t=$1; shift
     local up=${t^^}
     local token="M2M_${up}_TOKEN" pin="M2M_${up}_PIN_FILE" lock="M2M_${up}_LOCK_FILE"
-    "$M2M_BIN/m2mhsm" --module "$M2M_MODULE" --token "${!token}" --pin-source "file:${!pin}" \
+    local init_args="M2M_${up}_INIT_ARGS"
+    M2MHSM_MODULE_INIT_ARGS=${!init_args:-} "$M2M_BIN/m2mhsm" --module "$M2M_MODULE" --token "${!token}" --pin-source "file:${!pin}" \
         --lock-file "${!lock}" "$@"
 }
 

@@ -27,7 +27,7 @@
 #include <time.h>
 
 typedef struct {
-    uint8_t id[M2MHSM_RECORD_ID_LEN];
+    uint8_t id[KS_KEY_ID_MAX];
     int form;
     char label[M2MHSM_LABEL_MAX];
     int claimed;

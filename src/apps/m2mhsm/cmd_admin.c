@@ -176,6 +176,9 @@ int cmd_caps(int argc, char **argv, cli_ctx *ctx)
     printf("CKM_AES_KEY_WRAP_PAD unwrap:    %s\n", c->aes_key_wrap_pad ? "yes" : "no");
     printf("CKM_HKDF_DERIVE:                %s\n", c->hkdf_derive ? "yes" : "no");
     printf("CKM_SP800_108_FEEDBACK_KDF:     %s\n", c->sp800_108_feedback ? "yes" : "no");
+    /* Probed with session objects; a stored write may still correct them (docs/tokens.md). */
+    printf("CKA_COPYABLE on secret keys:    %s\n", c->copyable_attr ? "yes" : "no");
+    printf("private CKO_DATA objects:       %s\n", c->private_data_objects ? "yes" : "no");
     cli_close(ctx);
     return EXIT_OK;
 }
