@@ -7,6 +7,7 @@
 
 static _Thread_local char last_error[512];
 static _Thread_local char code_buf[32];
+static _Thread_local CK_RV last_ckr; /* of the last m2mhsm_fail_ckr; CKR_OK after m2mhsm_fail */
 
 struct code_name {
     unsigned long code;
@@ -188,7 +189,13 @@ m2mhsm_status m2mhsm_fail(m2mhsm_status st, const char *fmt, ...)
     vsnprintf(buf, sizeof(buf), fmt, ap);
     va_end(ap);
     memcpy(last_error, buf, sizeof(buf));
+    last_ckr = CKR_OK;
     return st;
+}
+
+CK_RV m2mhsm_last_ckr(void)
+{
+    return last_ckr;
 }
 
 m2mhsm_status m2mhsm_fail_ckr(const char *op, CK_RV rv)
@@ -201,7 +208,9 @@ m2mhsm_status m2mhsm_fail_ckr(const char *op, CK_RV rv)
         st = M2MHSM_E_NOMEM;
     else if (rv == CKR_MECHANISM_INVALID)
         st = M2MHSM_E_UNSUPPORTED;
-    return m2mhsm_fail(st, "%s: %s", op, m2mhsm_ckr_name(rv));
+    m2mhsm_fail(st, "%s: %s", op, m2mhsm_ckr_name(rv));
+    last_ckr = rv;
+    return st;
 }
 
 void m2mhsm_clear_error(void)

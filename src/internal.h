@@ -11,6 +11,8 @@ m2mhsm_status m2mhsm_fail(m2mhsm_status st, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Record "op: CKR_NAME" and map the CKR to a status (PIN errors to M2MHSM_E_PIN). */
 m2mhsm_status m2mhsm_fail_ckr(const char *op, CK_RV rv);
+/* The CKR of the thread's last error if m2mhsm_fail_ckr reported it, else CKR_OK. */
+CK_RV m2mhsm_last_ckr(void);
 void m2mhsm_clear_error(void);
 
 /* Bracket C_CreateObject/C_DestroyObject/C_UnwrapKey sequences (see

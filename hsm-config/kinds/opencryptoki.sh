@@ -88,6 +88,23 @@ ock_tool() {
     pkcs11-tool --module "$KIND_MODULE" --slot "$n" "$@" < /dev/null
 }
 
+# Make OCK_DATA/m2mhsm-N a link to DATA. Every process that initialises opencryptoki creates
+# the directory of each configured token that is missing, so an unclaimed slot's directory
+# may reappear at any moment: move it aside and rename a fresh link over the name, again
+# until the rename wins. ock_link N DATA
+ock_link() {
+    local n=$1 data=$2 target="$OCK_DATA/m2mhsm-$1" i
+    for ((i = 0; i < 50; i++)); do
+        if [ -d "$target" ] && [ ! -L "$target" ]; then
+            mv -T -- "$target" "$target.old.$$" 2> /dev/null && rm -rf -- "$target.old.$$"
+        fi
+        ln -sfn -- "$data" "$target.new.$$"
+        mv -T -- "$target.new.$$" "$target" 2> /dev/null && return 0
+        rm -f -- "$target.new.$$"
+    done
+    die "could not link $target to $data"
+}
+
 kind_make_token() {
     local dir=$1 label=$2 so_pin=$3 pin=$4 n data
     n=$(ock_claim "$dir")
@@ -95,9 +112,7 @@ kind_make_token() {
     mkdir -p -- "$data/TOK_OBJ"
     chgrp -R pkcs11 "$dir/ock" && chmod -R g+rwX "$dir/ock" && chmod g+x "$dir"
     printf '%s\n' "$n" > "$dir/ock/$label.slot"
-    # pkcsslotd makes the directory of every configured token at start: ours become links.
-    [ -L "$OCK_DATA/m2mhsm-$n" ] || rm -rf -- "${OCK_DATA:?}/m2mhsm-$n"
-    ln -sfn -- "$data" "$OCK_DATA/m2mhsm-$n"
+    ock_link "$n" "$data"
     rm -f -- "/dev/shm/var.lib.opencryptoki.m2mhsm-$n" # the previous owner's object cache
     export M2M_OCK_SO=$OCK_DEFAULT_SO_PIN M2M_OCK_NEW_SO M2M_OCK_PIN
     M2M_OCK_NEW_SO=$(< "$so_pin") M2M_OCK_PIN=$(< "$pin")

@@ -192,7 +192,9 @@ static CK_ULONG value_size(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HAN
 }
 
 /* One read for a data object, the common case: class and value together. A metadata key
- * refuses CKA_VALUE (CKR_ATTRIBUTE_SENSITIVE) and says its class: then its CKA_ID. */
+ * refuses CKA_VALUE (CKR_ATTRIBUTE_SENSITIVE; a data object's value never is) and says its
+ * class, though not every module fills the other attributes of a read that fails (softokn,
+ * for an object another process wrote): then its CKA_ID. */
 static CK_RV read_text(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, char *value,
                        CK_ULONG *len, CK_ATTRIBUTE_TYPE *type)
 {
@@ -202,7 +204,8 @@ static CK_RV read_text(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE 
     m2mhsm_token_read_begin(tok);
     CK_RV rv = fn->C_GetAttributeValue(s, h, a, M2MHSM_ARRAY_LEN(a));
     *type = CKA_VALUE;
-    if (a[0].ulValueLen == sizeof(cls) && cls == CKO_SECRET_KEY) {
+    if ((a[0].ulValueLen == sizeof(cls) && cls == CKO_SECRET_KEY) ||
+        rv == CKR_ATTRIBUTE_SENSITIVE) {
         *type = CKA_ID;
         a[1] = (CK_ATTRIBUTE){CKA_ID, value, *len};
         rv = fn->C_GetAttributeValue(s, h, &a[1], 1);

@@ -74,7 +74,12 @@ m2mhsm_status ks_create_adapting(m2mhsm_token *tok, CK_ATTRIBUTE *tmpl, CK_ULONG
     if (!m2mhsm_token_takes_copyable(tok))
         return create(arg, tmpl, ks_template_drop(tmpl, n, CKA_COPYABLE), out);
     m2mhsm_status st = create(arg, tmpl, n, out);
-    if (st != M2MHSM_E_PKCS11 || !has_attr(tmpl, n, CKA_COPYABLE))
+    CK_RV rv = m2mhsm_last_ckr();
+    /* A template complaint, or a CKR that names no cause; never a device, session or
+     * memory error, which another try without the attribute would only hide. */
+    int retry =
+        m2mhsm_ckr_template_class(rv) || rv == CKR_GENERAL_ERROR || rv == CKR_FUNCTION_FAILED;
+    if (st == M2MHSM_OK || !retry || !has_attr(tmpl, n, CKA_COPYABLE))
         return st;
     /* The session probe passed, yet a module may refuse the 2.40 attribute on a stored
      * object only, with a CKR that names no attribute (softokn: CKR_GENERAL_ERROR). Once

@@ -47,7 +47,11 @@ static int admit(void *arg, const m2mhsm_record *kpm)
         why = "enrolment-expiry-passed";
     if (why == NULL)
         return 1;
-    app_log(APP_WARN, "rejected-unconfigured", "kpm_id=%s reason=%s", kpm->identity, why);
+    if (st != M2MHSM_OK && st != M2MHSM_E_NOT_FOUND) /* say which call failed, and how */
+        app_log(APP_WARN, "rejected-unconfigured", "kpm_id=%s reason=%s error=%s", kpm->identity,
+                why, app_error(st));
+    else
+        app_log(APP_WARN, "rejected-unconfigured", "kpm_id=%s reason=%s", kpm->identity, why);
     return 0;
 }
 
