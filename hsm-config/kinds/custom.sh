@@ -2,7 +2,8 @@
 # tools, to run the lab and the e2e suites on a new HSM (docs/deployment-hsm.md). All from the
 # environment:
 #   M2M_CUSTOM_MODULE          the PKCS#11 module (required)
-#   M2M_CUSTOM_INIT_ARGS       its C_Initialize init args, if it needs any
+#   M2M_CUSTOM_INIT_ARGS       its C_Initialize init args, if it needs any; per token
+#   M2M_CUSTOM_<T>_INIT_ARGS   where they differ (softokn: one database each)
 #   M2M_CUSTOM_<T>_TOKEN       for T in MEF, MAF, ENROLEE: the RFC 7512 URI of an initialised
 #                              token that holds no m2mhsm records yet (required)
 #   M2M_CUSTOM_<T>_PIN_FILE    its user PIN file; copied into the lab (0600) (required)
@@ -36,7 +37,10 @@ kind_make_token() {
 }
 
 kind_token_uri() { custom_var "$2" TOKEN; }
-kind_init_args() { printf '%s\n' "${M2M_CUSTOM_INIT_ARGS:-}"; }
+kind_init_args() {
+    local v="M2M_CUSTOM_${2^^}_INIT_ARGS"
+    printf '%s\n' "${!v:-${M2M_CUSTOM_INIT_ARGS:-}}"
+}
 
 kind_keypair() {
     local dir=$1 label=$2 key_label=$3 id=$4 pub=$5 uri tl
