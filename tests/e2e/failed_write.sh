@@ -27,7 +27,7 @@ through_fault() {
 listed() { m2mhsm_on enrolee list --json | grep -q "\"identity\":\"$1\""; }
 
 objects > "$LAB/before"
-check "count_objects reads the $M2MHSM_TOKEN_KIND token" test -s "$LAB/before"
+check "count_objects reads the ${M2MHSM_TOKEN_KIND:-softhsm} token" test -s "$LAB/before"
 # Every C_CreateObject of the run in turn, from the first (the open's template probes, on
 # session objects) to the last (the import's metadata and keys; on some kinds a retry or a
 # rewrite adds some), until a run where the fault module had nothing left to fail.
