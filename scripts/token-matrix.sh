@@ -15,16 +15,23 @@ SUITE_NOT_PORTED="fixture makes SoftHSM tokens only (not ported to kinds yet)"
 
 cmake -S . -B "$dir" -DM2MHSM_TOKEN_KINDS="$(IFS=';'; echo "${kinds[*]}")" > /dev/null
 cmake --build "$dir" -j2 > "$dir/build.log" 2>&1 || { tail -30 "$dir/build.log"; exit 1; }
-(cd "$dir" && ctest -j2 -L "unit|token|interop|e2e" --output-log matrix.log > matrix.out 2>&1) || true
+(cd "$dir" && ctest -j2 -L "unit|token|interop|e2e" > matrix.out 2>&1) || true
+cp "$dir/Testing/Temporary/LastTest.log" "$dir/matrix.log"
+# Failures once more, alone: a cell then says whether the failure repeats. Some suites assert
+# on timing across processes and fail under the load of the whole matrix on 2 cores.
+(cd "$dir" && ctest --rerun-failed > matrix-rerun.out 2>&1) || true
 
 python3 - "$dir" "$SUITE_NOT_PORTED" "${kinds[@]}" <<'PY'
 import re, sys, subprocess
 d, not_ported, kinds = sys.argv[1], sys.argv[2], sys.argv[3:]
-out = open(d + "/matrix.out").read()
+def results(path):
+    res = {}
+    for m in re.finditer(r"Test\s+#\d+: (\S+) \.+\**\s*(Passed|Failed|\w+)", open(path).read()):
+        res[m.group(1)] = m.group(2)
+    return res
+res = results(d + "/matrix.out")
+rerun = results(d + "/matrix-rerun.out")
 log = open(d + "/matrix.log", errors="replace").read()
-res = {}
-for m in re.finditer(r"Test\s+#\d+: (\S+) \.+\**\s*(Passed|Failed|\*\*\*\w+|Not Run)", out):
-    res[m.group(1)] = m.group(2)
 cm = open("tests/CMakeLists.txt").read()
 excl = {}
 for k in kinds:
@@ -33,9 +40,10 @@ for k in kinds:
         s, why = e.split(":", 1)
         excl[(k, s)] = why
 def reason(name):
-    # the first failed assertion of this test in the log
-    part = log.split(name)[1] if name in log else ""
-    m = re.search(r"^(not ok - .*|.*\[  FAILED  \].*)$", part, re.M)
+    # the first failed assertion of this test's output in the log
+    m = re.search(r"Test: %s\n(.*?)\nTest time" % re.escape(name), log, re.S)
+    part = m.group(1) if m else ""
+    m = re.search(r"^(not ok - .*|.*\[  FAILED  \].*|.*error: .*)$", part, re.M)
     return m.group(1)[:100] if m else "see its log"
 suites = sorted({re.sub(r"@.*", "", n) for n in res})
 rows = ["| suite | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds)]
@@ -45,7 +53,12 @@ for s in suites:
         name = s if k == "softhsm" else s + "@" + k
         if name in res:
             r = res[name]
-            cells.append("pass" if r == "Passed" else "**fail**: " + reason(name).replace("|", "/"))
+            if r == "Passed":
+                cells.append("pass")
+            elif rerun.get(name) == "Passed":
+                cells.append("pass alone; failed under the matrix's load: " + reason(name).replace("|", "/"))
+            else:
+                cells.append("**fail**: " + reason(name).replace("|", "/"))
         elif (k, s.replace("e2e_", "")) in excl:
             cells.append("not run: " + excl[(k, s.replace("e2e_", ""))])
         elif k != "softhsm" and s.startswith("unit_"):

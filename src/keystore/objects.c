@@ -104,7 +104,8 @@ typedef struct {
     const char *what; /* "C_CreateObject(...)" in errors */
 } direct_create;
 
-m2mhsm_status ks_create_direct(void *arg, CK_ATTRIBUTE *tmpl, CK_ULONG n, CK_OBJECT_HANDLE *out)
+static m2mhsm_status ks_create_direct(void *arg, CK_ATTRIBUTE *tmpl, CK_ULONG n,
+                                      CK_OBJECT_HANDLE *out)
 {
     const direct_create *d = arg;
     CK_RV rv = d->fn->C_CreateObject(d->s, tmpl, n, out);

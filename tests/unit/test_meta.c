@@ -248,6 +248,40 @@ static void test_key_template_is_sensitive_unextractable_and_dated(void **state)
     assert_false(flag(t, n, CKA_COPYABLE));
 }
 
+/* Where a token takes no CKA_COPYABLE, the template loses that one attribute and keeps every
+ * other, the protections first among them. */
+static void test_template_without_copyable_keeps_everything_else(void **state)
+{
+    (void)state;
+    m2mhsm_record r = sample();
+    ks_key_attrs a;
+    CK_ATTRIBUTE t[KS_KEY_TEMPLATE_LEN];
+    CK_ULONG n = ks_key_template(&r, M2MHSM_FORM_RAW, CK_FALSE, &a, t);
+    CK_ULONG m = ks_template_drop(t, n, CKA_COPYABLE);
+    assert_int_equal(m, n - 1);
+    assert_null(find(t, m, CKA_COPYABLE));
+    assert_true(flag(t, m, CKA_SENSITIVE));
+    assert_false(flag(t, m, CKA_EXTRACTABLE));
+    assert_false(flag(t, m, CKA_MODIFIABLE));
+    assert_non_null(find(t, m, CKA_ID));
+    assert_int_equal(ks_template_drop(t, m, CKA_COPYABLE), m); /* absent: nothing changes */
+}
+
+/* A key's CKA_ID: the record id (every form), or the record id and its own form's number. */
+static void test_key_ids_shared_or_per_form(void **state)
+{
+    (void)state;
+    uint8_t id[KS_KEY_ID_MAX] = {0};
+    assert_true(ks_key_id_ok(id, M2MHSM_RECORD_ID_LEN, M2MHSM_FORM_RAW));
+    assert_true(ks_key_id_ok(id, M2MHSM_RECORD_ID_LEN, M2MHSM_FORM_TLS13_ES));
+    id[M2MHSM_RECORD_ID_LEN] = (uint8_t)M2MHSM_FORM_TLS12_PMS;
+    assert_true(ks_key_id_ok(id, KS_KEY_ID_MAX, M2MHSM_FORM_TLS12_PMS));
+    assert_false(ks_key_id_ok(id, KS_KEY_ID_MAX, M2MHSM_FORM_TLS13_ES)); /* another form's */
+    assert_false(ks_key_id_ok(id, KS_KEY_ID_MAX, -1));
+    assert_false(ks_key_id_ok(id, M2MHSM_RECORD_ID_LEN - 1, M2MHSM_FORM_RAW));
+    assert_false(ks_key_id_ok(id, 0, M2MHSM_FORM_RAW));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -257,6 +291,8 @@ int main(void)
         cmocka_unit_test(test_forms_round_trip_and_default_to_all),
         cmocka_unit_test(test_labels_name_kind_identity_and_form),
         cmocka_unit_test(test_key_template_is_sensitive_unextractable_and_dated),
+        cmocka_unit_test(test_template_without_copyable_keeps_everything_else),
+        cmocka_unit_test(test_key_ids_shared_or_per_form),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
