@@ -15,7 +15,7 @@ install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/m2mhsm DESTINATION ${CMAKE_INSTA
         COMPONENT dev)
 install(TARGETS m2mhsm_provider_module LIBRARY DESTINATION ${M2MHSM_OSSL_MODULES_DIR}
         COMPONENT provider)
-install(TARGETS m2mhsm-cli m2m-mef m2m-maf m2m-enrolee RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
+install(TARGETS m2mhsm-cli m2m-mef m2m-maf m2m-eb m2m-enrolee RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
         COMPONENT tools)
 install(FILES ${PROJECT_SOURCE_DIR}/hsm-config/openssl-m2mhsm.cnf
               ${PROJECT_SOURCE_DIR}/hsm-config/examples/mef.json

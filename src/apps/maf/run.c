@@ -1,6 +1,7 @@
 /*
- * m2m-maf — an M2M Authentication Function. Usage: m2m-maf --config FILE
- * Serves Enrolees over TLS-PSK until SIGTERM/SIGINT; every key lives in the token, so a
+ * The program of an Enrolment Target, in either role: m2m-maf (a MAF, Km) or m2m-eb (an
+ * Enrolee B, Kpsa). Usage: m2m-maf|m2m-eb --config FILE
+ * Serves Enrolees over (D)TLS-PSK until SIGTERM/SIGINT; every key lives in the token, so a
  * restart (or a second process on the same token) loses nothing.
  * Exit status: 0 after a clean shutdown, 1 on a start-up failure, 2 on a usage error.
  */
@@ -24,8 +25,8 @@ static int start(maf *m)
         app_fd_budget(m->cfg.max_connections + m->cfg.max_fetches, 1) - m->cfg.max_fetches;
     if (m->cfg.max_connections < 1)
         m->cfg.max_connections = 1;
-    /* A Km serves the MAF's handshakes only: their forms, no raw key (nothing derives from
-     * a Km), so a device costs the token one key per protocol besides its metadata. */
+    /* A Km (Kpsa) serves the handshakes only: their forms, no raw key (nothing derives from
+     * it), so a device costs the token one key per protocol besides its metadata. */
     unsigned forms = M2MHSM_FORMS_TLS12 | (m->cfg.tls13 ? M2MHSM_FORMS_TLS13 : 0);
     if (app_store_open(json_object_get(m->root, "pkcs11"), forms, &m->store) != 0 ||
         (m->base = event_base_new()) == NULL || maf_fetch_init(m) != 0 || maf_serve_start(m) != 0 ||
@@ -56,19 +57,19 @@ static void stop(maf *m)
     json_decref(m->root);
 }
 
-int main(int argc, char **argv)
+int maf_main(int argc, char **argv, const maf_role *role)
 {
     const char *config;
-    int rc = app_service_args(argc, argv, "m2m-maf", &config);
+    int rc = app_service_args(argc, argv, role->program, &config);
     if (rc >= 0)
         return rc;
-    app_log_init("m2m-maf");
+    app_log_init(role->program);
     app_json_cleansing_alloc();
     signal(SIGPIPE, SIG_IGN);
-    maf m = {.config_path = config};
+    maf m = {.role = role, .config_path = config};
     rc = app_metrics_init(0) != 0 || maf_config_load(&m, config) != 0 || start(&m) != 0;
     if (rc == 0) {
-        char ready[M2MHSM_FQDN_MAX + 16];
+        char ready[M2MHSM_M2M_ID_MAX + 32];
         app_service svc = {.base = m.base,
                            .ks = m.store.ks,
                            .sweep_interval_s = m.cfg.sweep_interval_s,
@@ -78,7 +79,7 @@ int main(int argc, char **argv)
                            .metrics = m.cfg.metrics,
                            .reload = reload,
                            .config = config};
-        snprintf(ready, sizeof(ready), "maf_id=%s", m.cfg.maf_id);
+        snprintf(ready, sizeof(ready), "%s=%s", role->id_field, m.cfg.target_id);
         rc = app_service_run(&svc, ready) != 0;
     }
     if (rc != 0)
