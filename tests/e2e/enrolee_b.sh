@@ -159,8 +159,12 @@ check "m2m-enrolee with a dtls:// target was authenticated by the Enrolee B" \
 check "... over DTLS" grep -q "event=connected ke_id=$KEID2 .*cipher=PSK-AES128-CCM8" "$LAB/enrolee-b.log"
 set_json "$M2M_ENROLEE_B_CONFIG" enrolee target_uri "\"tls://127.0.0.1:$M2M_EB_PORT\""
 
-# ---- metrics ----
+# ---- metrics (the key gauges follow the token at a sweep) ----
+sweep_now eb
 scrape=$(curl -sS --max-time 10 "http://127.0.0.1:$M2M_EB_METRICS_PORT/metrics")
+check "the Enrolee B's key gauge counts its Kpsa" \
+    grep -q -E '^m2m_keys\{kind="kpsa"\} [1-9]' <<< "$scrape"
+check "... and no Km" grep -q -E '^m2m_keys\{kind="km"\} 0$' <<< "$scrape"
 check "the Enrolee B's metrics count its fetches" \
     grep -q -E '^m2m_fetches_total\{result="ok"\} [1-9]' <<< "$scrape"
 check "... and its handshakes" grep -q -E '^m2m_handshakes_total\{result="ok"\} [1-9]' <<< "$scrape"
