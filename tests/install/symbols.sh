@@ -29,7 +29,7 @@ cmake --install "$M2M_BUILD" --component dev --prefix "$WORK/prefix" > "$WORK/in
     { cat "$WORK/install.log"; exit 1; }
 INC=$WORK/prefix/include
 headers=$(cd "$INC" && ls m2mhsm/*.h)
-check "the dev component installs the public headers ($(echo $headers))" test -n "$headers"
+check "the dev component installs the public headers (${headers//$'\n'/ })" test -n "$headers"
 deps_cflags=$(pkg-config --cflags p11-kit-1 libssl libcrypto)
 
 # 3. The library: its exports, the generated list, and what the headers declare.
