@@ -35,10 +35,10 @@ m2mhsm_status m2mhsm_keystore_protection(m2mhsm_keystore *ks, const m2mhsm_recor
     if (st != M2MHSM_OK)
         return st;
     for (int f = 0; st == M2MHSM_OK && f < M2MHSM_FORM_COUNT; f++) {
-        if (rec->key[f] == CK_INVALID_HANDLE)
+        if (ks_obj(rec)->key[f] == CK_INVALID_HANDLE)
             continue;
         keys++;
-        st = read_key(ks->tok, s, rec->key[f], &p);
+        st = read_key(ks->tok, s, ks_obj(rec)->key[f], &p);
     }
     m2mhsm_token_session_put(ks->tok, s);
     if (st == M2MHSM_OK && keys == 0)
