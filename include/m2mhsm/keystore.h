@@ -5,7 +5,8 @@
  * rules: docs/key-lifecycle.md.
  *
  * Thread safety: every function may be called from several threads on one keystore.
- * Handles in a record are per process; after fork() the child's first call rebuilds them.
+ * A record knows where its objects are for one process: after fork() the child looks its
+ * records up again (m2mhsm_keystore_derive refuses one from before the fork).
  */
 #ifndef M2MHSM_KEYSTORE_H
 #define M2MHSM_KEYSTORE_H
@@ -49,7 +50,7 @@ typedef enum {
 
 #define M2MHSM_RECORD_ID_LEN 16 /* CKA_ID shared by a record's objects: random */
 
-/* A copy of one record's metadata and this process's handles to its objects. */
+/* A copy of one record's metadata, and (opaque) where its objects are on the token. */
 typedef struct {
     m2mhsm_kind kind;
     char identity[M2MHSM_ID_MAX + 1];
@@ -63,11 +64,13 @@ typedef struct {
     uint64_t seq;       /* its place among the records of its identity (a Ke: of its KpmID), the
                            newest highest (0: unknown; a Kpm has none) */
     uint8_t record_id[M2MHSM_RECORD_ID_LEN];
-    CK_OBJECT_HANDLE meta;
-    CK_OBJECT_HANDLE key[M2MHSM_FORM_COUNT]; /* CK_INVALID_HANDLE where absent */
-    unsigned forms;      /* M2MHSM_FORMS_* the record was written with: the keys it must have
-                            (0 in a record built by hand: all of its kind's) */
-    unsigned generation; /* the module generation these handles belong to (see fork) */
+    unsigned forms; /* M2MHSM_FORMS_* the record was written with: the keys it must have
+                       (0 in a record built by hand: all of its kind's) */
+    /* The library's own: where the record's objects are on the token, for this process.
+     * Opaque; zero in a record built by hand. */
+    struct {
+        uint64_t opaque[M2MHSM_FORM_COUNT + 2];
+    } objects;
 } m2mhsm_record;
 
 typedef struct m2mhsm_keystore m2mhsm_keystore;
@@ -370,6 +373,16 @@ void m2mhsm_keystore_unwatch(m2mhsm_keystore *ks, m2mhsm_erase_observer fn, void
  * two records of one identity only the newest, the one lookups find. The caller frees *out
  * with free(). */
 m2mhsm_status m2mhsm_keystore_list(m2mhsm_keystore *ks, m2mhsm_record **out, size_t *count);
+
+/* What the token reports of a record's key objects (not the template they were made with). */
+typedef struct {
+    int sensitive;   /* CKA_SENSITIVE true on every key object of the record */
+    int extractable; /* CKA_EXTRACTABLE true on any of them */
+} m2mhsm_key_protection;
+/* rec as listed or looked up; M2MHSM_E_INVALID_ARG for a record with no key objects (an
+ * Enrolment configuration), M2MHSM_E_PKCS11 if the token would not tell. */
+m2mhsm_status m2mhsm_keystore_protection(m2mhsm_keystore *ks, const m2mhsm_record *rec,
+                                         m2mhsm_key_protection *out);
 
 const char *m2mhsm_kind_name(m2mhsm_kind kind); /* "kpm", "ke", ... */
 const char *m2mhsm_form_name(m2mhsm_form form); /* "raw", "tls12-pms", "tls13-es" */

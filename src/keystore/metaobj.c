@@ -221,7 +221,7 @@ m2mhsm_status ks_read_meta(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HAN
     char value[M2MHSM_META_MAX];
     CK_ULONG len = sizeof(value);
     CK_ATTRIBUTE_TYPE type = CKA_VALUE;
-    rec->meta = CK_INVALID_HANDLE; /* on every error path: callers read it */
+    ks_obj(rec)->meta = CK_INVALID_HANDLE; /* on every error path: callers read it */
     CK_RV rv = read_text(tok, s, h, value, &len, &type);
     if (rv == CKR_BUFFER_TOO_SMALL && value_size(tok, s, h, type) > sizeof(value))
         return m2mhsm_fail(M2MHSM_E_CORRUPT, "metadata object larger than %d bytes",
@@ -234,8 +234,8 @@ m2mhsm_status ks_read_meta(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HAN
                                rv);
     m2mhsm_status st = ks_meta_decode(value, len, rec);
     if (st == M2MHSM_OK)
-        rec->meta = h;
+        ks_obj(rec)->meta = h;
     else if (st == M2MHSM_E_CORRUPT)
-        rec->meta = ks_meta_salvage_id(value, len, rec->record_id) ? h : CK_INVALID_HANDLE;
+        ks_obj(rec)->meta = ks_meta_salvage_id(value, len, rec->record_id) ? h : CK_INVALID_HANDLE;
     return st;
 }

@@ -14,7 +14,7 @@
 static int merged(const m2mhsm_record *rec, int f)
 {
     for (int e = 0; e < f; e++)
-        if (rec->key[e] != CK_INVALID_HANDLE && rec->key[e] == rec->key[f])
+        if (ks_obj(rec)->key[e] != CK_INVALID_HANDLE && ks_obj(rec)->key[e] == ks_obj(rec)->key[f])
             return 1;
     return 0;
 }
@@ -22,14 +22,14 @@ static int merged(const m2mhsm_record *rec, int f)
 static m2mhsm_status create_objects(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, m2mhsm_record *rec,
                                     const ks_key_spec specs[M2MHSM_FORM_COUNT], int *was_merged)
 {
-    m2mhsm_status st = ks_create_meta(ks->tok, s, rec, &rec->meta);
+    m2mhsm_status st = ks_create_meta(ks->tok, s, rec, &ks_obj(rec)->meta);
     for (int f = 0; st == M2MHSM_OK && f < M2MHSM_FORM_COUNT; f++) {
         if (!(ks_record_forms(rec) & (1u << f)))
             continue;
-        st = ks_create_key(ks->tok, s, rec, (m2mhsm_form)f, &specs[f], &rec->key[f]);
+        st = ks_create_key(ks->tok, s, rec, (m2mhsm_form)f, &specs[f], &ks_obj(rec)->key[f]);
         if (st == M2MHSM_OK && merged(rec, f)) {
             *was_merged = 1;
-            rec->key[f] = CK_INVALID_HANDLE; /* the one object is destroyed once */
+            ks_obj(rec)->key[f] = CK_INVALID_HANDLE; /* the one object is destroyed once */
             return m2mhsm_fail(M2MHSM_E_PKCS11, "C_CreateObject(CKO_SECRET_KEY): the token "
                                                 "merged two keys with the same CKA_ID");
         }
@@ -47,8 +47,8 @@ static m2mhsm_status write_objects(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, m2m
         ks_record_destroy_objects(ks, s, rec);
         m2mhsm_token_note_distinct_ids(ks->tok);
         for (int f = 0; f < M2MHSM_FORM_COUNT; f++)
-            rec->key[f] = CK_INVALID_HANDLE;
-        rec->meta = CK_INVALID_HANDLE;
+            ks_obj(rec)->key[f] = CK_INVALID_HANDLE;
+        ks_obj(rec)->meta = CK_INVALID_HANDLE;
         st = create_objects(ks, s, rec, specs, &was_merged);
     }
     if (st != M2MHSM_OK) {
@@ -65,9 +65,9 @@ static m2mhsm_status write_objects(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, m2m
 m2mhsm_status ks_record_write(m2mhsm_keystore *ks, m2mhsm_record *rec,
                               const ks_key_spec specs[M2MHSM_FORM_COUNT])
 {
-    rec->meta = CK_INVALID_HANDLE;
+    ks_obj(rec)->meta = CK_INVALID_HANDLE;
     for (int f = 0; f < M2MHSM_FORM_COUNT; f++)
-        rec->key[f] = CK_INVALID_HANDLE;
+        ks_obj(rec)->key[f] = CK_INVALID_HANDLE;
     m2mhsm_status st = ks_check_writable(ks, "write");
     if (st != M2MHSM_OK)
         return st;
@@ -82,7 +82,7 @@ m2mhsm_status ks_record_write(m2mhsm_keystore *ks, m2mhsm_record *rec,
     st = write_objects(ks, s, rec, specs);
     m2mhsm_token_write_changed(ks->tok); /* even a failed write may have left objects */
     m2mhsm_token_write_end(ks->tok);
-    rec->generation = m2mhsm_token_generation(ks->tok);
+    ks_obj(rec)->generation = m2mhsm_token_generation(ks->tok);
     m2mhsm_token_session_put(ks->tok, s);
     if (st == M2MHSM_OK) {
         pthread_mutex_lock(&ks->lock);

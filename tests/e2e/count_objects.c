@@ -7,7 +7,7 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
-#include <m2mhsm/token.h>
+#include "p11/handles.h"
 
 static int count(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s)
 {
