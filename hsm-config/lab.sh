@@ -250,8 +250,11 @@ def pkcs11(t):
 def tls_key(cfg, t):
     kt = tokens[t]["tls_key_token"]
     if kt != t:
+        # One lock file for the SoftHSM configuration these tokens share: its file backend
+        # is unsafe across processes, and the servers open their tokens at once.
         cfg["tls_key_pkcs11"] = {"module": softhsm, "token": "pkcs11:token=" + kt,
-                                 "pin_source": "file:%s/%s.pin" % (d, kt)}
+                                 "pin_source": "file:%s/%s.pin" % (d, kt),
+                                 "lock_file": d + "/tls-keys.lock"}
 
 configs = {
     "mef": {

@@ -58,7 +58,8 @@ static int tls_key_login(const json_t *sec)
     if (app_cfg_str(sec, "tls_key_pkcs11", "module", 1, &cfg.module_path) != 0 ||
         app_cfg_str(sec, "tls_key_pkcs11", "module_init_args", 0, &cfg.init_args) != 0 ||
         app_cfg_str(sec, "tls_key_pkcs11", "token", 1, &cfg.token_uri) != 0 ||
-        app_cfg_str(sec, "tls_key_pkcs11", "pin_source", 1, &cfg.pin_source) != 0)
+        app_cfg_str(sec, "tls_key_pkcs11", "pin_source", 1, &cfg.pin_source) != 0 ||
+        app_cfg_str(sec, "tls_key_pkcs11", "lock_file", 0, &cfg.lock_file) != 0)
         return -1;
     if (tls_tok == NULL && m2mhsm_token_open(&cfg, &tls_tok) != M2MHSM_OK) {
         fprintf(stderr, "tls_key_pkcs11: %s\n", m2mhsm_last_error());

@@ -6,8 +6,8 @@
 
 const char *const app_pkcs11_fields[] = {"module",     "module_init_args", "token",
                                          "pin_source", "lock_file",        NULL};
-const char *const app_tls_key_fields[] = {"module", "module_init_args", "token", "pin_source",
-                                          NULL};
+const char *const app_tls_key_fields[] = {"module",     "module_init_args", "token",
+                                          "pin_source", "lock_file",        NULL};
 
 int app_store_open(const json_t *pkcs11, unsigned psk_forms, app_store *out)
 {
