@@ -110,8 +110,47 @@ m2mhsm_status m2mhsm_token_session_copy(m2mhsm_token *tok, CK_OBJECT_HANDLE key,
                                         CK_OBJECT_HANDLE *copy);
 void m2mhsm_token_session_destroy(m2mhsm_token *tok, CK_OBJECT_HANDLE copy);
 
-/* Incremented each time the module is re-initialised (after fork): object handles from an
- * earlier generation are meaningless. Thread-safe. */
+/*
+ * Failover. A call that fails with a CKR of a lost token (CKR_DEVICE_REMOVED,
+ * CKR_DEVICE_ERROR, which p11-kit's RPC returns once its server is gone,
+ * CKR_SESSION_HANDLE_INVALID, CKR_SESSION_CLOSED, CKR_TOKEN_NOT_PRESENT,
+ * CKR_USER_NOT_LOGGED_IN, CKR_CRYPTOKI_NOT_INITIALIZED) marks the token down. While it is
+ * down, calls fail at once, and at most one of them every M2MHSM_RECONNECT_MS tries to
+ * re-attach: C_Finalize, C_Initialize, find the token by its URI, log in again from the
+ * pin-source. A successful re-attach starts a new generation (m2mhsm_token_generation):
+ * every object handle and session copy of an older one is void, and the key store finds
+ * its records again at its next call.
+ */
+#define M2MHSM_RECONNECT_MS 200
+typedef enum { M2MHSM_TOKEN_LOST, M2MHSM_TOKEN_BACK } m2mhsm_token_event;
+/* Told once when the token is found lost (detail: "operation: CKR_NAME", down_ms 0) and
+ * once when it is back (detail: the CKR that lost it, down_ms: how long it was down).
+ * Runs inside the failing or recovering call: it must not call into the token. */
+typedef void (*m2mhsm_token_observer)(void *arg, m2mhsm_token_event ev, const char *detail,
+                                      long long down_ms);
+void m2mhsm_token_observe(m2mhsm_token *tok, m2mhsm_token_observer fn, void *arg);
+/*
+ * For a caller whose operation just failed, begun when the token's generation was
+ * `generation`: M2MHSM_OK if the token is now usable in a newer generation (the failure was
+ * a lost token and the re-attach succeeded, here or in another thread): find the objects
+ * again and retry the operation once. Otherwise the error that stands (the last error
+ * describes it), at once: the failure was not a lost token, or the token is still down.
+ */
+m2mhsm_status m2mhsm_token_recover(m2mhsm_token *tok, unsigned generation);
+/* 1 while the token is down (a lost-token failure not yet recovered). Thread-safe. */
+int m2mhsm_token_is_down(m2mhsm_token *tok);
+
+/* The one private key (CKO_PRIVATE_KEY, CKA_TOKEN) with CKA_LABEL label: M2MHSM_E_NOT_FOUND
+ * if none, M2MHSM_E_TOKEN if several. Its handle belongs to the current generation. */
+m2mhsm_status m2mhsm_token_find_private_key(m2mhsm_token *tok, const char *label,
+                                            CK_OBJECT_HANDLE *out);
+/* C_SignInit/C_Sign with mechanism mech (no parameters, e.g. CKM_ECDSA over a digest) on a
+ * borrowed logged-in session; *sig_len: sig's size in, the signature's length out. */
+m2mhsm_status m2mhsm_token_sign(m2mhsm_token *tok, CK_OBJECT_HANDLE key, CK_MECHANISM_TYPE mech,
+                                const uint8_t *in, size_t in_len, uint8_t *sig, size_t *sig_len);
+
+/* Incremented each time the module is re-initialised (after fork or a lost token): object handles
+ * from an earlier generation are meaningless. Thread-safe. */
 unsigned m2mhsm_token_generation(m2mhsm_token *tok);
 
 #ifdef __cplusplus

@@ -90,8 +90,15 @@ static m2mhsm_status find_slot(m2mhsm_token *tok)
     }
     if (st != M2MHSM_OK)
         goto done;
+    /* A module with no slot at all is often a token that is not there (a network HSM or
+     * p11-kit server unreachable): say so rather than suggest a wrong URI. */
     if (matches == 0)
-        st = m2mhsm_fail(M2MHSM_E_TOKEN, "no initialised token matches %s", tok->token_uri);
+        st =
+            m2mhsm_fail(M2MHSM_E_TOKEN, "no initialised token matches %s (the module lists %lu %s)",
+                        tok->token_uri, (unsigned long)n,
+                        n == 0   ? "slots: is its token or server reachable?"
+                        : n == 1 ? "slot"
+                                 : "slots");
     else if (matches > 1)
         st = m2mhsm_fail(M2MHSM_E_TOKEN, "%zu tokens match %s; name one (token=, serial=)", matches,
                          tok->token_uri);
