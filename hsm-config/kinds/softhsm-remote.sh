@@ -13,6 +13,14 @@ P11_PROVIDER=/usr/lib/softhsm/libsofthsm2.so
 SERVICE_MODULE=$P11_CLIENT_MODULE
 P11_START_TIMEOUT=10 # seconds for a server's socket to appear, or to go after SIGTERM
 
+# For lab.sh's fuller kind interface (branch kinds: hsm-config/kinds/softhsm.sh): the lab's
+# own set-up steps use SoftHSM directly, the programs the client module.
+KIND_MODULE=$P11_PROVIDER
+KIND_PIN_CHARS=24
+KIND_EC=1
+kind_token_uri() { printf 'pkcs11:token=%s\n' "$2"; }
+kind_init_args() { :; }
+
 p11_sock() { printf '%s/p11/%s.sock\n' "$1" "$2"; }
 p11_pidfile() { printf '%s/p11/%s.pid\n' "$1" "$2"; }
 

@@ -227,8 +227,7 @@ static m2mhsm_status load_module(m2mhsm_token *tok)
         return m2mhsm_fail(M2MHSM_E_MODULE, "PKCS#11 module %s: not found or not readable",
                            tok->module_path);
     /* Managed mode: p11-kit gives this store its own view of the module (sessions, and
-     * C_Finalize only when its last user goes). A library that loads the module itself, such
-     * as libp11 in the services, calls it directly and must be released after the store. */
+     * C_Finalize only when its last user goes). */
     tok->fn = p11_kit_module_load(tok->module_path, 0);
     if (tok->fn == NULL) {
         const char *why = p11_kit_message();
