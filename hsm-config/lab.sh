@@ -73,8 +73,11 @@ KIND=softhsm
 load_kind() {
     KIND=$1
     [ "$KIND" = softhsm ] && return 0
-    [[ $KIND =~ ^[a-z0-9-]+$ && -f "$here/kinds/$KIND.sh" ]] ||
-        die "unknown token kind '$KIND' (softhsm, or one of: $(cd "$here/kinds" && ls -- *.sh 2> /dev/null | sed 's/[.]sh$//' | tr '\n' ' '))"
+    if ! [[ $KIND =~ ^[a-z0-9-]+$ && -f "$here/kinds/$KIND.sh" ]]; then
+        local f known=softhsm
+        for f in "$here"/kinds/*.sh; do [ -e "$f" ] && known+=" $(basename "$f" .sh)"; done
+        die "unknown token kind '$KIND' (one of: $known)"
+    fi
     # shellcheck source=/dev/null
     . "$here/kinds/$KIND.sh"
 }
