@@ -2,6 +2,7 @@
 #ifndef M2MHSM_INTERNAL_H
 #define M2MHSM_INTERNAL_H
 
+#include <pthread.h>
 #include <stdint.h>
 #include <m2mhsm/errors.h>
 #include <m2mhsm/p11compat.h>
@@ -35,6 +36,35 @@ void m2mhsm_token_read_end(struct m2mhsm_token *tok);
 
 /* Re-initialise in a forked child (a no-op in the process that opened the token). */
 m2mhsm_status m2mhsm_token_ensure_attached(struct m2mhsm_token *tok);
+
+/*
+ * Fork safety (src/fork.c). Every mutex that guards memory a forked child goes on using is
+ * registered here with its place in the lock order (docs/architecture.md, "Lock order"):
+ * the pthread_atfork prepare handler takes all of them, rank by rank, so no thread can be
+ * half-way through changing what they guard when fork() copies the process; both processes
+ * release them afterwards, and the child then runs each entry's child callback (forget the
+ * parent's sessions, re-initialise locks that are not taken before fork). The handlers are
+ * registered once per process, at the first registration.
+ */
+typedef enum {
+    M2MHSM_RANK_HANDLES,  /* engine/handle.c: the provider's PSK handle registry */
+    M2MHSM_RANK_KEYSTORE, /* m2mhsm_keystore.lock: the index */
+    M2MHSM_RANK_OBJCOUNT, /* m2mhsm_objlock.count_lock: the lock file's reader count */
+    M2MHSM_RANK_TOKEN,    /* m2mhsm_token.lock: token state and the session pool */
+    M2MHSM_RANK_COUNT
+} m2mhsm_lock_rank;
+
+typedef struct m2mhsm_forksafe {
+    m2mhsm_lock_rank rank;
+    pthread_mutex_t *mutex;
+    void (*child)(void *arg); /* in the child, after the mutex is released; may be NULL */
+    void *arg;
+    struct m2mhsm_forksafe *next;
+} m2mhsm_forksafe;
+
+/* Register f (owned by the caller until removed). 0, or an errno from pthread_atfork. */
+int m2mhsm_forksafe_add(m2mhsm_forksafe *f);
+void m2mhsm_forksafe_remove(m2mhsm_forksafe *f);
 
 #define M2MHSM_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 

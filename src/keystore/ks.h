@@ -4,6 +4,7 @@
 
 #include <pthread.h>
 #include <m2mhsm/keystore.h>
+#include "../internal.h"
 
 #define M2MHSM_APPLICATION "m2mhsm"   /* CKA_APPLICATION of every metadata object */
 #define M2MHSM_LABEL_PREFIX "m2mhsm:" /* CKA_LABEL prefix of every object we create */
@@ -124,6 +125,7 @@ struct m2mhsm_keystore {
     int read_only;        /* opened to inspect: never creates or destroys an object */
     unsigned psk_forms;   /* the forms of the Kpm, Km and Kpsa records it writes */
     pthread_mutex_t lock; /* guards idx and generation */
+    m2mhsm_forksafe fork; /* lock, taken around fork() (internal.h) */
     unsigned generation;
     ks_index idx;       /* (kind, identity) -> record */
     ks_index by_kpm;    /* (M2MHSM_KIND_KE, KpmID) -> the newest Ke of that KpmID this process

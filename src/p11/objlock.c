@@ -17,17 +17,22 @@ static m2mhsm_status open_file(m2mhsm_objlock *l)
     return M2MHSM_OK;
 }
 
-m2mhsm_status m2mhsm_objlock_init(m2mhsm_objlock *l, int enabled, const char *path)
+/* Writer-preferring, so a steady stream of handshakes cannot starve an enrolment. */
+static void rw_init(m2mhsm_objlock *l)
 {
-    memset(l, 0, sizeof(*l));
-    l->fd = -1;
-    l->enabled = enabled;
-    /* Writer-preferring, so a steady stream of handshakes cannot starve an enrolment. */
     pthread_rwlockattr_t attr;
     pthread_rwlockattr_init(&attr);
     pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
     pthread_rwlock_init(&l->rw, &attr);
     pthread_rwlockattr_destroy(&attr);
+}
+
+m2mhsm_status m2mhsm_objlock_init(m2mhsm_objlock *l, int enabled, const char *path)
+{
+    memset(l, 0, sizeof(*l));
+    l->fd = -1;
+    l->enabled = enabled;
+    rw_init(l);
     pthread_mutex_init(&l->count_lock, NULL);
     if (path == NULL)
         return M2MHSM_OK;
@@ -37,14 +42,27 @@ m2mhsm_status m2mhsm_objlock_init(m2mhsm_objlock *l, int enabled, const char *pa
 }
 
 /* flock() locks belong to the open file description, which a child shares with its parent:
- * the child needs its own. */
-m2mhsm_status m2mhsm_objlock_after_fork(m2mhsm_objlock *l)
+ * the child needs its own. A thread of the parent may have held the rwlock at fork; that
+ * thread does not exist here, so the lock starts afresh (fork.c: the prepare handler leaves
+ * it alone because it is held across token calls). The count lock was released by the
+ * atfork handlers. */
+void m2mhsm_objlock_child(m2mhsm_objlock *l)
 {
-    if (l->path == NULL)
-        return M2MHSM_OK;
+    rw_init(l);
+    l->readers = 0;
     if (l->fd >= 0)
         close(l->fd);
-    l->readers = 0;
+    l->fd = -1;
+    if (l->path != NULL)
+        l->fd = open(l->path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+}
+
+/* At re-attach in the child: a lock file the atfork handler could not reopen is an error
+ * now, where it can be reported. */
+m2mhsm_status m2mhsm_objlock_after_fork(m2mhsm_objlock *l)
+{
+    if (l->path == NULL || l->fd >= 0)
+        return M2MHSM_OK;
     return open_file(l);
 }
 

@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <sys/types.h>
 #include <m2mhsm/token.h>
+#include "../internal.h"
 
 /*
  * Object writes (create, destroy, unwrap) exclusive against object reads (find, attribute
@@ -24,6 +25,9 @@ typedef struct {
 
 m2mhsm_status m2mhsm_objlock_init(m2mhsm_objlock *l, int enabled, const char *path);
 m2mhsm_status m2mhsm_objlock_after_fork(m2mhsm_objlock *l);
+/* In a forked child (atfork handler): a fresh rwlock, no readers, and a lock file
+ * description of the child's own. */
+void m2mhsm_objlock_child(m2mhsm_objlock *l);
 void m2mhsm_objlock_free(m2mhsm_objlock *l);
 
 /* Set by CMake from where the build machine has SoftHSM; $M2MHSM_MODULE overrides it. */
@@ -31,6 +35,29 @@ void m2mhsm_objlock_free(m2mhsm_objlock *l);
 #define M2MHSM_DEFAULT_MODULE "/usr/lib/softhsm/libsofthsm2.so"
 #endif
 
+/*
+ * Lock order (docs/architecture.md, "Lock order"). A thread that holds one of these may take
+ * only those below it, never one above:
+ *
+ *   1. the fork registry (src/fork.c; only its atfork handlers and (de)registration)
+ *   2. a provider handle registry's lock (engine/handle.c)
+ *   3. a key store's lock (m2mhsm_keystore.lock)
+ *   4. the object lock's rwlock (objlock.rw), then the lock file's flock()
+ *   5. the object lock's reader count (objlock.count_lock)
+ *   6. the token lock (m2mhsm_token.lock): token state and the session pool; a borrower
+ *      waiting for a session sleeps on tok->returned with it released
+ *
+ * No path holds the locks of two tokens (or two key stores, or two handle registries) at
+ * once, except the atfork prepare handler, which takes them in registration order. A
+ * borrowed session is not a lock, but a thread waiting for one must hold no object lock
+ * (4, 5): the sessions it waits for are returned by threads that may need one.
+ *
+ * Before fork() the prepare handler takes every lock of ranks 2, 3, 5 and 6 (mutexes that
+ * guard memory the child keeps using) so the child inherits consistent state, and both
+ * processes release them after it. The rwlock (4) is not taken there: it is held across
+ * token calls, for as long as a slow HSM takes; the child re-initialises it instead, with
+ * its own lock file descriptor, and re-attaches the token at its first call.
+ */
 struct m2mhsm_token {
     CK_FUNCTION_LIST *fn;
     CK_SLOT_ID slot;
@@ -47,6 +74,13 @@ struct m2mhsm_token {
     CK_SESSION_HANDLE login_session; /* keeps the login alive while the pool is empty */
     CK_SESSION_HANDLE *idle;         /* pool of idle sessions */
     size_t idle_count, idle_cap;
+    size_t open_count;       /* pool sessions open, idle or borrowed (login session apart) */
+    size_t module_max;       /* the module's session limit less the login session; 0: none */
+    size_t config_max;       /* m2mhsm_token_config.max_sessions; 0: none */
+    size_t max_open;         /* the smaller of the two that are set; 0: unbounded */
+    long wait_ms;            /* how long a borrower waits for a session when all are out */
+    pthread_cond_t returned; /* a session came back to the pool, or closed */
+    m2mhsm_forksafe fork_token, fork_count;
 };
 
 /* Read the PIN from an RFC 7512 pin-source ("file:/path"). *pin is malloc'd; the caller
@@ -56,7 +90,15 @@ m2mhsm_status m2mhsm_pin_read(const char *pin_source, const char *token_uri, cha
 void m2mhsm_pin_free(char *pin, size_t pin_len);
 
 /* C_Initialize (through p11-kit), find the slot, probe, log in. Used at open and after
- * fork. Caller holds tok->lock or owns tok exclusively. */
+ * fork. Caller holds tok->lock or owns tok exclusively. m2mhsm_token_attach takes the object
+ * write section itself; m2mhsm_token_attach_in_write expects the caller to hold it. */
 m2mhsm_status m2mhsm_token_attach(m2mhsm_token *tok);
+m2mhsm_status m2mhsm_token_attach_in_write(m2mhsm_token *tok);
+
+/* The session pool (session.c). Set up the pool's locks and fork handlers, from cfg; a
+ * status on failure. Read the module's session limit (at attach, tok->lock held or tok
+ * owned). */
+m2mhsm_status m2mhsm_pool_init(m2mhsm_token *tok, const m2mhsm_token_config *cfg);
+m2mhsm_status m2mhsm_pool_read_limit(m2mhsm_token *tok);
 
 #endif

@@ -155,7 +155,7 @@ static m2mhsm_status login(m2mhsm_token *tok)
     return M2MHSM_OK;
 }
 
-static m2mhsm_status attach_locked(m2mhsm_token *tok)
+m2mhsm_status m2mhsm_token_attach_in_write(m2mhsm_token *tok)
 {
     if (tok->initialized_pid != getpid()) {
         CK_RV rv = p11_kit_module_initialize(tok->fn);
@@ -175,6 +175,8 @@ static m2mhsm_status attach_locked(m2mhsm_token *tok)
     if (!tok->caps.sha256_hmac)
         return m2mhsm_fail(M2MHSM_E_UNSUPPORTED,
                            "token lacks CKM_SHA256_HMAC with CKF_SIGN, which TS-0003 needs");
+    if ((st = m2mhsm_pool_read_limit(tok)) != M2MHSM_OK)
+        return st;
     st = login(tok);
     /* Only a complete attach counts: a child whose login failed tries again next call
      * rather than carrying on with sessions that see no private objects. */
@@ -189,7 +191,7 @@ m2mhsm_status m2mhsm_token_attach(m2mhsm_token *tok)
      * another process enumerates or writes it while this one initialises. Attaching is
      * rare (open, fork), so the cost is nil. */
     m2mhsm_token_write_begin(tok);
-    m2mhsm_status st = attach_locked(tok);
+    m2mhsm_status st = m2mhsm_token_attach_in_write(tok);
     m2mhsm_token_write_end(tok);
     return st;
 }
@@ -250,6 +252,8 @@ m2mhsm_status m2mhsm_token_open(const m2mhsm_token_config *cfg, m2mhsm_token **o
     if (st == M2MHSM_OK && (tok->module_path == NULL || tok->token_uri == NULL ||
                             (cfg->pin_source != NULL && tok->pin_source == NULL)))
         st = m2mhsm_fail(M2MHSM_E_NOMEM, "out of memory");
+    if (st == M2MHSM_OK)
+        st = m2mhsm_pool_init(tok, cfg);
     if (st == M2MHSM_OK)
         st = pin_source_from_uri(tok); /* also validates the URI before it is ever echoed */
     if (st == M2MHSM_OK)
