@@ -41,7 +41,7 @@ m2mhsm_status m2mhsm_handles_new(m2mhsm_keystore *ks, m2mhsm_handles **out)
         return M2MHSM_E_NOMEM;
     h->ks = ks;
     pthread_mutex_init(&h->lock, NULL);
-    h->fork = (m2mhsm_forksafe){M2MHSM_RANK_HANDLES, &h->lock, NULL, NULL, NULL};
+    h->fork = (m2mhsm_forksafe){.rank = M2MHSM_RANK_HANDLES, .mutex = &h->lock};
     if (m2mhsm_forksafe_add(&h->fork) != 0) {
         pthread_mutex_destroy(&h->lock);
         free(h);
@@ -91,6 +91,11 @@ void m2mhsm_handles_free(m2mhsm_handles *h)
 m2mhsm_keystore *m2mhsm_handles_keystore(m2mhsm_handles *h)
 {
     return h->ks;
+}
+
+pthread_mutex_t *m2mhsm_handles_lock(m2mhsm_handles *h)
+{
+    return &h->lock;
 }
 
 static size_t map_pos(const m2mhsm_handles *h, const uint8_t *record_id)

@@ -6,7 +6,26 @@ static m2mhsm_forksafe *entries; /* guarded by registry */
 static pthread_once_t handlers_once = PTHREAD_ONCE_INIT;
 static int handlers_rc;
 
-/* Lock order: the registry, then every registered mutex rank by rank. Within a rank the
+static void take(m2mhsm_forksafe *f)
+{
+    if (f->rwlock != NULL)
+        pthread_rwlock_wrlock(f->rwlock);
+    else
+        pthread_mutex_lock(f->mutex);
+}
+
+/* In the child a rwlock is left as it is: glibc knows its writer by thread id, which the
+ * child's one thread does not share, so an unlock there would be taken for a reader's. The
+ * entry's child callback re-initialises it. */
+static void release(m2mhsm_forksafe *f, int in_child)
+{
+    if (f->rwlock == NULL)
+        pthread_mutex_unlock(f->mutex);
+    else if (!in_child)
+        pthread_rwlock_unlock(f->rwlock);
+}
+
+/* Lock order: the registry, then every registered lock rank by rank. Within a rank the
  * entries belong to different objects, which no other path ever holds two of at once. */
 static void prepare(void)
 {
@@ -14,28 +33,28 @@ static void prepare(void)
     for (int rank = 0; rank < M2MHSM_RANK_COUNT; rank++)
         for (m2mhsm_forksafe *f = entries; f != NULL; f = f->next)
             if (f->rank == (m2mhsm_lock_rank)rank)
-                pthread_mutex_lock(f->mutex);
+                take(f);
 }
 
-static void release_all(void)
+static void release_all(int in_child)
 {
     for (int rank = M2MHSM_RANK_COUNT - 1; rank >= 0; rank--)
         for (m2mhsm_forksafe *f = entries; f != NULL; f = f->next)
             if (f->rank == (m2mhsm_lock_rank)rank)
-                pthread_mutex_unlock(f->mutex);
+                release(f, in_child);
 }
 
 static void parent(void)
 {
-    release_all();
+    release_all(0);
     pthread_mutex_unlock(&registry);
 }
 
 /* The forking thread, the child's only one, took every lock in prepare: it may release
- * them, and nothing can run between the release and the callbacks. */
+ * the mutexes, and nothing can run between the release and the callbacks. */
 static void child(void)
 {
-    release_all();
+    release_all(1);
     for (m2mhsm_forksafe *f = entries; f != NULL; f = f->next)
         if (f->child != NULL)
             f->child(f->arg);

@@ -305,7 +305,7 @@ m2mhsm_status m2mhsm_keystore_open(m2mhsm_token *tok, const m2mhsm_keystore_opti
     ks->read_only = opts != NULL && opts->read_only;
     ks->psk_forms = forms;
     pthread_mutex_init(&ks->lock, NULL);
-    ks->fork = (m2mhsm_forksafe){M2MHSM_RANK_KEYSTORE, &ks->lock, NULL, NULL, NULL};
+    ks->fork = (m2mhsm_forksafe){.rank = M2MHSM_RANK_KEYSTORE, .mutex = &ks->lock};
     if (m2mhsm_forksafe_add(&ks->fork) != 0) {
         pthread_mutex_destroy(&ks->lock);
         free(ks);

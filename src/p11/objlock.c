@@ -42,10 +42,8 @@ m2mhsm_status m2mhsm_objlock_init(m2mhsm_objlock *l, int enabled, const char *pa
 }
 
 /* flock() locks belong to the open file description, which a child shares with its parent:
- * the child needs its own. A thread of the parent may have held the rwlock at fork; that
- * thread does not exist here, so the lock starts afresh (fork.c: the prepare handler leaves
- * it alone because it is held across token calls). The count lock was released by the
- * atfork handlers. */
+ * the child needs its own. The atfork prepare handler held the rwlock for writing, so no
+ * reader holds the file lock; the rwlock starts afresh (src/fork.c says why). */
 void m2mhsm_objlock_child(m2mhsm_objlock *l)
 {
     rw_init(l);
@@ -83,11 +81,15 @@ static void file_lock(m2mhsm_objlock *l, int op)
         ;
 }
 
+/* Without the lock (concurrent_writes and no lock file) writers share the rwlock with
+ * readers: it still tells the fork handlers when no thread is inside the module. */
 void m2mhsm_token_write_begin(m2mhsm_token *tok)
 {
     m2mhsm_objlock *l = &tok->objlock;
-    if (!l->enabled)
+    if (!l->enabled) {
+        pthread_rwlock_rdlock(&l->rw);
         return;
+    }
     pthread_rwlock_wrlock(&l->rw);
     if (l->fd >= 0)
         file_lock(l, LOCK_EX);
@@ -96,8 +98,10 @@ void m2mhsm_token_write_begin(m2mhsm_token *tok)
 void m2mhsm_token_write_end(m2mhsm_token *tok)
 {
     m2mhsm_objlock *l = &tok->objlock;
-    if (!l->enabled)
+    if (!l->enabled) {
+        pthread_rwlock_unlock(&l->rw);
         return;
+    }
     if (l->fd >= 0)
         file_lock(l, LOCK_UN);
     pthread_rwlock_unlock(&l->rw);
@@ -106,10 +110,8 @@ void m2mhsm_token_write_end(m2mhsm_token *tok)
 void m2mhsm_token_search_begin(m2mhsm_token *tok)
 {
     m2mhsm_objlock *l = &tok->objlock;
-    if (!l->enabled)
-        return;
     pthread_rwlock_rdlock(&l->rw);
-    if (l->fd < 0)
+    if (!l->enabled || l->fd < 0)
         return;
     pthread_mutex_lock(&l->count_lock);
     if (l->readers++ == 0)
@@ -120,9 +122,7 @@ void m2mhsm_token_search_begin(m2mhsm_token *tok)
 void m2mhsm_token_search_end(m2mhsm_token *tok)
 {
     m2mhsm_objlock *l = &tok->objlock;
-    if (!l->enabled)
-        return;
-    if (l->fd >= 0) {
+    if (l->enabled && l->fd >= 0) {
         pthread_mutex_lock(&l->count_lock);
         if (--l->readers == 0)
             file_lock(l, LOCK_UN);
@@ -135,14 +135,12 @@ void m2mhsm_token_search_end(m2mhsm_token *tok)
  * between a creation and another process's enumeration (see p11.h). */
 void m2mhsm_token_read_begin(m2mhsm_token *tok)
 {
-    if (tok->objlock.enabled)
-        pthread_rwlock_rdlock(&tok->objlock.rw);
+    pthread_rwlock_rdlock(&tok->objlock.rw);
 }
 
 void m2mhsm_token_read_end(m2mhsm_token *tok)
 {
-    if (tok->objlock.enabled)
-        pthread_rwlock_unlock(&tok->objlock.rw);
+    pthread_rwlock_unlock(&tok->objlock.rw);
 }
 
 /*

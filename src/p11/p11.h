@@ -25,8 +25,7 @@ typedef struct {
 
 m2mhsm_status m2mhsm_objlock_init(m2mhsm_objlock *l, int enabled, const char *path);
 m2mhsm_status m2mhsm_objlock_after_fork(m2mhsm_objlock *l);
-/* In a forked child (atfork handler): a fresh rwlock, no readers, and a lock file
- * description of the child's own. */
+/* In a forked child (atfork handler): a lock file description of the child's own. */
 void m2mhsm_objlock_child(m2mhsm_objlock *l);
 void m2mhsm_objlock_free(m2mhsm_objlock *l);
 
@@ -50,13 +49,18 @@ void m2mhsm_objlock_free(m2mhsm_objlock *l);
  * No path holds the locks of two tokens (or two key stores, or two handle registries) at
  * once, except the atfork prepare handler, which takes them in registration order. A
  * borrowed session is not a lock, but a thread waiting for one must hold no object lock
- * (4, 5): the sessions it waits for are returned by threads that may need one.
+ * (4, 5): the sessions it waits for are returned by threads that may need one. Object
+ * sections do not nest (the rwlock prefers writers: a nested read would deadlock against a
+ * waiting writer).
  *
- * Before fork() the prepare handler takes every lock of ranks 2, 3, 5 and 6 (mutexes that
- * guard memory the child keeps using) so the child inherits consistent state, and both
- * processes release them after it. The rwlock (4) is not taken there: it is held across
- * token calls, for as long as a slow HSM takes; the child re-initialises it instead, with
- * its own lock file descriptor, and re-attaches the token at its first call.
+ * Every call into the module is made inside an object section (read, search or write; the
+ * rwlock is taken even when object writes are trusted to the module, then in shared mode
+ * for writes too). Before fork() the prepare handler (src/fork.c) takes locks 2 to 6 in
+ * this order, the rwlock for writing: the child inherits memory nobody was changing and a
+ * module nobody was inside (a module's own mutexes, held by a thread that does not exist in
+ * the child, would deadlock its first call). Both processes release them after fork; the
+ * child drops the parent's sessions and lock file description, and re-attaches the token
+ * (C_Initialize, login) at its first call.
  */
 struct m2mhsm_token {
     CK_FUNCTION_LIST *fn;
@@ -80,7 +84,7 @@ struct m2mhsm_token {
     size_t max_open;         /* the smaller of the two that are set; 0: unbounded */
     long wait_ms;            /* how long a borrower waits for a session when all are out */
     pthread_cond_t returned; /* a session came back to the pool, or closed */
-    m2mhsm_forksafe fork_token, fork_count;
+    m2mhsm_forksafe fork_token, fork_count, fork_objects;
 };
 
 /* Read the PIN from an RFC 7512 pin-source ("file:/path"). *pin is malloc'd; the caller

@@ -12,20 +12,28 @@
 #define DEFAULT_WAIT_MS 5000
 
 /* In the child, after the atfork handlers released the locks (src/fork.c): the parent's
- * sessions are not ours to use or count, its waiters do not exist here, and the object lock
- * needs a fresh rwlock and lock file description. tok->pid still names the parent, so the
- * first call re-attaches (reattach_after_fork). */
-static void pool_after_fork_child(void *arg)
+ * sessions are not ours to use or count, and its waiters do not exist here. tok->pid still
+ * names the parent, so the first call re-attaches (reattach_after_fork). */
+static void cond_init(pthread_cond_t *c)
 {
-    m2mhsm_token *tok = arg;
-    m2mhsm_objlock_child(&tok->objlock);
-    tok->idle_count = 0;
-    tok->open_count = 0;
     pthread_condattr_t attr;
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&tok->returned, &attr);
+    pthread_cond_init(c, &attr);
     pthread_condattr_destroy(&attr);
+}
+
+static void objects_after_fork_child(void *arg)
+{
+    m2mhsm_objlock_child(arg);
+}
+
+static void pool_after_fork_child(void *arg)
+{
+    m2mhsm_token *tok = arg;
+    tok->idle_count = 0;
+    tok->open_count = 0;
+    cond_init(&tok->returned);
 }
 
 m2mhsm_status m2mhsm_pool_init(m2mhsm_token *tok, const m2mhsm_token_config *cfg)
@@ -37,18 +45,21 @@ m2mhsm_status m2mhsm_pool_init(m2mhsm_token *tok, const m2mhsm_token_config *cfg
     tok->config_max = cfg->max_sessions;
     tok->max_open = tok->config_max;
     tok->wait_ms = cfg->session_wait_ms != 0 ? (long)cfg->session_wait_ms : DEFAULT_WAIT_MS;
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&tok->returned, &attr);
-    pthread_condattr_destroy(&attr);
+    cond_init(&tok->returned);
+    tok->fork_objects = (m2mhsm_forksafe){.rank = M2MHSM_RANK_OBJECTS,
+                                          .rwlock = &tok->objlock.rw,
+                                          .child = objects_after_fork_child,
+                                          .arg = &tok->objlock};
     tok->fork_count =
-        (m2mhsm_forksafe){M2MHSM_RANK_OBJCOUNT, &tok->objlock.count_lock, NULL, NULL, NULL};
-    tok->fork_token =
-        (m2mhsm_forksafe){M2MHSM_RANK_TOKEN, &tok->lock, pool_after_fork_child, tok, NULL};
-    int rc = m2mhsm_forksafe_add(&tok->fork_count);
-    if (rc == 0 && (rc = m2mhsm_forksafe_add(&tok->fork_token)) != 0)
-        m2mhsm_forksafe_remove(&tok->fork_count);
+        (m2mhsm_forksafe){.rank = M2MHSM_RANK_OBJCOUNT, .mutex = &tok->objlock.count_lock};
+    tok->fork_token = (m2mhsm_forksafe){
+        .rank = M2MHSM_RANK_TOKEN, .mutex = &tok->lock, .child = pool_after_fork_child, .arg = tok};
+    m2mhsm_forksafe *f[] = {&tok->fork_objects, &tok->fork_count, &tok->fork_token};
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < M2MHSM_ARRAY_LEN(f); i++)
+        if ((rc = m2mhsm_forksafe_add(f[i])) != 0)
+            while (i-- > 0)
+                m2mhsm_forksafe_remove(f[i]);
     if (rc != 0)
         return m2mhsm_fail(M2MHSM_E_NOMEM, "pthread_atfork: %s", strerror(rc));
     return M2MHSM_OK;
@@ -190,7 +201,9 @@ m2mhsm_status m2mhsm_token_session_get(m2mhsm_token *tok, CK_SESSION_HANDLE *out
 static void close_unpooled(m2mhsm_token *tok, CK_SESSION_HANDLE s)
 {
     pthread_mutex_unlock(&tok->lock);
+    m2mhsm_token_read_begin(tok);
     tok->fn->C_CloseSession(s);
+    m2mhsm_token_read_end(tok);
     pthread_mutex_lock(&tok->lock);
     tok->open_count--;
     pthread_cond_signal(&tok->returned);
@@ -250,6 +263,7 @@ void m2mhsm_token_close(m2mhsm_token *tok)
         return;
     m2mhsm_forksafe_remove(&tok->fork_token);
     m2mhsm_forksafe_remove(&tok->fork_count);
+    m2mhsm_forksafe_remove(&tok->fork_objects);
     if (tok->fn != NULL && tok->initialized_pid == getpid()) {
         for (size_t i = 0; i < tok->idle_count; i++)
             tok->fn->C_CloseSession(tok->idle[i]);
