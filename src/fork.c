@@ -8,21 +8,16 @@ static int handlers_rc;
 
 static void take(m2mhsm_forksafe *f)
 {
-    if (f->rwlock != NULL)
-        pthread_rwlock_wrlock(f->rwlock);
-    else
-        pthread_mutex_lock(f->mutex);
+    pthread_mutex_lock(f->mutex);
+    if (f->quiesce != NULL)
+        f->quiesce(f->arg);
 }
 
-/* In the child a rwlock is left as it is: glibc knows its writer by thread id, which the
- * child's one thread does not share, so an unlock there would be taken for a reader's. The
- * entry's child callback re-initialises it. */
 static void release(m2mhsm_forksafe *f, int in_child)
 {
-    if (f->rwlock == NULL)
-        pthread_mutex_unlock(f->mutex);
-    else if (!in_child)
-        pthread_rwlock_unlock(f->rwlock);
+    if (!in_child && f->resume != NULL)
+        f->resume(f->arg);
+    pthread_mutex_unlock(f->mutex);
 }
 
 /* Lock order: the registry, then every registered lock rank by rank. Within a rank the

@@ -32,7 +32,8 @@ void m2mhsm_token_search_end(struct m2mhsm_token *tok);
 /* Bracket calls that read one object (C_GetAttributeValue, C_SignInit/C_Sign), and every
  * other module call outside a search or write section (C_OpenSession, C_CloseSession):
  * shared, exclusive with writes, within the process. Every module call is inside a section,
- * so the atfork handlers know when no thread is inside the module (src/p11/p11.h). */
+ * so the atfork handlers know when no thread is inside the module (src/p11/p11.h). Sections
+ * do not nest. */
 void m2mhsm_token_read_begin(struct m2mhsm_token *tok);
 void m2mhsm_token_read_end(struct m2mhsm_token *tok);
 
@@ -41,7 +42,7 @@ m2mhsm_status m2mhsm_token_ensure_attached(struct m2mhsm_token *tok);
 
 /*
  * Fork safety (src/fork.c). Every lock that guards memory a forked child goes on using, and
- * each token's object rwlock, inside which every token call is made, is registered here with
+ * each token's fork gate, which every token call passes, is registered here with
  * its place in the lock order (src/p11/p11.h): the pthread_atfork prepare handler takes all
  * of them, rank by rank, so no thread is half-way through changing what they guard, nor
  * inside the module (whose own locks a child would inherit held), when fork() copies the
@@ -52,7 +53,7 @@ m2mhsm_status m2mhsm_token_ensure_attached(struct m2mhsm_token *tok);
 typedef enum {
     M2MHSM_RANK_HANDLES,  /* engine/handle.c: the provider's PSK handle registry */
     M2MHSM_RANK_KEYSTORE, /* m2mhsm_keystore.lock: the index */
-    M2MHSM_RANK_OBJECTS,  /* m2mhsm_objlock.rw (for writing): no thread is in a token call */
+    M2MHSM_RANK_OBJECTS,  /* m2mhsm_objlock.gate: no thread in a token call (quiesce) */
     M2MHSM_RANK_OBJCOUNT, /* m2mhsm_objlock.count_lock: the lock file's reader count */
     M2MHSM_RANK_TOKEN,    /* m2mhsm_token.lock: token state and the session pool */
     M2MHSM_RANK_COUNT
@@ -60,9 +61,13 @@ typedef enum {
 
 typedef struct m2mhsm_forksafe {
     m2mhsm_lock_rank rank;
-    pthread_mutex_t *mutex;   /* one of the two */
-    pthread_rwlock_t *rwlock; /* taken for writing; in the child, child must re-initialise it */
-    void (*child)(void *arg); /* in the child, after the mutexes are released; may be NULL */
+    pthread_mutex_t *mutex;
+    /* May be NULL. quiesce: in prepare, with the mutex held (it may wait on a condition
+     * variable with it); resume: in the parent, before the mutex is released; child: in the
+     * child, after every mutex is released. */
+    void (*quiesce)(void *arg);
+    void (*resume)(void *arg);
+    void (*child)(void *arg);
     void *arg;
     struct m2mhsm_forksafe *next;
 } m2mhsm_forksafe;

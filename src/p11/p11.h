@@ -21,11 +21,20 @@ typedef struct {
     int fd;
     pthread_mutex_t count_lock; /* guards readers: the first takes LOCK_SH, the last drops it */
     unsigned readers;
+    /* The fork gate (objlock.c): threads in sections, and whether fork() is draining them. */
+    pthread_mutex_t gate;
+    pthread_cond_t drained, resumed;
+    unsigned in_sections;
+    int forking;
 } m2mhsm_objlock;
 
 m2mhsm_status m2mhsm_objlock_init(m2mhsm_objlock *l, int enabled, const char *path);
 m2mhsm_status m2mhsm_objlock_after_fork(m2mhsm_objlock *l);
-/* In a forked child (atfork handler): a lock file description of the child's own. */
+/* The atfork handlers' side of the gate (gate held): wait until no thread is in a section
+ * and keep new ones out; let them in again (parent); in the child, reset the gate and take
+ * a lock file description of the child's own. */
+void m2mhsm_objlock_quiesce(void *l);
+void m2mhsm_objlock_resume(void *l);
 void m2mhsm_objlock_child(m2mhsm_objlock *l);
 void m2mhsm_objlock_free(m2mhsm_objlock *l);
 
@@ -41,7 +50,8 @@ void m2mhsm_objlock_free(m2mhsm_objlock *l);
  *   1. the fork registry (src/fork.c; only its atfork handlers and (de)registration)
  *   2. a provider handle registry's lock (engine/handle.c)
  *   3. a key store's lock (m2mhsm_keystore.lock)
- *   4. the object lock's rwlock (objlock.rw), then the lock file's flock()
+ *   4. the object lock's fork gate (objlock.gate, only around entering and leaving a
+ *      section), the rwlock (objlock.rw), then the lock file's flock()
  *   5. the object lock's reader count (objlock.count_lock)
  *   6. the token lock (m2mhsm_token.lock): token state and the session pool; a borrower
  *      waiting for a session sleeps on tok->returned with it released
@@ -53,14 +63,17 @@ void m2mhsm_objlock_free(m2mhsm_objlock *l);
  * sections do not nest (the rwlock prefers writers: a nested read would deadlock against a
  * waiting writer).
  *
- * Every call into the module is made inside an object section (read, search or write; the
- * rwlock is taken even when object writes are trusted to the module, then in shared mode
- * for writes too). Before fork() the prepare handler (src/fork.c) takes locks 2 to 6 in
- * this order, the rwlock for writing: the child inherits memory nobody was changing and a
- * module nobody was inside (a module's own mutexes, held by a thread that does not exist in
- * the child, would deadlock its first call). Both processes release them after fork; the
- * child drops the parent's sessions and lock file description, and re-attaches the token
- * (C_Initialize, login) at its first call.
+ * Every call into the module is made inside an object section (read, search or write),
+ * and every section passes the fork gate, even when the object lock is off
+ * (concurrent_writes without a lock file). Before fork() the prepare
+ * handler (src/fork.c) takes locks 2 to 6 in this order, and at the gate waits until no
+ * thread is in a section: the child inherits memory nobody was changing and a module nobody
+ * was inside (a module's own mutexes, held by a thread that does not exist in the child,
+ * would deadlock its first call). Both processes release them after fork; the child drops
+ * the parent's sessions and lock file description, and re-attaches the token (C_Initialize,
+ * login) at its first call. The rwlock itself is never held across fork: glibc knows its
+ * writer by thread id, which a child's thread does not share, and ThreadSanitizer would
+ * count it held in the child for ever.
  */
 struct m2mhsm_token {
     CK_FUNCTION_LIST *fn;
@@ -84,7 +97,7 @@ struct m2mhsm_token {
     size_t max_open;         /* the smaller of the two that are set; 0: unbounded */
     long wait_ms;            /* how long a borrower waits for a session when all are out */
     pthread_cond_t returned; /* a session came back to the pool, or closed */
-    m2mhsm_forksafe fork_token, fork_count, fork_objects;
+    m2mhsm_forksafe fork_token, fork_count, fork_gate;
 };
 
 /* Read the PIN from an RFC 7512 pin-source ("file:/path"). *pin is malloc'd; the caller

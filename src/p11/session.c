@@ -46,15 +46,17 @@ m2mhsm_status m2mhsm_pool_init(m2mhsm_token *tok, const m2mhsm_token_config *cfg
     tok->max_open = tok->config_max;
     tok->wait_ms = cfg->session_wait_ms != 0 ? (long)cfg->session_wait_ms : DEFAULT_WAIT_MS;
     cond_init(&tok->returned);
-    tok->fork_objects = (m2mhsm_forksafe){.rank = M2MHSM_RANK_OBJECTS,
-                                          .rwlock = &tok->objlock.rw,
-                                          .child = objects_after_fork_child,
-                                          .arg = &tok->objlock};
+    tok->fork_gate = (m2mhsm_forksafe){.rank = M2MHSM_RANK_OBJECTS,
+                                       .mutex = &tok->objlock.gate,
+                                       .quiesce = m2mhsm_objlock_quiesce,
+                                       .resume = m2mhsm_objlock_resume,
+                                       .child = objects_after_fork_child,
+                                       .arg = &tok->objlock};
     tok->fork_count =
         (m2mhsm_forksafe){.rank = M2MHSM_RANK_OBJCOUNT, .mutex = &tok->objlock.count_lock};
     tok->fork_token = (m2mhsm_forksafe){
         .rank = M2MHSM_RANK_TOKEN, .mutex = &tok->lock, .child = pool_after_fork_child, .arg = tok};
-    m2mhsm_forksafe *f[] = {&tok->fork_objects, &tok->fork_count, &tok->fork_token};
+    m2mhsm_forksafe *f[] = {&tok->fork_gate, &tok->fork_count, &tok->fork_token};
     int rc = 0;
     for (size_t i = 0; rc == 0 && i < M2MHSM_ARRAY_LEN(f); i++)
         if ((rc = m2mhsm_forksafe_add(f[i])) != 0)
@@ -263,7 +265,7 @@ void m2mhsm_token_close(m2mhsm_token *tok)
         return;
     m2mhsm_forksafe_remove(&tok->fork_token);
     m2mhsm_forksafe_remove(&tok->fork_count);
-    m2mhsm_forksafe_remove(&tok->fork_objects);
+    m2mhsm_forksafe_remove(&tok->fork_gate);
     if (tok->fn != NULL && tok->initialized_pid == getpid()) {
         for (size_t i = 0; i < tok->idle_count; i++)
             tok->fn->C_CloseSession(tok->idle[i]);
