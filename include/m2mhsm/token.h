@@ -82,48 +82,6 @@ void m2mhsm_token_close(m2mhsm_token *tok);
 /* The probed mechanisms. Thread-safe. */
 const m2mhsm_token_caps *m2mhsm_token_caps_get(const m2mhsm_token *tok);
 
-/* The module's function list (for callers that issue their own PKCS#11 calls). */
-CK_FUNCTION_LIST *m2mhsm_token_functions(const m2mhsm_token *tok);
-
-/*
- * Borrow a logged-in session for one operation and give it back. Sessions are never
- * shared between threads while borrowed. In a child process after fork(), the first
- * borrow re-initialises the module and logs in again. When every session the token allows
- * (m2mhsm_token_config.max_sessions, the module's limit) is borrowed, waits up to
- * session_wait_ms for one to come back, then fails with M2MHSM_E_BUSY. Thread-safe.
- */
-m2mhsm_status m2mhsm_token_session_get(m2mhsm_token *tok, CK_SESSION_HANDLE *out);
-void m2mhsm_token_session_put(m2mhsm_token *tok, CK_SESSION_HANDLE s);
-
-/*
- * HMAC-SHA-256 of msg keyed by a token key (C_SignInit/C_Sign with CKM_SHA256_HMAC), out
- * 32 bytes. The key never leaves the token; the caller cleanses out when it is secret.
- * Thread-safe (borrows a session).
- */
-m2mhsm_status m2mhsm_token_hmac_sha256(m2mhsm_token *tok, CK_OBJECT_HANDLE key, const uint8_t *msg,
-                                       size_t msg_len, uint8_t out[32]);
-
-/*
- * P_SHA256(key, seed) (RFC 5246 section 5) into out[0..olen), every HMAC on the token with
- * one borrowed session. Thread-safe.
- */
-m2mhsm_status m2mhsm_token_p_sha256(m2mhsm_token *tok, CK_OBJECT_HANDLE key, const uint8_t *seed,
-                                    size_t seed_len, uint8_t *out, size_t olen);
-
-/*
- * A session-object copy of a token key (CKA_TOKEN=FALSE, everything else as the key: still
- * sensitive and non-extractable), owned by the token's login session: an in-memory object
- * the module signs with several times faster than with a stored one. Gone with the process
- * (or after fork: it belongs to the parent). Destroy it with m2mhsm_token_session_destroy.
- */
-m2mhsm_status m2mhsm_token_session_copy(m2mhsm_token *tok, CK_OBJECT_HANDLE key,
-                                        CK_OBJECT_HANDLE *copy);
-void m2mhsm_token_session_destroy(m2mhsm_token *tok, CK_OBJECT_HANDLE copy);
-
-/* Incremented each time the module is re-initialised (after fork): object handles from an
- * earlier generation are meaningless. Thread-safe. */
-unsigned m2mhsm_token_generation(m2mhsm_token *tok);
-
 #ifdef __cplusplus
 }
 #endif

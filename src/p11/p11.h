@@ -6,6 +6,7 @@
 #include <sys/types.h>
 #include <m2mhsm/token.h>
 #include "../internal.h"
+#include "handles.h"
 
 /*
  * Object writes (create, destroy, unwrap) exclusive against object reads (find, attribute

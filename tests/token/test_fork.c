@@ -94,7 +94,7 @@ static int child_calls(void)
     if (m2mhsm_keystore_lookup(fs.ks, M2MHSM_KIND_KE, ke.identity, strlen(ke.identity), &r) !=
         M2MHSM_OK)
         return 2;
-    if (m2mhsm_token_hmac_sha256(fs.tok, r.key[M2MHSM_FORM_RAW], msg, sizeof(msg), out) !=
+    if (m2mhsm_token_hmac_sha256(fs.tok, ks_obj(&r)->key[M2MHSM_FORM_RAW], msg, sizeof(msg), out) !=
         M2MHSM_OK)
         return 3;
     if (memcmp(out, expected, sizeof(out)) != 0)
@@ -130,7 +130,7 @@ static void fork_while_held(const lock_kind *k)
     /* The parent carries on too. */
     uint8_t out[32];
     assert_int_equal(
-        m2mhsm_token_hmac_sha256(fs.tok, ke.key[M2MHSM_FORM_RAW], msg, sizeof(msg), out),
+        m2mhsm_token_hmac_sha256(fs.tok, ks_obj(&ke)->key[M2MHSM_FORM_RAW], msg, sizeof(msg), out),
         M2MHSM_OK);
     assert_memory_equal(out, expected, sizeof(out));
 }
@@ -268,8 +268,8 @@ static void *hmac_loop(void *arg)
     int failures = 0;
     uint8_t out[32];
     while (!__atomic_load_n(&stop, __ATOMIC_ACQUIRE))
-        failures += m2mhsm_token_hmac_sha256(fs.tok, ke.key[M2MHSM_FORM_RAW], msg, sizeof(msg),
-                                             out) != M2MHSM_OK ||
+        failures += m2mhsm_token_hmac_sha256(fs.tok, ks_obj(&ke)->key[M2MHSM_FORM_RAW], msg,
+                                             sizeof(msg), out) != M2MHSM_OK ||
                     memcmp(out, expected, sizeof(out)) != 0;
     return (void *)(intptr_t)failures;
 }
@@ -311,8 +311,8 @@ static int suite_setup(void **state)
     fixture_token_make(&token, "fork");
     fixture_store_open(&fs, &token);
     ke = fixture_enrol(&fs, "fork-kpm-of-ke", "//sp.example.com/cse1/Cfork", 0x5a, 3600);
-    if (m2mhsm_token_hmac_sha256(fs.tok, ke.key[M2MHSM_FORM_RAW], msg, sizeof(msg), expected) !=
-            M2MHSM_OK ||
+    if (m2mhsm_token_hmac_sha256(fs.tok, ks_obj(&ke)->key[M2MHSM_FORM_RAW], msg, sizeof(msg),
+                                 expected) != M2MHSM_OK ||
         m2mhsm_keystore_import_kpm(fs.ks, KPM_ID, fixture_key32, 32, M2MHSM_NEVER, NULL) !=
             M2MHSM_OK ||
         m2mhsm_handles_new(fs.ks, &handles) != M2MHSM_OK)

@@ -56,7 +56,7 @@ static int scenario_open(scenario *sc)
         fprintf(stderr, "key: %s\n", m2mhsm_last_error());
         return -1;
     }
-    sc->key = rec.key[M2MHSM_FORM_TLS12_PMS];
+    sc->key = ks_obj(&rec)->key[M2MHSM_FORM_TLS12_PMS];
     return 0;
 }
 
