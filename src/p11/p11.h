@@ -114,9 +114,9 @@ m2mhsm_status m2mhsm_token_attach(m2mhsm_token *tok);
 m2mhsm_status m2mhsm_token_attach_in_write(m2mhsm_token *tok);
 
 /* The session pool (session.c). Set up the pool's locks and fork handlers, from cfg; a
- * status on failure. Read the module's session limit (at attach, tok->lock held or tok
- * owned). */
+ * status on failure. Take the module's session limit from the token's CK_TOKEN_INFO (at
+ * attach, tok->lock held or tok owned). */
 m2mhsm_status m2mhsm_pool_init(m2mhsm_token *tok, const m2mhsm_token_config *cfg);
-m2mhsm_status m2mhsm_pool_read_limit(m2mhsm_token *tok);
+void m2mhsm_pool_set_limit(m2mhsm_token *tok, const CK_TOKEN_INFO *ti);
 
 #endif

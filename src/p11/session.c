@@ -73,20 +73,15 @@ static size_t stated_limit(CK_ULONG n)
     return n == CK_EFFECTIVELY_INFINITE || n == CK_UNAVAILABLE_INFORMATION ? 0 : (size_t)n;
 }
 
-m2mhsm_status m2mhsm_pool_read_limit(m2mhsm_token *tok)
+void m2mhsm_pool_set_limit(m2mhsm_token *tok, const CK_TOKEN_INFO *ti)
 {
-    CK_TOKEN_INFO ti;
-    CK_RV rv = tok->fn->C_GetTokenInfo(tok->slot, &ti);
-    if (rv != CKR_OK)
-        return m2mhsm_fail_ckr("C_GetTokenInfo", rv);
     /* Our sessions are read/write, so both counts bound them; one is the login session. */
-    size_t all = stated_limit(ti.ulMaxSessionCount), rw = stated_limit(ti.ulMaxRwSessionCount);
+    size_t all = stated_limit(ti->ulMaxSessionCount), rw = stated_limit(ti->ulMaxRwSessionCount);
     size_t limit = all == 0 || (rw != 0 && rw < all) ? rw : all;
     tok->module_max = limit == 0 ? 0 : limit > 1 ? limit - 1 : 1;
     tok->max_open = tok->config_max;
     if (tok->module_max != 0 && (tok->max_open == 0 || tok->module_max < tok->max_open))
         tok->max_open = tok->module_max;
-    return M2MHSM_OK;
 }
 
 /*
