@@ -72,7 +72,9 @@ void m2mhsm_objlock_free(m2mhsm_objlock *l);
  * was inside (a module's own mutexes, held by a thread that does not exist in the child,
  * would deadlock its first call). Both processes release them after fork; the child drops
  * the parent's sessions and lock file description, and re-attaches the token (C_Initialize,
- * login) at its first call. The rwlock itself is never held across fork: glibc knows its
+ * login) at its first call. A thread must not fork() from inside a section (no callback of
+ * the library runs inside one): the prepare handler would wait for it. The rwlock itself is
+ * never held across fork: glibc knows its
  * writer by thread id, which a child's thread does not share, and ThreadSanitizer would
  * count it held in the child for ever.
  */
