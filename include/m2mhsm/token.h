@@ -36,6 +36,14 @@ typedef struct {
      * all processes that write the token must then use it (docs/key-lifecycle.md).
      * NULL: no cross-process lock, and every index hit is read on the token. */
     const char *lock_file;
+    /* At most this many sessions open at once for borrowing (the login session apart);
+     * 0: only the module's limit (CK_TOKEN_INFO ulMaxSessionCount / ulMaxRwSessionCount,
+     * less the login session), if it states one. Otherwise the smaller of the two. At least
+     * 2 when set: an unwrap or an erase with observers holds two sessions at once. */
+    unsigned max_sessions;
+    /* How long a borrower waits when every allowed session is out before failing with
+     * M2MHSM_E_BUSY; 0: 5000 ms. */
+    unsigned session_wait_ms;
 } m2mhsm_token_config;
 
 /* Mechanisms m2mhsm may use, probed with C_GetMechanismInfo when the token opens. */
