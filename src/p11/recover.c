@@ -141,7 +141,7 @@ m2mhsm_status m2mhsm_token_recover(m2mhsm_token *tok, unsigned generation)
     int moved = tok->generation != generation, down = tok->lost.down;
     pthread_mutex_unlock(&tok->lock);
     if (!down)
-        return moved ? M2MHSM_OK /* re-attached since the operation began */
+        return moved ? M2MHSM_OK        /* re-attached since the operation began */
                      : M2MHSM_E_PKCS11; /* not a lost token: the operation's own error stands */
     m2mhsm_status st = m2mhsm_token_up(tok);
     if (st == M2MHSM_OK && m2mhsm_token_generation(tok) == generation)
