@@ -56,14 +56,15 @@ static int server_fails(SSL *server, SSL *client)
     return 0;
 }
 
-/* In the child: CKR_DEVICE_ERROR at the first C_Sign, which is the server's TLS1-PRF. 0 if
+/* In the child: CKR_FUNCTION_FAILED (an error of the operation, not of a lost token, which
+ * would be retried after a re-attach) at the first C_Sign, which is the server's TLS1-PRF. 0 if
  * the handshake failed and the queue names the call, the CKR and the provider. */
 static int handshake_on_a_failing_token(void)
 {
     setenv("M2M_FAULT_MODULE", getenv("M2MHSM_MODULE"), 1);
     setenv("M2M_FAULT_FUNC", "C_Sign", 1);
     setenv("M2M_FAULT_K", "1", 1);
-    setenv("M2M_FAULT_ACTION", "CKR_DEVICE_ERROR", 1);
+    setenv("M2M_FAULT_ACTION", "CKR_FUNCTION_FAILED", 1);
     setenv("M2MHSM_MODULE", M2M_FAULT_PATH, 1);
     fixture_store fs = {0};
     fixture_store_open(&fs, &token);
@@ -85,7 +86,7 @@ static int handshake_on_a_failing_token(void)
     char *text = NULL;
     long len = BIO_get_mem_data(mem, &text);
     printf("ERR_print_errors after the failed handshake:\n%.*s", (int)len, text);
-    int named = strstr(text, "CKR_DEVICE_ERROR") != NULL && strstr(text, "C_Sign") != NULL &&
+    int named = strstr(text, "CKR_FUNCTION_FAILED") != NULL && strstr(text, "C_Sign") != NULL &&
                 strstr(text, "m2mhsm") != NULL && strstr(text, "token operation failed") != NULL;
     BIO_free(mem);
     SSL_free(c);
