@@ -203,8 +203,8 @@ static int derive_token(m2mhsm_kdf_ctx *c, unsigned char *out, size_t olen)
         if (!resolve(c, salt, sl, &rec))
             return refuse("unknown, stale or expired PSK handle");
         for (int retry = 0;; retry = 1) {
-            unsigned gen = rec.generation;
-            if (extract_after_es(tok, rec.key[M2MHSM_FORM_TLS13_ES], c, out, olen))
+            unsigned gen = ks_obj(&rec)->generation;
+            if (extract_after_es(tok, ks_obj(&rec)->key[M2MHSM_FORM_TLS13_ES], c, out, olen))
                 return 1;
             if (retry || m2mhsm_handles_recover(c->pc->handles, gen, salt, sl, &rec) != M2MHSM_OK)
                 return refuse(m2mhsm_last_error());
@@ -214,9 +214,9 @@ static int derive_token(m2mhsm_kdf_ctx *c, unsigned char *out, size_t olen)
         if (!resolve(c, key, kl, &rec))
             return refuse("unknown, stale or expired PSK handle");
         for (int retry = 0;; retry = 1) {
-            unsigned gen = rec.generation;
-            if (expand_label(tok, rec.key[M2MHSM_FORM_TLS13_ES], c, c->t13.data, c->t13.data_len,
-                             out, olen))
+            unsigned gen = ks_obj(&rec)->generation;
+            if (expand_label(tok, ks_obj(&rec)->key[M2MHSM_FORM_TLS13_ES], c, c->t13.data,
+                             c->t13.data_len, out, olen))
                 return 1;
             /* A token lost and back: once more with the new generation's objects. */
             if (retry || m2mhsm_handles_recover(c->pc->handles, gen, key, kl, &rec) != M2MHSM_OK)

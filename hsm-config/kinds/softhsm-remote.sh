@@ -84,15 +84,18 @@ p11_start_one() {
     die "p11-kit server for token '$t' did not create $sock in ${P11_START_TIMEOUT}s"
 }
 
+# Stop the server of one token and every connection it serves: p11_stop_one DIR T SIGNAL.
+# TERM for lab.sh stop; KILL for a failover, which must not wait for the server's consent
+# (p11-kit-remote was seen to outlive SIGTERM by seconds while its client kept calling).
 p11_stop_one() {
-    local dir=$1 t=$2 pid i pidfile
+    local dir=$1 t=$2 sig=$3 pid i pidfile
     pidfile=$(p11_pidfile "$dir" "$t")
     if ! p11_running "$dir" "$t"; then
         rm -f -- "$pidfile"
         return 0
     fi
     pid=$(< "$pidfile")
-    kill -TERM -- "-$pid" 2> /dev/null || true
+    kill "-$sig" -- "-$pid" 2> /dev/null || true
     for ((i = 0; i < P11_START_TIMEOUT * 20; i++)); do
         p11_running "$dir" "$t" || break
         sleep 0.05
@@ -113,15 +116,15 @@ kind_start() {
 
 kind_stop() {
     local t
-    for t in mef maf enrolee; do p11_stop_one "$1" "$t"; done
+    for t in mef maf enrolee; do p11_stop_one "$1" "$t" TERM; done
 }
 
 # An HSM failover: the token's server and every connection it serves go, then a new server
 # answers on the same address.
 kind_restart_token() {
     local dir=$1 t=$2
-    p11_stop_one "$dir" "$t"
-    say "token '$t': p11-kit server stopped"
+    p11_stop_one "$dir" "$t" KILL
+    say "token '$t': p11-kit server killed"
     p11_start_one "$dir" "$t"
     say "token '$t': p11-kit server started again on $(p11_sock "$dir" "$t")"
 }
@@ -129,8 +132,8 @@ kind_restart_token() {
 
 # A longer outage, for tests: the token's server stays away until kind_start_token.
 kind_stop_token() {
-    p11_stop_one "$1" "$2"
-    say "token '$2': p11-kit server stopped"
+    p11_stop_one "$1" "$2" KILL
+    say "token '$2': p11-kit server killed"
 }
 kind_start_token() {
     p11_start_one "$1" "$2"

@@ -74,42 +74,6 @@ void m2mhsm_token_close(m2mhsm_token *tok);
 /* The probed mechanisms. Thread-safe. */
 const m2mhsm_token_caps *m2mhsm_token_caps_get(const m2mhsm_token *tok);
 
-/* The module's function list (for callers that issue their own PKCS#11 calls). */
-CK_FUNCTION_LIST *m2mhsm_token_functions(const m2mhsm_token *tok);
-
-/*
- * Borrow a logged-in session for one operation and give it back. Sessions are never
- * shared between threads while borrowed. In a child process after fork(), the first
- * borrow re-initialises the module and logs in again. Thread-safe.
- */
-m2mhsm_status m2mhsm_token_session_get(m2mhsm_token *tok, CK_SESSION_HANDLE *out);
-void m2mhsm_token_session_put(m2mhsm_token *tok, CK_SESSION_HANDLE s);
-
-/*
- * HMAC-SHA-256 of msg keyed by a token key (C_SignInit/C_Sign with CKM_SHA256_HMAC), out
- * 32 bytes. The key never leaves the token; the caller cleanses out when it is secret.
- * Thread-safe (borrows a session).
- */
-m2mhsm_status m2mhsm_token_hmac_sha256(m2mhsm_token *tok, CK_OBJECT_HANDLE key, const uint8_t *msg,
-                                       size_t msg_len, uint8_t out[32]);
-
-/*
- * P_SHA256(key, seed) (RFC 5246 section 5) into out[0..olen), every HMAC on the token with
- * one borrowed session. Thread-safe.
- */
-m2mhsm_status m2mhsm_token_p_sha256(m2mhsm_token *tok, CK_OBJECT_HANDLE key, const uint8_t *seed,
-                                    size_t seed_len, uint8_t *out, size_t olen);
-
-/*
- * A session-object copy of a token key (CKA_TOKEN=FALSE, everything else as the key: still
- * sensitive and non-extractable), owned by the token's login session: an in-memory object
- * the module signs with several times faster than with a stored one. Gone with the process
- * (or after fork: it belongs to the parent). Destroy it with m2mhsm_token_session_destroy.
- */
-m2mhsm_status m2mhsm_token_session_copy(m2mhsm_token *tok, CK_OBJECT_HANDLE key,
-                                        CK_OBJECT_HANDLE *copy);
-void m2mhsm_token_session_destroy(m2mhsm_token *tok, CK_OBJECT_HANDLE copy);
-
 /*
  * Failover. A call that fails with a CKR of a lost token (CKR_DEVICE_REMOVED,
  * CKR_DEVICE_ERROR, which p11-kit's RPC returns once its server is gone,
@@ -117,9 +81,8 @@ void m2mhsm_token_session_destroy(m2mhsm_token *tok, CK_OBJECT_HANDLE copy);
  * CKR_USER_NOT_LOGGED_IN, CKR_CRYPTOKI_NOT_INITIALIZED) marks the token down. While it is
  * down, calls fail at once, and at most one of them every M2MHSM_RECONNECT_MS tries to
  * re-attach: C_Finalize, C_Initialize, find the token by its URI, log in again from the
- * pin-source. A successful re-attach starts a new generation (m2mhsm_token_generation):
- * every object handle and session copy of an older one is void, and the key store finds
- * its records again at its next call.
+ * pin-source. After a re-attach the key store finds its records again at its next call;
+ * lookups, the provider's PSK derivations and m2mhsm_token_sign_ecdsa retry once.
  */
 #define M2MHSM_RECONNECT_MS 200
 typedef enum {
@@ -137,29 +100,17 @@ typedef enum {
 typedef void (*m2mhsm_token_observer)(void *arg, m2mhsm_token_event ev, const char *detail,
                                       long long down_ms);
 void m2mhsm_token_observe(m2mhsm_token *tok, m2mhsm_token_observer fn, void *arg);
-/*
- * For a caller whose operation just failed, begun when the token's generation was
- * `generation`: M2MHSM_OK if the token is now usable in a newer generation (the failure was
- * a lost token and the re-attach succeeded, here or in another thread): find the objects
- * again and retry the operation once. Otherwise the error that stands (the last error
- * describes it), at once: the failure was not a lost token, or the token is still down.
- */
-m2mhsm_status m2mhsm_token_recover(m2mhsm_token *tok, unsigned generation);
 /* 1 while the token is down (a lost-token failure not yet recovered). Thread-safe. */
 int m2mhsm_token_is_down(m2mhsm_token *tok);
 
-/* The one private key (CKO_PRIVATE_KEY, CKA_TOKEN) with CKA_LABEL label: M2MHSM_E_NOT_FOUND
- * if none, M2MHSM_E_TOKEN if several. Its handle belongs to the current generation. */
-m2mhsm_status m2mhsm_token_find_private_key(m2mhsm_token *tok, const char *label,
-                                            CK_OBJECT_HANDLE *out);
-/* C_SignInit/C_Sign with mechanism mech (no parameters, e.g. CKM_ECDSA over a digest) on a
- * borrowed logged-in session; *sig_len: sig's size in, the signature's length out. */
-m2mhsm_status m2mhsm_token_sign(m2mhsm_token *tok, CK_OBJECT_HANDLE key, CK_MECHANISM_TYPE mech,
-                                const uint8_t *in, size_t in_len, uint8_t *sig, size_t *sig_len);
-
-/* Incremented each time the module is re-initialised (after fork or a lost token): object handles
- * from an earlier generation are meaningless. Thread-safe. */
-unsigned m2mhsm_token_generation(m2mhsm_token *tok);
+/*
+ * ECDSA (CKM_ECDSA) signature of a digest by the one private key (CKO_PRIVATE_KEY,
+ * CKA_TOKEN) labelled key_label, on the token's own logged-in sessions: sig gets r || s,
+ * *sig_len its size in and the signature's length out. M2MHSM_E_NOT_FOUND if no such key,
+ * M2MHSM_E_TOKEN if several. Retried once after a failover. Thread-safe.
+ */
+m2mhsm_status m2mhsm_token_sign_ecdsa(m2mhsm_token *tok, const char *key_label, const uint8_t *dgst,
+                                      size_t dgst_len, uint8_t *sig, size_t *sig_len);
 
 #ifdef __cplusplus
 }

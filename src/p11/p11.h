@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 #include <m2mhsm/token.h>
+#include "handles.h"
 
 /*
  * Object writes (create, destroy, unwrap) exclusive against object reads (find, attribute
@@ -62,6 +63,11 @@ struct m2mhsm_token {
         int64_t checked_ms; /* last check of the lock file's counter against the object */
         int foreign;        /* a write from outside the lock file was seen */
     } epoch;
+    struct { /* sign.c: the last private key signed with, under lock */
+        char label[64];
+        CK_OBJECT_HANDLE key;
+        unsigned generation;
+    } signer;
 };
 
 /* Read the PIN from an RFC 7512 pin-source ("file:/path"). *pin is malloc'd; the caller

@@ -7,7 +7,7 @@
 # restarted; a longer outage fails handshakes fast (never a hang); a server started while
 # its token server is down refuses at once with the reason.
 . "$(dirname "$0")/lib.sh"
-e2e_lab failover --token-kind softhsm-remote --expiry 3600
+e2e_lab failover --token-kind softhsm-remote --expiry 3600 --tls13
 kpm=$(tr -d ' \n' < "$M2M_KPM_HEX_FILE")
 BACK_WITHIN=5 # seconds: the issue's target for the first good handshake after a failover
 
@@ -31,6 +31,11 @@ maf_handshake() {
     timeout 10 openssl s_client -connect "127.0.0.1:$M2M_MAF_PORT" -tls1_2 -psk "$KM" \
         -psk_identity "$KEID" -servername "$M2M_MAF_ID" < /dev/null 2>&1 |
         grep -q "Cipher is PSK"
+}
+# TLS 1.3 external PSK at the same port: the provider's TLS13-KDF path.
+maf13_handshake() {
+    timeout 10 openssl s_client -connect "127.0.0.1:$M2M_MAF_PORT" -tls1_3 -psk "$KM" \
+        -psk_identity "$KEID" < /dev/null 2>&1 | grep -q "Cipher is TLS_AES_128_GCM_SHA256"
 }
 mef_handshake() { x=$(bootstrap) && test "${#x}" = 96; }
 check "the MAF accepted KeID + Km (its certificate key fetched the Km over HTTPS)" maf_handshake
@@ -62,12 +67,15 @@ first_ok_after() { awk -v t="$2" '$1 >= t && $3 == "ok" { print $2; exit }' "$1"
 fails_between() { awk -v a="$2" -v b="$3" '$2 >= a && $1 <= b && $3 == "fail"' "$1" | wc -l; }
 slowest() { awk 'BEGIN { m = 0 } { d = $2 - $1; if (d > m) m = d } END { printf "%.3f", m }' "$1"; }
 
-# failover ROLE: restart-token ROLE while ROLE's devices connect; prints the figures.
+# failover DEVICES ROLE: restart-token ROLE while DEVICES (maf, maf13, mef) connect to the
+# service of ROLE; prints the figures.
 failover() {
-    local role=$1 out="$LAB/hs-$1" n t_kill t_back t_ok
+    local dev=$1 role=$2 out="$LAB/hs-$1" n t_kill t_back t_ok lost back
+    lost=$(count_log "$LAB/$role.log" "event=token_lost ")
+    back=$(count_log "$LAB/$role.log" "event=token_back ")
     : > "$out"
     rm -f "$out.stop"
-    devices "$role" "$out" &
+    devices "$dev" "$out" &
     local loop=$!
     E2E_EXTRA_PIDS+=("$loop")
     check "$role devices: handshakes are running before the failover" \
@@ -75,7 +83,7 @@ failover() {
     t_kill=$(now)
     bash "$LABSH" restart-token "$LAB" "$role" > /dev/null
     t_back=$(now)
-    wait_log "$LAB/$role.log" "event=token_back " 30 || true
+    wait_count "$LAB/$role.log" "event=token_back " $((back + 1)) 30 || true
     wait_until 30 "[ -n \"\$(first_ok_after $out $t_back)\" ]" || true
     n=$(handshakes "$out")
     wait_until 30 "[ \$(handshakes $out) -ge $((n + 5)) ]" || true
@@ -83,8 +91,9 @@ failover() {
     wait "$loop" 2> /dev/null || true
     t_ok=$(first_ok_after "$out" "$t_back")
     check "$role token: the service logged token_lost with the CKR" \
-        grep -q -E "event=token_lost .*ckr=CKR_[A-Z_]+" "$LAB/$role.log"
-    check "$role token: ... and token_back" grep -q "event=token_back " "$LAB/$role.log"
+        test "$(count_log "$LAB/$role.log" "event=token_lost .*ckr=CKR_[A-Z_]+")" -gt "$lost"
+    check "$role token: ... and token_back" \
+        test "$(count_log "$LAB/$role.log" "event=token_back ")" -gt "$back"
     check "$role token: a handshake succeeded after the token was back" test -n "$t_ok"
     local took
     took=$(secs "$t_back" "${t_ok:-$t_back}")
@@ -93,7 +102,7 @@ failover() {
     local failed total
     failed=$(fails_between "$out" "$t_kill" "${t_ok:-$t_back}")
     total=$(handshakes "$out")
-    echo "# failover $role: restart-token took $(secs "$t_kill" "$t_back")s;" \
+    echo "# failover $role ($dev devices): restart-token took $(secs "$t_kill" "$t_back")s;" \
         "first good handshake ${took}s after the server was back;" \
         "$failed failed handshake(s) during the outage; $total handshakes in all;" \
         "$(grep -c " ok$" "$out") ok; $(grep "event=token_back " "$LAB/$role.log" | tail -1 | grep -o 'down_ms=[0-9]*')"
@@ -101,9 +110,12 @@ failover() {
         test "$(awk -v t="$t_ok" '$1 > t && $3 == "fail"' "$out" | wc -l)" = 0
 }
 
-failover maf
+failover maf maf
 check "the MAF token lists the same records after its failover" test "$(listing maf)" = "$maf_before"
-failover mef
+failover maf13 maf
+check "the MAF token lists the same records after its TLS 1.3 failover" \
+    test "$(listing maf)" = "$maf_before"
+failover mef mef
 check "the MEF token lists the same Kpm and enrolment records after its failover" \
     test "$(listing mef | grep -v '^ke ')" = "$mef_before"
 check "... and exactly one Ke (each bootstrap re-enrols the device, replacing the last)" \
@@ -147,6 +159,12 @@ echo "# outage: $(secs "$t_down" "$t_back")s down, $(fails_between "$out" "$t_do
 check "outage: no handshake hung (each one ended within 2 s)" \
     awk -v d="$(slowest "$out")" 'BEGIN { exit !(d < 2) }'
 check "outage: the MAF was not restarted" test "$(cat "$LAB/maf.pid")" = "$MAF_PID"
+
+# ---- the device on its own remote token ----
+check "m2m-enrolee enrols and connects with its token behind p11-kit server" \
+    env P11_KIT_SERVER_ADDRESS="$M2M_ENROLEE_P11_ADDRESS" "$M2M_BIN/m2m-enrolee" \
+    --config "$M2M_ENROLEE_CONFIG" connect
+check "... the MAF accepted it" wait_log "$LAB/maf.log" "event=handshake-ok ke_id=$(device_ke_id) "
 
 # ---- a server started while its token server is down refuses at once ----
 bash "$LABSH" stop "$LAB" > /dev/null

@@ -11,6 +11,8 @@
 #include <string.h>
 
 #include "fixture.h"
+#include "keystore/record.h"
+#include "p11/handles.h"
 
 static fixture_token token;
 
@@ -45,8 +47,8 @@ static int suite_setup(void **state)
 static m2mhsm_status hmac_of(fixture_store *fs, const m2mhsm_record *kpm, uint8_t out[32])
 {
     static const uint8_t msg[] = "failover";
-    return m2mhsm_token_hmac_sha256(fs->tok, kpm->key[M2MHSM_FORM_TLS12_PMS], msg, sizeof(msg),
-                                    out);
+    return m2mhsm_token_hmac_sha256(fs->tok, ks_obj(kpm)->key[M2MHSM_FORM_TLS12_PMS], msg,
+                                    sizeof(msg), out);
 }
 
 static void test_lost_token_is_reattached_and_keys_found_again(void **state)
@@ -89,7 +91,7 @@ static void test_lost_token_is_reattached_and_keys_found_again(void **state)
     m2mhsm_record found;
     assert_int_equal(m2mhsm_keystore_lookup(fs.ks, M2MHSM_KIND_KPM, "failover-kpm", 12, &found),
                      M2MHSM_OK);
-    assert_int_equal(found.generation, gen + 1);
+    assert_int_equal(ks_obj(&found)->generation, gen + 1);
     assert_memory_equal(found.record_id, kpm.record_id, M2MHSM_RECORD_ID_LEN);
     assert_int_equal(hmac_of(&fs, &found, again), M2MHSM_OK);
     assert_memory_equal(first, again, 32);

@@ -16,42 +16,12 @@
 typedef struct {
     m2mhsm_token *tok;
     char *label;
-    CK_OBJECT_HANDLE key;
-    unsigned generation; /* of key; CK_INVALID_HANDLE until found */
 } token_key;
 
 static EC_KEY_METHOD *method;
 static int key_index = -1;
 
-/* The key's handle in the token's current generation (found again after a failover). */
-static m2mhsm_status current_key(token_key *k, CK_OBJECT_HANDLE *key, unsigned *gen)
-{
-    unsigned g = m2mhsm_token_generation(k->tok);
-    if (k->key == CK_INVALID_HANDLE || k->generation != g) {
-        m2mhsm_status st = m2mhsm_token_find_private_key(k->tok, k->label, &k->key);
-        if (st != M2MHSM_OK) {
-            k->key = CK_INVALID_HANDLE;
-            return st;
-        }
-        k->generation = g;
-    }
-    *key = k->key;
-    *gen = k->generation;
-    return M2MHSM_OK;
-}
-
-static m2mhsm_status sign_once(token_key *k, const unsigned char *dgst, int dlen, uint8_t *raw,
-                               size_t *raw_len, unsigned *gen)
-{
-    CK_OBJECT_HANDLE key;
-    *gen = m2mhsm_token_generation(k->tok);
-    m2mhsm_status st = current_key(k, &key, gen);
-    if (st == M2MHSM_OK)
-        st = m2mhsm_token_sign(k->tok, key, CKM_ECDSA, dgst, (size_t)dlen, raw, raw_len);
-    return st;
-}
-
-/* r || s from the token (PKCS#11 2.3.1) into an ECDSA_SIG; retried once after a failover. */
+/* r || s from the token (PKCS#11 2.3.1) into an ECDSA_SIG. */
 static ECDSA_SIG *token_sign_sig(const unsigned char *dgst, int dlen, const BIGNUM *kinv,
                                  const BIGNUM *r, EC_KEY *eckey)
 {
@@ -60,14 +30,9 @@ static ECDSA_SIG *token_sign_sig(const unsigned char *dgst, int dlen, const BIGN
     token_key *k = EC_KEY_get_ex_data(eckey, key_index);
     uint8_t raw[2 * 66];
     size_t raw_len = sizeof(raw);
-    unsigned gen = 0;
     if (k == NULL || dlen <= 0)
         return NULL;
-    m2mhsm_status st = sign_once(k, dgst, dlen, raw, &raw_len, &gen);
-    if (st != M2MHSM_OK && m2mhsm_token_recover(k->tok, gen) == M2MHSM_OK) {
-        raw_len = sizeof(raw);
-        st = sign_once(k, dgst, dlen, raw, &raw_len, &gen);
-    }
+    m2mhsm_status st = m2mhsm_token_sign_ecdsa(k->tok, k->label, dgst, (size_t)dlen, raw, &raw_len);
     if (st != M2MHSM_OK || raw_len == 0 || raw_len % 2 != 0) {
         app_log(APP_ERROR, "token-sign-failed", "key_label=%s error=%s", k->label, app_error(st));
         return NULL;
@@ -124,12 +89,15 @@ static int ready(void)
     return key_index >= 0 && method != NULL;
 }
 
-/* The certificate's public key, signing on the token with the private key labelled label. */
+/* The certificate's public key, signing on the token with the private key labelled label.
+ * A first signature at start proves the key is there and signs (CKM_ECDSA). */
 static EVP_PKEY *token_private_key(m2mhsm_token *tok, X509 *cert, const char *label)
 {
     const EC_KEY *pub = EVP_PKEY_get0_EC_KEY(X509_get0_pubkey(cert));
-    CK_OBJECT_HANDLE h;
-    m2mhsm_status st = m2mhsm_token_find_private_key(tok, label, &h);
+    static const uint8_t probe[32];
+    uint8_t raw[2 * 66];
+    size_t raw_len = sizeof(raw);
+    m2mhsm_status st = m2mhsm_token_sign_ecdsa(tok, label, probe, sizeof(probe), raw, &raw_len);
     if (st != M2MHSM_OK) {
         fprintf(stderr, "TLS identity: %s\n", app_error(st));
         return NULL;
@@ -151,8 +119,6 @@ static EVP_PKEY *token_private_key(m2mhsm_token *tok, X509 *cert, const char *la
         return NULL;
     }
     k->tok = tok;
-    k->key = h;
-    k->generation = m2mhsm_token_generation(tok);
     if (EVP_PKEY_assign_EC_KEY(pkey, ec) != 1) {
         EC_KEY_free(ec); /* frees k through the ex_data */
         EVP_PKEY_free(pkey);
