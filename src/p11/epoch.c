@@ -154,7 +154,9 @@ static m2mhsm_status set_all(m2mhsm_token *tok, CK_SESSION_HANDLE s, const CK_OB
     for (CK_ULONG i = 0; i < n; i++) {
         CK_ATTRIBUTE a = {CKA_LABEL, label, strlen(label)};
         CK_RV rv = tok->fn->C_SetAttributeValue(s, h[i], &a, 1);
-        if (rv != CKR_OK && rv != CKR_OBJECT_HANDLE_INVALID)
+        if (rv == CKR_OBJECT_HANDLE_INVALID)
+            return M2MHSM_E_NOT_FOUND;
+        if (rv != CKR_OK)
             return m2mhsm_fail_ckr("C_SetAttributeValue(write epoch label)", rv);
     }
     return M2MHSM_OK;
@@ -169,25 +171,69 @@ static uint64_t fresh_value(void)
     return v;
 }
 
-/* Inside a write section (write_begin held): give every epoch object a fresh value, and
- * create one if there is none. Two first writers may each create one; so after a creation
- * all are found again and set, and every writer sets every one it finds. */
+static CK_OBJECT_HANDLE cached_handle(m2mhsm_token *tok)
+{
+    unsigned gen = m2mhsm_token_generation(tok);
+    pthread_mutex_lock(&tok->lock);
+    CK_OBJECT_HANDLE h = tok->epoch.gen == gen ? tok->epoch.handle : CK_INVALID_HANDLE;
+    pthread_mutex_unlock(&tok->lock);
+    return h;
+}
+
+static void cache_handle(m2mhsm_token *tok, CK_OBJECT_HANDLE h)
+{
+    unsigned gen = m2mhsm_token_generation(tok);
+    pthread_mutex_lock(&tok->lock);
+    tok->epoch.handle = h;
+    tok->epoch.gen = gen;
+    pthread_mutex_unlock(&tok->lock);
+}
+
+/* One epoch object: two first writers at once may each have made one. All but the first
+ * found go (a reader holding one of those finds the survivor again); two writers that
+ * keep different ones leave none, and the next write makes one: readers answer nothing
+ * from memory meanwhile. */
+static m2mhsm_status find_one(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE *h)
+{
+    CK_OBJECT_HANDLE found[EPOCH_MAX_OBJECTS];
+    CK_ULONG n = 0;
+    m2mhsm_status st = find_objects(tok, s, found, &n);
+    *h = st == M2MHSM_OK && n > 0 ? found[0] : CK_INVALID_HANDLE;
+    for (CK_ULONG i = 1; st == M2MHSM_OK && i < n; i++) {
+        CK_RV rv = tok->fn->C_DestroyObject(s, found[i]);
+        if (rv != CKR_OK && rv != CKR_OBJECT_HANDLE_INVALID)
+            st = m2mhsm_fail_ckr("C_DestroyObject(second write epoch)", rv);
+    }
+    return st;
+}
+
+/* Inside a write section (write_begin held): give the epoch object a fresh value, or make
+ * it. Through the handle used last: one call, two with a lock file (the value it held,
+ * for m2mhsm_token_write_changed's check); a search only when that handle is void. */
 static m2mhsm_status bump_object(m2mhsm_token *tok, CK_SESSION_HANDLE s, uint64_t v, uint64_t *was,
                                  int *had)
 {
-    CK_OBJECT_HANDLE h[EPOCH_MAX_OBJECTS];
-    CK_ULONG n = 0;
-    m2mhsm_status st = find_objects(tok, s, h, &n);
+    CK_OBJECT_HANDLE h = cached_handle(tok);
+    m2mhsm_status st = M2MHSM_E_NOT_FOUND;
     *had = 0;
-    if (st == M2MHSM_OK && n > 0)
-        *had = read_value(tok, s, h[0], was) == M2MHSM_OK;
-    if (st == M2MHSM_OK && n > 0)
-        return set_all(tok, s, h, n, v);
-    if (st == M2MHSM_OK)
-        st = create_object(tok, s, v);
-    if (st == M2MHSM_OK)
-        st = find_objects(tok, s, h, &n);
-    return st == M2MHSM_OK ? set_all(tok, s, h, n, v) : st;
+    for (int pass = 0; pass < 2 && st == M2MHSM_E_NOT_FOUND; pass++) {
+        if (pass == 1 || h == CK_INVALID_HANDLE) {
+            if ((st = find_one(tok, s, &h)) != M2MHSM_OK)
+                return st;
+            if (h == CK_INVALID_HANDLE)
+                break;
+            cache_handle(tok, h);
+        }
+        st = tok->objlock.fd >= 0 ? read_value(tok, s, h, was) : M2MHSM_OK;
+        *had = st == M2MHSM_OK && tok->objlock.fd >= 0;
+        if (st == M2MHSM_OK)
+            st = set_all(tok, s, &h, 1, v);
+    }
+    if (h != CK_INVALID_HANDLE)
+        return st;
+    if ((st = create_object(tok, s, v)) == M2MHSM_OK && (st = find_one(tok, s, &h)) == M2MHSM_OK)
+        cache_handle(tok, h);
+    return st;
 }
 
 void m2mhsm_token_write_changed(m2mhsm_token *tok, CK_SESSION_HANDLE s)
@@ -241,13 +287,20 @@ m2mhsm_status m2mhsm_token_epoch_ensure(m2mhsm_token *tok, CK_SESSION_HANDLE s)
         m2mhsm_token_write_end(tok);
         return M2MHSM_OK;
     }
-    /* A new lock file (or one from before the epoch object) adopts the token's value. */
+    /* The lock file starts afresh from the token as it is: a new file (or one from before
+     * the epoch object), a token restored from a backup, or a write from outside the file
+     * since its writers last wrote. An unknown change counts as a write (the counter moves,
+     * so no process sharing the file answers from memory what it saw before), and a flag
+     * from an earlier misconfiguration is cleared: a write from outside that goes on is
+     * noticed and reported again. */
     if (known && tok->objlock.fd >= 0) {
         m2mhsm_token_write_begin(tok);
         file_epoch fe;
         file_read(&tok->objlock, &fe);
-        if (fe.value == 0) {
+        if (fe.value != v || fe.foreign) {
+            fe.counter += fe.value != v;
             fe.value = v;
+            fe.foreign = 0;
             file_write(&tok->objlock, &fe);
         }
         m2mhsm_token_write_end(tok);
