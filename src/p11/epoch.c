@@ -95,6 +95,9 @@ static m2mhsm_status find_objects(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_OBJ
         return m2mhsm_fail_ckr("C_FindObjectsInit(write epoch)", rv);
     rv = tok->fn->C_FindObjects(s, h, EPOCH_MAX_OBJECTS, n);
     CK_RV fin = tok->fn->C_FindObjectsFinal(s);
+    if (fin != CKR_OK && !m2mhsm_ckr_lost(fin))
+        tok->fn->C_FindObjectsFinal(s); /* a search left active would fail the session's next
+                                           operation; the first failure is reported */
     if (rv != CKR_OK)
         return m2mhsm_fail_ckr("C_FindObjects(write epoch)", rv);
     return fin == CKR_OK ? M2MHSM_OK : m2mhsm_fail_ckr("C_FindObjectsFinal(write epoch)", fin);
