@@ -46,7 +46,7 @@ kind_env() {
     env_line M2M_TOKEN_KIND softhsm-remote
     env_line M2M_MODULE "$P11_CLIENT_MODULE"
     env_line M2M_DIRECT_MODULE "$P11_PROVIDER"
-    for t in mef maf enrolee; do
+    for t in "${TOKENS[@]}"; do
         env_line "M2M_${t^^}_P11_ADDRESS" "unix:path=$(p11_sock "$dir" "$t")"
     done
 }
@@ -110,13 +110,13 @@ p11_stop_one() {
 
 kind_start() {
     local t
-    for t in mef maf enrolee; do p11_start_one "$1" "$t"; done
-    say "p11-kit servers: $(for t in mef maf enrolee; do printf '%s=%s ' "$t" "$(p11_sock "$1" "$t")"; done)"
+    for t in "${TOKENS[@]}"; do p11_start_one "$1" "$t"; done
+    say "p11-kit servers: $(for t in "${TOKENS[@]}"; do printf '%s=%s ' "$t" "$(p11_sock "$1" "$t")"; done)"
 }
 
 kind_stop() {
     local t
-    for t in mef maf enrolee; do p11_stop_one "$1" "$t" TERM; done
+    for t in "${TOKENS[@]}"; do p11_stop_one "$1" "$t" TERM; done
 }
 
 # An HSM failover: the token's server and every connection it serves go, then a new server
