@@ -57,7 +57,8 @@ static void file_read(const m2mhsm_objlock *l, file_epoch *e)
 
 static void file_write(const m2mhsm_objlock *l, const file_epoch *e)
 {
-    /* A failed write leaves readers on an older counter: they confirm on the token. */
+    /* A failed write leaves the file behind the epoch object: the next check takes that for
+     * a write from outside the file, and its processes then confirm on the token. */
     if (pwrite(l->fd, e, sizeof(*e), 0) != (ssize_t)sizeof(*e))
         return;
 }
