@@ -135,6 +135,8 @@ check "MEF 2 logs that its lock file does not speak for the token" \
     wait_log "$LAB/mef2.log" "event=lock-file-not-shared .*mef2.lock"
 refuse "... MEF 1, which shares its lock file with the admin CLI, does not" \
     grep -q "event=lock-file-not-shared" "$LAB/mef.log"
+refuse "... nor MAF 2, which has no lock file to misplace" \
+    grep -q "event=lock-file-not-shared" "$LAB/maf2.log"
 
 # ---- 2. unknown to host 2, written by host 1, found by host 2 at its next lookup ----
 # A Ke whose KeID we know in advance: `m2mhsm ke import` on host 1 writes it.
