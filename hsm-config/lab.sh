@@ -9,8 +9,8 @@
 #                              [--tls13] [--token-kind KIND]
 #   hsm-config/lab.sh start DIR     # m2m-mef, m2m-maf and m2m-eb in the background, ports ready
 #   hsm-config/lab.sh stop DIR      # SIGTERM (SIGKILL after 10 s); stopping twice is fine
-#   hsm-config/lab.sh restart-token DIR mef|maf|enrolee   # kinds that serve tokens remotely
-#   hsm-config/lab.sh stop-token|start-token DIR mef|maf|enrolee   # a longer outage
+#   hsm-config/lab.sh restart-token DIR mef|maf|enrolee|eb   # kinds that serve tokens remotely
+#   hsm-config/lab.sh stop-token|start-token DIR mef|maf|enrolee|eb   # a longer outage
 #
 # KIND: softhsm (the default: SoftHSM loaded in every process), or a file
 # hsm-config/kinds/KIND.sh defining kind_prepare, kind_make_token, kind_env, kind_start,
@@ -52,7 +52,7 @@ usage: $prog init DIR [--expiry SECONDS|YYYYMMDDThhmmss] [--build BUILD_DIR | --
                  [--tls13] [--token-kind KIND]
        $prog start DIR
        $prog stop DIR
-       $prog restart-token|stop-token|start-token DIR mef|maf|enrolee
+       $prog restart-token|stop-token|start-token DIR mef|maf|enrolee|eb
 EOF
     exit 2
 }
@@ -80,8 +80,11 @@ KIND=softhsm
 load_kind() {
     KIND=$1
     [ "$KIND" = softhsm ] && return 0
-    [[ $KIND =~ ^[a-z0-9-]+$ && -f "$here/kinds/$KIND.sh" ]] ||
-        die "unknown token kind '$KIND' (softhsm, or one of: $(cd "$here/kinds" && ls -- *.sh 2> /dev/null | sed 's/[.]sh$//' | tr '\n' ' '))"
+    if ! [[ $KIND =~ ^[a-z0-9-]+$ && -f "$here/kinds/$KIND.sh" ]]; then
+        local f known=softhsm
+        for f in "$here"/kinds/*.sh; do [ -e "$f" ] && known+=" $(basename "$f" .sh)"; done
+        die "unknown token kind '$KIND' (one of: $known)"
+    fi
     # shellcheck source=/dev/null
     . "$here/kinds/$KIND.sh"
 }
@@ -682,7 +685,7 @@ cmd_token() {
     shift
     lab_env "${1:-}"
     [ $# -eq 2 ] || usage
-    case $2 in mef | maf | enrolee) ;; *) die "$what-token: ROLE is mef, maf or enrolee" ;; esac
+    [[ " ${TOKENS[*]} " == *" $2 "* ]] || die "$what-token: ROLE is one of: ${TOKENS[*]}"
     kind_has "kind_${what}_token" ||
         die "$what-token: token kind '$KIND' has no token server to $what"
     "kind_${what}_token" "$lab_dir" "$2"

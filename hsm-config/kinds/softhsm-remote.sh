@@ -10,13 +10,17 @@ P11_CLIENT_MODULE=${M2M_P11_CLIENT_MODULE:-/usr/lib/x86_64-linux-gnu/pkcs11/p11-
 P11_PROVIDER=/usr/lib/softhsm/libsofthsm2.so
 # The module the services, the device and the CLI load (lab.sh writes it into the configs);
 # lab.sh's own set-up steps (token-init, key pairs, the Kpm) use SoftHSM directly.
+# shellcheck disable=SC2034 # this file's variables are read by lab.sh, which sources it
 SERVICE_MODULE=$P11_CLIENT_MODULE
 P11_START_TIMEOUT=10 # seconds for a server's socket to appear, or to go after SIGTERM
 
 # For lab.sh's fuller kind interface (branch kinds: hsm-config/kinds/softhsm.sh): the lab's
 # own set-up steps use SoftHSM directly, the programs the client module.
+# shellcheck disable=SC2034
 KIND_MODULE=$P11_PROVIDER
+# shellcheck disable=SC2034
 KIND_PIN_CHARS=24
+# shellcheck disable=SC2034
 KIND_EC=1
 kind_token_uri() { printf 'pkcs11:token=%s\n' "$2"; }
 kind_init_args() { :; }

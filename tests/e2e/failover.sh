@@ -156,8 +156,10 @@ check "outage: the first good handshake came ${took}s after the server was back 
     awk -v d="$took" -v m="$BACK_WITHIN" 'BEGIN { exit !(d < m) }'
 echo "# outage: $(secs "$t_down" "$t_back")s down, $(fails_between "$out" "$t_down" "$t_back") failed" \
     "handshakes, slowest handshake $(slowest "$out")s; first good one ${took}s after the server was back"
-check "outage: no handshake hung (each one ended within 2 s)" \
-    awk -v d="$(slowest "$out")" 'BEGIN { exit !(d < 2) }'
+# A hung call would hold its handshake until s_client's 10 s timeout; a loaded machine never
+# takes that long for one that fails at once.
+check "outage: no handshake hung (each one ended before s_client's 10 s timeout)" \
+    awk -v d="$(slowest "$out")" 'BEGIN { exit !(d < 9) }'
 check "outage: the MAF was not restarted" test "$(cat "$LAB/maf.pid")" = "$MAF_PID"
 
 # ---- the device on its own remote token ----
@@ -178,4 +180,11 @@ check "... saying why: the token is not reachable" \
     grep -q -F "no initialised token matches pkcs11:token\x3dmaf (the module lists 0 slots: is its token or server reachable?)" \
     "$LAB/down-start.log"
 
+# What a failed run needs for its diagnosis: the services' last lines and the handshakes.
+if [ "$failures" -gt 0 ]; then
+    for f in "$LAB"/mef.log "$LAB"/maf.log "$LAB"/p11/*.log "$LAB"/hs-*; do
+        echo "# --- $f (last 15 lines)"
+        tail -n 15 "$f" 2> /dev/null | sed 's/^/# /'
+    done
+fi
 finish
