@@ -1,5 +1,6 @@
 /* The handle registry, and recognising handles in what libssl passes to the KDFs. */
 #include "handle.h"
+#include "../src/internal.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -23,6 +24,7 @@ typedef struct {
 struct m2mhsm_handles {
     m2mhsm_keystore *ks;
     pthread_mutex_t lock;
+    m2mhsm_forksafe fork; /* lock, taken around fork() (src/internal.h) */
     slot *slots;
     size_t count, cap;
     /* record id -> slot index + 1 (0: empty), open addressing: issuing a handle is O(1)
@@ -39,6 +41,12 @@ m2mhsm_status m2mhsm_handles_new(m2mhsm_keystore *ks, m2mhsm_handles **out)
         return M2MHSM_E_NOMEM;
     h->ks = ks;
     pthread_mutex_init(&h->lock, NULL);
+    h->fork = (m2mhsm_forksafe){.rank = M2MHSM_RANK_HANDLES, .mutex = &h->lock};
+    if (m2mhsm_forksafe_add(&h->fork) != 0) {
+        pthread_mutex_destroy(&h->lock);
+        free(h);
+        return M2MHSM_E_NOMEM;
+    }
     *out = h;
     return M2MHSM_OK;
 }
@@ -69,6 +77,7 @@ void m2mhsm_handles_free(m2mhsm_handles *h)
 {
     if (h == NULL)
         return;
+    m2mhsm_forksafe_remove(&h->fork);
     for (size_t i = 0; i < h->count; i++)
         if (h->slots[i].used)
             drop_hot(h, &h->slots[i]);
@@ -82,6 +91,11 @@ void m2mhsm_handles_free(m2mhsm_handles *h)
 m2mhsm_keystore *m2mhsm_handles_keystore(m2mhsm_handles *h)
 {
     return h->ks;
+}
+
+pthread_mutex_t *m2mhsm_handles_lock(m2mhsm_handles *h)
+{
+    return &h->lock;
 }
 
 static size_t map_pos(const m2mhsm_handles *h, const uint8_t *record_id)
@@ -220,6 +234,27 @@ m2mhsm_status m2mhsm_handles_resolve(m2mhsm_handles *h, const uint8_t *handle, s
     /* An expired key computes nothing, even mid-handshake. */
     if (st == M2MHSM_OK && !m2mhsm_record_valid(h->ks, rec))
         st = M2MHSM_E_EXPIRED;
+    return st;
+}
+
+m2mhsm_status m2mhsm_handles_recover(m2mhsm_handles *h, unsigned generation, const uint8_t *handle,
+                                     size_t len, m2mhsm_record *rec)
+{
+    m2mhsm_status st = m2mhsm_token_recover(m2mhsm_keystore_token(h->ks), generation);
+    if (st != M2MHSM_OK)
+        return st;
+    /* The record's id is on the token, so the lookup finds the same slot: the handle
+     * libssl holds keeps its tag and now names the new generation's objects. */
+    m2mhsm_record fresh;
+    uint8_t issued[M2MHSM_HANDLE_LEN];
+    st = m2mhsm_keystore_lookup(h->ks, rec->kind, rec->identity, strlen(rec->identity), &fresh);
+    if (st == M2MHSM_OK && memcmp(fresh.record_id, rec->record_id, M2MHSM_RECORD_ID_LEN) != 0)
+        st = M2MHSM_E_NOT_FOUND; /* replaced meanwhile: this handshake's key is gone */
+    if (st == M2MHSM_OK)
+        st = m2mhsm_handles_issue(h, &fresh, issued);
+    if (st == M2MHSM_OK)
+        st = m2mhsm_handles_resolve(h, handle, len, rec);
+    OPENSSL_cleanse(issued, sizeof(issued));
     return st;
 }
 

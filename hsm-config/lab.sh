@@ -12,6 +12,12 @@
 #   hsm-config/lab.sh start DIR     # m2m-mef, m2m-maf and m2m-eb in the background, ports ready
 #   hsm-config/lab.sh stop DIR      # SIGTERM (SIGKILL after 10 s); stopping twice is fine
 #   hsm-config/lab.sh clean DIR     # stop, release what the kind holds outside DIR, remove DIR
+#   hsm-config/lab.sh restart-token DIR mef|maf|enrolee|eb   # kinds that serve tokens remotely
+#   hsm-config/lab.sh stop-token|start-token DIR mef|maf|enrolee|eb   # a longer outage
+#
+# KIND: softhsm (the default: SoftHSM loaded in every process), or a file
+# hsm-config/kinds/KIND.sh defining what differs from softhsm (hsm-config/kinds/softhsm.sh
+# lists the interface; docs/tokens.md).
 #
 # PINs live only in 0600 files under DIR and are never put on a command line: the m2mhsm
 # tools read them through file: pin-sources, pkcs11-tool through `--pin env:VAR` (the
@@ -45,10 +51,11 @@ say() { printf '%s: %s\n' "$prog" "$*"; }
 usage() {
     cat >&2 <<EOF
 usage: $prog init DIR [--expiry SECONDS|YYYYMMDDThhmmss] [--build BUILD_DIR | --bin BIN_DIR]
-                 [--tls13] [--token-kind softhsm|opencryptoki|softokn]
+                 [--tls13] [--token-kind KIND]
        $prog start DIR
        $prog stop DIR
        $prog clean DIR
+       $prog restart-token|stop-token|start-token DIR mef|maf|enrolee|eb
 EOF
     exit 2
 }
@@ -69,17 +76,36 @@ abs_dir() {
     printf '%s\n' "$d"
 }
 
-# The kind's functions (hsm-config/kinds/KIND.sh); softhsm's first, for the SoftHSM tokens
-# that hold what another kind cannot. load_kind KIND
+# ---------------------------------------------------------------------------- token kinds
+
+# softhsm is built in (hsm-config/kinds/softhsm.sh: its helpers, which also make the SoftHSM
+# tokens that hold what another kind cannot, and the KIND_* defaults); any other kind is
+# hsm-config/kinds/KIND.sh, sourced over it, and defines the kind_* functions where it differs.
+# shellcheck source=/dev/null
+. "$here/kinds/softhsm.sh"
+KIND=softhsm
 load_kind() {
-    [[ $1 =~ ^[a-z0-9-]+$ ]] && [ -f "$here/kinds/$1.sh" ] ||
-        die "--token-kind: '$1' is not one of: $(cd "$here/kinds" && ls | sed 's/[.]sh$//' | tr '\n' ' ')"
     KIND=$1
-    # shellcheck source=/dev/null
-    . "$here/kinds/softhsm.sh"
+    [ "$KIND" = softhsm ] && return 0
+    if ! [[ $KIND =~ ^[a-z0-9-]+$ && -f "$here/kinds/$KIND.sh" ]]; then
+        local f known=softhsm
+        for f in "$here"/kinds/*.sh; do
+            [ -e "$f" ] && [ "$f" != "$here/kinds/softhsm.sh" ] && known+=" $(basename "$f" .sh)"
+        done
+        die "unknown token kind '$KIND' (one of: $known)"
+    fi
     # shellcheck source=/dev/null
     . "$here/kinds/$KIND.sh"
 }
+kind_has() { [ "$KIND" != softhsm ] && declare -F "$1" > /dev/null; }
+
+# What every kind answers, softhsm's unless the kind says otherwise.
+# token_uri DIR LABEL: the RFC 7512 URI of the lab's token LABEL (one token exactly).
+token_uri() {
+    if kind_has kind_token_uri; then kind_token_uri "$@"; else printf 'pkcs11:token=%s\n' "$2"; fi
+}
+# init_args DIR LABEL: C_Initialize's init args for that token, or nothing.
+init_args() { if kind_has kind_init_args; then kind_init_args "$@"; fi; }
 
 # ---------------------------------------------------------------------------------- init
 
@@ -88,7 +114,7 @@ lab_dir="" tmp="" init_ok=0
 init_cleanup() {
     [ -n "$tmp" ] && rm -rf -- "$tmp"
     if [ "$init_ok" != 1 ] && [ -n "$lab_dir" ] && [ -d "$lab_dir" ]; then
-        if declare -F kind_clean > /dev/null; then kind_clean "$lab_dir" || true; fi
+        if kind_has kind_clean; then kind_clean "$lab_dir" || true; fi
         find "$lab_dir" -mindepth 1 -delete 2> /dev/null || true
         printf '%s: init failed; %s was emptied\n' "$prog" "$lab_dir" >&2
     fi
@@ -98,8 +124,8 @@ init_cleanup() {
 m2m() {
     local t=$1
     shift
-    M2MHSM_MODULE_INIT_ARGS=$(kind_init_args "$lab_dir" "$t") \
-        "$BIN/m2mhsm" --module "$MODULE" --token "$(kind_token_uri "$lab_dir" "$t")" \
+    M2MHSM_MODULE_INIT_ARGS=$(init_args "$lab_dir" "$t") \
+        "$BIN/m2mhsm" --module "$MODULE" --token "$(token_uri "$lab_dir" "$t")" \
         --pin-source "file:$lab_dir/$t.pin" --lock-file "$lab_dir/$t.lock" "$@"
 }
 
@@ -123,7 +149,12 @@ pins() {
 make_token() {
     local t=$1
     pins "$t" "$KIND_PIN_CHARS"
-    kind_make_token "$lab_dir" "$t" "$lab_dir/$t.so.pin" "$lab_dir/$t.pin"
+    if kind_has kind_make_token; then
+        quiet "initialising $KIND token '$t'" \
+            kind_make_token "$lab_dir" "$t" "$lab_dir/$t.so.pin" "$lab_dir/$t.pin"
+    else
+        softhsm_make_token "$lab_dir" "$t" "$lab_dir/$t.so.pin" "$lab_dir/$t.pin"
+    fi
     say "$KIND token '$t' initialised (PINs in $lab_dir/$t.pin, $lab_dir/$t.so.pin)"
 }
 
@@ -162,8 +193,10 @@ make_cert() {
     kt=$(tls_key_token "$t")
     # 1, 2. The key pair, in the token: sensitive, never extractable, for signing; its public
     #       key, out of the token.
-    if [ "$kt" = "$t" ]; then
+    if [ "$kt" = "$t" ] && kind_has kind_keypair; then
         kind_keypair "$lab_dir" "$t" "$label" "$id" "$tmp/$t-pub.der"
+    elif [ "$kt" = "$t" ]; then
+        softhsm_keypair "$lab_dir" "$t" "$label" "$id" "$tmp/$t-pub.der"
     else
         pins "$kt" 24
         softhsm_make_token "$lab_dir" "$kt" "$lab_dir/$kt.so.pin" "$lab_dir/$kt.pin"
@@ -224,10 +257,12 @@ write_configs() {
         kt=$(tls_key_token "$t")
         tokens+=$(python3 -c 'import json,sys; print(json.dumps(sys.argv[1]) + ": " + json.dumps(
             {"uri": sys.argv[2], "init_args": sys.argv[3], "tls_key_token": sys.argv[4]}) + ",")' \
-            "$t" "$(kind_token_uri "$lab_dir" "$t")" "$(kind_init_args "$lab_dir" "$t")" "$kt")
+            "$t" "$(token_uri "$lab_dir" "$t")" "$(init_args "$lab_dir" "$t")" "$kt")
     done
     tokens="${tokens%,}}"
-    python3 - "$lab_dir" "$MODULE" "$EXPIRY" "$KPM_ID" "$ENROLEE_ID" "$MEF_FQDN" "$MAF_ID" \
+    # SERVICE_MODULE: a kind whose programs reach the tokens through another module than the
+    # lab's set-up steps (softhsm-remote: p11-kit's client).
+    python3 - "$lab_dir" "${SERVICE_MODULE:-$MODULE}" "$EXPIRY" "$KPM_ID" "$ENROLEE_ID" "$MEF_FQDN" "$MAF_ID" \
         "$P_TLS" "$P_DTLS" "$P_HTTPS" "$P_MAF" "$P_MEF_METRICS" "$P_MAF_METRICS" "$P_MAF_DTLS" \
         "$TLS13" "$EB_ID" "$KPM_B_ID" "$ENROLEE_B_ID" "$P_EB" "$P_EB_DTLS" "$P_EB_METRICS" \
         "$tokens" "$SOFTHSM_MODULE" <<'EOF'
@@ -309,8 +344,6 @@ configs = {
 # keeps tls:// (TLS 1.2) unless a test changes it.
 tls_key(configs["mef"], "mef")
 tls_key(configs["maf"], "maf")
-tls_key(configs["mef"], "mef")
-tls_key(configs["maf"], "maf")
 tls_key(configs["eb"], "eb")
 if tls13:
     configs["mef"]["mef"]["tls13"] = True
@@ -340,14 +373,13 @@ write_env() {
         env_line M2M_TOKEN_KIND "$KIND"
         env_line M2M_MODULE "$MODULE"
         env_line SOFTHSM2_CONF "$lab_dir/softhsm2.conf"
-        kind_env "$lab_dir"
         local t up
         for t in "${TOKENS[@]}"; do
             up=${t^^}
-            env_line "M2M_${up}_TOKEN" "$(kind_token_uri "$lab_dir" "$t")"
+            env_line "M2M_${up}_TOKEN" "$(token_uri "$lab_dir" "$t")"
             # C_Initialize's init args for this token (softokn), empty if it needs none: run
             # m2mhsm on it as M2MHSM_MODULE_INIT_ARGS=$M2M_MEF_INIT_ARGS m2mhsm ...
-            env_line "M2M_${up}_INIT_ARGS" "$(kind_init_args "$lab_dir" "$t")"
+            env_line "M2M_${up}_INIT_ARGS" "$(init_args "$lab_dir" "$t")"
         done
         env_line M2M_MEF_PIN_FILE "$lab_dir/mef.pin"
         env_line M2M_MAF_PIN_FILE "$lab_dir/maf.pin"
@@ -386,6 +418,8 @@ write_env() {
         env_line M2M_MEF_CERT "$lab_dir/mef.crt"
         env_line M2M_MAF_CERT "$lab_dir/maf.crt"
         env_line M2M_EB_CERT "$lab_dir/eb.crt"
+        # Last: a kind may override the lines above (softhsm-remote: M2M_MODULE).
+        if kind_has kind_env; then kind_env "$lab_dir"; fi
     } > "$lab_dir/lab.env"
 }
 
@@ -456,7 +490,7 @@ cmd_init() {
     unset M2MHSM_TOKEN M2MHSM_PIN_SOURCE M2MHSM_LOCK_FILE M2MHSM_MODULE M2MHSM_MODULE_INIT_ARGS
     printf '%s\n' "$KIND" > "$lab_dir/token-kind"
     softhsm_prepare "$lab_dir"
-    kind_prepare "$lab_dir"
+    if kind_has kind_prepare; then kind_prepare "$lab_dir"; fi
     local t
     for t in "${TOKENS[@]}"; do make_token "$t"; done
 
@@ -508,6 +542,12 @@ lab_env() {
     load_kind "${M2M_TOKEN_KIND:-softhsm}"
 }
 
+# The address of ROLE's token server, for kinds that serve tokens remotely (else empty).
+p11_address() {
+    local v="M2M_${1^^}_P11_ADDRESS"
+    printf '%s\n' "${!v:-}"
+}
+
 # Is PID a live (not zombie) process whose command line names SERVER's program?
 # alive PID SERVER
 alive() {
@@ -557,7 +597,9 @@ launch() {
     printf '=== %s: lab.sh start\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >> "$lab_dir/$s.log"
     # The pid is written by the process that then becomes the server (exec).
     # shellcheck disable=SC2016
-    setsid bash -c 'echo "$$" > "$1.tmp" && mv -f "$1.tmp" "$1" && exec "${@:2}"' \
+    # P11_KIT_SERVER_ADDRESS is per process: each server gets its own token's.
+    P11_KIT_SERVER_ADDRESS=$(p11_address "$s") \
+        setsid bash -c 'echo "$$" > "$1.tmp" && mv -f "$1.tmp" "$1" && exec "${@:2}"' \
         lab-start "$pidfile" "$M2M_BIN/m2m-$s" --config "$cfg" \
         < /dev/null >> "$lab_dir/$s.log" 2>&1 &
     for ((i = 0; i < 50; i++)); do
@@ -583,6 +625,7 @@ cmd_start() {
         rm -f -- "$lab_dir/$s.pid"
     done
 
+    if kind_has kind_start; then kind_start "$lab_dir"; fi
     launch mef "$M2M_MEF_CONFIG"
     launch maf "$M2M_MAF_CONFIG"
     launch eb "$M2M_EB_CONFIG"
@@ -693,6 +736,8 @@ stop_all() {
         wait "$pid" 2> /dev/null || true # reaps it if this shell started it
         rm -f -- "$lab_dir/$s.pid"
     done
+    # The token servers of a remote kind go after the services that use them.
+    if kind_has kind_stop; then kind_stop "$lab_dir"; fi
 }
 
 cmd_stop() {
@@ -700,7 +745,6 @@ cmd_stop() {
     [ $# -eq 1 ] || usage
     need ps
     stop_all
-    kind_stop "$lab_dir"
 }
 
 # Stop, release what the kind holds outside the lab (opencryptoki's pool slots), remove DIR.
@@ -712,8 +756,20 @@ cmd_clean() {
         cmd_stop "$1"
     fi
     load_kind "$(cat "$lab_dir/token-kind" 2> /dev/null || echo softhsm)"
-    kind_clean "$lab_dir"
+    if kind_has kind_clean; then kind_clean "$lab_dir"; fi
     rm -rf -- "$lab_dir"
+}
+
+# restart-token, stop-token, start-token: cmd_token WHAT DIR ROLE
+cmd_token() {
+    local what=$1
+    shift
+    lab_env "${1:-}"
+    [ $# -eq 2 ] || usage
+    [[ " ${TOKENS[*]} " == *" $2 "* ]] || die "$what-token: ROLE is one of: ${TOKENS[*]}"
+    kind_has "kind_${what}_token" ||
+        die "$what-token: token kind '$KIND' has no token server to $what"
+    "kind_${what}_token" "$lab_dir" "$2"
 }
 
 [ $# -ge 1 ] || usage
@@ -724,6 +780,9 @@ case $cmd in
     start) cmd_start "$@" ;;
     stop) cmd_stop "$@" ;;
     clean) cmd_clean "$@" ;;
+    restart-token) cmd_token restart "$@" ;;
+    stop-token) cmd_token stop "$@" ;;
+    start-token) cmd_token start "$@" ;;
     -h | --help | help) usage ;;
-    *) die "unknown command '$cmd' (init, start, stop or clean)" ;;
+    *) die "unknown command '$cmd' (init, start, stop, clean, restart-token, stop-token or start-token)" ;;
 esac

@@ -1,9 +1,13 @@
+# shellcheck shell=bash
 # Token kind "softhsm": SoftHSM 2 in-process, one configuration DIR/softhsm2.conf whose tokens
-# live in DIR/tokens. Sourced by hsm-config/lab.sh, which also uses the softhsm_* functions
-# for the SoftHSM tokens it puts beside other kinds (the servers' TLS keys on opencryptoki).
+# live in DIR/tokens. Always sourced by hsm-config/lab.sh, before any other kind: it is the
+# default, and lab.sh uses the softhsm_* functions for the SoftHSM tokens it puts beside other
+# kinds (the servers' TLS keys on opencryptoki).
 #
-# The interface every hsm-config/kinds/KIND.sh provides (lab.sh runs with set -euo pipefail,
-# and has $BIN (the m2mhsm programs), say, die and quiet):
+# The interface of hsm-config/kinds/KIND.sh (lab.sh runs with set -euo pipefail, and has $BIN
+# (the m2mhsm programs), say, die and quiet). A kind sets the KIND_* variables and defines
+# the kind_* functions where it differs from softhsm; lab.sh calls a function only if the
+# kind defines it (kind_has), else does what softhsm does (nothing, for the optional ones):
 #   KIND_MODULE            the PKCS#11 module (M2M_MODULE overrides it where the kind allows)
 #   KIND_PIN_CHARS         length of the random hex PINs lab.sh writes (the module's limits)
 #   KIND_EC                1 if the lab can make the servers' EC P-256 TLS keys on it (else
@@ -17,6 +21,9 @@
 #   kind_env DIR           `export VAR=...` lines that lab.env needs besides the M2M_* ones
 #   kind_start DIR / kind_stop DIR  daemons the lab's processes need (no-ops in-process)
 #   kind_clean DIR         release what the lab holds outside DIR (lab.sh clean)
+#   kind_restart_token / kind_stop_token / kind_start_token DIR LABEL
+#                          take a token away and bring it back (lab.sh restart-token ...;
+#                          kinds that serve tokens remotely)
 
 SOFTHSM_MODULE=/usr/lib/softhsm/libsofthsm2.so
 
@@ -53,15 +60,9 @@ softhsm_keypair() {
         --read-object --type pubkey --label "$key_label" -o "$pub"
 }
 
+# shellcheck disable=SC2034 # read by lab.sh, which sources this file
 KIND_MODULE=$SOFTHSM_MODULE
+# shellcheck disable=SC2034
 KIND_PIN_CHARS=24
+# shellcheck disable=SC2034
 KIND_EC=1
-kind_prepare() { softhsm_prepare "$1"; }
-kind_make_token() { softhsm_make_token "$@"; }
-kind_token_uri() { printf 'pkcs11:token=%s\n' "$2"; }
-kind_init_args() { :; }
-kind_keypair() { softhsm_keypair "$@"; }
-kind_env() { :; } # SOFTHSM2_CONF: lab.sh exports it for every kind (the TLS key tokens)
-kind_start() { :; }
-kind_stop() { :; }
-kind_clean() { :; }

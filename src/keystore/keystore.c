@@ -128,7 +128,7 @@ m2mhsm_status ks_record_destroy(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, const 
     pthread_mutex_unlock(&ks->lock);
     m2mhsm_token_write_begin(ks->tok);
     m2mhsm_status st = ks_record_destroy_objects(ks, s, rec);
-    m2mhsm_token_write_changed(ks->tok);
+    m2mhsm_token_write_changed(ks->tok, s);
     m2mhsm_token_write_end(ks->tok);
     if (st == M2MHSM_OK)
         ks_notify_gone(ks, rec, M2MHSM_GONE_ERASED);
@@ -191,7 +191,7 @@ static m2mhsm_status repair(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, ks_scan *s
     for (size_t i = 0; i < sc->orphan_count; i++) {
         m2mhsm_token_write_begin(ks->tok);
         m2mhsm_status st = ks_destroy(ks->fn, s, sc->orphans[i]);
-        m2mhsm_token_write_changed(ks->tok);
+        m2mhsm_token_write_changed(ks->tok, s);
         m2mhsm_token_write_end(ks->tok);
         if (st != M2MHSM_OK)
             return st;
@@ -236,6 +236,9 @@ static m2mhsm_status load(m2mhsm_keystore *ks, m2mhsm_open_report *rep)
         rep->kept_keys = sc.kept_keys;
         st = repair(ks, s, &sc, rep);
     }
+    /* A writer makes sure other processes and hosts can see its writes (epoch.c). */
+    if (st == M2MHSM_OK && !ks->read_only)
+        st = m2mhsm_token_epoch_ensure(ks->tok, s);
     m2mhsm_token_session_put(ks->tok, s);
     if (st != M2MHSM_OK) {
         ks_scan_free(&sc);
@@ -311,6 +314,12 @@ m2mhsm_status m2mhsm_keystore_open(m2mhsm_token *tok, const m2mhsm_keystore_opti
     ks->read_only = opts != NULL && opts->read_only;
     ks->psk_forms = forms;
     pthread_mutex_init(&ks->lock, NULL);
+    ks->fork = (m2mhsm_forksafe){.rank = M2MHSM_RANK_KEYSTORE, .mutex = &ks->lock};
+    if (m2mhsm_forksafe_add(&ks->fork) != 0) {
+        pthread_mutex_destroy(&ks->lock);
+        free(ks);
+        return m2mhsm_fail(M2MHSM_E_NOMEM, "pthread_atfork failed");
+    }
     ks->generation = m2mhsm_token_generation(tok);
     m2mhsm_status st = load(ks, &rep);
     if (st != M2MHSM_OK) {
@@ -327,6 +336,7 @@ void m2mhsm_keystore_close(m2mhsm_keystore *ks)
 {
     if (ks == NULL)
         return;
+    m2mhsm_forksafe_remove(&ks->fork);
     ks_index_free(&ks->idx);
     ks_index_free(&ks->by_kpm);
     ks_index_free(&ks->displaced);

@@ -17,7 +17,9 @@ CK_FUNCTION_LIST *m2mhsm_token_functions(const m2mhsm_token *tok);
 /*
  * Borrow a logged-in session for one operation and give it back. Sessions are never
  * shared between threads while borrowed. In a child process after fork(), the first
- * borrow re-initialises the module and logs in again. Thread-safe.
+ * borrow re-initialises the module and logs in again. When every session the token allows
+ * (m2mhsm_token_config.max_sessions, the module's limit) is borrowed, waits up to
+ * session_wait_ms for one to come back, then fails with M2MHSM_E_BUSY. Thread-safe.
  */
 m2mhsm_status m2mhsm_token_session_get(m2mhsm_token *tok, CK_SESSION_HANDLE *out);
 void m2mhsm_token_session_put(m2mhsm_token *tok, CK_SESSION_HANDLE s);
@@ -47,8 +49,18 @@ m2mhsm_status m2mhsm_token_session_copy(m2mhsm_token *tok, CK_OBJECT_HANDLE key,
                                         CK_OBJECT_HANDLE *copy);
 void m2mhsm_token_session_destroy(m2mhsm_token *tok, CK_OBJECT_HANDLE copy);
 
-/* Incremented each time the module is re-initialised (after fork): object handles from an
- * earlier generation are meaningless. Thread-safe. */
+/* Incremented each time the module is re-initialised (after fork or a lost token, see
+ * Failover in <m2mhsm/token.h>): object handles from an earlier generation are meaningless.
+ * Thread-safe. */
 unsigned m2mhsm_token_generation(m2mhsm_token *tok);
+
+/*
+ * For a caller whose operation just failed, begun when the token's generation was
+ * `generation`: M2MHSM_OK if the token is now usable in a newer generation (the failure was
+ * a lost token and the re-attach succeeded, here or in another thread): find the objects
+ * again and retry the operation once. Otherwise the error that stands (the last error
+ * describes it), at once: the failure was not a lost token, or the token is still down.
+ */
+m2mhsm_status m2mhsm_token_recover(m2mhsm_token *tok, unsigned generation);
 
 #endif

@@ -21,8 +21,7 @@ m2mhsm_status m2mhsm_module_load(const char *path, CK_FUNCTION_LIST **out)
     if (access(path, R_OK) != 0)
         return m2mhsm_fail(M2MHSM_E_MODULE, "PKCS#11 module %s: not found or not readable", path);
     /* Managed mode: p11-kit gives this store its own view of the module (sessions, and
-     * C_Finalize only when its last user goes). A library that loads the module itself, such
-     * as libp11 in the services, calls it directly and must be released after the store. */
+     * C_Finalize only when its last user goes). */
     *out = p11_kit_module_load(path, 0);
     if (*out == NULL) {
         const char *why = p11_kit_message();

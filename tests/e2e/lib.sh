@@ -116,7 +116,8 @@ m2mhsm_on() {
     local up=${t^^}
     local token="M2M_${up}_TOKEN" pin="M2M_${up}_PIN_FILE" lock="M2M_${up}_LOCK_FILE"
     local init_args="M2M_${up}_INIT_ARGS"
-    M2MHSM_MODULE_INIT_ARGS=${!init_args:-} "$M2M_BIN/m2mhsm" --module "$M2M_MODULE" --token "${!token}" --pin-source "file:${!pin}" \
+    local addr="M2M_${up}_P11_ADDRESS" # a lab whose tokens are behind p11-kit servers
+    M2MHSM_MODULE_INIT_ARGS=${!init_args:-} P11_KIT_SERVER_ADDRESS=${!addr:-} "$M2M_BIN/m2mhsm" --module "$M2M_MODULE" --token "${!token}" --pin-source "file:${!pin}" \
         --lock-file "${!lock}" "$@"
 }
 

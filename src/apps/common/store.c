@@ -4,10 +4,59 @@
 #include <stdio.h>
 #include <string.h>
 
-const char *const app_pkcs11_fields[] = {"module",     "module_init_args", "token",
-                                         "pin_source", "lock_file",        NULL};
+/* The token's URI for the failover lines (one token per program). */
+static char token_uri[256];
+
+/* event=token_lost when a call finds the token gone (detail "operation: CKR_NAME"), and
+ * event=token_back when a re-attach succeeds: the two ends of an outage in the log.
+ * event=lock-file-not-shared when another writer of the token does not share lock_file. */
+static void on_token_event(void *arg, m2mhsm_token_event ev, const char *detail, long long down_ms)
+{
+    (void)arg;
+    if (ev == M2MHSM_TOKEN_LOST) {
+        const char *sep = strrchr(detail, ':');
+        char op[128];
+        size_t n = sep != NULL ? (size_t)(sep - detail) : 0;
+        snprintf(op, sizeof(op), "%.*s", (int)n, detail);
+        app_log(APP_ERROR, "token_lost", "token=%s op=%s ckr=%s", token_uri, op,
+                sep != NULL ? sep + 2 : detail);
+    } else if (ev == M2MHSM_TOKEN_LOCK_NOT_SHARED) {
+        /* Not fatal (lookups confirm on the token from now on), but a deployment whose
+         * processes were meant to share the lock file is misconfigured: say what to do. */
+        app_log(APP_WARN, "lock-file-not-shared",
+                "token=%s detail=\"%s\" action=\"every process on one machine must use the same "
+                "lock_file; across hosts this is expected and costs one token call per lookup "
+                "(deployment-hsm.md)\"",
+                token_uri, detail);
+    } else {
+        app_log(APP_INFO, "token_back", "token=%s ckr=%s down_ms=%lld", token_uri, detail, down_ms);
+    }
+}
+
+const char *const app_pkcs11_fields[] = {
+    "module",    "module_init_args", "token",           "pin_source",
+    "lock_file", "max_sessions",     "session_wait_ms", NULL};
+/* The TLS key's own token (app_certkey_ctx): no pool bounds, it signs a handshake at a time. */
 const char *const app_tls_key_fields[] = {"module",     "module_init_args", "token",
                                           "pin_source", "lock_file",        NULL};
+
+/* The session pool's bounds (m2mhsm_token_config): absent, the module's limit and 5 s. */
+static int pool_fields(const json_t *pkcs11, m2mhsm_token_config *cfg)
+{
+    long long max = 0, wait = 0;
+    if (app_cfg_int(pkcs11, "pkcs11", "max_sessions", 0, 65536, &max) != 0 ||
+        app_cfg_int(pkcs11, "pkcs11", "session_wait_ms", 0, 600000, &wait) != 0)
+        return -1;
+    if (max == 1) {
+        fputs("config: pkcs11.max_sessions: must be 0 (the module's limit) or at least 2: an "
+              "unwrap or an erase holds two sessions at once\n",
+              stderr);
+        return -1;
+    }
+    cfg->max_sessions = (unsigned)max;
+    cfg->session_wait_ms = (unsigned)wait;
+    return 0;
+}
 
 int app_store_open(const json_t *pkcs11, unsigned psk_forms, app_store *out)
 {
@@ -21,10 +70,13 @@ int app_store_open(const json_t *pkcs11, unsigned psk_forms, app_store *out)
         app_cfg_str(pkcs11, "pkcs11", "module_init_args", 0, &cfg.init_args) != 0 ||
         app_cfg_str(pkcs11, "pkcs11", "token", 1, &cfg.token_uri) != 0 ||
         app_cfg_str(pkcs11, "pkcs11", "pin_source", 1, &cfg.pin_source) != 0 ||
-        app_cfg_str(pkcs11, "pkcs11", "lock_file", 0, &cfg.lock_file) != 0)
+        app_cfg_str(pkcs11, "pkcs11", "lock_file", 0, &cfg.lock_file) != 0 ||
+        pool_fields(pkcs11, &cfg) != 0)
         return -1;
     m2mhsm_status st = m2mhsm_token_open(&cfg, &out->tok);
     if (st == M2MHSM_OK) {
+        snprintf(token_uri, sizeof(token_uri), "%s", cfg.token_uri);
+        m2mhsm_token_observe(out->tok, on_token_event, NULL);
         m2mhsm_open_report rep;
         m2mhsm_keystore_options opts = {.psk_forms = psk_forms};
         st = m2mhsm_keystore_open(out->tok, &opts, &out->ks, &rep);

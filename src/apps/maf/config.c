@@ -102,6 +102,7 @@ int maf_config_load(maf *m, const char *path)
         /* a MEF listed twice: which entry would a KeID select? */
         app_cfg_unique(mefs, path, "mefs", "fqdn") != 0)
         return -1;
+    c->ck.tls_key_pkcs11 = json_is_object(tls_key) ? tls_key : NULL;
     c->sweep_interval_s = 60;
     c->max_connections = 4096;
     c->max_fetches = 64;

@@ -77,6 +77,7 @@ int mef_config_load(mef *m, const char *path)
          app_cfg_known(tls_key, path, "tls_key_pkcs11", app_tls_key_fields) != 0) ||
         check_enrolees(path, json_object_get(m->root, "enrolees")) != 0)
         return -1;
+    c->ck.tls_key_pkcs11 = json_is_object(tls_key) ? tls_key : NULL;
     c->sweep_interval_s = 60;
     c->max_connections = 4096;
     if (app_cfg_str(sec, "mef", "fqdn", 1, &c->fqdn) != 0 ||

@@ -260,7 +260,7 @@ int mef_fetch_start(mef *m)
     if (guard_index < 0)
         guard_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, guard_free);
     if (guard_index < 0 || app_addr_parse(m->cfg.https, &ss, &sl) != 0 ||
-        (m->https_ctx = app_certkey_ctx(m->root, &m->cfg.ck, 1)) == NULL ||
+        (m->https_ctx = app_certkey_ctx(m->store.tok, &m->cfg.ck, 1)) == NULL ||
         (m->http = evhttp_new(m->base)) == NULL)
         return -1;
     evhttp_set_bevcb(m->http, tls_bev, m);
