@@ -2,6 +2,7 @@
 #ifndef M2MHSM_INTERNAL_H
 #define M2MHSM_INTERNAL_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <m2mhsm/errors.h>
 #include <m2mhsm/p11compat.h>
@@ -35,6 +36,19 @@ void m2mhsm_token_read_end(struct m2mhsm_token *tok);
 
 /* Re-initialise in a forked child (a no-op in the process that opened the token). */
 m2mhsm_status m2mhsm_token_ensure_attached(struct m2mhsm_token *tok);
+
+/* HKDF-Extract on the token (src/p11/hkdf.c), on a session the caller holds, inside its
+ * write section: a session key holding data (CKA_DERIVE, sensitive); HMAC(salt_key, ikm)
+ * into a new key made from tmpl (salt_key CK_INVALID_HANDLE: HashLen zeros); and
+ * HMAC(key, msg) into a new key, the message's session key destroyed on every path. */
+m2mhsm_status m2mhsm_p11_data_key(struct m2mhsm_token *tok, CK_SESSION_HANDLE s,
+                                  const uint8_t *data, size_t len, CK_OBJECT_HANDLE *out);
+m2mhsm_status m2mhsm_p11_hkdf_extract(struct m2mhsm_token *tok, CK_SESSION_HANDLE s,
+                                      CK_OBJECT_HANDLE salt_key, CK_OBJECT_HANDLE ikm,
+                                      const CK_ATTRIBUTE *tmpl, CK_ULONG n, CK_OBJECT_HANDLE *out);
+m2mhsm_status m2mhsm_p11_hmac_derive(struct m2mhsm_token *tok, CK_SESSION_HANDLE s,
+                                     CK_OBJECT_HANDLE key, const uint8_t *msg, size_t msg_len,
+                                     const CK_ATTRIBUTE *tmpl, CK_ULONG n, CK_OBJECT_HANDLE *out);
 
 #define M2MHSM_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 

@@ -36,6 +36,10 @@ typedef struct {
      * all processes that write the token must then use it (docs/key-lifecycle.md).
      * NULL: no cross-process lock, and every index hit is read on the token. */
     const char *lock_file;
+    /* The string some modules need in C_Initialize's CK_C_INITIALIZE_ARGS.pReserved (NSS
+     * softokn: "configdir='sql:DIR' certPrefix='' keyPrefix='' secmod='secmod.db' flags=").
+     * NULL: $M2MHSM_MODULE_INIT_ARGS if set, else none (p11-kit's own initialisation). */
+    const char *init_args;
 } m2mhsm_token_config;
 
 /* Mechanisms m2mhsm may use, probed with C_GetMechanismInfo when the token opens. */
@@ -109,6 +113,79 @@ m2mhsm_status m2mhsm_token_p_sha256(m2mhsm_token *tok, CK_OBJECT_HANDLE key, con
 m2mhsm_status m2mhsm_token_session_copy(m2mhsm_token *tok, CK_OBJECT_HANDLE key,
                                         CK_OBJECT_HANDLE *copy);
 void m2mhsm_token_session_destroy(m2mhsm_token *tok, CK_OBJECT_HANDLE copy);
+
+/*
+ * HMAC-SHA-256(key, msg) computed by the token into a new secret-key object made from tmpl
+ * (C_DeriveKey with CKM_HKDF_DERIVE, extract only: salt = key, input keying material = a
+ * session key holding msg, destroyed on every path). CKA_VALUE_LEN 32 is added to tmpl.
+ * The result never exists in host memory: make tmpl sensitive and non-extractable.
+ * M2MHSM_E_UNSUPPORTED if the token lacks CKM_HKDF_DERIVE (caps.hkdf_derive). Thread-safe.
+ */
+m2mhsm_status m2mhsm_token_hmac_derive(m2mhsm_token *tok, CK_OBJECT_HANDLE key, const uint8_t *msg,
+                                       size_t msg_len, const CK_ATTRIBUTE *tmpl, CK_ULONG n,
+                                       CK_OBJECT_HANDLE *out);
+/* HKDF-Extract(0^32, ikm) = HMAC(0^32, ikm) into a new key object made from tmpl: the TLS
+ * 1.3 early secret of the PSK ikm (CKF_HKDF_SALT_NULL). ikm needs CKA_DERIVE. Thread-safe. */
+m2mhsm_status m2mhsm_token_hkdf_extract_key(m2mhsm_token *tok, CK_OBJECT_HANDLE ikm,
+                                            const CK_ATTRIBUTE *tmpl, CK_ULONG n,
+                                            CK_OBJECT_HANDLE *out);
+
+/* ---- The self-test: can a key leave this token? (src/p11/selftest.c) ---- */
+
+/* The ways a key can leave a token, each tried on a throwaway probe key. */
+typedef enum {
+    M2MHSM_PROBE_READ_VALUE = 0,     /* C_GetAttributeValue(CKA_VALUE) */
+    M2MHSM_PROBE_SET_EXTRACTABLE,    /* C_SetAttributeValue(CKA_EXTRACTABLE=TRUE) */
+    M2MHSM_PROBE_SET_NON_SENSITIVE,  /* C_SetAttributeValue(CKA_SENSITIVE=FALSE) */
+    M2MHSM_PROBE_COPY_EXTRACTABLE,   /* C_CopyObject(CKA_EXTRACTABLE=TRUE), then read/wrap */
+    M2MHSM_PROBE_COPY_NON_SENSITIVE, /* C_CopyObject(CKA_SENSITIVE=FALSE), then read/wrap */
+    M2MHSM_PROBE_WRAP,               /* C_WrapKey under an AES key of our own */
+    M2MHSM_PROBE_DIGEST_KEY,         /* C_DigestKey(CKM_SHA256) */
+    M2MHSM_PROBE_COUNT
+} m2mhsm_probe;
+
+typedef enum {
+    M2MHSM_OUTCOME_REFUSED = 0, /* the token refused (rv), or accepted and did nothing */
+    M2MHSM_OUTCOME_WEAKENED,    /* the token weakened the key (or a copy) but this probe got
+                                   no bytes out: not enforced all the same */
+    M2MHSM_OUTCOME_LEAKED,      /* key bytes left the token (recovered: checked equal) */
+    M2MHSM_OUTCOME_HASHED,      /* C_DigestKey gave SHA-256 of the key: not the key, and
+                                   m2mhsm stores no form whose hash is an effective key */
+    M2MHSM_OUTCOME_UNAVAILABLE  /* could not be tried (no mechanism for it) */
+} m2mhsm_probe_outcome;
+
+typedef struct {
+    m2mhsm_probe_outcome outcome;
+    CK_RV rv;               /* the token's answer to the probe's call */
+    CK_MECHANISM_TYPE mech; /* the wrap mechanism that leaked, else 0 */
+    int recovered;          /* LEAKED: the bytes that came out equal the probe key's */
+} m2mhsm_probe_result;
+
+typedef struct {
+    m2mhsm_probe_result probe[M2MHSM_PROBE_COUNT];
+    /* 1 if no probe was WEAKENED or LEAKED: keys created sensitive and non-extractable stay
+     * in the token whatever a logged-in user asks. */
+    int non_extractable_enforced;
+    /* 1 if the token made Km from Ke by CKM_HKDF_DERIVE (10.3.2 check value, Ke = 00..1f,
+     * MAF-ID maf.example.com), and its TLS 1.3 early secret from Km, both non-extractable
+     * keys whose HMACs match: Km/Kpsa can be derived without passing through memory. */
+    int derive_in_token;
+    char derive_detail[160]; /* why derive_in_token is 0 (the failing call and CKR), or "" */
+    int probe_on_token;      /* 1: the token refused session keys, the probes were token objects */
+} m2mhsm_selftest_report;
+
+/*
+ * Run every probe of m2mhsm_probe on throwaway keys (session objects where the token
+ * allows, else token objects), and the HKDF derivation check. Every object it creates is
+ * destroyed on every path. Key bytes it handles are random or test vectors and are
+ * cleansed. Errors: the token failed a call the self-test needs to set up (creating its
+ * probe key): M2MHSM_E_PKCS11 naming the call; out is then all zeros. Thread-safe.
+ */
+m2mhsm_status m2mhsm_token_selftest(m2mhsm_token *tok, m2mhsm_selftest_report *out);
+
+/* "read_value", "set_extractable", ...; "refused", "weakened", "leaked", ... */
+const char *m2mhsm_probe_name(m2mhsm_probe p);
+const char *m2mhsm_probe_outcome_name(m2mhsm_probe_outcome o);
 
 /* Incremented each time the module is re-initialised (after fork): object handles from an
  * earlier generation are meaningless. Thread-safe. */

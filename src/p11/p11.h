@@ -37,6 +37,7 @@ struct m2mhsm_token {
     char *module_path;
     char *token_uri;
     char *pin_source;
+    char *init_args; /* CK_C_INITIALIZE_ARGS.pReserved, or NULL */
     m2mhsm_token_caps caps;
 
     m2mhsm_objlock objlock;

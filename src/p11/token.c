@@ -155,10 +155,22 @@ static m2mhsm_status login(m2mhsm_token *tok)
     return M2MHSM_OK;
 }
 
+/* Modules that take a configuration string get it in pReserved (PKCS#11 2.40 section
+ * 5.4: reserved for the module's own use); the others get p11-kit's initialisation. */
+static CK_RV initialize(m2mhsm_token *tok)
+{
+    if (tok->init_args == NULL)
+        return p11_kit_module_initialize(tok->fn);
+    CK_C_INITIALIZE_ARGS args = {0};
+    args.flags = CKF_OS_LOCKING_OK;
+    args.pReserved = tok->init_args;
+    return tok->fn->C_Initialize(&args);
+}
+
 static m2mhsm_status attach_locked(m2mhsm_token *tok)
 {
     if (tok->initialized_pid != getpid()) {
-        CK_RV rv = p11_kit_module_initialize(tok->fn);
+        CK_RV rv = initialize(tok);
         if (rv != CKR_OK)
             return m2mhsm_fail(M2MHSM_E_MODULE, "C_Initialize(%s): %s", tok->module_path,
                                m2mhsm_ckr_name(rv));
@@ -214,6 +226,12 @@ static m2mhsm_status pin_source_from_uri(m2mhsm_token *tok)
     return st;
 }
 
+static const char *default_init_args(void)
+{
+    const char *env = getenv("M2MHSM_MODULE_INIT_ARGS");
+    return env != NULL && env[0] != '\0' ? env : NULL;
+}
+
 static m2mhsm_status load_module(m2mhsm_token *tok)
 {
     if (access(tok->module_path, R_OK) != 0)
@@ -247,8 +265,11 @@ m2mhsm_status m2mhsm_token_open(const m2mhsm_token_config *cfg, m2mhsm_token **o
     tok->module_path = strdup(cfg->module_path != NULL ? cfg->module_path : default_module());
     tok->token_uri = strdup(cfg->token_uri);
     tok->pin_source = dup_or_null(cfg->pin_source);
-    if (st == M2MHSM_OK && (tok->module_path == NULL || tok->token_uri == NULL ||
-                            (cfg->pin_source != NULL && tok->pin_source == NULL)))
+    tok->init_args = dup_or_null(cfg->init_args != NULL ? cfg->init_args : default_init_args());
+    if (st == M2MHSM_OK &&
+        (tok->module_path == NULL || tok->token_uri == NULL ||
+         (cfg->pin_source != NULL && tok->pin_source == NULL) ||
+         ((cfg->init_args != NULL || default_init_args() != NULL) && tok->init_args == NULL)))
         st = m2mhsm_fail(M2MHSM_E_NOMEM, "out of memory");
     if (st == M2MHSM_OK)
         st = pin_source_from_uri(tok); /* also validates the URI before it is ever echoed */
