@@ -30,9 +30,17 @@ static json_t *record_json(cli_ctx *ctx, const m2mhsm_record *r)
     m2mhsm_timestamp_format(r->expiry, ts, sizeof(ts));
     spec_text(r, spec, sizeof(spec));
     const char *state = r->kind == M2MHSM_KIND_ENROLMENT ? "config" : state_of(ctx, r);
-    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "kind", m2mhsm_kind_name(r->kind),
-                     "identity", r->identity, "enrolee", r->enrolee_id, "target", r->target_id,
-                     "kpmId", r->kpm_id, "expires", ts, "enrolmentExpiry", spec, "state", state);
+    json_t *o =
+        json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "kind", m2mhsm_kind_name(r->kind),
+                  "identity", r->identity, "enrolee", r->enrolee_id, "target", r->target_id,
+                  "kpmId", r->kpm_id, "expires", ts, "enrolmentExpiry", spec, "state", state);
+    /* Which path made a Km/Kpsa: inside the token (HKDF), or through host memory. */
+    if (o != NULL && (r->kind == M2MHSM_KIND_KM || r->kind == M2MHSM_KIND_KPSA) &&
+        json_object_set_new(o, "derived_in_token", json_boolean(r->derived_in_token)) != 0) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
 }
 
 /* A JSON array, one record a line, each printed as soon as it is made: the whole document
