@@ -48,7 +48,7 @@ m2mhsm_status m2mhsm_handles_new(m2mhsm_keystore *ks, m2mhsm_handles **out)
 static void drop_hot(m2mhsm_handles *h, slot *s)
 {
     m2mhsm_token *tok = m2mhsm_keystore_token(h->ks);
-    int ours = s->used && s->rec.generation == m2mhsm_token_generation(tok);
+    int ours = s->used && ks_obj(&s->rec)->generation == m2mhsm_token_generation(tok);
     for (int i = 0; i < HOT_COUNT; i++) {
         if (ours && s->hot[i] != CK_INVALID_HANDLE)
             m2mhsm_token_session_destroy(tok, s->hot[i]);
@@ -59,8 +59,8 @@ static void drop_hot(m2mhsm_handles *h, slot *s)
 static void make_hot(m2mhsm_handles *h, slot *s, const m2mhsm_record *rec)
 {
     for (int i = 0; i < HOT_COUNT; i++)
-        if (rec->key[hot_forms[i]] == CK_INVALID_HANDLE || /* stored without that form */
-            m2mhsm_token_session_copy(m2mhsm_keystore_token(h->ks), rec->key[hot_forms[i]],
+        if (ks_obj(rec)->key[hot_forms[i]] == CK_INVALID_HANDLE || /* stored without that form */
+            m2mhsm_token_session_copy(m2mhsm_keystore_token(h->ks), ks_obj(rec)->key[hot_forms[i]],
                                       &s->hot[i]) != M2MHSM_OK)
             s->hot[i] = CK_INVALID_HANDLE; /* sign with the stored key instead */
 }
@@ -148,8 +148,8 @@ static slot *slot_for(m2mhsm_handles *h, const m2mhsm_record *rec, uint32_t *ind
 /* New handles for the record (a new record, a fork, a re-lookup): fresh copies. */
 static int stale(const slot *s, const m2mhsm_record *rec)
 {
-    return !s->used || s->rec.generation != rec->generation ||
-           memcmp(s->rec.key, rec->key, sizeof(rec->key)) != 0;
+    return !s->used || ks_obj(&s->rec)->generation != ks_obj(rec)->generation ||
+           memcmp(ks_obj(&s->rec)->key, ks_obj(rec)->key, sizeof(ks_obj(rec)->key)) != 0;
 }
 
 m2mhsm_status m2mhsm_handles_issue(m2mhsm_handles *h, const m2mhsm_record *rec,
@@ -206,13 +206,14 @@ m2mhsm_status m2mhsm_handles_resolve(m2mhsm_handles *h, const uint8_t *handle, s
     pthread_mutex_lock(&h->lock);
     unsigned gen = m2mhsm_token_generation(m2mhsm_keystore_token(h->ks));
     /* A slot from before a fork names the parent's objects: stale until issued again. */
-    if (index < h->count && h->slots[index].used && h->slots[index].rec.generation == gen &&
+    if (index < h->count && h->slots[index].used &&
+        ks_obj(&h->slots[index].rec)->generation == gen &&
         CRYPTO_memcmp(h->slots[index].tag, tag, M2MHSM_HANDLE_TAG_LEN) == 0) {
         const slot *s = &h->slots[index];
         *rec = s->rec;
         for (int i = 0; i < HOT_COUNT; i++)
             if (s->hot[i] != CK_INVALID_HANDLE)
-                rec->key[hot_forms[i]] = s->hot[i];
+                ks_obj(rec)->key[hot_forms[i]] = s->hot[i];
         st = M2MHSM_OK;
     }
     pthread_mutex_unlock(&h->lock);

@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <m2mhsm/keystore.h>
+#include "keystore/record.h"
+#include "p11/handles.h"
 
 #define M2MHSM_HANDLE_MAGIC "\x00m2mhsm\x01" /* 8 bytes: a random PSK starts so w.p. 2^-64 */
 #define M2MHSM_ES_HANDLE_MAGIC "\x00m2mhsm\x02"

@@ -202,13 +202,13 @@ static int derive_token(m2mhsm_kdf_ctx *c, unsigned char *out, size_t olen)
     if (mode == EVP_KDF_HKDF_MODE_EXTRACT_ONLY && salt_es && !key_psk && !key_es) {
         if (!resolve(c, salt, sl, &rec))
             return refuse("unknown, stale or expired PSK handle");
-        return extract_after_es(tok, rec.key[M2MHSM_FORM_TLS13_ES], c, out, olen);
+        return extract_after_es(tok, ks_obj(&rec)->key[M2MHSM_FORM_TLS13_ES], c, out, olen);
     }
     if (mode == EVP_KDF_HKDF_MODE_EXPAND_ONLY && key_es && !m2mhsm_handle_shaped(salt, sl)) {
         if (!resolve(c, key, kl, &rec))
             return refuse("unknown, stale or expired PSK handle");
-        return expand_label(tok, rec.key[M2MHSM_FORM_TLS13_ES], c, c->t13.data, c->t13.data_len,
-                            out, olen);
+        return expand_label(tok, ks_obj(&rec)->key[M2MHSM_FORM_TLS13_ES], c, c->t13.data,
+                            c->t13.data_len, out, olen);
     }
     return refuse("a handle where TLS 1.3 never puts the PSK");
 }

@@ -65,8 +65,8 @@ static int derive_token(m2mhsm_kdf_ctx *c, unsigned char *out, size_t olen)
     if (c->seed_len == 0 || olen == 0)
         return 0;
     m2mhsm_token *tok = m2mhsm_keystore_token(m2mhsm_handles_keystore(c->pc->handles));
-    return m2mhsm_token_p_sha256(tok, rec.key[M2MHSM_FORM_TLS12_PMS], c->seed, c->seed_len, out,
-                                 olen) == M2MHSM_OK;
+    return m2mhsm_token_p_sha256(tok, ks_obj(&rec)->key[M2MHSM_FORM_TLS12_PMS], c->seed,
+                                 c->seed_len, out, olen) == M2MHSM_OK;
 }
 
 static const OSSL_PARAM settable[] = {

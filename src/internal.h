@@ -5,7 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <m2mhsm/errors.h>
-#include <m2mhsm/p11compat.h>
+#include "p11compat.h"
 
 /* Record an error detail for the calling thread and return st. */
 m2mhsm_status m2mhsm_fail(m2mhsm_status st, const char *fmt, ...)

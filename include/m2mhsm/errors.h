@@ -2,7 +2,7 @@
 #ifndef M2MHSM_ERRORS_H
 #define M2MHSM_ERRORS_H
 
-#include <m2mhsm/p11compat.h>
+#include <p11-kit/pkcs11.h>
 
 #ifdef __cplusplus
 extern "C" {

@@ -5,7 +5,8 @@
  * rules: docs/key-lifecycle.md.
  *
  * Thread safety: every function may be called from several threads on one keystore.
- * Handles in a record are per process; after fork() the child's first call rebuilds them.
+ * A record knows where its objects are for one process: after fork() the child looks its
+ * records up again (m2mhsm_keystore_derive refuses one from before the fork).
  */
 #ifndef M2MHSM_KEYSTORE_H
 #define M2MHSM_KEYSTORE_H
@@ -49,7 +50,7 @@ typedef enum {
 
 #define M2MHSM_RECORD_ID_LEN 16 /* CKA_ID shared by a record's objects: random */
 
-/* A copy of one record's metadata and this process's handles to its objects. */
+/* A copy of one record's metadata, and (opaque) where its objects are on the token. */
 typedef struct {
     m2mhsm_kind kind;
     char identity[M2MHSM_ID_MAX + 1];
@@ -63,11 +64,13 @@ typedef struct {
     uint64_t seq;       /* its place among the records of its identity (a Ke: of its KpmID), the
                            newest highest (0: unknown; a Kpm has none) */
     uint8_t record_id[M2MHSM_RECORD_ID_LEN];
-    CK_OBJECT_HANDLE meta;
-    CK_OBJECT_HANDLE key[M2MHSM_FORM_COUNT]; /* CK_INVALID_HANDLE where absent */
-    unsigned forms;      /* M2MHSM_FORMS_* the record was written with: the keys it must have
-                            (0 in a record built by hand: all of its kind's) */
-    unsigned generation; /* the module generation these handles belong to (see fork) */
+    unsigned forms; /* M2MHSM_FORMS_* the record was written with: the keys it must have
+                       (0 in a record built by hand: all of its kind's) */
+    /* The library's own: where the record's objects are on the token, for this process.
+     * Opaque; zero in a record built by hand. */
+    struct {
+        uint64_t opaque[M2MHSM_FORM_COUNT + 2];
+    } objects;
     /* KM, KPSA: 1 if the token derived it from Ke (CKM_HKDF_DERIVE), so the key never
      * existed in host memory; 0 if it was computed by C_Sign and imported, fetched from a
      * MEF, or written before this field existed (docs/threat-model.md). */

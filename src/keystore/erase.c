@@ -336,7 +336,7 @@ m2mhsm_status m2mhsm_keystore_list(m2mhsm_keystore *ks, m2mhsm_record **out, siz
     n = shown;
     free(sc.orphans);
     for (size_t i = 0; i < n; i++)
-        sc.recs[i].generation = m2mhsm_token_generation(ks->tok);
+        ks_obj(&sc.recs[i])->generation = m2mhsm_token_generation(ks->tok);
     *out = sc.recs;
     *count = n;
     return M2MHSM_OK;

@@ -19,7 +19,7 @@ m2mhsm_status m2mhsm_record_check_form(const m2mhsm_record *rec, m2mhsm_form for
 {
     if (rec == NULL || (unsigned)form >= M2MHSM_FORM_COUNT)
         return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "check_form: no record or no such form");
-    if ((ks_record_forms(rec) & (1u << form)) && rec->key[form] != CK_INVALID_HANDLE)
+    if ((ks_record_forms(rec) & (1u << form)) && ks_obj(rec)->key[form] != CK_INVALID_HANDLE)
         return M2MHSM_OK;
     static const char *const needed_by[M2MHSM_FORM_COUNT] = {"derivation", "(D)TLS 1.2 handshakes",
                                                              "TLS 1.3 handshakes"};
@@ -106,10 +106,10 @@ m2mhsm_status ks_record_destroy_objects(m2mhsm_keystore *ks, CK_SESSION_HANDLE s
 {
     m2mhsm_status st = M2MHSM_OK;
     for (int f = 0; st == M2MHSM_OK && f < M2MHSM_FORM_COUNT; f++)
-        if (rec->key[f] != CK_INVALID_HANDLE)
-            st = ks_destroy(ks->fn, s, rec->key[f]);
-    if (st == M2MHSM_OK && rec->meta != CK_INVALID_HANDLE)
-        st = ks_destroy(ks->fn, s, rec->meta);
+        if (ks_obj(rec)->key[f] != CK_INVALID_HANDLE)
+            st = ks_destroy(ks->fn, s, ks_obj(rec)->key[f]);
+    if (st == M2MHSM_OK && ks_obj(rec)->meta != CK_INVALID_HANDLE)
+        st = ks_destroy(ks->fn, s, ks_obj(rec)->meta);
     return st;
 }
 
@@ -166,7 +166,7 @@ static m2mhsm_status erase_superseded(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, 
         if (!ks->read_only && (st = ks_record_destroy(ks, s, &sc->recs[i])) != M2MHSM_OK)
             break;
         if (!ks->read_only)
-            sc->recs[i].meta = CK_INVALID_HANDLE;
+            ks_obj(&sc->recs[i])->meta = CK_INVALID_HANDLE;
         rep->superseded++;
     }
     free(marks);
@@ -199,7 +199,7 @@ static m2mhsm_status repair(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, ks_scan *s
         m2mhsm_status st = ks_record_destroy(ks, s, r);
         if (st != M2MHSM_OK)
             return st;
-        r->meta = CK_INVALID_HANDLE; /* marks it gone for build_index */
+        ks_obj(r)->meta = CK_INVALID_HANDLE; /* marks it gone for build_index */
         rep->incomplete++;
     }
     return erase_superseded(ks, s, sc, rep);
@@ -209,7 +209,7 @@ static void build_index(m2mhsm_keystore *ks, const ks_scan *sc, m2mhsm_open_repo
 {
     for (size_t i = 0; i < sc->count; i++) {
         const m2mhsm_record *r = &sc->recs[i];
-        if (r->meta == CK_INVALID_HANDLE || !ks_record_complete(r))
+        if (ks_obj(r)->meta == CK_INVALID_HANDLE || !ks_record_complete(r))
             continue;
         ks_index_insert(ks, r);
         rep->records++;

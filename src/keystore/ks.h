@@ -4,6 +4,8 @@
 
 #include <pthread.h>
 #include <m2mhsm/keystore.h>
+#include "record.h"
+#include "../p11/handles.h"
 
 #define M2MHSM_APPLICATION "m2mhsm"   /* CKA_APPLICATION of every metadata object */
 #define M2MHSM_LABEL_PREFIX "m2mhsm:" /* CKA_LABEL prefix of every object we create */
@@ -83,8 +85,8 @@ m2mhsm_status ks_find(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tmpl
  * *id_len = 0 if it has no CKA_ID. */
 m2mhsm_status ks_read_key_ids(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
                               char *label, size_t label_len, uint8_t *id, size_t *id_len);
-/* Read and decode a metadata object. On M2MHSM_E_CORRUPT, rec->meta is h and
- * rec->record_id holds the record id if it could still be read, else rec->meta is
+/* Read and decode a metadata object. On M2MHSM_E_CORRUPT, ks_obj(rec)->meta is h and
+ * rec->record_id holds the record id if it could still be read, else ks_obj(rec)->meta is
  * CK_INVALID_HANDLE. */
 m2mhsm_status ks_read_meta(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
                            m2mhsm_record *rec);

@@ -20,11 +20,11 @@ static CK_OBJECT_HANDLE primary(const m2mhsm_record *rec, int *form)
     *form = rec->kind == M2MHSM_KIND_KE ? M2MHSM_FORM_RAW : M2MHSM_FORM_TLS12_PMS;
     if (rec->kind == M2MHSM_KIND_ENROLMENT) {
         *form = -1;
-        return rec->meta;
+        return ks_obj(rec)->meta;
     }
     if (!(ks_record_forms(rec) & (1u << *form)))
         *form = M2MHSM_FORM_TLS13_ES;
-    return rec->key[*form];
+    return ks_obj(rec)->key[*form];
 }
 
 /* Another process may have destroyed the record (handle invalid) or, after a destroy, a
@@ -91,7 +91,7 @@ static m2mhsm_status attach_keys(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, m2mhs
         }
         int form = st == M2MHSM_OK ? ks_label_form(label) : -1;
         if (form >= 0 && (ks_record_forms(rec) & (1u << form)))
-            rec->key[form] = h[i];
+            ks_obj(rec)->key[form] = h[i];
     }
     free(h);
     return st;
@@ -201,7 +201,7 @@ static m2mhsm_status lookup(m2mhsm_keystore *ks, m2mhsm_kind kind, const char *i
     }
     pthread_mutex_unlock(&ks->lock);
     if (fresh) {
-        out->generation = m2mhsm_token_generation(ks->tok);
+        ks_obj(out)->generation = m2mhsm_token_generation(ks->tok);
         return M2MHSM_OK;
     }
     if (known_absent)
@@ -218,7 +218,7 @@ static m2mhsm_status lookup(m2mhsm_keystore *ks, m2mhsm_kind kind, const char *i
     }
     if (st == M2MHSM_OK) {
         m2mhsm_token_session_put(ks->tok, s);
-        out->generation = gen;
+        ks_obj(out)->generation = gen;
         pthread_mutex_lock(&ks->lock);
         int64_t *confirmed = ks_index_confirmed(&ks->idx, kind, identity, len);
         uint64_t *at = ks_index_confirmed_epoch(&ks->idx, kind, identity, len);
@@ -238,7 +238,7 @@ static m2mhsm_status lookup(m2mhsm_keystore *ks, m2mhsm_kind kind, const char *i
     st = search_on_miss ? search(ks, s, kind, identity, out) : M2MHSM_E_NOT_FOUND;
     m2mhsm_token_session_put(ks->tok, s);
     if (st == M2MHSM_OK) {
-        out->generation = gen;
+        ks_obj(out)->generation = gen;
         pthread_mutex_lock(&ks->lock);
         ks_index_insert(ks, out);
         pthread_mutex_unlock(&ks->lock);

@@ -380,8 +380,8 @@ m2mhsm_status ks_meta_decode(const char *buf, size_t len, m2mhsm_record *rec)
         rec->forms = ks_kind_forms(rec->kind); /* written before forms= existed: all */
     if (!record_ok(rec))
         return m2mhsm_fail(M2MHSM_E_CORRUPT, "metadata: missing or invalid fields");
-    rec->meta = CK_INVALID_HANDLE;
+    ks_obj(rec)->meta = CK_INVALID_HANDLE;
     for (int f = 0; f < M2MHSM_FORM_COUNT; f++)
-        rec->key[f] = CK_INVALID_HANDLE;
+        ks_obj(rec)->key[f] = CK_INVALID_HANDLE;
     return M2MHSM_OK;
 }

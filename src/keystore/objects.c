@@ -221,7 +221,7 @@ m2mhsm_status ks_read_meta(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HAN
 {
     char value[M2MHSM_META_MAX];
     CK_ATTRIBUTE a = {CKA_VALUE, value, sizeof(value)};
-    rec->meta = CK_INVALID_HANDLE; /* on every error path: callers read it */
+    ks_obj(rec)->meta = CK_INVALID_HANDLE; /* on every error path: callers read it */
     m2mhsm_token_read_begin(tok);
     CK_RV rv = m2mhsm_token_functions(tok)->C_GetAttributeValue(s, h, &a, 1);
     m2mhsm_token_read_end(tok);
@@ -234,8 +234,9 @@ m2mhsm_status ks_read_meta(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HAN
         return m2mhsm_fail_ckr("C_GetAttributeValue(CKA_VALUE of metadata)", rv);
     m2mhsm_status st = ks_meta_decode(value, a.ulValueLen, rec);
     if (st == M2MHSM_OK)
-        rec->meta = h;
+        ks_obj(rec)->meta = h;
     else if (st == M2MHSM_E_CORRUPT)
-        rec->meta = ks_meta_salvage_id(value, a.ulValueLen, rec->record_id) ? h : CK_INVALID_HANDLE;
+        ks_obj(rec)->meta =
+            ks_meta_salvage_id(value, a.ulValueLen, rec->record_id) ? h : CK_INVALID_HANDLE;
     return st;
 }

@@ -104,7 +104,7 @@ static m2mhsm_status push_record(ks_scan *sc, const m2mhsm_record *rec)
 static m2mhsm_status note_corrupt(ks_scan *sc, ks_scan_work *w, const m2mhsm_record *rec)
 {
     sc->corrupt++; /* left in place for an operator to inspect */
-    if (rec->meta == CK_INVALID_HANDLE) {
+    if (ks_obj(rec)->meta == CK_INVALID_HANDLE) {
         w->unidentified_corrupt = 1;
         return M2MHSM_OK;
     }
@@ -171,7 +171,7 @@ static m2mhsm_status attach_keys(ks_scan *sc, const ks_scan_work *w)
                                  ? bsearch(&probe, sc->recs, sc->count, sizeof(*rec), cmp_record_id)
                                  : NULL;
         if (rec != NULL && (ks_record_forms(rec) & (1u << k->form))) {
-            rec->key[k->form] = k->handle;
+            ks_obj(rec)->key[k->form] = k->handle;
         } else if (is_protected(w, k->record_id) || w->unidentified_corrupt) {
             sc->kept_keys++;
         } else {
@@ -204,7 +204,7 @@ int ks_record_complete(const m2mhsm_record *rec)
 {
     unsigned need = ks_record_forms(rec);
     for (int f = 0; f < M2MHSM_FORM_COUNT; f++)
-        if ((need & (1u << f)) && rec->key[f] == CK_INVALID_HANDLE)
+        if ((need & (1u << f)) && ks_obj(rec)->key[f] == CK_INVALID_HANDLE)
             return 0;
     return 1;
 }

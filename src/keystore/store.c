@@ -118,10 +118,10 @@ static m2mhsm_status erase_twin(m2mhsm_keystore *ks, const m2mhsm_record *twin)
  * whole while the first of them exists. */
 static int still_whole(m2mhsm_keystore *ks, const m2mhsm_record *rec)
 {
-    CK_OBJECT_HANDLE first = rec->meta;
+    CK_OBJECT_HANDLE first = ks_obj(rec)->meta;
     for (int f = M2MHSM_FORM_COUNT - 1; f >= 0; f--)
-        if (rec->key[f] != CK_INVALID_HANDLE)
-            first = rec->key[f];
+        if (ks_obj(rec)->key[f] != CK_INVALID_HANDLE)
+            first = ks_obj(rec)->key[f];
     CK_SESSION_HANDLE s;
     if (m2mhsm_token_session_get(ks->tok, &s) != M2MHSM_OK)
         return 1;
@@ -375,7 +375,7 @@ static m2mhsm_status ke_usable(m2mhsm_keystore *ks, const m2mhsm_record *ke)
     m2mhsm_status gst = m2mhsm_token_ensure_attached(ks->tok);
     if (gst != M2MHSM_OK)
         return gst;
-    if (ke->generation != m2mhsm_token_generation(ks->tok))
+    if (ks_obj(ke)->generation != m2mhsm_token_generation(ks->tok))
         return m2mhsm_fail(M2MHSM_E_NOT_FOUND, "the Ke record predates a fork; look it up again");
     return M2MHSM_OK;
 }
@@ -393,7 +393,7 @@ m2mhsm_status m2mhsm_keystore_derive(m2mhsm_keystore *ks, const m2mhsm_record *k
     size_t msg_len = 0;
     if ((st = m2mhsm_derivation_input(which, target_id, &msg, &msg_len)) != M2MHSM_OK)
         return st;
-    st = m2mhsm_token_hmac_sha256(ks->tok, ke->key[M2MHSM_FORM_RAW], msg, msg_len, out);
+    st = m2mhsm_token_hmac_sha256(ks->tok, ks_obj(ke)->key[M2MHSM_FORM_RAW], msg, msg_len, out);
     free(msg);
     return st;
 }
@@ -423,7 +423,7 @@ static m2mhsm_status write_signed(m2mhsm_keystore *ks, m2mhsm_record *rec, const
 {
     uint8_t key[M2MHSM_KEY_LEN];
     m2mhsm_status st =
-        m2mhsm_token_hmac_sha256(ks->tok, ke->key[M2MHSM_FORM_RAW], msg, msg_len, key);
+        m2mhsm_token_hmac_sha256(ks->tok, ks_obj(ke)->key[M2MHSM_FORM_RAW], msg, msg_len, key);
     if (st == M2MHSM_OK)
         st = write_derived(ks, rec, key, sizeof(key), CK_INVALID_HANDLE, NULL, 0);
     OPENSSL_cleanse(key, sizeof(key));
@@ -436,7 +436,8 @@ static m2mhsm_status write_new_derived(m2mhsm_keystore *ks, m2mhsm_record *rec,
                                        const m2mhsm_record *ke, const uint8_t *msg, size_t msg_len)
 {
     if (m2mhsm_token_caps_get(ks->tok)->hkdf_derive) {
-        m2mhsm_status st = write_derived(ks, rec, NULL, 0, ke->key[M2MHSM_FORM_RAW], msg, msg_len);
+        m2mhsm_status st =
+            write_derived(ks, rec, NULL, 0, ks_obj(ke)->key[M2MHSM_FORM_RAW], msg, msg_len);
         if (st != M2MHSM_E_UNSUPPORTED)
             return st;
     }

@@ -11,10 +11,10 @@
 static m2mhsm_status write_objects(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, m2mhsm_record *rec,
                                    const ks_key_spec specs[M2MHSM_FORM_COUNT])
 {
-    m2mhsm_status st = ks_create_meta(ks->fn, s, rec, &rec->meta);
+    m2mhsm_status st = ks_create_meta(ks->fn, s, rec, &ks_obj(rec)->meta);
     for (int f = 0; st == M2MHSM_OK && f < M2MHSM_FORM_COUNT; f++)
         if (ks_record_forms(rec) & (1u << f))
-            st = ks_create_key(ks->fn, s, rec, (m2mhsm_form)f, &specs[f], &rec->key[f]);
+            st = ks_create_key(ks->fn, s, rec, (m2mhsm_form)f, &specs[f], &ks_obj(rec)->key[f]);
     if (st != M2MHSM_OK) {
         /* Undo what was written; the error reported is the first one. */
         char first[256];
@@ -29,9 +29,9 @@ static m2mhsm_status write_objects(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, m2m
 m2mhsm_status ks_record_write(m2mhsm_keystore *ks, m2mhsm_record *rec,
                               const ks_key_spec specs[M2MHSM_FORM_COUNT])
 {
-    rec->meta = CK_INVALID_HANDLE;
+    ks_obj(rec)->meta = CK_INVALID_HANDLE;
     for (int f = 0; f < M2MHSM_FORM_COUNT; f++)
-        rec->key[f] = CK_INVALID_HANDLE;
+        ks_obj(rec)->key[f] = CK_INVALID_HANDLE;
     m2mhsm_status st = ks_check_writable(ks, "write");
     if (st != M2MHSM_OK)
         return st;
@@ -46,7 +46,7 @@ m2mhsm_status ks_record_write(m2mhsm_keystore *ks, m2mhsm_record *rec,
     st = write_objects(ks, s, rec, specs);
     m2mhsm_token_write_changed(ks->tok); /* even a failed write may have left objects */
     m2mhsm_token_write_end(ks->tok);
-    rec->generation = m2mhsm_token_generation(ks->tok);
+    ks_obj(rec)->generation = m2mhsm_token_generation(ks->tok);
     m2mhsm_token_session_put(ks->tok, s);
     if (st == M2MHSM_OK) {
         pthread_mutex_lock(&ks->lock);

@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <sys/types.h>
 #include <m2mhsm/token.h>
+#include "handles.h"
 
 /*
  * Object writes (create, destroy, unwrap) exclusive against object reads (find, attribute

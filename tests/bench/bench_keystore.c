@@ -28,6 +28,8 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <m2mhsm/keystore.h>
+#include "keystore/record.h"
+#include "p11/handles.h"
 #include "softhsm_conf.h"
 
 #ifndef BENCH_DEFAULT_MODULE
@@ -570,7 +572,7 @@ static void lookup_set_init(lookup_set *ls, m2mhsm_keystore *ks, size_t n, unsig
         kpm_id(i, ls->ids[i], sizeof(ls->ids[i]));
         check(m2mhsm_keystore_lookup(ks, M2MHSM_KIND_KPM, ls->ids[i], strlen(ls->ids[i]), &rec),
               "m2mhsm_keystore_lookup(every record)");
-        ls->pms[i] = rec.key[M2MHSM_FORM_TLS12_PMS];
+        ls->pms[i] = ks_obj(&rec)->key[M2MHSM_FORM_TLS12_PMS];
     }
 }
 
@@ -770,7 +772,7 @@ static int derive_matches(bench_store *bs, const m2mhsm_record *ke, const uint8_
     check(m2mhsm_keystore_derive(bs->ks, ke, M2MHSM_DERIVE_KM, BENCH_TARGET, a),
           "m2mhsm_keystore_derive");
     check(m2mhsm_token_session_get(bs->tok, &s), "m2mhsm_token_session_get");
-    raw_sign(m2mhsm_token_functions(bs->tok), s, ke->key[M2MHSM_FORM_RAW], msg, len, b);
+    raw_sign(m2mhsm_token_functions(bs->tok), s, ks_obj(ke)->key[M2MHSM_FORM_RAW], msg, len, b);
     m2mhsm_token_session_put(bs->tok, s);
     int same = CRYPTO_memcmp(a, b, sizeof(a)) == 0;
     OPENSSL_cleanse(a, sizeof(a));
@@ -793,7 +795,7 @@ static void bench_derive(bench_store *bs, size_t n, bench_result *r)
         die("out of memory");
     for (unsigned i = 0; i < rounds; i++) {
         lib[i] = derive_round(bs->ks, &ke, per);
-        raw[i] = sign_round(bs->tok, ke.key[M2MHSM_FORM_RAW], msg, len, per);
+        raw[i] = sign_round(bs->tok, ks_obj(&ke)->key[M2MHSM_FORM_RAW], msg, len, per);
     }
     r->derive = median(lib, rounds);
     r->sign = median(raw, rounds);

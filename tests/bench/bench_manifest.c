@@ -32,6 +32,7 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <m2mhsm/keystore.h>
+#include "p11/handles.h"
 #include "softhsm_conf.h"
 
 #ifndef BENCH_DEFAULT_MODULE

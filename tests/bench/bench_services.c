@@ -59,6 +59,7 @@
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <m2mhsm/token.h>
+#include "p11/handles.h"
 #include "softhsm_conf.h"
 
 #ifndef BENCH_DEFAULT_MODULE

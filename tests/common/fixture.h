@@ -3,6 +3,8 @@
 #define M2MHSM_TEST_FIXTURE_H
 
 #include <m2mhsm/keystore.h>
+#include "keystore/record.h"
+#include "p11/handles.h"
 
 typedef struct {
     char dir[512];        /* the token directory */

@@ -3,7 +3,7 @@
 #ifndef M2MHSM_TEST_SOFTOKN_H
 #define M2MHSM_TEST_SOFTOKN_H
 
-#include <m2mhsm/token.h>
+#include "p11/handles.h"
 
 #define SOFTOKN_MODULE "/usr/lib/x86_64-linux-gnu/libsoftokn3.so"
 #define SOFTOKN_URI "pkcs11:token=NSS%20Certificate%20DB"

@@ -52,7 +52,8 @@ static int torn(m2mhsm_token *tok, const char *kpm_id)
     OPENSSL_cleanse(key, sizeof(key));
     if (st != M2MHSM_OK || m2mhsm_token_session_get(tok, &s) != M2MHSM_OK)
         return 1;
-    CK_RV rv = m2mhsm_token_functions(tok)->C_DestroyObject(s, kpm.key[M2MHSM_FORM_TLS12_PMS]);
+    CK_RV rv =
+        m2mhsm_token_functions(tok)->C_DestroyObject(s, ks_obj(&kpm)->key[M2MHSM_FORM_TLS12_PMS]);
     m2mhsm_token_session_put(tok, s);
     m2mhsm_keystore_close(ks);
     return rv == CKR_OK ? 0 : 1;

@@ -35,6 +35,7 @@
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <m2mhsm/tls.h>
+#include "p11/handles.h"
 
 typedef struct {
     m2mhsm_token *tok;

@@ -138,7 +138,7 @@ static void meta_text(forms_fixture *f, const m2mhsm_record *rec, char *buf, siz
     CK_SESSION_HANDLE s;
     CK_ATTRIBUTE a = {CKA_VALUE, buf, cap - 1};
     check(m2mhsm_token_session_get(f->fs.tok, &s));
-    assert_int_equal(fn_of(f)->C_GetAttributeValue(s, rec->meta, &a, 1), CKR_OK);
+    assert_int_equal(fn_of(f)->C_GetAttributeValue(s, ks_obj(rec)->meta, &a, 1), CKR_OK);
     m2mhsm_token_session_put(f->fs.tok, s);
     buf[a.ulValueLen] = '\0';
 }
@@ -290,8 +290,8 @@ static void test_maf_tls12_km_is_one_key_and_refuses_tls13(void **state)
     m2mhsm_record found;
     check(m2mhsm_keystore_lookup(f->fs.ks, M2MHSM_KIND_KM, KE_ID, strlen(KE_ID), &found));
     assert_int_equal(found.forms, M2MHSM_FORMS_TLS12);
-    assert_int_equal(found.key[M2MHSM_FORM_RAW], CK_INVALID_HANDLE);
-    assert_int_equal(found.key[M2MHSM_FORM_TLS13_ES], CK_INVALID_HANDLE);
+    assert_int_equal(ks_obj(&found)->key[M2MHSM_FORM_RAW], CK_INVALID_HANDLE);
+    assert_int_equal(ks_obj(&found)->key[M2MHSM_FORM_TLS13_ES], CK_INVALID_HANDLE);
     peer_holds(KE_ID, fixture_key32);
     assert_true(handshake_as(f, M2MHSM_TLS_SERVER, 0, M2MHSM_KIND_KM, KE_ID));
     assert_int_equal(f->last, M2MHSM_TLS_PSK_ACCEPTED);
@@ -317,7 +317,7 @@ static void test_maf_tls13_km_is_one_key_and_refuses_tls12(void **state)
     assert_int_equal(data_of(f, &km), 1);
     uint8_t es[32];
     check(m2mhsm_psk_tls13_early_secret(fixture_key32, 32, es));
-    assert_form_value(f, km.key[M2MHSM_FORM_TLS13_ES], es, 32);
+    assert_form_value(f, ks_obj(&km)->key[M2MHSM_FORM_TLS13_ES], es, 32);
     peer_holds(KE_ID, fixture_key32);
     assert_true(handshake_as(f, M2MHSM_TLS_SERVER, 1, M2MHSM_KIND_KM, KE_ID));
     assert_int_equal(f->last, M2MHSM_TLS_PSK_ACCEPTED);
@@ -339,7 +339,7 @@ static void test_a_record_missing_a_form_it_names_is_torn(void **state)
     assert_int_equal(keys_of(f, &km), 2);
     CK_SESSION_HANDLE s;
     check(m2mhsm_token_session_get(f->fs.tok, &s));
-    assert_int_equal(fn_of(f)->C_DestroyObject(s, km.key[M2MHSM_FORM_TLS13_ES]), CKR_OK);
+    assert_int_equal(fn_of(f)->C_DestroyObject(s, ks_obj(&km)->key[M2MHSM_FORM_TLS13_ES]), CKR_OK);
     m2mhsm_token_session_put(f->fs.tok, s);
     close_store(f);
 
@@ -380,7 +380,7 @@ static void test_mef_and_device_objects_per_device(void **state)
     uint8_t pms[M2MHSM_PMS_KEY_MAX];
     size_t pms_len;
     check(m2mhsm_psk_tls12_pms_key(fixture_key32, 32, pms, &pms_len));
-    assert_form_value(f, kpm.key[M2MHSM_FORM_TLS12_PMS], pms, pms_len);
+    assert_form_value(f, ks_obj(&kpm)->key[M2MHSM_FORM_TLS12_PMS], pms, pms_len);
     peer_holds("forms-kpm", fixture_key32);
     assert_true(handshake_as(f, M2MHSM_TLS_SERVER, 0, M2MHSM_KIND_KPM, "forms-kpm"));
 
@@ -391,7 +391,7 @@ static void test_mef_and_device_objects_per_device(void **state)
     uint8_t km_value[32];
     check(m2mhsm_keystore_derive(f->fs.ks, &ke, M2MHSM_DERIVE_KM, MAF, km_value));
     check(m2mhsm_psk_tls12_pms_key(km_value, 32, pms, &pms_len));
-    assert_form_value(f, km.key[M2MHSM_FORM_TLS12_PMS], pms, pms_len);
+    assert_form_value(f, ks_obj(&km)->key[M2MHSM_FORM_TLS12_PMS], pms, pms_len);
     peer_holds(ke.identity, km_value);
     assert_true(handshake_as(f, M2MHSM_TLS_CLIENT, 0, M2MHSM_KIND_KM, ke.identity));
     check(m2mhsm_keystore_erase_id(f->fs.ks, "forms-kpm", NULL));
@@ -504,7 +504,7 @@ static void test_unwrapped_kpm_without_raw_keeps_one_key(void **state)
     uint8_t pms[M2MHSM_PMS_KEY_MAX];
     size_t pms_len;
     check(m2mhsm_psk_tls12_pms_key(fixture_key32, 32, pms, &pms_len));
-    assert_form_value(f, kpm.key[M2MHSM_FORM_TLS12_PMS], pms, pms_len);
+    assert_form_value(f, ks_obj(&kpm)->key[M2MHSM_FORM_TLS12_PMS], pms, pms_len);
     /* No unwrapped key left behind, in the token or in this session's memory. */
     char raw_label[M2MHSM_LABEL_MAX];
     ks_key_label(&kpm, M2MHSM_FORM_RAW, raw_label, sizeof(raw_label));

@@ -190,7 +190,7 @@ static void test_softhsm_falls_back_to_c_sign_and_says_so(void **state)
     assert_int_equal(km.derived_in_token, 0);
     uint8_t want[32];
     check(m2mhsm_psk_tls13_early_secret(km_check, 32, want));
-    assert_key_is(fs.tok, km.key[M2MHSM_FORM_TLS13_ES], want);
+    assert_key_is(fs.tok, ks_obj(&km)->key[M2MHSM_FORM_TLS13_ES], want);
     fixture_store_close(&fs);
     fixture_store_open(&fs, &token);
     check(m2mhsm_keystore_lookup(fs.ks, M2MHSM_KIND_KM, ke.identity, strlen(ke.identity), &back));
@@ -200,7 +200,7 @@ static void test_softhsm_falls_back_to_c_sign_and_says_so(void **state)
                                        &kpsa));
     assert_int_equal(kpsa.derived_in_token, 0);
     check(m2mhsm_psk_tls13_early_secret(kpsa_check, 32, want));
-    assert_key_is(fs.tok, kpsa.key[M2MHSM_FORM_TLS13_ES], want);
+    assert_key_is(fs.tok, ks_obj(&kpsa)->key[M2MHSM_FORM_TLS13_ES], want);
     fixture_store_close(&fs);
 }
 

@@ -158,16 +158,16 @@ static void test_every_key_kind_is_sensitive_and_unextractable(void **state)
     check(m2mhsm_token_session_get(fs->tok, &ts));
     for (size_t r = 0; r < 4; r++)
         for (int f = 0; f < M2MHSM_FORM_COUNT; f++)
-            if (recs[r]->key[f] != CK_INVALID_HANDLE) {
-                assert_key_locked_down(fs, recs[r]->key[f], kek);
-                assert_bool_attr(fs, ts, recs[r]->key[f], CKA_TOKEN, CK_TRUE);
+            if (ks_obj(recs[r])->key[f] != CK_INVALID_HANDLE) {
+                assert_key_locked_down(fs, ks_obj(recs[r])->key[f], kek);
+                assert_bool_attr(fs, ts, ks_obj(recs[r])->key[f], CKA_TOKEN, CK_TRUE);
                 keys++;
             }
     m2mhsm_token_session_put(fs->tok, ts);
     assert_int_equal(keys, 3 + 1 + 3 + 3);
     /* The in-memory session copy a handshake signs with is just as locked down. */
     CK_OBJECT_HANDLE copy = CK_INVALID_HANDLE;
-    check(m2mhsm_token_session_copy(fs->tok, km.key[M2MHSM_FORM_TLS12_PMS], &copy));
+    check(m2mhsm_token_session_copy(fs->tok, ks_obj(&km)->key[M2MHSM_FORM_TLS12_PMS], &copy));
     assert_key_locked_down(fs, copy, kek);
     CK_SESSION_HANDLE s;
     check(m2mhsm_token_session_get(fs->tok, &s));
@@ -175,7 +175,7 @@ static void test_every_key_kind_is_sensitive_and_unextractable(void **state)
     m2mhsm_token_session_put(fs->tok, s);
     m2mhsm_token_session_destroy(fs->tok, copy);
     /* The raw key cannot be copied at all. */
-    assert_int_equal(m2mhsm_token_session_copy(fs->tok, km.key[M2MHSM_FORM_RAW], &copy),
+    assert_int_equal(m2mhsm_token_session_copy(fs->tok, ks_obj(&km)->key[M2MHSM_FORM_RAW], &copy),
                      M2MHSM_E_PKCS11);
     check(m2mhsm_keystore_erase_id(fs->ks, "attr-kpm", NULL));
     check(m2mhsm_keystore_erase_enrolee(fs->ks, "//sp.example.com/cse1/Cattr", NULL));
@@ -188,16 +188,16 @@ static void test_usage_flags_are_only_what_each_form_needs(void **state)
     check(m2mhsm_keystore_import_kpm(fs->ks, "usage-kpm", fixture_key32, 32, M2MHSM_NEVER, &kpm));
     CK_SESSION_HANDLE s;
     check(m2mhsm_token_session_get(fs->tok, &s));
-    assert_bool_attr(fs, s, kpm.key[M2MHSM_FORM_RAW], CKA_SIGN, CK_FALSE);
-    assert_bool_attr(fs, s, kpm.key[M2MHSM_FORM_TLS12_PMS], CKA_SIGN, CK_TRUE);
-    assert_bool_attr(fs, s, kpm.key[M2MHSM_FORM_TLS13_ES], CKA_SIGN, CK_TRUE);
-    assert_bool_attr(fs, s, kpm.key[M2MHSM_FORM_TLS12_PMS], CKA_VERIFY, CK_FALSE);
-    assert_bool_attr(fs, s, kpm.key[M2MHSM_FORM_RAW], CKA_MODIFIABLE, CK_FALSE);
-    assert_bool_attr(fs, s, kpm.key[M2MHSM_FORM_RAW], CKA_COPYABLE, CK_FALSE);
-    assert_bool_attr(fs, s, kpm.key[M2MHSM_FORM_TLS12_PMS], CKA_COPYABLE, CK_TRUE);
+    assert_bool_attr(fs, s, ks_obj(&kpm)->key[M2MHSM_FORM_RAW], CKA_SIGN, CK_FALSE);
+    assert_bool_attr(fs, s, ks_obj(&kpm)->key[M2MHSM_FORM_TLS12_PMS], CKA_SIGN, CK_TRUE);
+    assert_bool_attr(fs, s, ks_obj(&kpm)->key[M2MHSM_FORM_TLS13_ES], CKA_SIGN, CK_TRUE);
+    assert_bool_attr(fs, s, ks_obj(&kpm)->key[M2MHSM_FORM_TLS12_PMS], CKA_VERIFY, CK_FALSE);
+    assert_bool_attr(fs, s, ks_obj(&kpm)->key[M2MHSM_FORM_RAW], CKA_MODIFIABLE, CK_FALSE);
+    assert_bool_attr(fs, s, ks_obj(&kpm)->key[M2MHSM_FORM_RAW], CKA_COPYABLE, CK_FALSE);
+    assert_bool_attr(fs, s, ks_obj(&kpm)->key[M2MHSM_FORM_TLS12_PMS], CKA_COPYABLE, CK_TRUE);
     /* The metadata is a private data object: nothing readable without login. */
-    assert_bool_attr(fs, s, kpm.meta, CKA_PRIVATE, CK_TRUE);
-    assert_bool_attr(fs, s, kpm.meta, CKA_TOKEN, CK_TRUE);
+    assert_bool_attr(fs, s, ks_obj(&kpm)->meta, CKA_PRIVATE, CK_TRUE);
+    assert_bool_attr(fs, s, ks_obj(&kpm)->meta, CKA_TOKEN, CK_TRUE);
     m2mhsm_token_session_put(fs->tok, s);
     check(m2mhsm_keystore_erase_id(fs->ks, "usage-kpm", NULL));
 }
@@ -253,7 +253,8 @@ static void test_token_derivations_equal_the_check_values(void **state)
     uint8_t form[64];
     size_t form_len;
     check(m2mhsm_psk_tls12_pms_key(km, 32, form, &form_len));
-    assert_same_hmac(fs, kmrec.key[M2MHSM_FORM_TLS12_PMS], form, form_len, "master secret");
+    assert_same_hmac(fs, ks_obj(&kmrec)->key[M2MHSM_FORM_TLS12_PMS], form, form_len,
+                     "master secret");
     check(m2mhsm_keystore_erase_id(fs->ks, ke.identity, NULL));
 }
 
@@ -279,9 +280,9 @@ static void test_unwrapped_kpm_has_correct_tls_forms(void **state)
                                      M2MHSM_NEVER, &kpm));
     size_t form_len;
     check(m2mhsm_psk_tls12_pms_key(fixture_key32, 32, form, &form_len));
-    assert_same_hmac(fs, kpm.key[M2MHSM_FORM_TLS12_PMS], form, form_len, "seed");
+    assert_same_hmac(fs, ks_obj(&kpm)->key[M2MHSM_FORM_TLS12_PMS], form, form_len, "seed");
     check(m2mhsm_psk_tls13_early_secret(fixture_key32, 32, form));
-    assert_same_hmac(fs, kpm.key[M2MHSM_FORM_TLS13_ES], form, 32, "seed");
+    assert_same_hmac(fs, ks_obj(&kpm)->key[M2MHSM_FORM_TLS13_ES], form, 32, "seed");
 
     /* A wrong KEK, or a tampered blob, is refused and leaves nothing behind. */
     size_t before = count_records(fs);

@@ -178,7 +178,8 @@ static void test_open_removes_orphans_and_keeps_foreign_keys(void **state)
         M2MHSM_OK);
     CK_SESSION_HANDLE s;
     assert_int_equal(m2mhsm_token_session_get(fs.tok, &s), M2MHSM_OK);
-    assert_int_equal(m2mhsm_token_functions(fs.tok)->C_DestroyObject(s, kpm.key[2]), CKR_OK);
+    assert_int_equal(m2mhsm_token_functions(fs.tok)->C_DestroyObject(s, ks_obj(&kpm)->key[2]),
+                     CKR_OK);
     m2mhsm_token_session_put(fs.tok, s);
     fixture_store_close(&fs);
 
@@ -325,7 +326,8 @@ static void test_read_only_open_reports_and_never_repairs(void **state)
         M2MHSM_OK);
     CK_SESSION_HANDLE s;
     assert_int_equal(m2mhsm_token_session_get(fs.tok, &s), M2MHSM_OK);
-    assert_int_equal(m2mhsm_token_functions(fs.tok)->C_DestroyObject(s, kpm.key[1]), CKR_OK);
+    assert_int_equal(m2mhsm_token_functions(fs.tok)->C_DestroyObject(s, ks_obj(&kpm)->key[1]),
+                     CKR_OK);
     m2mhsm_token_session_put(fs.tok, s);
     uint8_t id[16];
     memset(id, 0xab, sizeof(id));

@@ -68,7 +68,7 @@ static void test_index_sees_another_process_create_and_destroy(void **state)
     assert_int_equal(in_other_process(create_kpm), 0);
     /* A miss searches the token. */
     assert_int_equal(m2mhsm_keystore_lookup(fs.ks, M2MHSM_KIND_KPM, id, 14, &r), M2MHSM_OK);
-    assert_int_not_equal(r.key[M2MHSM_FORM_TLS12_PMS], CK_INVALID_HANDLE);
+    assert_int_not_equal(ks_obj(&r)->key[M2MHSM_FORM_TLS12_PMS], CK_INVALID_HANDLE);
     /* Now a hit; the other process erases; the hit's confirmation notices. */
     assert_int_equal(m2mhsm_keystore_lookup(fs.ks, M2MHSM_KIND_KPM, id, 14, &r), M2MHSM_OK);
     assert_int_equal(in_other_process(erase_kpm), 0);

@@ -394,7 +394,7 @@ static void test_handles_resolve_their_own_record_and_refuse_forgeries(void **st
         memcpy(rec.record_id, &i, sizeof(i));
         rec.record_id[15] = 0x5a;
         for (int k = 0; k < M2MHSM_FORM_COUNT; k++)
-            rec.key[k] = CK_INVALID_HANDLE; /* no copies: resolve returns these */
+            ks_obj(&rec)->key[k] = CK_INVALID_HANDLE; /* no copies: resolve returns these */
         snprintf(rec.identity, sizeof(rec.identity), "rec-%d", i);
         assert_int_equal(m2mhsm_handles_issue(h, &rec, handles[i]), M2MHSM_OK);
     }
@@ -422,7 +422,7 @@ static void test_handles_resolve_their_own_record_and_refuse_forgeries(void **st
     memcpy(again.record_id, &seven, sizeof(seven));
     again.record_id[15] = 0x5a;
     for (int k = 0; k < M2MHSM_FORM_COUNT; k++)
-        again.key[k] = CK_INVALID_HANDLE;
+        ks_obj(&again)->key[k] = CK_INVALID_HANDLE;
     uint8_t same[M2MHSM_HANDLE_LEN];
     assert_int_equal(m2mhsm_handles_issue(h, &again, same), M2MHSM_OK);
     assert_memory_equal(same, handles[7], M2MHSM_HANDLE_LEN);

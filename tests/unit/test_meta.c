@@ -45,7 +45,7 @@ static void test_metadata_round_trips(void **state)
     assert_int_equal(back.created, r.created);
     assert_int_equal(back.expiry, r.expiry);
     assert_memory_equal(back.record_id, r.record_id, M2MHSM_RECORD_ID_LEN);
-    assert_int_equal(back.key[M2MHSM_FORM_RAW], CK_INVALID_HANDLE);
+    assert_int_equal(ks_obj(&back)->key[M2MHSM_FORM_RAW], CK_INVALID_HANDLE);
 }
 
 /* seq orders the records of one identity and the Ke of one KpmID: written for every kind
@@ -209,10 +209,10 @@ static void test_forms_round_trip_and_default_to_all(void **state)
     /* A record built without choosing (forms 0) must have all of its kind's forms. */
     m2mhsm_record km = sample();
     for (int f = 0; f < M2MHSM_FORM_COUNT; f++)
-        km.key[f] = (CK_OBJECT_HANDLE)(100 + f);
+        ks_obj(&km)->key[f] = (CK_OBJECT_HANDLE)(100 + f);
     assert_int_equal(ks_record_forms(&km), M2MHSM_FORMS_ALL);
     assert_int_equal(m2mhsm_record_check_form(&km, M2MHSM_FORM_TLS13_ES), M2MHSM_OK);
-    km.key[M2MHSM_FORM_RAW] = CK_INVALID_HANDLE;
+    ks_obj(&km)->key[M2MHSM_FORM_RAW] = CK_INVALID_HANDLE;
     assert_false(ks_record_complete(&km));
     km.forms = M2MHSM_FORMS_TLS12 | M2MHSM_FORMS_TLS13;
     assert_true(ks_record_complete(&km));
