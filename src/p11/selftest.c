@@ -176,7 +176,7 @@ static const CK_MECHANISM_TYPE wrap_mechs[] = {CKM_AES_KEY_WRAP, CKM_AES_KEY_WRA
 
 static int offers_wrap(probe_ctx *c, CK_MECHANISM_TYPE m)
 {
-    CK_MECHANISM_INFO info;
+    CK_MECHANISM_INFO info = {0}; /* some modules leave fields unset on success */
     return c->fn->C_GetMechanismInfo(c->tok->slot, m, &info) == CKR_OK && (info.flags & CKF_WRAP);
 }
 
