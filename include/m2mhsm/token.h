@@ -99,7 +99,7 @@ typedef enum {
     M2MHSM_OUTCOME_LEAKED,      /* key bytes left the token (recovered: checked equal) */
     M2MHSM_OUTCOME_HASHED,      /* C_DigestKey gave SHA-256 of the key: not the key, and
                                    m2mhsm stores no form whose hash is an effective key */
-    M2MHSM_OUTCOME_UNAVAILABLE  /* could not be tried (no mechanism for it) */
+    M2MHSM_OUTCOME_UNAVAILABLE  /* could not be tried (no mechanism; its probe key not made) */
 } m2mhsm_probe_outcome;
 
 typedef struct {

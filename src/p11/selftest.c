@@ -75,6 +75,15 @@ static CK_RV create_probe(probe_ctx *c, CK_OBJECT_HANDLE *out)
     return rv;
 }
 
+/* A fresh probe key for one probe; a probe whose key cannot be made did not run. */
+static int start_probe(probe_ctx *c, m2mhsm_probe_result *r, CK_OBJECT_HANDLE *k)
+{
+    if ((r->rv = create_probe(c, k)) == CKR_OK)
+        return 1;
+    r->outcome = M2MHSM_OUTCOME_UNAVAILABLE;
+    return 0;
+}
+
 /* Session objects where the token allows them, so nothing of the self-test is ever stored;
  * token objects otherwise. */
 static m2mhsm_status choose_home(probe_ctx *c, m2mhsm_selftest_report *r)
@@ -236,7 +245,7 @@ static int try_recover(probe_ctx *c, CK_OBJECT_HANDLE wrap_key, CK_OBJECT_HANDLE
 static void probe_read(probe_ctx *c, m2mhsm_probe_result *r)
 {
     CK_OBJECT_HANDLE k;
-    if ((r->rv = create_probe(c, &k)) != CKR_OK)
+    if (!start_probe(c, r, &k))
         return;
     uint8_t buf[64];
     CK_ATTRIBUTE a = {CKA_VALUE, buf, sizeof(buf)};
@@ -254,7 +263,7 @@ static void probe_set(probe_ctx *c, CK_OBJECT_HANDLE wrap_key, CK_ATTRIBUTE_TYPE
                       CK_BBOOL weak, m2mhsm_probe_result *r)
 {
     CK_OBJECT_HANDLE k;
-    if ((r->rv = create_probe(c, &k)) != CKR_OK)
+    if (!start_probe(c, r, &k))
         return;
     CK_ATTRIBUTE a = {type, &weak, sizeof(weak)};
     r->rv = c->fn->C_SetAttributeValue(c->s, k, &a, 1);
@@ -271,7 +280,7 @@ static void probe_copy(probe_ctx *c, CK_OBJECT_HANDLE wrap_key, CK_ATTRIBUTE_TYP
                        CK_BBOOL weak, m2mhsm_probe_result *r)
 {
     CK_OBJECT_HANDLE k, copy;
-    if ((r->rv = create_probe(c, &k)) != CKR_OK)
+    if (!start_probe(c, r, &k))
         return;
     CK_BBOOL f = CK_FALSE;
     CK_ATTRIBUTE tmpl[] = {{CKA_TOKEN, &f, sizeof(f)}, {type, &weak, sizeof(weak)}};
@@ -286,7 +295,7 @@ static void probe_copy(probe_ctx *c, CK_OBJECT_HANDLE wrap_key, CK_ATTRIBUTE_TYP
 static void probe_wrap(probe_ctx *c, CK_OBJECT_HANDLE wrap_key, m2mhsm_probe_result *r)
 {
     CK_OBJECT_HANDLE k;
-    if ((r->rv = create_probe(c, &k)) != CKR_OK)
+    if (!start_probe(c, r, &k))
         return;
     int got = try_wrap(c, wrap_key, k, r);
     if (got == 1)
@@ -298,7 +307,7 @@ static void probe_wrap(probe_ctx *c, CK_OBJECT_HANDLE wrap_key, m2mhsm_probe_res
 static void probe_digest(probe_ctx *c, m2mhsm_probe_result *r)
 {
     CK_OBJECT_HANDLE k;
-    if ((r->rv = create_probe(c, &k)) != CKR_OK)
+    if (!start_probe(c, r, &k))
         return;
     CK_MECHANISM mech = {CKM_SHA256, NULL, 0};
     if ((r->rv = c->fn->C_DigestInit(c->s, &mech)) != CKR_OK) {
