@@ -190,7 +190,7 @@ static int offers_wrap(probe_ctx *c, CK_MECHANISM_TYPE m)
 }
 
 /* C_WrapKey of h under our key with each wrap mechanism the token offers: 1 if one gave
- * bytes (r->mech, r->recovered), 0 if all refused (r->rv the last refusal), -1 if there was
+ * bytes (r->mech, r->recovered), 0 if all refused (r->rv the most telling refusal), -1 if there was
  * nothing to try. */
 static int try_wrap(probe_ctx *c, CK_OBJECT_HANDLE wrap_key, CK_OBJECT_HANDLE h,
                     m2mhsm_probe_result *r)
