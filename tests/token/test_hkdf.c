@@ -204,12 +204,34 @@ static void test_softhsm_falls_back_to_c_sign_and_says_so(void **state)
     fixture_store_close(&fs);
 }
 
+static void test_hkdf_calls_refuse_bad_input(void **state)
+{
+    (void)state;
+    m2mhsm_token *tok = softokn_open(&nss);
+    key_tmpl k;
+    tmpl_init(&k, CK_FALSE);
+    CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
+    const uint8_t msg[] = "m";
+    assert_int_equal(m2mhsm_token_hmac_derive(NULL, 1, msg, 1, k.a, k.n, &h), M2MHSM_E_INVALID_ARG);
+    assert_int_equal(m2mhsm_token_hmac_derive(tok, 1, NULL, 1, k.a, k.n, &h), M2MHSM_E_INVALID_ARG);
+    assert_int_equal(m2mhsm_token_hmac_derive(tok, 1, msg, 0, k.a, k.n, &h), M2MHSM_E_INVALID_ARG);
+    assert_int_equal(m2mhsm_token_hmac_derive(tok, 1, msg, 1, NULL, 0, &h), M2MHSM_E_INVALID_ARG);
+    assert_int_equal(m2mhsm_token_hkdf_extract_key(tok, 1, k.a, k.n, NULL), M2MHSM_E_INVALID_ARG);
+    /* A salt key that is no object: the token's refusal, named with the call. */
+    assert_int_not_equal(m2mhsm_token_hmac_derive(tok, 0x7fffffff, msg, 1, k.a, k.n, &h),
+                         M2MHSM_OK);
+    assert_non_null(strstr(m2mhsm_last_error(), "C_DeriveKey(CKM_HKDF_DERIVE, CKF_HKDF_SALT_KEY)"));
+    assert_int_equal(h, CK_INVALID_HANDLE);
+    m2mhsm_token_close(tok);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_softokn_derives_km_and_kpsa_in_the_token),
         cmocka_unit_test(test_softokn_derives_the_tls13_early_secret_from_km),
         cmocka_unit_test(test_softhsm_falls_back_to_c_sign_and_says_so),
+        cmocka_unit_test(test_hkdf_calls_refuse_bad_input),
     };
     return cmocka_run_group_tests(tests, suite_setup, NULL);
 }
