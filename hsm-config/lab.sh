@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# A complete throwaway m2mhsm lab on SoftHSM: three tokens (mef, maf, enrolee) in one
+# A complete throwaway m2mhsm lab on SoftHSM: four tokens (mef, maf, enrolee, eb) in one
 # SoftHSM configuration, a CA with TLS certificates whose private keys were generated in the
-# mef / maf tokens, a test Kpm in the mef and enrolee tokens, free loopback ports, the three
-# service configurations and a sourceable lab.env. For tests and demonstrations only.
+# mef / maf / eb tokens, two test Kpm in the mef and enrolee tokens (the first enrols for the
+# MAF, the second for the Enrolee B), free loopback ports, the service and device
+# configurations and a sourceable lab.env. For tests and demonstrations only.
 #
 #   hsm-config/lab.sh init DIR [--expiry SECONDS|YYYYMMDDThhmmss] [--build BUILD_DIR | --bin BIN_DIR]
 #                              [--tls13]
-#   hsm-config/lab.sh start DIR     # m2m-mef and m2m-maf in the background, ports ready
+#   hsm-config/lab.sh start DIR     # m2m-mef, m2m-maf and m2m-eb in the background, ports ready
 #   hsm-config/lab.sh stop DIR      # SIGTERM (SIGKILL after 10 s); stopping twice is fine
 #
 # PINs live only in 0600 files under DIR and are never put on a command line: the m2mhsm
@@ -19,12 +20,18 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
 
 MODULE=${M2M_MODULE:-/usr/lib/softhsm/libsofthsm2.so}
-TOKENS=(mef maf enrolee)
-SERVERS=(mef maf)
+TOKENS=(mef maf enrolee eb)
+SERVERS=(mef maf eb)
 KPM_ID=kpm-lab-0001
 ENROLEE_ID=//device.example.com/C0001
 MEF_FQDN=mef.example.com
 MAF_ID=maf.example.com
+# The Enrolee B (m2m-eb): an absolute CSE-ID, whose host its certificate names; and the
+# second device, whose enrolment targets it.
+EB_ID=//eb.example.com/cse-eb
+EB_FQDN=eb.example.com
+KPM_B_ID=kpm-lab-0002
+ENROLEE_B_ID=//device-b.example.com/C0002
 START_TIMEOUT=15 # seconds for the servers to listen
 STOP_TIMEOUT=10  # seconds between SIGTERM and SIGKILL
 
@@ -173,31 +180,33 @@ EOF
     say "certificate $crt for $fqdn; key $label (CKA_ID $id) inside token '$t'"
 }
 
+# import_kpm TOKEN [KPM-ID HEX-FILE]: the first device's Kpm unless told.
 import_kpm() {
-    local t=$1
-    quiet "importing $KPM_ID into token '$t'" \
-        m2m "$t" kpm import --kpm-id "$KPM_ID" --key-file "$lab_dir/kpm.hex"
+    local t=$1 id=${2:-$KPM_ID} hex=${3:-$lab_dir/kpm.hex}
+    quiet "importing $id into token '$t'" \
+        m2m "$t" kpm import --kpm-id "$id" --key-file "$hex"
     m2m "$t" list --json > "$tmp/list.json" || die "m2mhsm list failed on token '$t'"
-    python3 - "$tmp/list.json" "$KPM_ID" <<'EOF' || die "token '$t' does not list $KPM_ID"
+    python3 - "$tmp/list.json" "$id" <<'EOF' || die "token '$t' does not list $id"
 import json, sys
 recs = json.load(open(sys.argv[1]))
 sys.exit(0 if any(r.get("kind") == "kpm" and r.get("identity") == sys.argv[2]
                   for r in recs) else 1)
 EOF
-    say "Kpm $KPM_ID imported into token '$t'"
+    say "Kpm $id imported into token '$t'"
 }
 
-# Seven loopback ports free for both TCP and UDP, all different (M2M_PORT_BASE: see free-ports).
-free_ports() { "$here/free-ports" 7; }
+# Ten loopback ports free for both TCP and UDP, all different (M2M_PORT_BASE: see free-ports).
+free_ports() { "$here/free-ports" 10; }
 
 write_configs() {
     python3 - "$lab_dir" "$MODULE" "$EXPIRY" "$KPM_ID" "$ENROLEE_ID" "$MEF_FQDN" "$MAF_ID" \
         "$P_TLS" "$P_DTLS" "$P_HTTPS" "$P_MAF" "$P_MEF_METRICS" "$P_MAF_METRICS" "$P_MAF_DTLS" \
-        "$TLS13" <<'EOF'
+        "$TLS13" "$EB_ID" "$KPM_B_ID" "$ENROLEE_B_ID" "$P_EB" "$P_EB_DTLS" "$P_EB_METRICS" <<'EOF'
 import json, os, sys
 d, module, expiry, kpm_id, enrolee_id, mef_fqdn, maf_id = sys.argv[1:8]
 p_tls, p_dtls, p_https, p_maf, p_mef_metrics, p_maf_metrics, p_maf_dtls = sys.argv[8:15]
 tls13 = sys.argv[15] == "1"
+eb_id, kpm_b_id, enrolee_b_id, p_eb, p_eb_dtls, p_eb_metrics = sys.argv[16:22]
 
 def pkcs11(t):
     return {"module": module, "token": "pkcs11:token=" + t,
@@ -214,7 +223,9 @@ configs = {
                 "certificate": d + "/mef.crt", "key_label": "mef-tls",
                 "ca": d + "/ca.crt"},
         "enrolees": [{"kpm_id": kpm_id, "enrolee_id": enrolee_id,
-                      "enrolment_target": maf_id, "enrolment_expiry": expiry}],
+                      "enrolment_target": maf_id, "enrolment_expiry": expiry},
+                     {"kpm_id": kpm_b_id, "enrolee_id": enrolee_b_id,
+                      "enrolment_target": eb_id, "enrolment_expiry": expiry}],
     },
     "maf": {
         "pkcs11": pkcs11("maf"),
@@ -224,6 +235,23 @@ configs = {
                 "certificate": d + "/maf.crt", "key_label": "maf-tls",
                 "ca": d + "/ca.crt"},
         "mefs": [{"fqdn": mef_fqdn, "url": "https://127.0.0.1:" + p_https}],
+    },
+    "eb": {
+        "pkcs11": pkcs11("eb"),
+        "enrolee_b": {"enrolee_b_id": eb_id, "listen": "127.0.0.1:" + p_eb,
+                      "metrics": "127.0.0.1:" + p_eb_metrics,
+                      "listen_dtls": "127.0.0.1:" + p_eb_dtls,
+                      "certificate": d + "/eb.crt", "key_label": "eb-tls",
+                      "ca": d + "/ca.crt"},
+        "mefs": [{"fqdn": mef_fqdn, "url": "https://127.0.0.1:" + p_https}],
+    },
+    # The second device: its Kpm, and its Enrolment Target the Enrolee B (so Kpsa, 10.3.3).
+    "enrolee_b": {
+        "pkcs11": pkcs11("enrolee"),
+        "enrolee": {"kpm_id": kpm_b_id, "enrolee_id": enrolee_b_id,
+                    "enrolment_target": eb_id, "enrolment_expiry": expiry,
+                    "mef_fqdn": mef_fqdn, "mef_uri": "tls://127.0.0.1:" + p_tls,
+                    "target_uri": "tls://127.0.0.1:" + p_eb, "renewal_margin": 0},
     },
     "enrolee": {
         "pkcs11": pkcs11("enrolee"),
@@ -238,6 +266,7 @@ configs = {
 if tls13:
     configs["mef"]["mef"]["tls13"] = True
     configs["maf"]["maf"]["tls13"] = True
+    configs["eb"]["enrolee_b"]["tls13"] = True
 for name, cfg in configs.items():
     with open(os.path.join(d, name + ".json"), "w") as f:
         json.dump(cfg, f, indent=2)
@@ -254,7 +283,7 @@ env_line() {
 write_env() {
     {
         echo "# m2mhsm lab made by hsm-config/lab.sh on $(date -u +%Y-%m-%dT%H:%M:%SZ)."
-        echo "# for tests only: M2M_KPM_HEX_FILE holds the test Kpm"
+        echo "# for tests only: M2M_KPM_HEX_FILE and M2M_KPM_B_HEX_FILE hold the test Kpm"
         echo "# (and *_PIN_FILE name the tokens' PIN files; never print either)"
         echo "# Source it: . $lab_dir/lab.env"
         env_line M2M_LAB "$lab_dir"
@@ -264,15 +293,20 @@ write_env() {
         env_line M2M_MEF_TOKEN "pkcs11:token=mef"
         env_line M2M_MAF_TOKEN "pkcs11:token=maf"
         env_line M2M_ENROLEE_TOKEN "pkcs11:token=enrolee"
+        env_line M2M_EB_TOKEN "pkcs11:token=eb"
         env_line M2M_MEF_PIN_FILE "$lab_dir/mef.pin"
         env_line M2M_MAF_PIN_FILE "$lab_dir/maf.pin"
         env_line M2M_ENROLEE_PIN_FILE "$lab_dir/enrolee.pin"
+        env_line M2M_EB_PIN_FILE "$lab_dir/eb.pin"
         env_line M2M_MEF_LOCK_FILE "$lab_dir/mef.lock"
         env_line M2M_MAF_LOCK_FILE "$lab_dir/maf.lock"
         env_line M2M_ENROLEE_LOCK_FILE "$lab_dir/enrolee.lock"
+        env_line M2M_EB_LOCK_FILE "$lab_dir/eb.lock"
         env_line M2M_MEF_CONFIG "$lab_dir/mef.json"
         env_line M2M_MAF_CONFIG "$lab_dir/maf.json"
         env_line M2M_ENROLEE_CONFIG "$lab_dir/enrolee.json"
+        env_line M2M_EB_CONFIG "$lab_dir/eb.json"
+        env_line M2M_ENROLEE_B_CONFIG "$lab_dir/enrolee_b.json"
         env_line M2M_MEF_PORT "$P_TLS"
         env_line M2M_MEF_DTLS_PORT "$P_DTLS"
         env_line M2M_MEF_HTTPS_PORT "$P_HTTPS"
@@ -280,15 +314,23 @@ write_env() {
         env_line M2M_MEF_METRICS_PORT "$P_MEF_METRICS"
         env_line M2M_MAF_METRICS_PORT "$P_MAF_METRICS"
         env_line M2M_MAF_DTLS_PORT "$P_MAF_DTLS"
+        env_line M2M_EB_PORT "$P_EB"
+        env_line M2M_EB_DTLS_PORT "$P_EB_DTLS"
+        env_line M2M_EB_METRICS_PORT "$P_EB_METRICS"
         env_line M2M_MEF_FQDN "$MEF_FQDN"
         env_line M2M_MAF_ID "$MAF_ID"
         env_line M2M_KPM_ID "$KPM_ID"
         env_line M2M_KPM_HEX_FILE "$lab_dir/kpm.hex"
         env_line M2M_ENROLEE_ID "$ENROLEE_ID"
+        env_line M2M_EB_ID "$EB_ID"
+        env_line M2M_KPM_B_ID "$KPM_B_ID"
+        env_line M2M_KPM_B_HEX_FILE "$lab_dir/kpm-b.hex"
+        env_line M2M_ENROLEE_B_ID "$ENROLEE_B_ID"
         env_line M2M_EXPIRY "$EXPIRY"
         env_line M2M_CA_CERT "$lab_dir/ca.crt"
         env_line M2M_MEF_CERT "$lab_dir/mef.crt"
         env_line M2M_MAF_CERT "$lab_dir/maf.crt"
+        env_line M2M_EB_CERT "$lab_dir/eb.crt"
     } > "$lab_dir/lab.env"
 }
 
@@ -344,28 +386,33 @@ cmd_init() {
     trap init_cleanup EXIT
     trap 'exit 130' INT TERM
 
-    # 1. One SoftHSM configuration, three tokens.
+    # 1. One SoftHSM configuration, four tokens.
     bash "$here/softhsm-conf.sh" "$lab_dir"
     export SOFTHSM2_CONF="$lab_dir/softhsm2.conf"
     unset M2MHSM_TOKEN M2MHSM_PIN_SOURCE M2MHSM_LOCK_FILE M2MHSM_MODULE
     local t
     for t in "${TOKENS[@]}"; do make_token "$t"; done
 
-    # 2. The CA and the MEF / MAF certificates (keys in their tokens).
+    # 2. The CA and the MEF / MAF / Enrolee B certificates (keys in their tokens).
     make_ca
     make_cert mef "$MEF_FQDN" 01
     make_cert maf "$MAF_ID" 02
+    make_cert eb "$EB_FQDN" 03
 
-    # 3. The test Kpm, in the MEF's and the Enrolee's tokens.
+    # 3. The test Kpm, in the MEF's and the Enrolee's tokens; the second device's likewise.
     openssl rand -hex 32 > "$lab_dir/kpm.hex"
     import_kpm mef
     import_kpm enrolee
+    openssl rand -hex 32 > "$lab_dir/kpm-b.hex"
+    import_kpm mef "$KPM_B_ID" "$lab_dir/kpm-b.hex"
+    import_kpm enrolee "$KPM_B_ID" "$lab_dir/kpm-b.hex"
 
     # 4. Ports.
     local ports
     ports=$(free_ports) || die "could not find free loopback ports"
-    read -r P_TLS P_DTLS P_HTTPS P_MAF P_MEF_METRICS P_MAF_METRICS P_MAF_DTLS <<< "$ports"
-    [ -n "${P_MAF_DTLS:-}" ] || die "could not find free loopback ports"
+    read -r P_TLS P_DTLS P_HTTPS P_MAF P_MEF_METRICS P_MAF_METRICS P_MAF_DTLS \
+        P_EB P_EB_DTLS P_EB_METRICS <<< "$ports"
+    [ -n "${P_EB_METRICS:-}" ] || die "could not find free loopback ports"
 
     # 5, 6. Configurations and the environment.
     write_configs || die "writing the JSON configurations failed"
@@ -376,6 +423,8 @@ cmd_init() {
         "HTTPS 127.0.0.1:$P_HTTPS, metrics http://127.0.0.1:$P_MEF_METRICS/metrics;" \
         "MAF: 127.0.0.1:$P_MAF, DTLS 127.0.0.1:$P_MAF_DTLS (udp)," \
         "metrics http://127.0.0.1:$P_MAF_METRICS/metrics;" \
+        "Enrolee B $EB_ID: 127.0.0.1:$P_EB, DTLS 127.0.0.1:$P_EB_DTLS (udp)," \
+        "metrics http://127.0.0.1:$P_EB_METRICS/metrics;" \
         "Enrolment Expiry $EXPIRY"
     say "lab ready: . $lab_dir/lab.env; $0 start $lab_dir"
 }
@@ -468,15 +517,19 @@ cmd_start() {
 
     launch mef "$M2M_MEF_CONFIG"
     launch maf "$M2M_MAF_CONFIG"
-    local mef_pid maf_pid
+    launch eb "$M2M_EB_CONFIG"
+    local mef_pid maf_pid eb_pid
     mef_pid=$(< "$lab_dir/mef.pid")
     maf_pid=$(< "$lab_dir/maf.pid")
+    eb_pid=$(< "$lab_dir/eb.pid")
+    local -A pid_of=([mef]=$mef_pid [maf]=$maf_pid [eb]=$eb_pid)
 
-    # Ready when the MEF's TLS bootstrap and HTTPS ports and the MAF's port are listening.
+    # Ready when the MEF's TLS bootstrap and HTTPS ports, the MAF's and the Enrolee B's ports
+    # are listening.
     local deadline=$((SECONDS + START_TIMEOUT)) failed="" why=""
     while :; do
         for s in "${SERVERS[@]}"; do
-            if [ "$s" = mef ]; then pid=$mef_pid; else pid=$maf_pid; fi
+            pid=${pid_of[$s]}
             if ! alive "$pid" "$s"; then
                 local rc=0
                 wait "$pid" 2> /dev/null || rc=$?
@@ -486,7 +539,7 @@ cmd_start() {
             fi
         done
         if listening "$mef_pid" "$M2M_MEF_PORT" && listening "$mef_pid" "$M2M_MEF_HTTPS_PORT" &&
-            listening "$maf_pid" "$M2M_MAF_PORT"; then
+            listening "$maf_pid" "$M2M_MAF_PORT" && listening "$eb_pid" "$M2M_EB_PORT"; then
             break
         fi
         if [ "$SECONDS" -ge "$deadline" ]; then
@@ -496,8 +549,10 @@ cmd_start() {
             done
             if [ -n "$missing" ]; then
                 failed=mef why="m2m-mef is not listening on 127.0.0.1 TCP port(s)$missing after ${START_TIMEOUT}s"
-            else
+            elif ! listening "$maf_pid" "$M2M_MAF_PORT"; then
                 failed=maf why="m2m-maf is not listening on 127.0.0.1 TCP port $M2M_MAF_PORT after ${START_TIMEOUT}s"
+            else
+                failed=eb why="m2m-eb is not listening on 127.0.0.1 TCP port $M2M_EB_PORT after ${START_TIMEOUT}s"
             fi
             break
         fi
@@ -515,6 +570,9 @@ cmd_start() {
     say "m2m-maf (pid $maf_pid): TLS 127.0.0.1:$M2M_MAF_PORT," \
         "DTLS 127.0.0.1:${M2M_MAF_DTLS_PORT:-none}," \
         "metrics 127.0.0.1:${M2M_MAF_METRICS_PORT:-none}; log $lab_dir/maf.log"
+    say "m2m-eb (pid $eb_pid) $M2M_EB_ID: TLS 127.0.0.1:$M2M_EB_PORT," \
+        "DTLS 127.0.0.1:${M2M_EB_DTLS_PORT:-none}," \
+        "metrics 127.0.0.1:${M2M_EB_METRICS_PORT:-none}; log $lab_dir/eb.log"
 }
 
 # Is any process of the session (= process group) that `start` made for PID still alive?

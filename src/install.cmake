@@ -15,16 +15,18 @@ install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/m2mhsm DESTINATION ${CMAKE_INSTA
         COMPONENT dev)
 install(TARGETS m2mhsm_provider_module LIBRARY DESTINATION ${M2MHSM_OSSL_MODULES_DIR}
         COMPONENT provider)
-install(TARGETS m2mhsm-cli m2m-mef m2m-maf m2m-enrolee RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
+install(TARGETS m2mhsm-cli m2m-mef m2m-maf m2m-eb m2m-enrolee RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
         COMPONENT tools)
 install(FILES ${PROJECT_SOURCE_DIR}/hsm-config/openssl-m2mhsm.cnf
               ${PROJECT_SOURCE_DIR}/hsm-config/examples/mef.json
               ${PROJECT_SOURCE_DIR}/hsm-config/examples/maf.json
+              ${PROJECT_SOURCE_DIR}/hsm-config/examples/eb.json
               ${PROJECT_SOURCE_DIR}/hsm-config/examples/enrolee.json
         DESTINATION ${CMAKE_INSTALL_DATADIR}/doc/m2mhsm-tools/examples COMPONENT tools)
 # The services' units and their user (docs/deployment-hsm.md); not enabled or started.
 install(FILES ${PROJECT_SOURCE_DIR}/hsm-config/systemd/m2m-mef.service
               ${PROJECT_SOURCE_DIR}/hsm-config/systemd/m2m-maf.service
+              ${PROJECT_SOURCE_DIR}/hsm-config/systemd/m2m-eb.service
         DESTINATION lib/systemd/system COMPONENT tools)
 install(FILES ${PROJECT_SOURCE_DIR}/hsm-config/systemd/m2mhsm.sysusers.conf
         DESTINATION lib/sysusers.d RENAME m2mhsm.conf COMPONENT tools)

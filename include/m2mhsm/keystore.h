@@ -381,6 +381,16 @@ void m2mhsm_keystore_unwatch(m2mhsm_keystore *ks, m2mhsm_erase_observer fn, void
  * with free(). */
 m2mhsm_status m2mhsm_keystore_list(m2mhsm_keystore *ks, m2mhsm_record **out, size_t *count);
 
+/* What the token reports of a record's key objects (not the template they were made with). */
+typedef struct {
+    int sensitive;   /* CKA_SENSITIVE true on every key object of the record */
+    int extractable; /* CKA_EXTRACTABLE true on any of them */
+} m2mhsm_key_protection;
+/* rec as listed or looked up; M2MHSM_E_INVALID_ARG for a record with no key objects (an
+ * Enrolment configuration), M2MHSM_E_PKCS11 if the token would not tell. */
+m2mhsm_status m2mhsm_keystore_protection(m2mhsm_keystore *ks, const m2mhsm_record *rec,
+                                         m2mhsm_key_protection *out);
+
 const char *m2mhsm_kind_name(m2mhsm_kind kind); /* "kpm", "ke", ... */
 const char *m2mhsm_form_name(m2mhsm_form form); /* "raw", "tls12-pms", "tls13-es" */
 

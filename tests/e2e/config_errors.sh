@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Bad configuration files: m2m-mef, m2m-maf and m2m-enrolee each stop at start with exit
+# Bad configuration files: m2m-mef, m2m-maf, m2m-eb and m2m-enrolee each stop at start with exit
 # status 1 and an error line that names the file or field and the cause, and change
 # nothing: the MEF applies no Enrolee to its token. The lab's own
 # files (and every file the other suites edit) still start: see the other e2e suites.
 . "$(dirname "$0")/lib.sh"
 e2e_lab_init configerrors
 
-# refused WORDS PROG FILE: PROG (mef, maf or enrolee) with FILE exits 1, and the last line on
+# refused WORDS PROG FILE: PROG (mef, maf, eb or enrolee) with FILE exits 1, and the last line on
 # its stderr contains WORDS.
 refused() {
     local words=$1 prog=$2 file=$3 rc=0 args=()
@@ -85,6 +85,17 @@ cp "$M2M_MEF_PIN_FILE" "$LAB/loose.pin"
 chmod 640 "$LAB/loose.pin"
 refused "pin-source $LAB/loose.pin: mode 0640 lets group or others read or write the PIN" \
     mef "$(variant mef k1 pkcs11 pin_source "\"file:$LAB/loose.pin\"")"
+
+# 5. The Enrolee B's file (m2m-eb: the MAF's program, its own section and identity).
+refused 'config: enrolee_b.enrolee_b_id: ' \
+    eb "$(variant eb b1 enrolee_b enrolee_b_id '"eb.example.com"')"
+refused "config $LAB/b2.json: enrolee_b.maf_id: unknown field" \
+    eb "$(variant eb b2 enrolee_b maf_id "\"$M2M_MAF_ID\"")"
+refused 'config: enrolee_b.listen: "127.0.0.1:0": the port is out of range' \
+    eb "$(variant eb b3 enrolee_b listen '"127.0.0.1:0"')"
+refused "config $M2M_MAF_CONFIG: needs a \"enrolee_b\" section" eb "$M2M_MAF_CONFIG"
+refused "config $M2M_EB_CONFIG: needs a \"maf\" section" maf "$M2M_EB_CONFIG"
+refused 'config: maf.maf_id: ' maf "$(variant maf b4 maf maf_id "\"$M2M_EB_ID\"")"
 
 check "the MEF token is as it was: no Enrolee applied ($mef_before)" \
     test "$(kinds_on mef)" = "$mef_before"

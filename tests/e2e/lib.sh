@@ -1,5 +1,5 @@
-# Shared by the end-to-end suites: a lab from hsm-config/lab.sh with m2m-mef and m2m-maf
-# running, the device m2m-enrolee, assertions, and helpers for peers we did not write.
+# Shared by the end-to-end suites: a lab from hsm-config/lab.sh with m2m-mef, m2m-maf and
+# m2m-eb running, the device m2m-enrolee, assertions, and helpers for peers we did not write.
 # Usage: . lib.sh; e2e_lab NAME [--expiry SECONDS]; ...; finish
 set -euo pipefail
 
@@ -83,7 +83,7 @@ wait_past() {
     wait_until "${2:-120}" "test \$(date +%s) -gt $t"
 }
 
-# sweep_now mef|maf: SIGUSR1 to the server, then wait for its "swept" line.
+# sweep_now mef|maf|eb: SIGUSR1 to the server, then wait for its "swept" line.
 sweep_now() {
     local log="$LAB/$1.log" n
     n=$(count_log "$log" "event=swept ")
@@ -91,7 +91,7 @@ sweep_now() {
     wait_count "$log" "event=swept " $((n + 1)) 30
 }
 
-# reload_now mef|maf: SIGHUP to the server, then wait for its "reloaded" or "reload-failed"
+# reload_now mef|maf|eb: SIGHUP to the server, then wait for its "reloaded" or "reload-failed"
 # line; last_reload mef|maf prints the newest of those lines.
 reload_now() {
     local log="$LAB/$1.log" n
@@ -105,7 +105,7 @@ last_reload() { grep -E "event=reload(ed|-failed) " "$LAB/$1.log" | tail -1; }
 running() { ps -o stat= -p "$1" 2> /dev/null | grep -qv '^Z'; }
 alive() { running "$(cat "$LAB/$1.pid")"; }
 
-# m2mhsm_on mef|maf|enrolee ARGS...: the admin CLI on one of the lab's tokens.
+# m2mhsm_on mef|maf|enrolee|eb ARGS...: the admin CLI on one of the lab's tokens.
 m2mhsm_on() {
     local t=$1; shift
     local up=${t^^}
@@ -114,9 +114,14 @@ m2mhsm_on() {
         --lock-file "${!lock}" "$@"
 }
 
-# kinds_on TOKEN: the kinds of the records on a token, sorted, one line ("enrolment ke kpm").
+# kinds_on TOKEN: the kinds of the records on a token, sorted, one line ("enrolment ke kpm"),
+# but for the second device's (M2M_KPM_B_ID, the Enrolee B's device: tests/e2e/enrolee_b.sh
+# follows those), which the suites about the first device leave alone.
 kinds_on() {
-    m2mhsm_on "$1" list --json | python3 -c 'import json,sys; print(" ".join(sorted(r["kind"] for r in json.load(sys.stdin))))'
+    m2mhsm_on "$1" list --json | python3 -c 'import json,sys
+b = sys.argv[1]
+print(" ".join(sorted(r["kind"] for r in json.load(sys.stdin)
+                      if b == "" or (r["identity"] != b and r["kpmId"] != b))))' "${M2M_KPM_B_ID:-}"
 }
 
 # session OUT [--send LINE] -- CLIENT...: a TLS client that reads its stdin (openssl s_client

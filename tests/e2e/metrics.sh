@@ -64,8 +64,9 @@ check "MEF: m2m_keys as of start: Kpm and configuration, no Ke yet" \
 sweep_now mef
 sweep_now maf
 check "MEF: after a sweep m2m_keys{kind=\"ke\"} is 1" is mef 'm2m_keys{kind="ke"}' -eq 1
-check "MEF: ... kpm 1" is mef 'm2m_keys{kind="kpm"}' -eq 1
-check "MEF: ... enrolment 1" is mef 'm2m_keys{kind="enrolment"}' -eq 1
+# The lab's two devices: the MAF's and the Enrolee B's, each a Kpm and a configuration.
+check "MEF: ... kpm 2" is mef 'm2m_keys{kind="kpm"}' -eq 2
+check "MEF: ... enrolment 2" is mef 'm2m_keys{kind="enrolment"}' -eq 2
 check "MEF: the Ke (1800 s) expires within the hour" is mef 'm2m_keys_expiring{within="3600"}' -eq 1
 check "MAF: after a sweep m2m_keys{kind=\"km\"} is 1" is maf 'm2m_keys{kind="km"}' -eq 1
 check "MAF: the Km expires within the hour" is maf 'm2m_keys_expiring{within="3600"}' -eq 1

@@ -22,6 +22,12 @@ run_lab() {
     local v=$1 scheme=tls forms=tls12
     [ "$v" = 3 ] && scheme=tls13 && forms=tls13
     e2e_lab_init "objects$v" --expiry 600
+    # One device: the lab's second one (the Enrolee B's) is taken out of the tokens and of
+    # the MEF's list, so that the counts are those of the MAF's device alone.
+    set_json "$M2M_MEF_CONFIG" - enrolees \
+        "$(python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1]))["enrolees"][:1]))' "$M2M_MEF_CONFIG")"
+    m2mhsm_on mef enrolee revoke --kpm-id "$M2M_KPM_B_ID" --erase-kpm > /dev/null
+    m2mhsm_on enrolee erase --key-id "$M2M_KPM_B_ID" > /dev/null
     for t in mef enrolee; do
         m2mhsm_on "$t" erase --key-id "$M2M_KPM_ID" > /dev/null
         m2mhsm_on "$t" --forms "$forms" kpm import --kpm-id "$M2M_KPM_ID" \

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The token self-test at every start of m2m-mef, m2m-maf and m2m-enrolee: on the lab's
+# The token self-test at every start of m2m-mef, m2m-maf, m2m-eb and m2m-enrolee: on the lab's
 # SoftHSM tokens they start and log that keys stay in; on NSS softokn, whose copy-then-wrap
 # lets a key out, each refuses to start (exit 1, an error naming the leaks) unless its
 # "pkcs11" section has "accept_extractable_keys": true, and then it starts with a warning.
@@ -31,7 +31,7 @@ run() {
     M2MHSM_MODULE_INIT_ARGS="$NSS_ARGS" timeout 60 "$M2M_BIN/m2m-$prog" --config "$file" "${args[@]}" > "$LAB/out" 2> "$LAB/err" || rc=$?
 }
 
-for prog in mef maf enrolee; do
+for prog in mef maf eb enrolee; do
     run "$prog" "$(on_softokn "$prog" "$prog-softokn")"
     check "m2m-$prog refuses softokn: exit 1 ($rc)" test "$rc" -eq 1
     check "m2m-$prog names the leaks: $(grep -o 'event=token-lets-keys-out .*leaks="[a-z_,]*"' "$LAB/err" | head -1)" \
@@ -56,7 +56,7 @@ check "  with the same error" grep -q 'event=token-lets-keys-out ' "$LAB/err"
 
 # The lab's SoftHSM tokens keep keys in: the servers start without a warning.
 bash "$LABSH" start "$LAB" > /dev/null
-for prog in mef maf; do
+for prog in mef maf eb; do
     check "m2m-$prog on SoftHSM: self-test passed" \
         grep -q 'event=token-selftest non_extractable_enforced=true derive_in_token=false' "$LAB/$prog.log"
     check "m2m-$prog on SoftHSM: no warning" bash -c "! grep -q 'token-lets-keys-out' '$LAB/$prog.log'"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# systemd integration, without running systemd: m2m-mef and m2m-maf, started by hand from a
+# systemd integration, without running systemd: m2m-mef, m2m-maf and m2m-eb, started by hand from a
 # lab's configuration with NOTIFY_SOCKET pointing at a stand-in notification socket
 # (notify_socket.py), send READY=1 naming their listeners once those listen, and STOPPING=1
 # when SIGTERM begins the drain, then exit 0; an unreachable socket does not stop a server.
@@ -118,6 +118,7 @@ refuse_stopping() { ! grep -q "STOPPING=1" "$LAB/$1.notify"; }
 refuse_clamped() { ! grep -q "event=max-connections-clamped" "$LAB/$1.log"; }
 
 readiness maf "tcp:$M2M_MAF_PORT:enrolees tls1.2"
+readiness eb "tcp:$M2M_EB_PORT:enrolees tls1.2"
 readiness mef "tcp:$M2M_MEF_PORT:bootstrap tls1.2" "udp:$M2M_MEF_DTLS_PORT:bootstrap dtls1.2" \
     "tcp:$M2M_MEF_HTTPS_PORT:fetchCredentials https"
 
@@ -136,22 +137,23 @@ stop_server maf
 
 # Copies of the units that run the build's programs: verify wants ExecStart to exist.
 mkdir "$LAB/units"
-for s in mef maf; do
+for s in mef maf eb; do
     sed "s|^ExecStart=/usr/bin/m2m-$s |ExecStart=$M2M_BIN/m2m-$s |" "$UNITS/m2m-$s.service" \
         > "$LAB/units/m2m-$s.service"
     check "m2m-$s.service: the copy differs from the unit in ExecStart only" \
         test "$(diff "$UNITS/m2m-$s.service" "$LAB/units/m2m-$s.service" | grep -c '^[<>]')" = 2
 done
-verify=$(cd "$LAB/units" && systemd-analyze verify ./m2m-mef.service ./m2m-maf.service 2>&1) &&
+verify=$(cd "$LAB/units" && systemd-analyze verify ./m2m-mef.service ./m2m-maf.service \
+    ./m2m-eb.service 2>&1) &&
     rc=0 || rc=$?
 printf '# systemd-analyze verify: exit %s, output: "%s"\n' "$rc" "$verify"
-check "systemd-analyze verify accepts both units" test "$rc" = 0
+check "systemd-analyze verify accepts the three units" test "$rc" = 0
 check "systemd-analyze verify has no warning for them" test -z "$verify"
 # The check above can fail: a misspelt setting is a warning (and exit 0).
 sed 's/^ProtectSystem=/ProtectSytem=/' "$LAB/units/m2m-maf.service" > "$LAB/units/typo.service"
 check "systemd-analyze verify warns about a misspelt setting" \
     grep -q "Unknown key 'ProtectSytem'" <<< "$(cd "$LAB/units" && systemd-analyze verify ./typo.service 2>&1)"
-for s in mef maf; do
+for s in mef maf eb; do
     check "m2m-$s.service: Type=notify as user m2mhsm" \
         grep -q -z -P "(?s)\nType=notify\n.*\nUser=m2mhsm\n" "$UNITS/m2m-$s.service"
     systemd-analyze security --offline=yes "$LAB/units/m2m-$s.service" 2>&1 |

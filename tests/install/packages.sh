@@ -50,9 +50,10 @@ check "libm2mhsm-dev holds the headers, the .so link, .pc and CMake files" bash 
     grep -qx './usr/lib/$multiarch/cmake/m2mhsm/m2mhsmConfig.cmake' '$WORK/dev.list'"
 check "m2mhsm-provider puts m2mhsm.so in Debian's OpenSSL modules directory" \
     has m2mhsm-provider "./usr/lib/$multiarch/ossl-modules/m2mhsm.so"
-check "m2mhsm-tools holds the CLI, the three programs, the units and their user" bash -c "
-    for f in bin/m2mhsm bin/m2m-mef bin/m2m-maf bin/m2m-enrolee lib/systemd/system/m2m-mef.service \
-        lib/systemd/system/m2m-maf.service lib/sysusers.d/m2mhsm.conf; do
+check "m2mhsm-tools holds the CLI, the four programs, the units and their user" bash -c "
+    for f in bin/m2mhsm bin/m2m-mef bin/m2m-maf bin/m2m-eb bin/m2m-enrolee \
+        lib/systemd/system/m2m-mef.service lib/systemd/system/m2m-maf.service \
+        lib/systemd/system/m2m-eb.service lib/sysusers.d/m2mhsm.conf; do
         dpkg-deb -c '${deb[m2mhsm-tools]}' | awk '{print \$NF}' | grep -qx ./usr/\$f || exit 1
     done"
 check "libm2mhsm0 depends on Debian's OpenSSL and p11-kit libraries" \

@@ -181,6 +181,59 @@ static void test_every_key_kind_is_sensitive_and_unextractable(void **state)
     check(m2mhsm_keystore_erase_enrolee(fs->ks, "//sp.example.com/cse1/Cattr", NULL));
 }
 
+/* m2mhsm list's "sensitive"/"extractable" come from the token: a fetched Kpsa reports
+ * sensitive and not extractable; the same record pointed at a key the token made
+ * extractable (a copy built by hand) reports that; an Enrolment configuration has no key. */
+static void test_protection_is_what_the_token_reports(void **state)
+{
+    fixture_store *fs = *state;
+    m2mhsm_fetched_key fk = {M2MHSM_KIND_KPSA,
+                             "ABCDEF0123456789ABCDEF0123456789@mef.example.com",
+                             "//sp.example.com/cse1/Cprot",
+                             ENROLEE_B,
+                             fs->now + 600,
+                             M2MHSM_NEVER};
+    m2mhsm_record kpsa, bare;
+    m2mhsm_key_protection p = {0, 1};
+    check(m2mhsm_keystore_store_fetched(fs->ks, &fk, fixture_key32, 32, &kpsa));
+    check(m2mhsm_keystore_protection(fs->ks, &kpsa, &p));
+    assert_int_equal(p.sensitive, 1);
+    assert_int_equal(p.extractable, 0);
+
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_KEY_TYPE kt = CKK_GENERIC_SECRET;
+    CK_BBOOL t = CK_TRUE, f = CK_FALSE;
+    CK_ATTRIBUTE tmpl[] = {
+        {CKA_CLASS, &cls, sizeof(cls)},   {CKA_KEY_TYPE, &kt, sizeof(kt)},
+        {CKA_TOKEN, &f, sizeof(f)},       {CKA_SENSITIVE, &f, sizeof(f)},
+        {CKA_EXTRACTABLE, &t, sizeof(t)}, {CKA_VALUE, (void *)fixture_key32, 32},
+    };
+    CK_SESSION_HANDLE s;
+    CK_OBJECT_HANDLE open_key;
+    check(m2mhsm_token_session_get(fs->tok, &s));
+    assert_int_equal(fn_of(fs)->C_CreateObject(s, tmpl, 6, &open_key), CKR_OK);
+    m2mhsm_token_session_put(fs->tok, s);
+    m2mhsm_record forged = kpsa;
+    for (int i = 0; i < M2MHSM_FORM_COUNT; i++)
+        if (ks_obj(&forged)->key[i] != CK_INVALID_HANDLE) {
+            ks_obj(&forged)->key[i] = open_key;
+            break;
+        }
+    check(m2mhsm_keystore_protection(fs->ks, &forged, &p));
+    assert_int_equal(p.sensitive, 0);
+    assert_int_equal(p.extractable, 1);
+
+    bare = kpsa;
+    for (int i = 0; i < M2MHSM_FORM_COUNT; i++)
+        ks_obj(&bare)->key[i] = CK_INVALID_HANDLE;
+    assert_int_equal(m2mhsm_keystore_protection(fs->ks, &bare, &p), M2MHSM_E_INVALID_ARG);
+    assert_int_equal(m2mhsm_keystore_protection(fs->ks, NULL, &p), M2MHSM_E_INVALID_ARG);
+    check(m2mhsm_token_session_get(fs->tok, &s));
+    fn_of(fs)->C_DestroyObject(s, open_key);
+    m2mhsm_token_session_put(fs->tok, s);
+    check(m2mhsm_keystore_erase_id(fs->ks, kpsa.identity, NULL));
+}
+
 static void test_usage_flags_are_only_what_each_form_needs(void **state)
 {
     fixture_store *fs = *state;
@@ -636,6 +689,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_every_key_kind_is_sensitive_and_unextractable,
                                         store_setup, store_teardown),
+        cmocka_unit_test_setup_teardown(test_protection_is_what_the_token_reports, store_setup,
+                                        store_teardown),
         cmocka_unit_test_setup_teardown(test_usage_flags_are_only_what_each_form_needs, store_setup,
                                         store_teardown),
         cmocka_unit_test_setup_teardown(test_token_derivations_equal_the_check_values, store_setup,

@@ -24,23 +24,43 @@ static void spec_text(const m2mhsm_record *r, char *buf, size_t len)
         m2mhsm_timestamp_format(r->enrolment_expiry.value, buf, len);
 }
 
+/* "sensitive"/"extractable" as the token reports them for a record with keys; with none
+ * (an Enrolment configuration), or if the token would not tell (said on stderr), neither. */
+static int add_protection(cli_ctx *ctx, const m2mhsm_record *r, json_t *obj)
+{
+    m2mhsm_key_protection p;
+    if (r->kind == M2MHSM_KIND_ENROLMENT)
+        return 0;
+    m2mhsm_status st = m2mhsm_keystore_protection(ctx->ks, r, &p);
+    if (st != M2MHSM_OK) {
+        fprintf(stderr, "m2mhsm: list: %s: %s\n", r->identity, m2mhsm_last_error());
+        return 0;
+    }
+    return json_object_set_new(obj, "sensitive", json_boolean(p.sensitive)) != 0 ||
+                   json_object_set_new(obj, "extractable", json_boolean(p.extractable)) != 0
+               ? -1
+               : 0;
+}
+
 static json_t *record_json(cli_ctx *ctx, const m2mhsm_record *r)
 {
     char ts[M2MHSM_TIMESTAMP_LEN], spec[32];
     m2mhsm_timestamp_format(r->expiry, ts, sizeof(ts));
     spec_text(r, spec, sizeof(spec));
     const char *state = r->kind == M2MHSM_KIND_ENROLMENT ? "config" : state_of(ctx, r);
-    json_t *o =
+    json_t *obj =
         json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "kind", m2mhsm_kind_name(r->kind),
                   "identity", r->identity, "enrolee", r->enrolee_id, "target", r->target_id,
                   "kpmId", r->kpm_id, "expires", ts, "enrolmentExpiry", spec, "state", state);
     /* Which path made a Km/Kpsa: inside the token (HKDF), or through host memory. */
-    if (o != NULL && (r->kind == M2MHSM_KIND_KM || r->kind == M2MHSM_KIND_KPSA) &&
-        json_object_set_new(o, "derived_in_token", json_boolean(r->derived_in_token)) != 0) {
-        json_decref(o);
+    int derived = r->kind == M2MHSM_KIND_KM || r->kind == M2MHSM_KIND_KPSA;
+    if (obj != NULL && ((derived && json_object_set_new(obj, "derived_in_token",
+                                                        json_boolean(r->derived_in_token)) != 0) ||
+                        add_protection(ctx, r, obj) != 0)) {
+        json_decref(obj);
         return NULL;
     }
-    return o;
+    return obj;
 }
 
 /* A JSON array, one record a line, each printed as soon as it is made: the whole document

@@ -1,5 +1,6 @@
-/* The MAF's configuration file (docs/configuration.md): its own section and the MEFs it
- * fetches Km from, each MEF's address resolved here, once, before the event loop runs. */
+/* The MAF's or Enrolee B's configuration file (docs/configuration.md): its own section
+ * ("maf" or "enrolee_b", the same fields but for its identity) and the MEFs it fetches Km
+ * or Kpsa from, each MEF's address resolved here, once, before the event loop runs. */
 #include "maf.h"
 
 #include <event2/http.h>
@@ -23,11 +24,10 @@ static int resolve(const char *where, const char *host, char *out, size_t cap)
     return rc == 0 ? 0 : -1;
 }
 
-static const char *const top_fields[] = {"pkcs11", "maf", "mefs", NULL};
-static const char *const maf_fields[] = {
-    "maf_id",        "listen", "listen_dtls",  "metrics",        "tls13",           "certificate",
-    "key_label",     "ca",     "max_lifetime", "sweep_interval", "max_connections", "max_fetches",
-    "fetch_timeout", NULL};
+const maf_role maf_role_maf = {"m2m-maf", "maf", "maf_id", M2MHSM_ID_FQDN, M2MHSM_KIND_KM, "21"};
+const maf_role maf_role_enrolee_b = {"m2m-eb",          "enrolee_b",      "enrolee_b_id",
+                                     M2MHSM_ID_M2M_ABS, M2MHSM_KIND_KPSA, "22"};
+
 static const char *const mef_fields[] = {"fqdn", "url", NULL};
 
 static int load_mef(maf *m, const char *file, size_t i, const json_t *e)
@@ -73,18 +73,28 @@ static int load_mef(maf *m, const char *file, size_t i, const json_t *e)
 int maf_config_load(maf *m, const char *path)
 {
     maf_config *c = &m->cfg;
+    const char *s = m->role->section;
+    const char *const top_fields[] = {"pkcs11", s, "mefs", NULL};
+    /* The same fields in either role's section, but for its identity's name. */
+    const char *const fields[] = {m->role->id_field, "listen",
+                                  "listen_dtls",     "metrics",
+                                  "tls13",           "certificate",
+                                  "key_label",       "ca",
+                                  "max_lifetime",    "sweep_interval",
+                                  "max_connections", "max_fetches",
+                                  "fetch_timeout",   NULL};
     if ((m->root = app_config_load(path)) == NULL)
         return -1;
-    const json_t *sec = json_object_get(m->root, "maf"), *mefs = json_object_get(m->root, "mefs");
+    const json_t *sec = json_object_get(m->root, s), *mefs = json_object_get(m->root, "mefs");
     const json_t *pkcs11 = json_object_get(m->root, "pkcs11");
     if (!json_is_object(sec) || !json_is_array(mefs) || json_array_size(mefs) == 0 ||
         json_array_size(mefs) > MAF_MAX_MEFS) {
-        fprintf(stderr, "config %s: needs a \"maf\" section and 1 to %d \"mefs\"\n", path,
+        fprintf(stderr, "config %s: needs a \"%s\" section and 1 to %d \"mefs\"\n", path, s,
                 MAF_MAX_MEFS);
         return -1;
     }
     if (app_cfg_known(m->root, path, "", top_fields) != 0 ||
-        app_cfg_known(sec, path, "maf", maf_fields) != 0 ||
+        app_cfg_known(sec, path, s, fields) != 0 ||
         (json_is_object(pkcs11) && app_cfg_known(pkcs11, path, "pkcs11", app_pkcs11_fields) != 0) ||
         /* a MEF listed twice: which entry would a KeID select? */
         app_cfg_unique(mefs, path, "mefs", "fqdn") != 0)
@@ -93,22 +103,24 @@ int maf_config_load(maf *m, const char *path)
     c->max_connections = 4096;
     c->max_fetches = 64;
     c->fetch_timeout_s = 5;
-    if (app_cfg_str(sec, "maf", "maf_id", 1, &c->maf_id) != 0 ||
-        app_cfg_addr(sec, "maf", "listen", 1, &c->listen) != 0 ||
-        app_cfg_addr(sec, "maf", "metrics", 0, &c->metrics) != 0 ||
-        app_cfg_addr(sec, "maf", "listen_dtls", 0, &c->listen_dtls) != 0 ||
-        app_cfg_bool(sec, "maf", "tls13", &c->tls13) != 0 ||
-        app_cfg_str(sec, "maf", "certificate", 1, &c->ck.certificate) != 0 ||
-        app_cfg_str(sec, "maf", "key_label", 1, &c->ck.key_label) != 0 ||
-        app_cfg_str(sec, "maf", "ca", 1, &c->ck.ca) != 0 ||
-        app_cfg_int(sec, "maf", "max_lifetime", 0, M2MHSM_MAX_DURATION, &c->max_lifetime_s) != 0 ||
-        app_cfg_int(sec, "maf", "sweep_interval", 1, 86400, &c->sweep_interval_s) != 0 ||
-        app_cfg_int(sec, "maf", "max_connections", 1, 1000000, &c->max_connections) != 0 ||
-        app_cfg_int(sec, "maf", "max_fetches", 1, 100000, &c->max_fetches) != 0 ||
-        app_cfg_int(sec, "maf", "fetch_timeout", 1, 300, &c->fetch_timeout_s) != 0)
+    if (app_cfg_str(sec, s, m->role->id_field, 1, &c->target_id) != 0 ||
+        app_cfg_addr(sec, s, "listen", 1, &c->listen) != 0 ||
+        app_cfg_addr(sec, s, "metrics", 0, &c->metrics) != 0 ||
+        app_cfg_addr(sec, s, "listen_dtls", 0, &c->listen_dtls) != 0 ||
+        app_cfg_bool(sec, s, "tls13", &c->tls13) != 0 ||
+        app_cfg_str(sec, s, "certificate", 1, &c->ck.certificate) != 0 ||
+        app_cfg_str(sec, s, "key_label", 1, &c->ck.key_label) != 0 ||
+        app_cfg_str(sec, s, "ca", 1, &c->ck.ca) != 0 ||
+        app_cfg_int(sec, s, "max_lifetime", 0, M2MHSM_MAX_DURATION, &c->max_lifetime_s) != 0 ||
+        app_cfg_int(sec, s, "sweep_interval", 1, 86400, &c->sweep_interval_s) != 0 ||
+        app_cfg_int(sec, s, "max_connections", 1, 1000000, &c->max_connections) != 0 ||
+        app_cfg_int(sec, s, "max_fetches", 1, 100000, &c->max_fetches) != 0 ||
+        app_cfg_int(sec, s, "fetch_timeout", 1, 300, &c->fetch_timeout_s) != 0)
         return -1;
-    if (m2mhsm_id_check_str(M2MHSM_ID_FQDN, c->maf_id) != M2MHSM_OK) {
-        fprintf(stderr, "config: maf.maf_id: %s\n", m2mhsm_last_error());
+    /* An Enrolee B-ID in absolute form (the TS-0003 notes' decision): its host is what the
+     * MEF checks against this service's certificate. */
+    if (m2mhsm_id_check_str(m->role->id_type, c->target_id) != M2MHSM_OK) {
+        fprintf(stderr, "config: %s.%s: %s\n", s, m->role->id_field, m2mhsm_last_error());
         return -1;
     }
     for (c->nmefs = 0; c->nmefs < json_array_size(mefs); c->nmefs++)
@@ -120,23 +132,23 @@ int maf_config_load(maf *m, const char *path)
 /* Applied at a reload: max_lifetime, fetch_timeout, sweep_interval, mefs. The listener, the
  * certificate and the token are set up once, and the connection caps are sized against the
  * descriptor limit, at start. */
-static const char *const restart_fields[] = {
-    "maf_id",    "listen", "listen_dtls",     "metrics",     "tls13", "certificate",
-    "key_label", "ca",     "max_connections", "max_fetches", NULL};
-
 int maf_config_reload(maf *m, const char *path, long long *sweep_interval_s)
 {
     maf *next = calloc(1, sizeof(*next));
     char restart[256] = "";
+    const char *const restart_fields[] = {
+        m->role->id_field, "listen", "listen_dtls",     "metrics",     "tls13", "certificate",
+        "key_label",       "ca",     "max_connections", "max_fetches", NULL};
     if (next == NULL) {
         fputs("reload: out of memory\n", stderr);
         return -1;
     }
+    next->role = m->role;
     int rc = maf_config_load(next, path);
     if (rc == 0) {
         maf_config *c = &m->cfg;
         const maf_config *n = &next->cfg;
-        app_cfg_restart_fields(m->root, next->root, "maf", restart_fields, restart,
+        app_cfg_restart_fields(m->root, next->root, m->role->section, restart_fields, restart,
                                sizeof(restart));
         app_cfg_restart_fields(m->root, next->root, "pkcs11", NULL, restart, sizeof(restart));
         if (restart[0] != '\0')

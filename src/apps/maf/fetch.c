@@ -1,6 +1,7 @@
 /* Km from the MEF (TS-0003 8.3.2.1): GET /fetchCredentials/<KeID>/21 over mutually
- * authenticated HTTPS, X-M2M-Origin = this MAF-ID. The reply's Km goes into the token with
- * a lifetime no longer than the one received (the CR), and every handshake waiting for that
+ * authenticated HTTPS, X-M2M-Origin = this MAF-ID; an Enrolee B asks for Kpsa with SUID 22
+ * and its CSE-ID/AE-ID as the originator. The reply's key goes into the token with a
+ * lifetime no longer than the one received (the CR), and every handshake waiting for that
  * KeID resumes. One request per KeID however many handshakes wait; a bounded number in
  * flight, so unknown identities cannot flood the MEF.
  *
@@ -33,7 +34,7 @@ struct maf_fetch {
     struct event *start;
     struct evhttp_connection *http; /* ours until the request is made; libevent's after */
     int starting, failed_early;
-    /* m2m_fetches_total{result}: ok (Km stored), refused (the MEF said no), error (no usable
+    /* m2m_fetches_total{result}: ok (key stored), refused (the MEF said no), error (no usable
      * reply: unreachable, TLS, timeout, malformed, not stored, or stopped at shutdown) */
     const char *result;
     double t0; /* app_clock() when the request started (m2m_fetch_seconds) */
@@ -65,11 +66,11 @@ static int store(maf_fetch *f, const maf_reply *r)
     m2mhsm_time expiry;
     if (!maf_reply_expiry(r, m->cfg.max_lifetime_s, m2mhsm_keystore_now(m->store.ks), &expiry)) {
         app_log(APP_ERROR, "fetch-failed", "ke_id=%s reason=%s", f->ke_id,
-                "no lifetime from the MEF and no max_lifetime: the Km would never expire");
+                "no lifetime from the MEF and no max_lifetime: the key would never expire");
         return 0;
     }
-    m2mhsm_fetched_key fk = {M2MHSM_KIND_KM, f->ke_id, r->enrolee_id,
-                             m->cfg.maf_id,  expiry,   M2MHSM_NEVER};
+    m2mhsm_fetched_key fk = {m->role->kind,    f->ke_id, r->enrolee_id,
+                             m->cfg.target_id, expiry,   M2MHSM_NEVER};
     m2mhsm_status st = APP_TOKEN(
         "store", m2mhsm_keystore_store_fetched(m->store.ks, &fk, r->key, sizeof(r->key), &rec));
     if (st != M2MHSM_OK) {
@@ -83,8 +84,8 @@ static int store(maf_fetch *f, const maf_reply *r)
         m2mhsm_timestamp_format(r->lifetime, given, sizeof(given));
     else
         strcpy(given, "-");
-    app_log(APP_INFO, "fetched", "ke_id=%s enrolee_id=%s lifetime=%s expiry=%s", f->ke_id,
-            rec.enrolee_id[0] ? rec.enrolee_id : "-", given, ts);
+    app_log(APP_INFO, "fetched", "ke_id=%s enrolee_id=%s lifetime=%s expiry=%s key=%s", f->ke_id,
+            rec.enrolee_id[0] ? rec.enrolee_id : "-", given, ts, m2mhsm_kind_name(rec.kind));
     return 1;
 }
 
@@ -221,9 +222,9 @@ static int request(maf_fetch *f, const maf_mef *mef)
     evhttp_connection_set_retries(f->http, 0);
     struct evhttp_request *req = evhttp_request_new(on_reply, f);
     struct evkeyvalq *h = req != NULL ? evhttp_request_get_output_headers(req) : NULL;
-    snprintf(path, sizeof(path), "/fetchCredentials/%s/21", f->ke_id);
+    snprintf(path, sizeof(path), "/fetchCredentials/%s/%s", f->ke_id, m->role->suid);
     if (h == NULL || evhttp_add_header(h, "Host", mef->fqdn) != 0 ||
-        evhttp_add_header(h, "X-M2M-Origin", m->cfg.maf_id) != 0 ||
+        evhttp_add_header(h, "X-M2M-Origin", m->cfg.target_id) != 0 ||
         evhttp_add_header(h, "Accept", "application/json") != 0 ||
         /* One request per connection: the MEF closes it after replying, and retire()
          * frees it (and the SSL holding the token key's reference) right after. */

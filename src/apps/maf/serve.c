@@ -1,4 +1,5 @@
-/* The MAF's TLS-PSK and DTLS-PSK services: psk_identity = KeID, PSK = Km in the token. An
+/* The MAF's TLS-PSK and DTLS-PSK services: psk_identity = KeID, PSK = Km in the token (Kpsa
+ * at an Enrolee B, which plays the MAF's role with it: the CR's change 1). An
  * unknown KeID is fetched from its MEF while the handshake is paused (SSL_MODE_ASYNC, over
  * TCP and UDP alike), so the device's first connection succeeds; an expired one is refused
  * and that Enrolee's credentials are erased (the CR); an open connection is closed when its
@@ -35,13 +36,13 @@ static void established(app_conn *c, void *arg)
     SSL *ssl = app_conn_ssl(c);
     const char *ke_id = m2mhsm_tls_ssl_identity(ssl);
     m2mhsm_time expiry = m2mhsm_tls_ssl_expiry(ssl);
-    char ts[M2MHSM_TIMESTAMP_LEN], line[512];
+    char ts[M2MHSM_TIMESTAMP_LEN], line[768];
     m2mhsm_timestamp_format(expiry, ts, sizeof(ts));
     app_log(APP_INFO, "handshake-ok", "ke_id=%s expiry=%s cipher=%s peer=%s", ke_id, ts,
             SSL_get_cipher_name(ssl), app_conn_peer(c));
     app_conn_deadline(c, expiry, "key expired");
-    int n = snprintf(line, sizeof(line), "m2m-maf %s: authenticated %s until %s\n", m->cfg.maf_id,
-                     ke_id, ts);
+    int n = snprintf(line, sizeof(line), "%s %s: authenticated %s until %s\n", m->role->program,
+                     m->cfg.target_id, ke_id, ts);
     app_conn_write(c, line, (size_t)n);
 }
 
@@ -115,7 +116,7 @@ static int psk_ctx(maf *m, m2mhsm_tls_proto proto, SSL_CTX **out)
 {
     m2mhsm_tls_profile p = {.role = M2MHSM_TLS_SERVER,
                             .proto = proto,
-                            .kind = M2MHSM_KIND_KM,
+                            .kind = m->role->kind,
                             .observer = on_psk,
                             .observer_arg = m,
                             .resolver = maf_fetch_resolve,
