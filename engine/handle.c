@@ -223,6 +223,27 @@ m2mhsm_status m2mhsm_handles_resolve(m2mhsm_handles *h, const uint8_t *handle, s
     return st;
 }
 
+m2mhsm_status m2mhsm_handles_recover(m2mhsm_handles *h, unsigned generation, const uint8_t *handle,
+                                     size_t len, m2mhsm_record *rec)
+{
+    m2mhsm_status st = m2mhsm_token_recover(m2mhsm_keystore_token(h->ks), generation);
+    if (st != M2MHSM_OK)
+        return st;
+    /* The record's id is on the token, so the lookup finds the same slot: the handle
+     * libssl holds keeps its tag and now names the new generation's objects. */
+    m2mhsm_record fresh;
+    uint8_t issued[M2MHSM_HANDLE_LEN];
+    st = m2mhsm_keystore_lookup(h->ks, rec->kind, rec->identity, strlen(rec->identity), &fresh);
+    if (st == M2MHSM_OK && memcmp(fresh.record_id, rec->record_id, M2MHSM_RECORD_ID_LEN) != 0)
+        st = M2MHSM_E_NOT_FOUND; /* replaced meanwhile: this handshake's key is gone */
+    if (st == M2MHSM_OK)
+        st = m2mhsm_handles_issue(h, &fresh, issued);
+    if (st == M2MHSM_OK)
+        st = m2mhsm_handles_resolve(h, handle, len, rec);
+    OPENSSL_cleanse(issued, sizeof(issued));
+    return st;
+}
+
 int m2mhsm_handle_shaped(const uint8_t *psk, size_t len)
 {
     return len == M2MHSM_HANDLE_LEN &&

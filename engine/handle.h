@@ -43,6 +43,13 @@ m2mhsm_status m2mhsm_handles_issue(m2mhsm_handles *h, const m2mhsm_record *rec,
  */
 m2mhsm_status m2mhsm_handles_resolve(m2mhsm_handles *h, const uint8_t *handle, size_t len,
                                      m2mhsm_record *rec);
+/*
+ * After a token call on rec (resolved from handle when the token's generation was
+ * `generation`) failed: if the token was lost and is back (m2mhsm_token_recover), find the
+ * record again and re-resolve handle into rec, for one retry. Otherwise the error, at once.
+ */
+m2mhsm_status m2mhsm_handles_recover(m2mhsm_handles *h, unsigned generation, const uint8_t *handle,
+                                     size_t len, m2mhsm_record *rec);
 /* Forget a record (it was erased): its handles resolve to nothing from now on, and its
  * session copies are destroyed. A later issue for the same record id gets a new tag. */
 void m2mhsm_handles_revoke(m2mhsm_handles *h, const uint8_t record_id[M2MHSM_RECORD_ID_LEN]);

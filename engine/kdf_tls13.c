@@ -202,13 +202,26 @@ static int derive_token(m2mhsm_kdf_ctx *c, unsigned char *out, size_t olen)
     if (mode == EVP_KDF_HKDF_MODE_EXTRACT_ONLY && salt_es && !key_psk && !key_es) {
         if (!resolve(c, salt, sl, &rec))
             return refuse("unknown, stale or expired PSK handle");
-        return extract_after_es(tok, ks_obj(&rec)->key[M2MHSM_FORM_TLS13_ES], c, out, olen);
+        for (int retry = 0;; retry = 1) {
+            unsigned gen = ks_obj(&rec)->generation;
+            if (extract_after_es(tok, ks_obj(&rec)->key[M2MHSM_FORM_TLS13_ES], c, out, olen))
+                return 1;
+            if (retry || m2mhsm_handles_recover(c->pc->handles, gen, salt, sl, &rec) != M2MHSM_OK)
+                return refuse(m2mhsm_last_error());
+        }
     }
     if (mode == EVP_KDF_HKDF_MODE_EXPAND_ONLY && key_es && !m2mhsm_handle_shaped(salt, sl)) {
         if (!resolve(c, key, kl, &rec))
             return refuse("unknown, stale or expired PSK handle");
-        return expand_label(tok, ks_obj(&rec)->key[M2MHSM_FORM_TLS13_ES], c, c->t13.data,
-                            c->t13.data_len, out, olen);
+        for (int retry = 0;; retry = 1) {
+            unsigned gen = ks_obj(&rec)->generation;
+            if (expand_label(tok, ks_obj(&rec)->key[M2MHSM_FORM_TLS13_ES], c, c->t13.data,
+                             c->t13.data_len, out, olen))
+                return 1;
+            /* A token lost and back: once more with the new generation's objects. */
+            if (retry || m2mhsm_handles_recover(c->pc->handles, gen, key, kl, &rec) != M2MHSM_OK)
+                return refuse(m2mhsm_last_error());
+        }
     }
     return refuse("a handle where TLS 1.3 never puts the PSK");
 }

@@ -65,8 +65,18 @@ static int derive_token(m2mhsm_kdf_ctx *c, unsigned char *out, size_t olen)
     if (c->seed_len == 0 || olen == 0)
         return 0;
     m2mhsm_token *tok = m2mhsm_keystore_token(m2mhsm_handles_keystore(c->pc->handles));
-    return m2mhsm_token_p_sha256(tok, ks_obj(&rec)->key[M2MHSM_FORM_TLS12_PMS], c->seed,
-                                 c->seed_len, out, olen) == M2MHSM_OK;
+    unsigned gen = ks_obj(&rec)->generation;
+    if (m2mhsm_token_p_sha256(tok, ks_obj(&rec)->key[M2MHSM_FORM_TLS12_PMS], c->seed, c->seed_len,
+                              out, olen) == M2MHSM_OK)
+        return 1;
+    /* A token lost and back: once more with the new generation's objects. */
+    if (m2mhsm_handles_recover(c->pc->handles, gen, c->handle_bytes, M2MHSM_HANDLE_LEN, &rec) ==
+            M2MHSM_OK &&
+        m2mhsm_token_p_sha256(tok, ks_obj(&rec)->key[M2MHSM_FORM_TLS12_PMS], c->seed, c->seed_len,
+                              out, olen) == M2MHSM_OK)
+        return 1;
+    ERR_raise_data(ERR_LIB_PROV, ERR_R_OPERATION_FAIL, "m2mhsm: %s", m2mhsm_last_error());
+    return 0;
 }
 
 static const OSSL_PARAM settable[] = {

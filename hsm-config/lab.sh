@@ -6,9 +6,15 @@
 # configurations and a sourceable lab.env. For tests and demonstrations only.
 #
 #   hsm-config/lab.sh init DIR [--expiry SECONDS|YYYYMMDDThhmmss] [--build BUILD_DIR | --bin BIN_DIR]
-#                              [--tls13]
+#                              [--tls13] [--token-kind KIND]
 #   hsm-config/lab.sh start DIR     # m2m-mef, m2m-maf and m2m-eb in the background, ports ready
 #   hsm-config/lab.sh stop DIR      # SIGTERM (SIGKILL after 10 s); stopping twice is fine
+#   hsm-config/lab.sh restart-token DIR mef|maf|enrolee|eb   # kinds that serve tokens remotely
+#   hsm-config/lab.sh stop-token|start-token DIR mef|maf|enrolee|eb   # a longer outage
+#
+# KIND: softhsm (the default: SoftHSM loaded in every process), or a file
+# hsm-config/kinds/KIND.sh defining kind_prepare, kind_make_token, kind_env, kind_start,
+# kind_stop (and kind_restart_token) (docs/tokens.md).
 #
 # PINs live only in 0600 files under DIR and are never put on a command line: the m2mhsm
 # tools read them through file: pin-sources, pkcs11-tool through `--pin env:VAR` (the
@@ -43,9 +49,10 @@ say() { printf '%s: %s\n' "$prog" "$*"; }
 usage() {
     cat >&2 <<EOF
 usage: $prog init DIR [--expiry SECONDS|YYYYMMDDThhmmss] [--build BUILD_DIR | --bin BIN_DIR]
-                 [--tls13]
+                 [--tls13] [--token-kind KIND]
        $prog start DIR
        $prog stop DIR
+       $prog restart-token|stop-token|start-token DIR mef|maf|enrolee|eb
 EOF
     exit 2
 }
@@ -65,6 +72,23 @@ abs_dir() {
         die "'$d': use a directory path made of letters, digits and . _ / @ + , - only"
     printf '%s\n' "$d"
 }
+
+# ---------------------------------------------------------------------------- token kinds
+
+# softhsm is built in; any other kind is hsm-config/kinds/KIND.sh.
+KIND=softhsm
+load_kind() {
+    KIND=$1
+    [ "$KIND" = softhsm ] && return 0
+    if ! [[ $KIND =~ ^[a-z0-9-]+$ && -f "$here/kinds/$KIND.sh" ]]; then
+        local f known=softhsm
+        for f in "$here"/kinds/*.sh; do [ -e "$f" ] && known+=" $(basename "$f" .sh)"; done
+        die "unknown token kind '$KIND' (one of: $known)"
+    fi
+    # shellcheck source=/dev/null
+    . "$here/kinds/$KIND.sh"
+}
+kind_has() { [ "$KIND" != softhsm ] && declare -F "$1" > /dev/null; }
 
 # ---------------------------------------------------------------------------------- init
 
@@ -110,6 +134,12 @@ make_token() {
     local t=$1
     openssl rand -hex 12 > "$lab_dir/$t.pin"
     openssl rand -hex 12 > "$lab_dir/$t.so.pin"
+    if kind_has kind_make_token; then
+        quiet "initialising token '$t'" \
+            kind_make_token "$lab_dir" "$t" "$lab_dir/$t.so.pin" "$lab_dir/$t.pin"
+        say "token '$t' initialised (PINs in $lab_dir/$t.pin, $lab_dir/$t.so.pin)"
+        return
+    fi
     quiet "initialising token '$t'" \
         "$BIN/m2mhsm" --module "$MODULE" --lock-file "$lab_dir/$t.lock" \
         --pin-source "file:$lab_dir/$t.pin" \
@@ -199,7 +229,7 @@ EOF
 free_ports() { "$here/free-ports" 10; }
 
 write_configs() {
-    python3 - "$lab_dir" "$MODULE" "$EXPIRY" "$KPM_ID" "$ENROLEE_ID" "$MEF_FQDN" "$MAF_ID" \
+    python3 - "$lab_dir" "${SERVICE_MODULE:-$MODULE}" "$EXPIRY" "$KPM_ID" "$ENROLEE_ID" "$MEF_FQDN" "$MAF_ID" \
         "$P_TLS" "$P_DTLS" "$P_HTTPS" "$P_MAF" "$P_MEF_METRICS" "$P_MAF_METRICS" "$P_MAF_DTLS" \
         "$TLS13" "$EB_ID" "$KPM_B_ID" "$ENROLEE_B_ID" "$P_EB" "$P_EB_DTLS" "$P_EB_METRICS" <<'EOF'
 import json, os, sys
@@ -331,6 +361,7 @@ write_env() {
         env_line M2M_MEF_CERT "$lab_dir/mef.crt"
         env_line M2M_MAF_CERT "$lab_dir/maf.crt"
         env_line M2M_EB_CERT "$lab_dir/eb.crt"
+        if kind_has kind_env; then kind_env "$lab_dir"; fi
     } > "$lab_dir/lab.env"
 }
 
@@ -339,9 +370,10 @@ cmd_init() {
     EXPIRY=86400 TLS13=0
     while [ $# -gt 0 ]; do
         case $1 in
-            --expiry | --build | --bin)
+            --expiry | --build | --bin | --token-kind)
                 [ $# -ge 2 ] || die "init: $1 needs a value"
                 case $1 in
+                    --token-kind) load_kind "$2" ;;
                     --expiry) EXPIRY=$2 ;;
                     --build) build=$2 ;;
                     --bin) bin_dir=$2 ;;
@@ -350,6 +382,7 @@ cmd_init() {
                 ;;
             --expiry=*) EXPIRY=${1#*=} && shift ;;
             --tls13) TLS13=1 && shift ;;
+            --token-kind=*) load_kind "${1#*=}" && shift ;;
             --build=*) build=${1#*=} && shift ;;
             --bin=*) bin_dir=${1#*=} && shift ;;
             -*) die "init: unknown option '$1'" ;;
@@ -382,6 +415,7 @@ cmd_init() {
     lab_dir=$(abs_dir "$dir")
     umask 077 # PIN files, Kpm, CA key: 0600; everything else private too
     mkdir -p -- "$lab_dir"
+    if kind_has kind_prepare; then kind_prepare "$lab_dir"; fi
     tmp=$(mktemp -d "${TMPDIR:-/tmp}/m2mhsm-lab.XXXXXX")
     trap init_cleanup EXIT
     trap 'exit 130' INT TERM
@@ -438,6 +472,13 @@ lab_env() {
     [ -f "$lab_dir/lab.env" ] || die "'$lab_dir/lab.env' is missing: run '$prog init $1' first"
     # shellcheck source=/dev/null
     . "$lab_dir/lab.env"
+    load_kind "${M2M_TOKEN_KIND:-softhsm}"
+}
+
+# The address of ROLE's token server, for kinds that serve tokens remotely (else empty).
+p11_address() {
+    local v="M2M_${1^^}_P11_ADDRESS"
+    printf '%s\n' "${!v:-}"
 }
 
 # Is PID a live (not zombie) process whose command line names SERVER's program?
@@ -489,7 +530,9 @@ launch() {
     printf '=== %s: lab.sh start\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >> "$lab_dir/$s.log"
     # The pid is written by the process that then becomes the server (exec).
     # shellcheck disable=SC2016
-    setsid bash -c 'echo "$$" > "$1.tmp" && mv -f "$1.tmp" "$1" && exec "${@:2}"' \
+    # P11_KIT_SERVER_ADDRESS is per process: each server gets its own token's.
+    P11_KIT_SERVER_ADDRESS=$(p11_address "$s") \
+        setsid bash -c 'echo "$$" > "$1.tmp" && mv -f "$1.tmp" "$1" && exec "${@:2}"' \
         lab-start "$pidfile" "$M2M_BIN/m2m-$s" --config "$cfg" \
         < /dev/null >> "$lab_dir/$s.log" 2>&1 &
     for ((i = 0; i < 50; i++)); do
@@ -515,6 +558,7 @@ cmd_start() {
         rm -f -- "$lab_dir/$s.pid"
     done
 
+    if kind_has kind_start; then kind_start "$lab_dir"; fi
     launch mef "$M2M_MEF_CONFIG"
     launch maf "$M2M_MAF_CONFIG"
     launch eb "$M2M_EB_CONFIG"
@@ -624,7 +668,8 @@ stop_all() {
         fi
         wait "$pid" 2> /dev/null || true # reaps it if this shell started it
         rm -f -- "$lab_dir/$s.pid"
-    done
+    done    # The token servers of a remote kind go after the services that use them.
+    if kind_has kind_stop; then kind_stop "$lab_dir"; fi
 }
 
 cmd_stop() {
@@ -634,6 +679,18 @@ cmd_stop() {
     stop_all
 }
 
+# restart-token, stop-token, start-token: cmd_token WHAT DIR ROLE
+cmd_token() {
+    local what=$1
+    shift
+    lab_env "${1:-}"
+    [ $# -eq 2 ] || usage
+    [[ " ${TOKENS[*]} " == *" $2 "* ]] || die "$what-token: ROLE is one of: ${TOKENS[*]}"
+    kind_has "kind_${what}_token" ||
+        die "$what-token: token kind '$KIND' has no token server to $what"
+    "kind_${what}_token" "$lab_dir" "$2"
+}
+
 [ $# -ge 1 ] || usage
 cmd=$1
 shift
@@ -641,6 +698,9 @@ case $cmd in
     init) cmd_init "$@" ;;
     start) cmd_start "$@" ;;
     stop) cmd_stop "$@" ;;
+    restart-token) cmd_token restart "$@" ;;
+    stop-token) cmd_token stop "$@" ;;
+    start-token) cmd_token start "$@" ;;
     -h | --help | help) usage ;;
-    *) die "unknown command '$cmd' (init, start or stop)" ;;
+    *) die "unknown command '$cmd' (init, start, stop, restart-token, stop-token or start-token)" ;;
 esac

@@ -7,6 +7,10 @@
 
 static _Thread_local char last_error[512];
 static _Thread_local char code_buf[32];
+/* A CKR that says the token itself is gone, until the token layer takes it
+ * (m2mhsm_take_lost). */
+static _Thread_local CK_RV pending_lost;
+static _Thread_local char pending_op[64];
 
 struct code_name {
     unsigned long code;
@@ -204,7 +208,29 @@ m2mhsm_status m2mhsm_fail_ckr(const char *op, CK_RV rv)
         st = M2MHSM_E_NOMEM;
     else if (rv == CKR_MECHANISM_INVALID)
         st = M2MHSM_E_UNSUPPORTED;
+    if (m2mhsm_ckr_lost(rv)) {
+        pending_lost = rv;
+        snprintf(pending_op, sizeof(pending_op), "%s", op);
+    }
     return m2mhsm_fail(st, "%s: %s", op, m2mhsm_ckr_name(rv));
+}
+
+int m2mhsm_ckr_lost(CK_RV rv)
+{
+    /* What a module answers when the device, its connection (p11-kit's RPC gives
+     * CKR_DEVICE_ERROR once its server is gone) or its login state went away under us. */
+    return rv == CKR_DEVICE_REMOVED || rv == CKR_DEVICE_ERROR || rv == CKR_SESSION_HANDLE_INVALID ||
+           rv == CKR_SESSION_CLOSED || rv == CKR_TOKEN_NOT_PRESENT ||
+           rv == CKR_USER_NOT_LOGGED_IN || rv == CKR_CRYPTOKI_NOT_INITIALIZED;
+}
+
+CK_RV m2mhsm_take_lost(char *op, size_t cap)
+{
+    CK_RV rv = pending_lost;
+    if (rv != CKR_OK && op != NULL)
+        snprintf(op, cap, "%s", pending_op);
+    pending_lost = CKR_OK;
+    return rv;
 }
 
 void m2mhsm_clear_error(void)

@@ -13,6 +13,12 @@ m2mhsm_status m2mhsm_fail(m2mhsm_status st, const char *fmt, ...)
 /* Record "op: CKR_NAME" and map the CKR to a status (PIN errors to M2MHSM_E_PIN). */
 m2mhsm_status m2mhsm_fail_ckr(const char *op, CK_RV rv);
 void m2mhsm_clear_error(void);
+/* 1 for the CKRs of a lost token: device removed or failing, session or login gone,
+ * module no longer initialised (docs/deployment-hsm.md, "Failover"). */
+int m2mhsm_ckr_lost(CK_RV rv);
+/* The last such CKR m2mhsm_fail_ckr recorded on this thread since the last take (CKR_OK:
+ * none), with its operation in op; clears it. */
+CK_RV m2mhsm_take_lost(char *op, size_t cap);
 
 /* Bracket C_CreateObject/C_DestroyObject/C_UnwrapKey sequences (see
  * m2mhsm_token_config.concurrent_writes). */

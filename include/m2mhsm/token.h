@@ -78,6 +78,36 @@ void m2mhsm_token_close(m2mhsm_token *tok);
 /* The probed mechanisms. Thread-safe. */
 const m2mhsm_token_caps *m2mhsm_token_caps_get(const m2mhsm_token *tok);
 
+/*
+ * Failover. A call that fails with a CKR of a lost token (CKR_DEVICE_REMOVED,
+ * CKR_DEVICE_ERROR, which p11-kit's RPC returns once its server is gone,
+ * CKR_SESSION_HANDLE_INVALID, CKR_SESSION_CLOSED, CKR_TOKEN_NOT_PRESENT,
+ * CKR_USER_NOT_LOGGED_IN, CKR_CRYPTOKI_NOT_INITIALIZED) marks the token down. While it is
+ * down, calls fail at once, and at most one of them every M2MHSM_RECONNECT_MS tries to
+ * re-attach: C_Finalize, C_Initialize, find the token by its URI, log in again from the
+ * pin-source. After a re-attach the key store finds its records again at its next call;
+ * lookups, the provider's PSK derivations and m2mhsm_token_sign_ecdsa retry once.
+ */
+#define M2MHSM_RECONNECT_MS 200
+typedef enum { M2MHSM_TOKEN_LOST, M2MHSM_TOKEN_BACK } m2mhsm_token_event;
+/* Told once when the token is found lost (detail: "operation: CKR_NAME", down_ms 0) and
+ * once when it is back (detail: the CKR that lost it, down_ms: how long it was down).
+ * Runs inside the failing or recovering call: it must not call into the token. */
+typedef void (*m2mhsm_token_observer)(void *arg, m2mhsm_token_event ev, const char *detail,
+                                      long long down_ms);
+void m2mhsm_token_observe(m2mhsm_token *tok, m2mhsm_token_observer fn, void *arg);
+/* 1 while the token is down (a lost-token failure not yet recovered). Thread-safe. */
+int m2mhsm_token_is_down(m2mhsm_token *tok);
+
+/*
+ * ECDSA (CKM_ECDSA) signature of a digest by the one private key (CKO_PRIVATE_KEY,
+ * CKA_TOKEN) labelled key_label, on the token's own logged-in sessions: sig gets r || s,
+ * *sig_len its size in and the signature's length out. M2MHSM_E_NOT_FOUND if no such key,
+ * M2MHSM_E_TOKEN if several. Retried once after a failover. Thread-safe.
+ */
+m2mhsm_status m2mhsm_token_sign_ecdsa(m2mhsm_token *tok, const char *key_label, const uint8_t *dgst,
+                                      size_t dgst_len, uint8_t *sig, size_t *sig_len);
+
 /* ---- The self-test: can a key leave this token? (src/p11/selftest.c) ---- */
 
 /* The ways a key can leave a token, each tried on a throwaway probe key. */

@@ -271,7 +271,12 @@ static m2mhsm_status refuse_superseded(m2mhsm_keystore *ks, const m2mhsm_record 
 m2mhsm_status m2mhsm_keystore_lookup(m2mhsm_keystore *ks, m2mhsm_kind kind, const char *id,
                                      size_t len, m2mhsm_record *out)
 {
+    unsigned gen = ks != NULL ? m2mhsm_token_generation(ks->tok) : 0;
     m2mhsm_status st = lookup(ks, kind, id, len, out, 1);
+    /* A token lost and back: once more, in the new generation (the index is found again). */
+    if (st != M2MHSM_OK && st != M2MHSM_E_NOT_FOUND && st != M2MHSM_E_INVALID_ARG && ks != NULL &&
+        m2mhsm_token_recover(ks->tok, gen) == M2MHSM_OK)
+        st = lookup(ks, kind, id, len, out, 1);
     return st == M2MHSM_OK ? refuse_superseded(ks, out) : st;
 }
 

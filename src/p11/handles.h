@@ -47,6 +47,10 @@ m2mhsm_status m2mhsm_token_session_copy(m2mhsm_token *tok, CK_OBJECT_HANDLE key,
                                         CK_OBJECT_HANDLE *copy);
 void m2mhsm_token_session_destroy(m2mhsm_token *tok, CK_OBJECT_HANDLE copy);
 
+/* Incremented each time the module is re-initialised (after fork or a lost token, see
+ * Failover in <m2mhsm/token.h>): object handles from an earlier generation are meaningless.
+ * Thread-safe. */
+
 /*
  * HMAC-SHA-256(key, msg) computed by the token into a new secret-key object made from tmpl
  * (C_DeriveKey with CKM_HKDF_DERIVE, extract only: salt = key, input keying material = a
@@ -66,5 +70,14 @@ m2mhsm_status m2mhsm_token_hkdf_extract_key(m2mhsm_token *tok, CK_OBJECT_HANDLE 
 /* Incremented each time the module is re-initialised (after fork): object handles from an
  * earlier generation are meaningless. Thread-safe. */
 unsigned m2mhsm_token_generation(m2mhsm_token *tok);
+
+/*
+ * For a caller whose operation just failed, begun when the token's generation was
+ * `generation`: M2MHSM_OK if the token is now usable in a newer generation (the failure was
+ * a lost token and the re-attach succeeded, here or in another thread): find the objects
+ * again and retry the operation once. Otherwise the error that stands (the last error
+ * describes it), at once: the failure was not a lost token, or the token is still down.
+ */
+m2mhsm_status m2mhsm_token_recover(m2mhsm_token *tok, unsigned generation);
 
 #endif

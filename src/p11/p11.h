@@ -3,6 +3,7 @@
 #define M2MHSM_P11_H
 
 #include <pthread.h>
+#include <stdint.h>
 #include <sys/types.h>
 #include <m2mhsm/token.h>
 #include "handles.h"
@@ -49,6 +50,19 @@ struct m2mhsm_token {
     CK_SESSION_HANDLE login_session; /* keeps the login alive while the pool is empty */
     CK_SESSION_HANDLE *idle;         /* pool of idle sessions */
     size_t idle_count, idle_cap;
+    struct {                      /* failover (recover.c), under lock */
+        int down;                 /* a call failed with a lost-token CKR; not re-attached */
+        CK_RV rv;                 /* that CKR */
+        int64_t since_ms;         /* monotonic time it was seen */
+        int64_t next_attempt_ms;  /* no reconnect attempt before this */
+        m2mhsm_token_observer fn; /* told of token_lost / token_back */
+        void *arg;
+    } lost;
+    struct { /* sign.c: the last private key signed with, under lock */
+        char label[64];
+        CK_OBJECT_HANDLE key;
+        unsigned generation;
+    } signer;
 };
 
 /* Read the PIN from an RFC 7512 pin-source ("file:/path"). *pin is malloc'd; the caller
@@ -60,5 +74,14 @@ void m2mhsm_pin_free(char *pin, size_t pin_len);
 /* C_Initialize (through p11-kit), find the slot, probe, log in. Used at open and after
  * fork. Caller holds tok->lock or owns tok exclusively. */
 m2mhsm_status m2mhsm_token_attach(m2mhsm_token *tok);
+
+/* Failover (recover.c). After a call on a borrowed session: if this thread's last failure
+ * was a lost-token CKR, mark the token down (told once to the observer) and return 1: the
+ * session is dead and must not go back to the pool. */
+int m2mhsm_token_note_lost(m2mhsm_token *tok);
+/* While the token is down: one reconnect attempt when one is due, else fail at once.
+ * M2MHSM_OK when the token is up (then in a new generation if it was down). Caller holds
+ * tok->lock. */
+m2mhsm_status m2mhsm_token_up_locked(m2mhsm_token *tok);
 
 #endif

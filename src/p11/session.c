@@ -37,6 +37,8 @@ m2mhsm_status m2mhsm_token_session_get(m2mhsm_token *tok, CK_SESSION_HANDLE *out
     pthread_mutex_lock(&tok->lock);
     if (tok->pid != getpid())
         st = reattach_after_fork(tok);
+    if (st == M2MHSM_OK)
+        st = m2mhsm_token_up_locked(tok); /* a lost token: fail fast, or re-attach */
     if (st == M2MHSM_OK && tok->idle_count > 0) {
         *out = tok->idle[--tok->idle_count];
         pthread_mutex_unlock(&tok->lock);
@@ -51,6 +53,8 @@ m2mhsm_status m2mhsm_token_session_get(m2mhsm_token *tok, CK_SESSION_HANDLE *out
 
 void m2mhsm_token_session_put(m2mhsm_token *tok, CK_SESSION_HANDLE s)
 {
+    if (m2mhsm_token_note_lost(tok))
+        return; /* died with the token: a handle the next generation may reuse */
     pthread_mutex_lock(&tok->lock);
     if (tok->pid != getpid()) {
         /* Borrowed before a fork, returned in the child: meaningless here. */
@@ -78,6 +82,8 @@ m2mhsm_status m2mhsm_token_ensure_attached(m2mhsm_token *tok)
     pthread_mutex_lock(&tok->lock);
     if (tok->pid != getpid())
         st = reattach_after_fork(tok);
+    if (st == M2MHSM_OK)
+        st = m2mhsm_token_up_locked(tok);
     pthread_mutex_unlock(&tok->lock);
     return st;
 }

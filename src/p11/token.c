@@ -90,8 +90,15 @@ static m2mhsm_status find_slot(m2mhsm_token *tok)
     }
     if (st != M2MHSM_OK)
         goto done;
+    /* A module with no slot at all is often a token that is not there (a network HSM or
+     * p11-kit server unreachable): say so rather than suggest a wrong URI. */
     if (matches == 0)
-        st = m2mhsm_fail(M2MHSM_E_TOKEN, "no initialised token matches %s", tok->token_uri);
+        st =
+            m2mhsm_fail(M2MHSM_E_TOKEN, "no initialised token matches %s (the module lists %lu %s)",
+                        tok->token_uri, (unsigned long)n,
+                        n == 0   ? "slots: is its token or server reachable?"
+                        : n == 1 ? "slot"
+                                 : "slots");
     else if (matches > 1)
         st = m2mhsm_fail(M2MHSM_E_TOKEN, "%zu tokens match %s; name one (token=, serial=)", matches,
                          tok->token_uri);
@@ -238,8 +245,7 @@ static m2mhsm_status load_module(m2mhsm_token *tok)
         return m2mhsm_fail(M2MHSM_E_MODULE, "PKCS#11 module %s: not found or not readable",
                            tok->module_path);
     /* Managed mode: p11-kit gives this store its own view of the module (sessions, and
-     * C_Finalize only when its last user goes). A library that loads the module itself, such
-     * as libp11 in the services, calls it directly and must be released after the store. */
+     * C_Finalize only when its last user goes). */
     tok->fn = p11_kit_module_load(tok->module_path, 0);
     if (tok->fn == NULL) {
         const char *why = p11_kit_message();

@@ -110,7 +110,8 @@ m2mhsm_on() {
     local t=$1; shift
     local up=${t^^}
     local token="M2M_${up}_TOKEN" pin="M2M_${up}_PIN_FILE" lock="M2M_${up}_LOCK_FILE"
-    "$M2M_BIN/m2mhsm" --module "$M2M_MODULE" --token "${!token}" --pin-source "file:${!pin}" \
+    local addr="M2M_${up}_P11_ADDRESS" # a lab whose tokens are behind p11-kit servers
+    P11_KIT_SERVER_ADDRESS=${!addr:-} "$M2M_BIN/m2mhsm" --module "$M2M_MODULE" --token "${!token}" --pin-source "file:${!pin}" \
         --lock-file "${!lock}" "$@"
 }
 

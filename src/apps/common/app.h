@@ -84,18 +84,17 @@ extern const char *const app_pkcs11_fields[];
 int app_store_open(const json_t *pkcs11, unsigned psk_forms, app_store *out);
 void app_store_close(app_store *s);
 
-/* ---- certkey.c: X.509 TLS with the private key in the token (libp11) ---- */
+/* ---- certkey.c: X.509 TLS with the private key in the token ---- */
 typedef struct {
     const char *certificate; /* PEM file */
     const char *key_label;   /* CKA_LABEL of the private key on the store's token */
     const char *ca;          /* PEM file of the CA that signs the peers */
 } app_certkey;
 /* An SSL_CTX (TLS 1.2+) presenting certificate with its token-held key and requiring a peer
- * certificate from ca (mutual TLS). pkcs11 is the program's section; its store must be open
- * already: that login serves libp11's session too (PKCS#11 login state is per application).
- * Prints why not. */
-SSL_CTX *app_certkey_ctx(const json_t *pkcs11, const app_certkey *ck, int server);
-/* Release libp11 (after every SSL_CTX from app_certkey_ctx is freed). */
+ * certificate from ca (mutual TLS). The key signs (CKM_ECDSA) on tok's own logged-in
+ * sessions, so it follows tok through a failover. Prints why not. */
+SSL_CTX *app_certkey_ctx(m2mhsm_token *tok, const app_certkey *ck, int server);
+/* Release what the keys share (after every SSL_CTX from app_certkey_ctx is freed). */
 void app_certkey_cleanup(void);
 
 /* ---- net.c ---- */

@@ -4,6 +4,26 @@
 #include <stdio.h>
 #include <string.h>
 
+/* The token's URI for the failover lines (one token per program). */
+static char token_uri[256];
+
+/* event=token_lost when a call finds the token gone (detail "operation: CKR_NAME"), and
+ * event=token_back when a re-attach succeeds: the two ends of an outage in the log. */
+static void on_token_event(void *arg, m2mhsm_token_event ev, const char *detail, long long down_ms)
+{
+    (void)arg;
+    if (ev == M2MHSM_TOKEN_LOST) {
+        const char *sep = strrchr(detail, ':');
+        char op[128];
+        size_t n = sep != NULL ? (size_t)(sep - detail) : 0;
+        snprintf(op, sizeof(op), "%.*s", (int)n, detail);
+        app_log(APP_ERROR, "token_lost", "token=%s op=%s ckr=%s", token_uri, op,
+                sep != NULL ? sep + 2 : detail);
+    } else {
+        app_log(APP_INFO, "token_back", "token=%s ckr=%s down_ms=%lld", token_uri, detail, down_ms);
+    }
+}
+
 const char *const app_pkcs11_fields[] = {
     "module", "token", "pin_source", "lock_file", "accept_extractable_keys", NULL};
 
@@ -67,6 +87,8 @@ int app_store_open(const json_t *pkcs11, unsigned psk_forms, app_store *out)
         return -1;
     }
     if (st == M2MHSM_OK) {
+        snprintf(token_uri, sizeof(token_uri), "%s", cfg.token_uri);
+        m2mhsm_token_observe(out->tok, on_token_event, NULL);
         m2mhsm_open_report rep;
         m2mhsm_keystore_options opts = {.psk_forms = psk_forms};
         st = m2mhsm_keystore_open(out->tok, &opts, &out->ks, &rep);

@@ -318,7 +318,7 @@ int maf_fetch_resolve(void *arg, SSL *ssl, const char *identity)
 
 int maf_fetch_init(maf *m)
 {
-    m->mef_ctx = app_certkey_ctx(json_object_get(m->root, "pkcs11"), &m->cfg.ck, 0);
+    m->mef_ctx = app_certkey_ctx(m->store.tok, &m->cfg.ck, 0);
     m->reaper = evtimer_new(m->base, reap, m);
     return m->mef_ctx != NULL && m->reaper != NULL ? 0 : -1;
 }

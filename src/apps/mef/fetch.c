@@ -257,11 +257,10 @@ int mef_fetch_start(mef *m)
 {
     struct sockaddr_storage ss;
     socklen_t sl;
-    const json_t *pkcs11 = json_object_get(m->root, "pkcs11");
     if (guard_index < 0)
         guard_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, guard_free);
     if (guard_index < 0 || app_addr_parse(m->cfg.https, &ss, &sl) != 0 ||
-        (m->https_ctx = app_certkey_ctx(pkcs11, &m->cfg.ck, 1)) == NULL ||
+        (m->https_ctx = app_certkey_ctx(m->store.tok, &m->cfg.ck, 1)) == NULL ||
         (m->http = evhttp_new(m->base)) == NULL)
         return -1;
     evhttp_set_bevcb(m->http, tls_bev, m);
