@@ -76,6 +76,8 @@ int m2mhsm_prov_config_open(m2mhsm_provctx *pc, const OSSL_DISPATCH *in)
     if (m2mhsm_token_open(&cfg, &pc->own_tok) != M2MHSM_OK ||
         m2mhsm_keystore_open(pc->own_tok, &opts, &pc->own_ks, NULL) != M2MHSM_OK ||
         m2mhsm_handles_new(pc->own_ks, &pc->handles) != M2MHSM_OK) {
+        M2MHSM_PROV_RAISE(pc, M2MHSM_R_TOKEN_OPEN_FAILED, "m2mhsm: %s: %s", uri,
+                          m2mhsm_last_error());
         m2mhsm_prov_config_close(pc);
         return 0; /* a configured token that cannot be opened fails the provider's load */
     }

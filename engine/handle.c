@@ -1,5 +1,6 @@
 /* The handle registry, and recognising handles in what libssl passes to the KDFs. */
 #include "handle.h"
+#include "../src/internal.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -23,6 +24,7 @@ typedef struct {
 struct m2mhsm_handles {
     m2mhsm_keystore *ks;
     pthread_mutex_t lock;
+    m2mhsm_forksafe fork; /* lock, taken around fork() (src/internal.h) */
     slot *slots;
     size_t count, cap;
     /* record id -> slot index + 1 (0: empty), open addressing: issuing a handle is O(1)
@@ -39,6 +41,12 @@ m2mhsm_status m2mhsm_handles_new(m2mhsm_keystore *ks, m2mhsm_handles **out)
         return M2MHSM_E_NOMEM;
     h->ks = ks;
     pthread_mutex_init(&h->lock, NULL);
+    h->fork = (m2mhsm_forksafe){.rank = M2MHSM_RANK_HANDLES, .mutex = &h->lock};
+    if (m2mhsm_forksafe_add(&h->fork) != 0) {
+        pthread_mutex_destroy(&h->lock);
+        free(h);
+        return M2MHSM_E_NOMEM;
+    }
     *out = h;
     return M2MHSM_OK;
 }
@@ -69,6 +77,7 @@ void m2mhsm_handles_free(m2mhsm_handles *h)
 {
     if (h == NULL)
         return;
+    m2mhsm_forksafe_remove(&h->fork);
     for (size_t i = 0; i < h->count; i++)
         if (h->slots[i].used)
             drop_hot(h, &h->slots[i]);
@@ -82,6 +91,11 @@ void m2mhsm_handles_free(m2mhsm_handles *h)
 m2mhsm_keystore *m2mhsm_handles_keystore(m2mhsm_handles *h)
 {
     return h->ks;
+}
+
+pthread_mutex_t *m2mhsm_handles_lock(m2mhsm_handles *h)
+{
+    return &h->lock;
 }
 
 static size_t map_pos(const m2mhsm_handles *h, const uint8_t *record_id)

@@ -11,6 +11,7 @@
 #ifndef M2MHSM_HANDLE_H
 #define M2MHSM_HANDLE_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <m2mhsm/keystore.h>
@@ -54,6 +55,8 @@ m2mhsm_status m2mhsm_handles_recover(m2mhsm_handles *h, unsigned generation, con
  * session copies are destroyed. A later issue for the same record id gets a new tag. */
 void m2mhsm_handles_revoke(m2mhsm_handles *h, const uint8_t record_id[M2MHSM_RECORD_ID_LEN]);
 m2mhsm_keystore *m2mhsm_handles_keystore(m2mhsm_handles *h);
+/* The registry's mutex, for the test that holds it across fork() (tests/token/test_fork.c). */
+pthread_mutex_t *m2mhsm_handles_lock(m2mhsm_handles *h);
 
 /* 1 if bytes have the shape of a PSK / an early-secret handle (maybe unknown or forged). */
 int m2mhsm_handle_shaped(const uint8_t *psk, size_t len);

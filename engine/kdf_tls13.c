@@ -127,7 +127,7 @@ static int expand_label(m2mhsm_token *tok, CK_OBJECT_HANDLE prk, const m2mhsm_kd
         p += k;
         olen -= k;
     }
-    if (!ok)
+    if (!ok) /* raised by the caller, after the failover retry (derive_token) */
         OPENSSL_cleanse(out, total);
     OPENSSL_cleanse(t, sizeof(t));
     OPENSSL_cleanse(msg, sizeof(msg));
@@ -155,9 +155,9 @@ static int extract_after_es(m2mhsm_token *tok, CK_OBJECT_HANDLE es, const m2mhsm
     return ok;
 }
 
-static int refuse(const char *why)
+static int refuse(const m2mhsm_kdf_ctx *c, uint32_t reason, const char *why)
 {
-    ERR_raise_data(ERR_LIB_PROV, ERR_R_PASSED_INVALID_ARGUMENT, "m2mhsm: %s", why);
+    M2MHSM_PROV_RAISE(c->pc, reason, "m2mhsm: %s", why);
     return 0;
 }
 
@@ -180,10 +180,10 @@ static int derive_token(m2mhsm_kdf_ctx *c, unsigned char *out, size_t olen)
     int key_psk = m2mhsm_handle_shaped(key, kl), key_es = m2mhsm_es_handle_shaped(key, kl);
     int salt_es = m2mhsm_es_handle_shaped(salt, sl);
     if (c->t13.oversize || c->t13.prefix_len + c->t13.label_len > 255 || olen > 255 * HLEN)
-        return refuse("TLS13-KDF input beyond what TLS 1.3 uses");
+        return refuse(c, M2MHSM_R_REFUSED, "TLS13-KDF input beyond what TLS 1.3 uses");
     if (OPENSSL_strcasecmp(c->digest, "SHA256") != 0 &&
         OPENSSL_strcasecmp(c->digest, "SHA2-256") != 0)
-        return refuse("token PSKs need a SHA256 TLS 1.3 suite");
+        return refuse(c, M2MHSM_R_REFUSED, "token PSKs need a SHA256 TLS 1.3 suite");
     m2mhsm_record rec;
     m2mhsm_token *tok = c->pc->handles != NULL
                             ? m2mhsm_keystore_token(m2mhsm_handles_keystore(c->pc->handles))
@@ -192,27 +192,27 @@ static int derive_token(m2mhsm_kdf_ctx *c, unsigned char *out, size_t olen)
     if (mode == EVP_KDF_HKDF_MODE_EXTRACT_ONLY && key_psk && sl == 0) {
         /* Early Secret = HKDF-Extract(0, PSK): the stored form; hand back its handle. */
         if (olen != M2MHSM_ES_HANDLE_LEN || !resolve(c, key, kl, &rec))
-            return refuse("unknown, stale or expired PSK handle");
+            return refuse(c, M2MHSM_R_UNKNOWN_HANDLE, "TLS13-KDF");
         /* A key stored for TLS 1.2 only (a handle from openssl.cnf names any key). */
         if (m2mhsm_record_check_form(&rec, M2MHSM_FORM_TLS13_ES) != M2MHSM_OK)
-            return refuse(m2mhsm_last_error());
+            return refuse(c, M2MHSM_R_REFUSED, m2mhsm_last_error());
         m2mhsm_es_handle_from(key, out);
         return 1;
     }
     if (mode == EVP_KDF_HKDF_MODE_EXTRACT_ONLY && salt_es && !key_psk && !key_es) {
         if (!resolve(c, salt, sl, &rec))
-            return refuse("unknown, stale or expired PSK handle");
+            return refuse(c, M2MHSM_R_UNKNOWN_HANDLE, "TLS13-KDF");
         for (int retry = 0;; retry = 1) {
             unsigned gen = ks_obj(&rec)->generation;
             if (extract_after_es(tok, ks_obj(&rec)->key[M2MHSM_FORM_TLS13_ES], c, out, olen))
                 return 1;
             if (retry || m2mhsm_handles_recover(c->pc->handles, gen, salt, sl, &rec) != M2MHSM_OK)
-                return refuse(m2mhsm_last_error());
+                return refuse(c, M2MHSM_R_TOKEN_FAILED, m2mhsm_last_error());
         }
     }
     if (mode == EVP_KDF_HKDF_MODE_EXPAND_ONLY && key_es && !m2mhsm_handle_shaped(salt, sl)) {
         if (!resolve(c, key, kl, &rec))
-            return refuse("unknown, stale or expired PSK handle");
+            return refuse(c, M2MHSM_R_UNKNOWN_HANDLE, "TLS13-KDF");
         for (int retry = 0;; retry = 1) {
             unsigned gen = ks_obj(&rec)->generation;
             if (expand_label(tok, ks_obj(&rec)->key[M2MHSM_FORM_TLS13_ES], c, c->t13.data,
@@ -220,10 +220,10 @@ static int derive_token(m2mhsm_kdf_ctx *c, unsigned char *out, size_t olen)
                 return 1;
             /* A token lost and back: once more with the new generation's objects. */
             if (retry || m2mhsm_handles_recover(c->pc->handles, gen, key, kl, &rec) != M2MHSM_OK)
-                return refuse(m2mhsm_last_error());
+                return refuse(c, M2MHSM_R_TOKEN_FAILED, m2mhsm_last_error());
         }
     }
-    return refuse("a handle where TLS 1.3 never puts the PSK");
+    return refuse(c, M2MHSM_R_REFUSED, "a handle where TLS 1.3 never puts the PSK");
 }
 
 static const OSSL_PARAM settable[] = {

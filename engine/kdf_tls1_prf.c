@@ -41,25 +41,24 @@ static int derive_token(m2mhsm_kdf_ctx *c, unsigned char *out, size_t olen)
     /* (EC)DHE-PSK / RSA-PSK would need the PSK joined with another secret: the stored form
      * is the plain-PSK premaster only, so such a premaster with a handle is refused. */
     if (!c->handle_plain) {
-        ERR_raise_data(ERR_LIB_PROV, ERR_R_UNSUPPORTED,
-                       "m2mhsm: a token PSK serves plain-PSK suites only");
+        M2MHSM_PROV_RAISE(c->pc, M2MHSM_R_REFUSED,
+                          "m2mhsm: a token PSK serves plain-PSK suites only");
         return 0;
     }
     if (c->pc->handles == NULL || m2mhsm_handles_resolve(c->pc->handles, c->handle_bytes,
                                                          M2MHSM_HANDLE_LEN, &rec) != M2MHSM_OK) {
-        ERR_raise_data(ERR_LIB_PROV, ERR_R_PASSED_INVALID_ARGUMENT,
-                       "m2mhsm: unknown, stale or expired PSK handle");
+        M2MHSM_PROV_RAISE(c->pc, M2MHSM_R_UNKNOWN_HANDLE, "m2mhsm: TLS1-PRF premaster");
         return 0;
     }
     /* A key stored for TLS 1.3 only (a handle from openssl.cnf names any key). */
     if (m2mhsm_record_check_form(&rec, M2MHSM_FORM_TLS12_PMS) != M2MHSM_OK) {
-        ERR_raise_data(ERR_LIB_PROV, ERR_R_UNSUPPORTED, "m2mhsm: %s", m2mhsm_last_error());
+        M2MHSM_PROV_RAISE(c->pc, M2MHSM_R_REFUSED, "m2mhsm: %s", m2mhsm_last_error());
         return 0;
     }
     /* The stored form is SHA-256 based; libssl asks for SHA256 in every TS-0003 suite. */
     if (OPENSSL_strcasecmp(c->digest, "SHA256") != 0 &&
         OPENSSL_strcasecmp(c->digest, "SHA2-256") != 0) {
-        ERR_raise_data(ERR_LIB_PROV, ERR_R_UNSUPPORTED, "m2mhsm: token PSKs need a SHA256 PRF");
+        M2MHSM_PROV_RAISE(c->pc, M2MHSM_R_REFUSED, "m2mhsm: token PSKs need a SHA256 PRF");
         return 0;
     }
     if (c->seed_len == 0 || olen == 0)
@@ -75,7 +74,8 @@ static int derive_token(m2mhsm_kdf_ctx *c, unsigned char *out, size_t olen)
         m2mhsm_token_p_sha256(tok, ks_obj(&rec)->key[M2MHSM_FORM_TLS12_PMS], c->seed, c->seed_len,
                               out, olen) == M2MHSM_OK)
         return 1;
-    ERR_raise_data(ERR_LIB_PROV, ERR_R_OPERATION_FAIL, "m2mhsm: %s", m2mhsm_last_error());
+    M2MHSM_PROV_RAISE(c->pc, M2MHSM_R_TOKEN_FAILED, "m2mhsm: TLS1-PRF of %s: %s", rec.identity,
+                      m2mhsm_last_error());
     return 0;
 }
 

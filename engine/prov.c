@@ -84,6 +84,7 @@ static const OSSL_DISPATCH dispatch[] = {
     {OSSL_FUNC_PROVIDER_GETTABLE_PARAMS, (void (*)(void))gettable_params},
     {OSSL_FUNC_PROVIDER_GET_PARAMS, (void (*)(void))get_params},
     {OSSL_FUNC_PROVIDER_QUERY_OPERATION, (void (*)(void))query},
+    {OSSL_FUNC_PROVIDER_GET_REASON_STRINGS, (void (*)(void))m2mhsm_prov_reason_strings},
     {0, NULL},
 };
 
@@ -94,6 +95,7 @@ int m2mhsm_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in
     if (pc == NULL)
         return 0;
     pc->core = handle;
+    m2mhsm_prov_errors_init(pc, in);
     pc->libctx = OSSL_LIB_CTX_new_child(handle, in);
     if (pc->libctx == NULL || !m2mhsm_prov_config_open(pc, in)) {
         OSSL_LIB_CTX_free(pc->libctx);

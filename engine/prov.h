@@ -4,7 +4,9 @@
 
 #include <openssl/core.h>
 #include <openssl/core_dispatch.h>
+#include <openssl/e_os2.h>
 #include <openssl/types.h>
+#include <stdint.h>
 
 #define M2MHSM_PROV_NAME "m2mhsm"
 
@@ -24,7 +26,28 @@ typedef struct {
     /* A child of the library context that loaded us: where the default provider's
      * algorithms, to which every input without a PSK handle is delegated, are fetched. */
     OSSL_LIB_CTX *libctx;
+    /* The core's error functions (err.c). */
+    OSSL_FUNC_core_new_error_fn *new_error;
+    OSSL_FUNC_core_set_error_debug_fn *set_error_debug;
+    OSSL_FUNC_core_vset_error_fn *vset_error;
 } m2mhsm_provctx;
+
+/* err.c: the provider's own reasons, as ERR_print_errors names them under "m2mhsm". */
+enum {
+    M2MHSM_R_TOKEN_FAILED = 1,   /* a token call failed; the data names the call and CKR */
+    M2MHSM_R_UNKNOWN_HANDLE = 2, /* a PSK handle this provider does not know (any more) */
+    M2MHSM_R_REFUSED = 3,        /* a handle where it may not be, or a suite it cannot serve */
+    M2MHSM_R_TOKEN_OPEN_FAILED = 4
+};
+void m2mhsm_prov_errors_init(m2mhsm_provctx *pc, const OSSL_DISPATCH *in);
+const OSSL_ITEM *m2mhsm_prov_reason_strings(void *provctx);
+/* Put an error on the calling thread's queue through the core: ERR_raise_data for a
+ * provider. */
+void m2mhsm_prov_raise_at(const m2mhsm_provctx *pc, uint32_t reason, const char *file, int line,
+                          const char *func, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+#define M2MHSM_PROV_RAISE(pc, reason, ...)                                                         \
+    m2mhsm_prov_raise_at(pc, reason, OPENSSL_FILE, OPENSSL_LINE, OPENSSL_FUNC, __VA_ARGS__)
 
 extern const OSSL_DISPATCH m2mhsm_kdf_tls1_prf_functions[];
 extern const OSSL_DISPATCH m2mhsm_kdf_tls13_functions[];

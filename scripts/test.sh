@@ -35,9 +35,9 @@ build build-asan -DCMAKE_BUILD_TYPE=Debug -DM2MHSM_SANITIZE=ON
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
     run_ctest build-asan -LE install
 
-echo "== TSan, threads and processes"
+echo "== TSan, threads, processes and fork"
 build build-tsan -DCMAKE_BUILD_TYPE=Debug -DM2MHSM_TSAN=ON
-TSAN_OPTIONS=halt_on_error=1 run_ctest build-tsan -R "token_processes|token_tls"
+TSAN_OPTIONS=halt_on_error=1 run_ctest build-tsan -R "token_processes|token_tls|token_fork|token_sessions"
 
 echo "== valgrind memcheck, token suites and provider load/unload"
 for t in token_keystore token_open token_processes token_tls token_selftest token_hkdf token_softokn_tls \

@@ -175,6 +175,7 @@ const char *m2mhsm_status_name(m2mhsm_status st)
         [M2MHSM_E_IO] = "M2MHSM_E_IO",
         [M2MHSM_E_CRYPTO] = "M2MHSM_E_CRYPTO",
         [M2MHSM_E_NOMEM] = "M2MHSM_E_NOMEM",
+        [M2MHSM_E_BUSY] = "M2MHSM_E_BUSY",
     };
     if ((unsigned)st < sizeof(names) / sizeof(names[0]) && names[st] != NULL)
         return names[st];

@@ -3,6 +3,7 @@
 #define M2MHSM_INTERNAL_H
 
 #include <stddef.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <m2mhsm/errors.h>
 #include "p11compat.h"
@@ -35,8 +36,11 @@ int m2mhsm_token_shared_epoch(struct m2mhsm_token *tok, uint64_t *epoch);
  * writes, within the process and (with a lock file) across processes. */
 void m2mhsm_token_search_begin(struct m2mhsm_token *tok);
 void m2mhsm_token_search_end(struct m2mhsm_token *tok);
-/* Bracket calls that read one object (C_GetAttributeValue, C_SignInit/C_Sign): shared,
- * exclusive with writes, within the process. */
+/* Bracket calls that read one object (C_GetAttributeValue, C_SignInit/C_Sign), and every
+ * other module call outside a search or write section (C_OpenSession, C_CloseSession):
+ * shared, exclusive with writes, within the process. Every module call is inside a section,
+ * so the atfork handlers know when no thread is inside the module (src/p11/p11.h). Sections
+ * do not nest. */
 void m2mhsm_token_read_begin(struct m2mhsm_token *tok);
 void m2mhsm_token_read_end(struct m2mhsm_token *tok);
 
@@ -55,6 +59,42 @@ m2mhsm_status m2mhsm_p11_hkdf_extract(struct m2mhsm_token *tok, CK_SESSION_HANDL
 m2mhsm_status m2mhsm_p11_hmac_derive(struct m2mhsm_token *tok, CK_SESSION_HANDLE s,
                                      CK_OBJECT_HANDLE key, const uint8_t *msg, size_t msg_len,
                                      const CK_ATTRIBUTE *tmpl, CK_ULONG n, CK_OBJECT_HANDLE *out);
+
+/*
+ * Fork safety (src/fork.c). Every lock that guards memory a forked child goes on using, and
+ * each token's fork gate, which every token call passes, is registered here with
+ * its place in the lock order (src/p11/p11.h): the pthread_atfork prepare handler takes all
+ * of them, rank by rank, so no thread is half-way through changing what they guard, nor
+ * inside the module (whose own locks a child would inherit held), when fork() copies the
+ * process; both processes release them afterwards, and the child then runs each entry's
+ * child callback (forget the parent's sessions and lock file description). The handlers are
+ * registered once per process, at the first registration.
+ */
+typedef enum {
+    M2MHSM_RANK_HANDLES,  /* engine/handle.c: the provider's PSK handle registry */
+    M2MHSM_RANK_KEYSTORE, /* m2mhsm_keystore.lock: the index */
+    M2MHSM_RANK_OBJECTS,  /* m2mhsm_objlock.gate: no thread in a token call (quiesce) */
+    M2MHSM_RANK_OBJCOUNT, /* m2mhsm_objlock.count_lock: the lock file's reader count */
+    M2MHSM_RANK_TOKEN,    /* m2mhsm_token.lock: token state and the session pool */
+    M2MHSM_RANK_COUNT
+} m2mhsm_lock_rank;
+
+typedef struct m2mhsm_forksafe {
+    m2mhsm_lock_rank rank;
+    pthread_mutex_t *mutex;
+    /* May be NULL. quiesce: in prepare, with the mutex held (it may wait on a condition
+     * variable with it); resume: in the parent, before the mutex is released; child: in the
+     * child, after every mutex is released. */
+    void (*quiesce)(void *arg);
+    void (*resume)(void *arg);
+    void (*child)(void *arg);
+    void *arg;
+    struct m2mhsm_forksafe *next;
+} m2mhsm_forksafe;
+
+/* Register f (owned by the caller until removed). 0, or an errno from pthread_atfork. */
+int m2mhsm_forksafe_add(m2mhsm_forksafe *f);
+void m2mhsm_forksafe_remove(m2mhsm_forksafe *f);
 
 #define M2MHSM_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 

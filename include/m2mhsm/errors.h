@@ -22,7 +22,8 @@ typedef enum {
     M2MHSM_E_CORRUPT,     /* metadata on the token is malformed */
     M2MHSM_E_IO,          /* a file could not be read */
     M2MHSM_E_CRYPTO,      /* an OpenSSL primitive failed */
-    M2MHSM_E_NOMEM
+    M2MHSM_E_NOMEM,
+    M2MHSM_E_BUSY /* every session the token allows is in use: timed out waiting for one */
 } m2mhsm_status;
 
 /* Short, constant name of a status ("M2MHSM_E_PKCS11"). Thread-safe. */

@@ -40,6 +40,14 @@ typedef struct {
      * softokn: "configdir='sql:DIR' certPrefix='' keyPrefix='' secmod='secmod.db' flags=").
      * NULL: $M2MHSM_MODULE_INIT_ARGS if set, else none (p11-kit's own initialisation). */
     const char *init_args;
+    /* At most this many sessions open at once for borrowing (the login session apart);
+     * 0: only the module's limit (CK_TOKEN_INFO ulMaxSessionCount / ulMaxRwSessionCount,
+     * less the login session), if it states one. Otherwise the smaller of the two. At least
+     * 2 when set: an unwrap or an erase with observers holds two sessions at once. */
+    unsigned max_sessions;
+    /* How long a borrower waits when every allowed session is out before failing with
+     * M2MHSM_E_BUSY; 0: 5000 ms. */
+    unsigned session_wait_ms;
 } m2mhsm_token_config;
 
 /* Mechanisms m2mhsm may use, probed with C_GetMechanismInfo when the token opens. */

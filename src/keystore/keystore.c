@@ -305,6 +305,12 @@ m2mhsm_status m2mhsm_keystore_open(m2mhsm_token *tok, const m2mhsm_keystore_opti
     ks->read_only = opts != NULL && opts->read_only;
     ks->psk_forms = forms;
     pthread_mutex_init(&ks->lock, NULL);
+    ks->fork = (m2mhsm_forksafe){.rank = M2MHSM_RANK_KEYSTORE, .mutex = &ks->lock};
+    if (m2mhsm_forksafe_add(&ks->fork) != 0) {
+        pthread_mutex_destroy(&ks->lock);
+        free(ks);
+        return m2mhsm_fail(M2MHSM_E_NOMEM, "pthread_atfork failed");
+    }
     ks->generation = m2mhsm_token_generation(tok);
     m2mhsm_status st = load(ks, &rep);
     if (st != M2MHSM_OK) {
@@ -321,6 +327,7 @@ void m2mhsm_keystore_close(m2mhsm_keystore *ks)
 {
     if (ks == NULL)
         return;
+    m2mhsm_forksafe_remove(&ks->fork);
     ks_index_free(&ks->idx);
     ks_index_free(&ks->by_kpm);
     ks_index_free(&ks->displaced);

@@ -4,6 +4,7 @@
 
 #include <pthread.h>
 #include <m2mhsm/keystore.h>
+#include "../internal.h"
 #include "record.h"
 #include "../p11/handles.h"
 
@@ -131,6 +132,7 @@ struct m2mhsm_keystore {
     int read_only;        /* opened to inspect: never creates or destroys an object */
     unsigned psk_forms;   /* the forms of the Kpm, Km and Kpsa records it writes */
     pthread_mutex_t lock; /* guards idx and generation */
+    m2mhsm_forksafe fork; /* lock, taken around fork() (internal.h) */
     unsigned generation;
     ks_index idx;       /* (kind, identity) -> record */
     ks_index by_kpm;    /* (M2MHSM_KIND_KE, KpmID) -> the newest Ke of that KpmID this process

@@ -17,7 +17,9 @@ CK_FUNCTION_LIST *m2mhsm_token_functions(const m2mhsm_token *tok);
 /*
  * Borrow a logged-in session for one operation and give it back. Sessions are never
  * shared between threads while borrowed. In a child process after fork(), the first
- * borrow re-initialises the module and logs in again. Thread-safe.
+ * borrow re-initialises the module and logs in again. When every session the token allows
+ * (m2mhsm_token_config.max_sessions, the module's limit) is borrowed, waits up to
+ * session_wait_ms for one to come back, then fails with M2MHSM_E_BUSY. Thread-safe.
  */
 m2mhsm_status m2mhsm_token_session_get(m2mhsm_token *tok, CK_SESSION_HANDLE *out);
 void m2mhsm_token_session_put(m2mhsm_token *tok, CK_SESSION_HANDLE s);

@@ -53,31 +53,51 @@ int m2mhsm_token_note_lost(m2mhsm_token *tok)
 }
 
 /* The module's sessions, login and object handles all died with the token: forget them
- * (closing them would only fail), finalise, and attach as at open. */
+ * (closing them would only fail), finalise, and attach as at open. Caller holds the object
+ * write section, then tok->lock. */
 static m2mhsm_status reattach(m2mhsm_token *tok)
 {
     tok->idle_count = 0;
+    tok->open_count = 0; /* the borrowed ones die with it (m2mhsm_token_session_put) */
+    pthread_cond_broadcast(&tok->returned);
     tok->login_session = CK_INVALID_HANDLE;
     if (tok->initialized_pid == getpid()) {
         p11_kit_module_finalize(tok->fn);
         tok->initialized_pid = 0;
     }
-    return m2mhsm_token_attach(tok);
+    return m2mhsm_token_attach_in_write(tok);
 }
 
-m2mhsm_status m2mhsm_token_up_locked(m2mhsm_token *tok)
+/* Caller holds tok->lock. M2MHSM_OK with *due = 0 when the token is up; *due = 1 when it is
+ * down and a reconnect attempt is due; else the fail-fast refusal. */
+static m2mhsm_status down_state(m2mhsm_token *tok, int *due)
 {
+    *due = 0;
     if (!tok->lost.down)
         return M2MHSM_OK;
     int64_t now = now_ms();
-    if (now < tok->lost.next_attempt_ms)
-        return m2mhsm_fail(M2MHSM_E_TOKEN,
-                           "token lost (%s) %lld ms ago; next reconnect attempt in %lld ms",
-                           m2mhsm_ckr_name(tok->lost.rv), (long long)(now - tok->lost.since_ms),
-                           (long long)(tok->lost.next_attempt_ms - now));
+    if (now >= tok->lost.next_attempt_ms) {
+        *due = 1;
+        return M2MHSM_OK;
+    }
+    return m2mhsm_fail(M2MHSM_E_TOKEN,
+                       "token lost (%s) %lld ms ago; next reconnect attempt in %lld ms",
+                       m2mhsm_ckr_name(tok->lost.rv), (long long)(now - tok->lost.since_ms),
+                       (long long)(tok->lost.next_attempt_ms - now));
+}
+
+/* Caller holds the object write section, then tok->lock (lock order, p11.h): re-attaching
+ * enumerates the token exclusively. Another thread may have attempted meanwhile, so the
+ * state is read again. */
+static m2mhsm_status up_in_write(m2mhsm_token *tok)
+{
+    int due;
+    m2mhsm_status st = down_state(tok, &due);
+    if (!due)
+        return st;
     /* Attempts are spaced from their end: a module slow to refuse cannot take every call. */
-    m2mhsm_status st = reattach(tok);
-    now = now_ms();
+    st = reattach(tok);
+    int64_t now = now_ms();
     if (st != M2MHSM_OK) {
         tok->lost.next_attempt_ms = now + M2MHSM_RECONNECT_MS;
         char why[256];
@@ -95,6 +115,22 @@ m2mhsm_status m2mhsm_token_up_locked(m2mhsm_token *tok)
     return M2MHSM_OK;
 }
 
+m2mhsm_status m2mhsm_token_up(m2mhsm_token *tok)
+{
+    int due;
+    pthread_mutex_lock(&tok->lock);
+    m2mhsm_status st = down_state(tok, &due);
+    pthread_mutex_unlock(&tok->lock);
+    if (!due)
+        return st;
+    m2mhsm_token_write_begin(tok);
+    pthread_mutex_lock(&tok->lock);
+    st = up_in_write(tok);
+    pthread_mutex_unlock(&tok->lock);
+    m2mhsm_token_write_end(tok);
+    return st;
+}
+
 m2mhsm_status m2mhsm_token_recover(m2mhsm_token *tok, unsigned generation)
 {
     char op[64];
@@ -102,14 +138,14 @@ m2mhsm_status m2mhsm_token_recover(m2mhsm_token *tok, unsigned generation)
     pthread_mutex_lock(&tok->lock);
     if (rv != CKR_OK)
         mark_down(tok, rv, op);
-    m2mhsm_status st;
-    if (tok->generation != generation && !tok->lost.down)
-        st = M2MHSM_OK; /* re-attached since the operation began */
-    else if (!tok->lost.down)
-        st = M2MHSM_E_PKCS11; /* not a lost token: the operation's own error stands */
-    else if ((st = m2mhsm_token_up_locked(tok)) == M2MHSM_OK && tok->generation == generation)
-        st = M2MHSM_E_TOKEN; /* cannot happen: a re-attach bumps the generation */
+    int moved = tok->generation != generation, down = tok->lost.down;
     pthread_mutex_unlock(&tok->lock);
+    if (!down)
+        return moved ? M2MHSM_OK        /* re-attached since the operation began */
+                     : M2MHSM_E_PKCS11; /* not a lost token: the operation's own error stands */
+    m2mhsm_status st = m2mhsm_token_up(tok);
+    if (st == M2MHSM_OK && m2mhsm_token_generation(tok) == generation)
+        st = M2MHSM_E_TOKEN; /* cannot happen: a re-attach bumps the generation */
     return st;
 }
 

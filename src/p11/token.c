@@ -37,7 +37,8 @@ static m2mhsm_status parse_uri(const char *text, P11KitUri **out)
 /* *match = 1 if the slot holds an initialised token that uri names. A slot or token the
  * module cannot describe is an error, not a mismatch: "no token matches" would send an
  * operator looking for the wrong fault. */
-static m2mhsm_status slot_matches(CK_FUNCTION_LIST *fn, CK_SLOT_ID slot, P11KitUri *uri, int *match)
+static m2mhsm_status slot_matches(CK_FUNCTION_LIST *fn, CK_SLOT_ID slot, P11KitUri *uri, int *match,
+                                  CK_TOKEN_INFO *ti_out)
 {
     CK_SLOT_INFO si;
     CK_TOKEN_INFO ti;
@@ -57,6 +58,8 @@ static m2mhsm_status slot_matches(CK_FUNCTION_LIST *fn, CK_SLOT_ID slot, P11KitU
     if (want != (CK_SLOT_ID)-1 && want != slot)
         return M2MHSM_OK;
     *match = p11_kit_uri_match_slot_info(uri, &si) && p11_kit_uri_match_token_info(uri, &ti);
+    if (*match)
+        *ti_out = ti;
     return M2MHSM_OK;
 }
 
@@ -80,9 +83,10 @@ static m2mhsm_status find_slot(m2mhsm_token *tok)
         goto done;
     }
     size_t matches = 0;
+    CK_TOKEN_INFO ti;
     for (CK_ULONG i = 0; st == M2MHSM_OK && i < n; i++) {
         int match = 0;
-        st = slot_matches(tok->fn, slots[i], uri, &match);
+        st = slot_matches(tok->fn, slots[i], uri, &match, &ti);
         if (match) {
             tok->slot = slots[i];
             matches++;
@@ -102,6 +106,8 @@ static m2mhsm_status find_slot(m2mhsm_token *tok)
     else if (matches > 1)
         st = m2mhsm_fail(M2MHSM_E_TOKEN, "%zu tokens match %s; name one (token=, serial=)", matches,
                          tok->token_uri);
+    else
+        m2mhsm_pool_set_limit(tok, &ti); /* the token info just read: no second call */
 done:
     free(slots);
     p11_kit_uri_free(uri);
@@ -174,7 +180,7 @@ static CK_RV initialize(m2mhsm_token *tok)
     return tok->fn->C_Initialize(&args);
 }
 
-static m2mhsm_status attach_locked(m2mhsm_token *tok)
+m2mhsm_status m2mhsm_token_attach_in_write(m2mhsm_token *tok)
 {
     if (tok->initialized_pid != getpid()) {
         CK_RV rv = initialize(tok);
@@ -208,7 +214,7 @@ m2mhsm_status m2mhsm_token_attach(m2mhsm_token *tok)
      * another process enumerates or writes it while this one initialises. Attaching is
      * rare (open, fork), so the cost is nil. */
     m2mhsm_token_write_begin(tok);
-    m2mhsm_status st = attach_locked(tok);
+    m2mhsm_status st = m2mhsm_token_attach_in_write(tok);
     m2mhsm_token_write_end(tok);
     return st;
 }
@@ -277,6 +283,8 @@ m2mhsm_status m2mhsm_token_open(const m2mhsm_token_config *cfg, m2mhsm_token **o
          (cfg->pin_source != NULL && tok->pin_source == NULL) ||
          ((cfg->init_args != NULL || default_init_args() != NULL) && tok->init_args == NULL)))
         st = m2mhsm_fail(M2MHSM_E_NOMEM, "out of memory");
+    if (st == M2MHSM_OK)
+        st = m2mhsm_pool_init(tok, cfg);
     if (st == M2MHSM_OK)
         st = pin_source_from_uri(tok); /* also validates the URI before it is ever echoed */
     if (st == M2MHSM_OK)

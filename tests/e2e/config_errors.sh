@@ -85,6 +85,10 @@ cp "$M2M_MEF_PIN_FILE" "$LAB/loose.pin"
 chmod 640 "$LAB/loose.pin"
 refused "pin-source $LAB/loose.pin: mode 0640 lets group or others read or write the PIN" \
     mef "$(variant mef k1 pkcs11 pin_source "\"file:$LAB/loose.pin\"")"
+refused "config: pkcs11.max_sessions: must be 0 (the module's limit) or at least 2" \
+    mef "$(variant mef s1 pkcs11 max_sessions 1)"
+refused 'config: pkcs11.session_wait_ms: must be an integer from 0 to 600000' \
+    maf "$(variant maf s2 pkcs11 session_wait_ms -1)"
 
 # 5. The Enrolee B's file (m2m-eb: the MAF's program, its own section and identity).
 refused 'config: enrolee_b.enrolee_b_id: ' \

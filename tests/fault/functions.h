@@ -2,22 +2,24 @@
  * Every function of the PKCS#11 2.40 function list except C_GetFunctionList, as
  * F(name, (parameters), (arguments)). m2mfault.c expands it into the forwarding wrappers,
  * their names and the function list it hands out; G marks C_GetAttributeValue, whose
- * wrapper differs (CKR_BUFFER_TOO_SMALL). The short type names are m2mfault.c's.
+ * wrapper differs (CKR_BUFFER_TOO_SMALL), and S the calls that count open sessions and
+ * may emulate a module's session limit (M2M_FAULT_MAX_SESSIONS). The short type names are
+ * m2mfault.c's.
  */
-F(C_Initialize, (void *a), (a))
-F(C_Finalize, (void *r), (r))
+S(C_Initialize, (void *a), (a))
+S(C_Finalize, (void *r), (r))
 F(C_GetInfo, (CK_INFO * i), (i))
 F(C_GetSlotList, (uc p, CK_SLOT_ID *l, ul *n), (p, l, n))
 F(C_GetSlotInfo, (CK_SLOT_ID s, CK_SLOT_INFO *i), (s, i))
-F(C_GetTokenInfo, (CK_SLOT_ID s, CK_TOKEN_INFO *i), (s, i))
+S(C_GetTokenInfo, (CK_SLOT_ID s, CK_TOKEN_INFO *i), (s, i))
 F(C_GetMechanismList, (CK_SLOT_ID s, CK_MECHANISM_TYPE *l, ul *n), (s, l, n))
 F(C_GetMechanismInfo, (CK_SLOT_ID s, CK_MECHANISM_TYPE t, CK_MECHANISM_INFO *i), (s, t, i))
 F(C_InitToken, (CK_SLOT_ID s, uc *p, ul n, uc *l), (s, p, n, l))
 F(C_InitPIN, (sh s, uc *p, ul n), (s, p, n))
 F(C_SetPIN, (sh s, uc *o, ul on, uc *p, ul n), (s, o, on, p, n))
-F(C_OpenSession, (CK_SLOT_ID s, CK_FLAGS f, void *a, CK_NOTIFY n, sh *o), (s, f, a, n, o))
-F(C_CloseSession, (sh s), (s))
-F(C_CloseAllSessions, (CK_SLOT_ID s), (s))
+S(C_OpenSession, (CK_SLOT_ID s, CK_FLAGS f, void *a, CK_NOTIFY n, sh *o), (s, f, a, n, o))
+S(C_CloseSession, (sh s), (s))
+S(C_CloseAllSessions, (CK_SLOT_ID s), (s))
 F(C_GetSessionInfo, (sh s, CK_SESSION_INFO *i), (s, i))
 F(C_GetOperationState, (sh s, uc *b, ul *n), (s, b, n))
 F(C_SetOperationState, (sh s, uc *b, ul n, oh e, oh a), (s, b, n, e, a))

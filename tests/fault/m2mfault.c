@@ -20,6 +20,17 @@
  *                     before an abort).
  *   M2M_FAULT_TRACE   a file to which every call appends its function's name, one a line:
  *                     for a counting run, so a sweep knows which function the K-th call is.
+ *   M2M_FAULT_MAX_SESSIONS  N: act as a module that allows N sessions at once: C_GetTokenInfo
+ *                     states ulMaxSessionCount = ulMaxRwSessionCount = N, and C_OpenSession
+ *                     returns CKR_SESSION_COUNT while N are open.
+ *   M2M_FAULT_MAX_SESSIONS_UNSTATED  set: enforce that limit but leave C_GetTokenInfo's
+ *                     counts as the real module states them (as when other applications
+ *                     use up a module's sessions).
+ *
+ * The report also carries "<pid> sessions-peak <n>": the most sessions this process had
+ * open at once (C_OpenSession less C_CloseSession; C_CloseAllSessions, C_Initialize and
+ * C_Finalize start again from none), and "<pid> sessions-refused <n>": the C_OpenSession
+ * calls refused with CKR_SESSION_COUNT.
  *
  * Nothing is ever written to stdout or stderr, so a test that finds the call and the CKR
  * named there knows that the program under test named them.
@@ -48,7 +59,9 @@ typedef CK_ATTRIBUTE attr;
 enum {
 #define F(name, params, args) FN_##name,
 #define G F
+#define S F
 #include "functions.h"
+#undef S
 #undef G
 #undef F
     FN_COUNT
@@ -57,7 +70,9 @@ enum {
 static const char *const names[FN_COUNT] = {
 #define F(name, params, args) #name,
 #define G F
+#define S F
 #include "functions.h"
+#undef S
 #undef G
 #undef F
 };
@@ -78,6 +93,9 @@ static atomic_ulong calls[FN_COUNT];
 static atomic_ulong total;
 static atomic_int acted;
 static int trace_fd = -1;
+static unsigned long max_sessions; /* 0: forward C_OpenSession whatever the count */
+static int limit_unstated;         /* enforce max_sessions, but state no limit in C_GetTokenInfo */
+static atomic_ulong sessions_open, sessions_peak, sessions_refused;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static CK_RV load_status = CKR_GENERAL_ERROR;
 
@@ -156,6 +174,10 @@ static void report_counts(void)
             len += (size_t)snprintf(buf + len, sizeof(buf) - len, "%ld %s %lu\n", pid, names[i], n);
     }
     len += (size_t)snprintf(buf + len, sizeof(buf) - len, "%ld * %lu\n", pid, atomic_load(&total));
+    len += (size_t)snprintf(buf + len, sizeof(buf) - len, "%ld sessions-peak %lu\n", pid,
+                            atomic_load(&sessions_peak));
+    len += (size_t)snprintf(buf + len, sizeof(buf) - len, "%ld sessions-refused %lu\n", pid,
+                            atomic_load(&sessions_refused));
     report_write(buf, len);
 }
 
@@ -166,6 +188,9 @@ static void load(void)
     const char *k = getenv("M2M_FAULT_K");
     const char *action = getenv("M2M_FAULT_ACTION");
     cfg.report = getenv("M2M_FAULT_REPORT");
+    const char *max = getenv("M2M_FAULT_MAX_SESSIONS");
+    max_sessions = max != NULL ? strtoul(max, NULL, 10) : 0;
+    limit_unstated = getenv("M2M_FAULT_MAX_SESSIONS_UNSTATED") != NULL;
     if (func != NULL && func[0] != '\0') {
         cfg.target = parse_target(func);
         cfg.k = k != NULL ? strtoul(k, NULL, 10) : 0;
@@ -229,6 +254,69 @@ static CK_RV too_small(sh s, oh h, attr *t, ul n)
     return CKR_BUFFER_TOO_SMALL;
 }
 
+/* The session count behind sessions-peak and M2M_FAULT_MAX_SESSIONS. */
+static CK_RV s_C_OpenSession(CK_SLOT_ID s, CK_FLAGS f, void *a, CK_NOTIFY n, sh *o)
+{
+    unsigned long now = atomic_fetch_add(&sessions_open, 1) + 1;
+    if (max_sessions != 0 && now > max_sessions) {
+        atomic_fetch_sub(&sessions_open, 1);
+        atomic_fetch_add(&sessions_refused, 1);
+        return CKR_SESSION_COUNT;
+    }
+    CK_RV rv = cfg.real->C_OpenSession(s, f, a, n, o);
+    if (rv != CKR_OK) {
+        atomic_fetch_sub(&sessions_open, 1);
+        return rv;
+    }
+    unsigned long peak = atomic_load(&sessions_peak);
+    while (now > peak && !atomic_compare_exchange_weak(&sessions_peak, &peak, now))
+        ;
+    return rv;
+}
+
+static CK_RV s_C_CloseSession(sh s)
+{
+    CK_RV rv = cfg.real->C_CloseSession(s);
+    if (rv == CKR_OK)
+        atomic_fetch_sub(&sessions_open, 1);
+    return rv;
+}
+
+static CK_RV s_C_CloseAllSessions(CK_SLOT_ID s)
+{
+    CK_RV rv = cfg.real->C_CloseAllSessions(s);
+    if (rv == CKR_OK)
+        atomic_store(&sessions_open, 0);
+    return rv;
+}
+
+/* A forked child's C_Initialize starts with none of its parent's sessions. */
+static CK_RV s_C_Initialize(void *a)
+{
+    CK_RV rv = cfg.real->C_Initialize(a);
+    if (rv == CKR_OK)
+        atomic_store(&sessions_open, 0);
+    return rv;
+}
+
+static CK_RV s_C_Finalize(void *r)
+{
+    CK_RV rv = cfg.real->C_Finalize(r);
+    if (rv == CKR_OK)
+        atomic_store(&sessions_open, 0);
+    return rv;
+}
+
+static CK_RV s_C_GetTokenInfo(CK_SLOT_ID s, CK_TOKEN_INFO *i)
+{
+    CK_RV rv = cfg.real->C_GetTokenInfo(s, i);
+    if (rv == CKR_OK && max_sessions != 0 && !limit_unstated) {
+        i->ulMaxSessionCount = max_sessions;
+        i->ulMaxRwSessionCount = max_sessions;
+    }
+    return rv;
+}
+
 #define F(name, params, args)                                                                      \
     static CK_RV w_##name params                                                                   \
     {                                                                                              \
@@ -253,7 +341,19 @@ static CK_RV too_small(sh s, oh h, attr *t, ul n)
             abort_after();                                                                         \
         return rv;                                                                                 \
     }
+#define S(name, params, args)                                                                      \
+    static CK_RV w_##name params                                                                   \
+    {                                                                                              \
+        action_kind act = fault_at(FN_##name);                                                     \
+        if (act == ACT_RETURN)                                                                     \
+            return cfg.rv;                                                                         \
+        CK_RV rv = s_##name args;                                                                  \
+        if (act == ACT_ABORT_AFTER)                                                                \
+            abort_after();                                                                         \
+        return rv;                                                                                 \
+    }
 #include "functions.h"
+#undef S
 #undef G
 #undef F
 
@@ -263,7 +363,9 @@ static CK_FUNCTION_LIST functions = {
     .version = {2, 40},
 #define F(name, params, args) .name = w_##name,
 #define G F
+#define S F
 #include "functions.h"
+#undef S
 #undef G
 #undef F
     .C_GetFunctionList = w_C_GetFunctionList,

@@ -24,8 +24,32 @@ static void on_token_event(void *arg, m2mhsm_token_event ev, const char *detail,
     }
 }
 
-const char *const app_pkcs11_fields[] = {
-    "module", "token", "pin_source", "lock_file", "accept_extractable_keys", NULL};
+const char *const app_pkcs11_fields[] = {"module",
+                                         "token",
+                                         "pin_source",
+                                         "lock_file",
+                                         "max_sessions",
+                                         "session_wait_ms",
+                                         "accept_extractable_keys",
+                                         NULL};
+
+/* The session pool's bounds (m2mhsm_token_config): absent, the module's limit and 5 s. */
+static int pool_fields(const json_t *pkcs11, m2mhsm_token_config *cfg)
+{
+    long long max = 0, wait = 0;
+    if (app_cfg_int(pkcs11, "pkcs11", "max_sessions", 0, 65536, &max) != 0 ||
+        app_cfg_int(pkcs11, "pkcs11", "session_wait_ms", 0, 600000, &wait) != 0)
+        return -1;
+    if (max == 1) {
+        fputs("config: pkcs11.max_sessions: must be 0 (the module's limit) or at least 2: an "
+              "unwrap or an erase holds two sessions at once\n",
+              stderr);
+        return -1;
+    }
+    cfg->max_sessions = (unsigned)max;
+    cfg->session_wait_ms = (unsigned)wait;
+    return 0;
+}
 
 /* The token self-test (m2mhsm_token_selftest) at every start: a token that lets keys out
  * breaks the promise the store makes for every key on it, so the program refuses it unless
@@ -79,6 +103,7 @@ int app_store_open(const json_t *pkcs11, unsigned psk_forms, app_store *out)
         app_cfg_str(pkcs11, "pkcs11", "token", 1, &cfg.token_uri) != 0 ||
         app_cfg_str(pkcs11, "pkcs11", "pin_source", 1, &cfg.pin_source) != 0 ||
         app_cfg_str(pkcs11, "pkcs11", "lock_file", 0, &cfg.lock_file) != 0 ||
+        pool_fields(pkcs11, &cfg) != 0 ||
         app_cfg_bool(pkcs11, "pkcs11", "accept_extractable_keys", &accept_extractable) != 0)
         return -1;
     m2mhsm_status st = m2mhsm_token_open(&cfg, &out->tok);
