@@ -9,7 +9,7 @@ packages=(
     libssl-dev openssl libp11-kit-dev p11-kit p11-kit-modules
     softhsm2 libsofthsm2 opensc gnutls-bin libnss3 libnss3-tools
     libcmocka-dev libjansson-dev libevent-dev libsystemd-dev systemd
-    valgrind python3 xxd curl bc procps iproute2 ca-certificates
+    valgrind python3 xxd curl bc procps iproute2 ca-certificates haproxy
  "$@"
 )
 

@@ -26,12 +26,21 @@ CK_RV m2mhsm_take_lost(char *op, size_t cap);
 struct m2mhsm_token;
 void m2mhsm_token_write_begin(struct m2mhsm_token *tok);
 void m2mhsm_token_write_end(struct m2mhsm_token *tok);
-/* Inside a write section that created or destroyed token objects: bump the shared write
- * epoch (a no-op without a lock file). */
-void m2mhsm_token_write_changed(struct m2mhsm_token *tok);
-/* The shared write epoch, if there is a lock file (returns 1); 0: no shared epoch, so
- * nothing may be cached on the strength of it. */
+/* Inside a write section that created or destroyed token objects, on session s: give the
+ * token's epoch object a fresh value and bump the lock file's counter (src/p11/epoch.c). */
+void m2mhsm_token_write_changed(struct m2mhsm_token *tok, CK_SESSION_HANDLE s);
+/* The lock file's write counter, if there is a lock file and no write from outside it has
+ * been seen (returns 1; checked against the epoch object every M2MHSM_EPOCH_CHECK_MS); 0:
+ * the counter proves nothing, read the epoch object (m2mhsm_token_epoch_read). */
+#define M2MHSM_EPOCH_CHECK_MS 1000
 int m2mhsm_token_shared_epoch(struct m2mhsm_token *tok, uint64_t *epoch);
+/* The token's epoch object's value (*present 0: there is none, so nothing may be answered
+ * from memory): one C_GetAttributeValue. */
+m2mhsm_status m2mhsm_token_epoch_read(struct m2mhsm_token *tok, CK_SESSION_HANDLE s,
+                                      uint64_t *epoch, int *present);
+/* A writer's open: make the epoch object if the token has none, and let a new lock file
+ * adopt its value. */
+m2mhsm_status m2mhsm_token_epoch_ensure(struct m2mhsm_token *tok, CK_SESSION_HANDLE s);
 /* Bracket C_FindObjects* sequences likewise: shared with each other, exclusive with
  * writes, within the process and (with a lock file) across processes. */
 void m2mhsm_token_search_begin(struct m2mhsm_token *tok);

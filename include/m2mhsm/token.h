@@ -97,7 +97,15 @@ const m2mhsm_token_caps *m2mhsm_token_caps_get(const m2mhsm_token *tok);
  * lookups, the provider's PSK derivations and m2mhsm_token_sign_ecdsa retry once.
  */
 #define M2MHSM_RECONNECT_MS 200
-typedef enum { M2MHSM_TOKEN_LOST, M2MHSM_TOKEN_BACK } m2mhsm_token_event;
+typedef enum {
+    M2MHSM_TOKEN_LOST,
+    M2MHSM_TOKEN_BACK,
+    /* The lock file does not speak for every writer of the token (a write from another host,
+     * or from a process with another lock file or none): its counter no longer answers
+     * lookups, the token's epoch object does (one call each). Told once; detail names the
+     * lock file. */
+    M2MHSM_TOKEN_LOCK_NOT_SHARED
+} m2mhsm_token_event;
 /* Told once when the token is found lost (detail: "operation: CKR_NAME", down_ms 0) and
  * once when it is back (detail: the CKR that lost it, down_ms: how long it was down).
  * Runs inside the failing or recovering call: it must not call into the token. */

@@ -122,7 +122,7 @@ m2mhsm_status ks_record_destroy(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, const 
     pthread_mutex_unlock(&ks->lock);
     m2mhsm_token_write_begin(ks->tok);
     m2mhsm_status st = ks_record_destroy_objects(ks, s, rec);
-    m2mhsm_token_write_changed(ks->tok);
+    m2mhsm_token_write_changed(ks->tok, s);
     m2mhsm_token_write_end(ks->tok);
     if (st == M2MHSM_OK)
         ks_notify_gone(ks, rec, M2MHSM_GONE_ERASED);
@@ -185,7 +185,7 @@ static m2mhsm_status repair(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, ks_scan *s
     for (size_t i = 0; i < sc->orphan_count; i++) {
         m2mhsm_token_write_begin(ks->tok);
         m2mhsm_status st = ks_destroy(ks->fn, s, sc->orphans[i]);
-        m2mhsm_token_write_changed(ks->tok);
+        m2mhsm_token_write_changed(ks->tok, s);
         m2mhsm_token_write_end(ks->tok);
         if (st != M2MHSM_OK)
             return st;
@@ -230,6 +230,9 @@ static m2mhsm_status load(m2mhsm_keystore *ks, m2mhsm_open_report *rep)
         rep->kept_keys = sc.kept_keys;
         st = repair(ks, s, &sc, rep);
     }
+    /* A writer makes sure other processes and hosts can see its writes (epoch.c). */
+    if (st == M2MHSM_OK && !ks->read_only)
+        st = m2mhsm_token_epoch_ensure(ks->tok, s);
     m2mhsm_token_session_put(ks->tok, s);
     if (st != M2MHSM_OK) {
         ks_scan_free(&sc);

@@ -1,4 +1,5 @@
-/* Identity -> record: an index hit confirmed by one attribute read, or a token search. */
+/* Identity -> record: an index hit confirmed by the write epoch or one attribute read, or a
+ * token search. */
 #include "ks.h"
 #include "../internal.h"
 
@@ -145,8 +146,9 @@ static m2mhsm_status search(m2mhsm_keystore *ks, CK_SESSION_HANDLE s, m2mhsm_kin
 }
 
 /* Remember that (kind, identity) was searched for at this epoch and not found: a flood of
- * unknown psk_identity values then costs one search each until something is written. The
- * cache is bounded; past the bound it starts afresh. */
+ * unknown psk_identity values then costs no search (lock file) or one attribute read
+ * (epoch object) each until something is written. The cache is bounded; past the bound it
+ * starts afresh. */
 #define ABSENT_MAX 1024
 
 static void note_absent(m2mhsm_keystore *ks, m2mhsm_kind kind, const char *identity, uint64_t epoch)
@@ -182,10 +184,28 @@ static m2mhsm_status lookup(m2mhsm_keystore *ks, m2mhsm_kind kind, const char *i
         return st;
 
     int64_t t = ks->revalidate_ms > 0 ? monotonic_ms() : 0;
-    /* With a lock file every process bumps a shared write epoch when it changes the token:
-     * an answer confirmed at the current epoch needs no token call (docs/performance.md). */
+    /* An answer from memory must be the token's answer now: it is, if the write epoch
+     * (which every writer moves) is what it was when the answer was confirmed. The lock
+     * file's counter costs no call but speaks only for the processes sharing the file (a
+     * write from outside it is noticed within M2MHSM_EPOCH_CHECK_MS), so it answers hits
+     * only; a miss, and every lookup without a lock file, reads the token's epoch object:
+     * one call, never stale (docs/key-lifecycle.md, "Answers from memory"). */
     uint64_t epoch = 0;
-    int shared = m2mhsm_token_shared_epoch(ks->tok, &epoch);
+    int shared = m2mhsm_token_shared_epoch(ks->tok, &epoch), session = 0;
+    pthread_mutex_lock(&ks->lock);
+    int indexed = ks_index_get(&ks->idx, kind, identity, len) != NULL;
+    pthread_mutex_unlock(&ks->lock);
+    CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
+    if (!shared || !indexed) {
+        if ((st = m2mhsm_token_session_get(ks->tok, &s)) != M2MHSM_OK)
+            return st;
+        session = 1;
+        if ((st = m2mhsm_token_epoch_read(ks->tok, s, &epoch, &shared)) != M2MHSM_OK) {
+            m2mhsm_token_session_put(ks->tok, s);
+            return st;
+        }
+        epoch |= 1ull << 63; /* never equal to a lock file's counter */
+    }
     pthread_mutex_lock(&ks->lock);
     const m2mhsm_record *hit = ks_index_get(&ks->idx, kind, identity, len);
     int have = hit != NULL, fresh = 0, known_absent = 0;
@@ -200,6 +220,8 @@ static m2mhsm_status lookup(m2mhsm_keystore *ks, m2mhsm_kind kind, const char *i
         known_absent = at != NULL && *at == epoch + 1;
     }
     pthread_mutex_unlock(&ks->lock);
+    if ((fresh || known_absent) && session)
+        m2mhsm_token_session_put(ks->tok, s);
     if (fresh) {
         ks_obj(out)->generation = m2mhsm_token_generation(ks->tok);
         return M2MHSM_OK;
@@ -207,8 +229,7 @@ static m2mhsm_status lookup(m2mhsm_keystore *ks, m2mhsm_kind kind, const char *i
     if (known_absent)
         return m2mhsm_fail(M2MHSM_E_NOT_FOUND, "no %s with that identity", m2mhsm_kind_name(kind));
 
-    CK_SESSION_HANDLE s;
-    if ((st = m2mhsm_token_session_get(ks->tok, &s)) != M2MHSM_OK)
+    if (!session && (st = m2mhsm_token_session_get(ks->tok, &s)) != M2MHSM_OK)
         return st;
     unsigned gen = m2mhsm_token_generation(ks->tok);
     st = have ? ks_still_there(ks, s, out) : M2MHSM_E_NOT_FOUND;

@@ -44,7 +44,7 @@ m2mhsm_status ks_record_write(m2mhsm_keystore *ks, m2mhsm_record *rec,
         return st;
     m2mhsm_token_write_begin(ks->tok);
     st = write_objects(ks, s, rec, specs);
-    m2mhsm_token_write_changed(ks->tok); /* even a failed write may have left objects */
+    m2mhsm_token_write_changed(ks->tok, s); /* even a failed write may have left objects */
     m2mhsm_token_write_end(ks->tok);
     ks_obj(rec)->generation = m2mhsm_token_generation(ks->tok);
     m2mhsm_token_session_put(ks->tok, s);

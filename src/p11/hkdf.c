@@ -89,7 +89,7 @@ m2mhsm_status m2mhsm_token_hmac_derive(m2mhsm_token *tok, CK_OBJECT_HANDLE key, 
         return st;
     m2mhsm_token_write_begin(tok);
     st = m2mhsm_p11_hmac_derive(tok, s, key, msg, msg_len, tmpl, n, out);
-    m2mhsm_token_write_changed(tok);
+    m2mhsm_token_write_changed(tok, s);
     m2mhsm_token_write_end(tok);
     m2mhsm_token_session_put(tok, s);
     return st;
@@ -109,7 +109,7 @@ m2mhsm_status m2mhsm_token_hkdf_extract_key(m2mhsm_token *tok, CK_OBJECT_HANDLE 
         return st;
     m2mhsm_token_write_begin(tok);
     st = m2mhsm_p11_hkdf_extract(tok, s, CK_INVALID_HANDLE, ikm, tmpl, n, out);
-    m2mhsm_token_write_changed(tok);
+    m2mhsm_token_write_changed(tok, s);
     m2mhsm_token_write_end(tok);
     m2mhsm_token_session_put(tok, s);
     return st;

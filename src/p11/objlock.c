@@ -201,34 +201,3 @@ void m2mhsm_token_read_end(m2mhsm_token *tok)
 {
     rw_unlock(&tok->objlock);
 }
-
-/*
- * The write epoch: a counter at the start of the lock file, bumped by every process under
- * LOCK_EX when it has created or destroyed token objects. A reader that saw the same epoch
- * before knows no process using the lock file has changed the token since, without asking
- * the module (docs/performance.md: the attribute read a lookup confirms hits with).
- */
-void m2mhsm_token_write_changed(m2mhsm_token *tok)
-{
-    m2mhsm_objlock *l = &tok->objlock;
-    uint64_t epoch = 0;
-    if (l->fd < 0)
-        return;
-    if (pread(l->fd, &epoch, sizeof(epoch), 0) != (ssize_t)sizeof(epoch))
-        epoch = 0; /* a new, empty lock file */
-    epoch++;
-    if (pwrite(l->fd, &epoch, sizeof(epoch), 0) != (ssize_t)sizeof(epoch))
-        return; /* readers then keep confirming on the token, as without a lock file */
-}
-
-int m2mhsm_token_shared_epoch(m2mhsm_token *tok, uint64_t *epoch)
-{
-    m2mhsm_objlock *l = &tok->objlock;
-    if (l->fd < 0)
-        return 0;
-    uint64_t v = 0;
-    if (pread(l->fd, &v, sizeof(v), 0) != (ssize_t)sizeof(v))
-        v = 0;
-    *epoch = v;
-    return 1;
-}

@@ -104,6 +104,12 @@ struct m2mhsm_token {
         m2mhsm_token_observer fn; /* told of token_lost / token_back */
         void *arg;
     } lost;
+    struct {                     /* the write epoch (epoch.c), under lock */
+        CK_OBJECT_HANDLE handle; /* the epoch object found last, in generation gen */
+        unsigned gen;
+        int64_t checked_ms; /* last check of the lock file's counter against the object */
+        int foreign;        /* a write from outside the lock file was seen */
+    } epoch;
     struct { /* sign.c: the last private key signed with, under lock */
         char label[64];
         CK_OBJECT_HANDLE key;

@@ -468,7 +468,7 @@ m2mhsm_status m2mhsm_token_selftest(m2mhsm_token *tok, m2mhsm_selftest_report *o
     st = selftest_in(&c, out);
     release(&c, 0);
     if (c.on_token)
-        m2mhsm_token_write_changed(tok);
+        m2mhsm_token_write_changed(tok, c.s);
     m2mhsm_token_write_end(tok);
     m2mhsm_token_session_put(tok, c.s);
     OPENSSL_cleanse(&c, sizeof(c));

@@ -6,7 +6,11 @@
 #
 #   tests/bench/services.sh --build BUILD_DIR [--clients 1,16,256] [--seconds 5]
 #                           [--hold 1000] [--openers 16] [--dir DIR] [--keep-lab]
+#                           [--token-kind softhsm|softhsm-remote]
 #                           [-- more bench_services options]
+#
+# --token-kind: the lab's kind (hsm-config/lab.sh): softhsm-remote puts every token behind
+# p11-kit server, so that every PKCS#11 call of the services is a round trip.
 #
 # BUILD_DIR was configured with -DM2MHSM_BENCH=ON and built (m2mhsm, m2m-mef, m2m-maf,
 # bench_services). The lab goes in DIR (default: a new /tmp/m2m-bench-services.XXXXXX).
@@ -17,7 +21,7 @@ repo=$(cd "$here/../.." && pwd)
 labsh="$repo/hsm-config/lab.sh"
 prog=${0##*/}
 
-build="" clients=1,16,256 seconds=5 hold=1000 openers=16 dir="" keep=0
+build="" clients=1,16,256 seconds=5 hold=1000 openers=16 dir="" keep=0 kind=softhsm
 extra=()
 die() {
     printf '%s: error: %s\n' "$prog" "$*" >&2
@@ -32,6 +36,7 @@ while [ $# -gt 0 ]; do
         --openers) openers=${2:?}; shift 2 ;;
         --dir) dir=${2:?}; shift 2 ;;
         --keep-lab) keep=1; shift ;;
+        --token-kind) kind=${2:?}; shift 2 ;;
         --) shift; extra=("$@"); break ;;
         -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option '$1' (--help)" ;;
@@ -86,7 +91,7 @@ umask 077
 t0=$SECONDS
 echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname): $(nproc) vCPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# tree: $(git -C "$repo" rev-parse --short HEAD 2> /dev/null || echo '?')$(git -C "$repo" diff --quiet HEAD -- src engine include 2> /dev/null || echo ' (src/engine/include modified)'); build: $build; ulimit -n $(ulimit -n)"
-run bash "$labsh" init "$dir" --build "$build" > "$dir.init.log" 2>&1 ||
+run bash "$labsh" init "$dir" --build "$build" --token-kind "$kind" > "$dir.init.log" 2>&1 ||
     { cat "$dir.init.log"; rm -f "$dir.init.log"; exit 1; }
 sed 's/^/  /' "$dir.init.log" | tail -2
 rm -f "$dir.init.log"
@@ -94,7 +99,8 @@ rm -f "$dir.init.log"
 . "$dir/lab.env"
 
 # The load clients' Kpms: random test keys, in the MEF's token (the admin CLI) and, with
-# their KpmIDs, in kpms.txt for the client. Never printed.
+# their KpmIDs, in kpms.txt for the client. Never printed. Before the lab starts, so on a
+# remote kind through SoftHSM directly (its token servers start with the lab).
 mkdir "$dir/bench"
 kpms="$dir/bench/kpms.txt"
 : > "$kpms"
@@ -104,7 +110,7 @@ for ((i = 1; i <= nkpm; i++)); do
     id=$(printf 'bench-kpm-%04d' "$i")
     openssl rand -hex 32 > "$dir/bench/$id.hex"
     printf '%s %s\n' "$id" "$(< "$dir/bench/$id.hex")" >> "$kpms"
-    "$M2M_BIN/m2mhsm" --module "$M2M_MODULE" --token "$M2M_MEF_TOKEN" \
+    "$M2M_BIN/m2mhsm" --module "${M2M_DIRECT_MODULE:-$M2M_MODULE}" --token "$M2M_MEF_TOKEN" \
         --pin-source "file:$M2M_MEF_PIN_FILE" --lock-file "$M2M_MEF_LOCK_FILE" \
         kpm import --kpm-id "$id" --key-file "$dir/bench/$id.hex" > /dev/null ||
         die "importing $id failed"
@@ -134,7 +140,7 @@ rc=0
 run "$bench" --kpms "$kpms" --mef "127.0.0.1:$M2M_MEF_PORT" --maf "127.0.0.1:$M2M_MAF_PORT" \
     --raw-dir "$dir/bench/raw" --mef-pid "$mef_pid" --maf-pid "$maf_pid" \
     --mef-log "$dir/mef.log" --maf-log "$dir/maf.log" --mef-fqdn "$M2M_MEF_FQDN" \
-    --maf-id "$M2M_MAF_ID" --module "$M2M_MODULE" --clients "$clients" --seconds "$seconds" \
+    --maf-id "$M2M_MAF_ID" --module "${M2M_DIRECT_MODULE:-$M2M_MODULE}" --clients "$clients" --seconds "$seconds" \
     --hold "$hold" --openers "$openers" "${extra[@]}" || rc=$?
 
 # Server-side problems during the run, from the servers' own logs.

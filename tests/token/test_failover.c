@@ -27,7 +27,7 @@ static void observe(void *arg, m2mhsm_token_event ev, const char *detail, long l
     assert_true(down_ms >= 0);
     if (ev == M2MHSM_TOKEN_LOST)
         e->lost++;
-    else
+    else if (ev == M2MHSM_TOKEN_BACK)
         e->back++;
     strncpy(e->detail, detail, sizeof(e->detail) - 1);
 }

@@ -8,7 +8,8 @@
 static char token_uri[256];
 
 /* event=token_lost when a call finds the token gone (detail "operation: CKR_NAME"), and
- * event=token_back when a re-attach succeeds: the two ends of an outage in the log. */
+ * event=token_back when a re-attach succeeds: the two ends of an outage in the log.
+ * event=lock-file-not-shared when another writer of the token does not share lock_file. */
 static void on_token_event(void *arg, m2mhsm_token_event ev, const char *detail, long long down_ms)
 {
     (void)arg;
@@ -19,6 +20,14 @@ static void on_token_event(void *arg, m2mhsm_token_event ev, const char *detail,
         snprintf(op, sizeof(op), "%.*s", (int)n, detail);
         app_log(APP_ERROR, "token_lost", "token=%s op=%s ckr=%s", token_uri, op,
                 sep != NULL ? sep + 2 : detail);
+    } else if (ev == M2MHSM_TOKEN_LOCK_NOT_SHARED) {
+        /* Not fatal (lookups confirm on the token from now on), but a deployment whose
+         * processes were meant to share the lock file is misconfigured: say what to do. */
+        app_log(APP_WARN, "lock-file-not-shared",
+                "token=%s detail=\"%s\" action=\"every process on one machine must use the same "
+                "lock_file; across hosts this is expected and costs one token call per lookup "
+                "(deployment-hsm.md)\"",
+                token_uri, detail);
     } else {
         app_log(APP_INFO, "token_back", "token=%s ckr=%s down_ms=%lld", token_uri, detail, down_ms);
     }
