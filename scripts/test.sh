@@ -37,7 +37,7 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print
 
 echo "== TSan, threads, processes and fork"
 build build-tsan -DCMAKE_BUILD_TYPE=Debug -DM2MHSM_TSAN=ON
-TSAN_OPTIONS=halt_on_error=1 run_ctest build-tsan -R "token_processes|token_tls|token_fork|token_sessions"
+TSAN_OPTIONS=halt_on_error=1 run_ctest build-tsan -R "token_processes|token_tls|token_fork|token_sessions|token_failover|token_multihost"
 
 echo "== valgrind memcheck, token suites and provider load/unload"
 for t in token_keystore token_open token_processes token_tls token_selftest token_hkdf token_softokn_tls \
