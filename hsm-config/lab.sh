@@ -265,7 +265,7 @@ write_configs() {
     python3 - "$lab_dir" "${SERVICE_MODULE:-$MODULE}" "$EXPIRY" "$KPM_ID" "$ENROLEE_ID" "$MEF_FQDN" "$MAF_ID" \
         "$P_TLS" "$P_DTLS" "$P_HTTPS" "$P_MAF" "$P_MEF_METRICS" "$P_MAF_METRICS" "$P_MAF_DTLS" \
         "$TLS13" "$EB_ID" "$KPM_B_ID" "$ENROLEE_B_ID" "$P_EB" "$P_EB_DTLS" "$P_EB_METRICS" \
-        "$tokens" "$SOFTHSM_MODULE" <<'EOF'
+        "$tokens" "$SOFTHSM_MODULE" "${KIND_ACCEPT_EXTRACTABLE:-0}" <<'EOF'
 import json, os, sys
 d, module, expiry, kpm_id, enrolee_id, mef_fqdn, maf_id = sys.argv[1:8]
 p_tls, p_dtls, p_https, p_maf, p_mef_metrics, p_maf_metrics, p_maf_dtls = sys.argv[8:15]
@@ -273,12 +273,15 @@ tls13 = sys.argv[15] == "1"
 eb_id, kpm_b_id, enrolee_b_id, p_eb, p_eb_dtls, p_eb_metrics = sys.argv[16:22]
 tokens = json.loads(sys.argv[22])
 softhsm = sys.argv[23]
+accept_extractable = sys.argv[24] == "1"
 
 def pkcs11(t):
     s = {"module": module, "token": tokens[t]["uri"],
          "pin_source": "file:%s/%s.pin" % (d, t), "lock_file": "%s/%s.lock" % (d, t)}
     if tokens[t]["init_args"]:
         s["module_init_args"] = tokens[t]["init_args"]
+    if accept_extractable:
+        s["accept_extractable_keys"] = True
     return s
 
 # The TLS key on a SoftHSM token beside the kind's, where the kind cannot hold it.

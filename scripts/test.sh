@@ -42,7 +42,8 @@ build build-tsan -DCMAKE_BUILD_TYPE=Debug -DM2MHSM_TSAN=ON
 TSAN_OPTIONS=halt_on_error=1 run_ctest build-tsan -R "token_processes|token_tls|token_fork|token_sessions|token_failover|token_multihost"
 
 echo "== valgrind memcheck, token suites and provider load/unload"
-for t in token_keystore token_open token_processes token_tls unit_provider unit_app; do
+for t in token_keystore token_open token_processes token_tls token_selftest token_hkdf token_softokn_tls \
+    unit_provider unit_app; do
     (cd build-test/tests && M2MHSM_MODULE=/usr/lib/softhsm/libsofthsm2.so \
         valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
         --trace-children=no "./$t" > "../../build-test/valgrind-$t.log" 2>&1) \

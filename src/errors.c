@@ -133,6 +133,9 @@ static const struct code_name ckm_names[] = {
     CKM(CKM_HKDF_DERIVE),
     CKM(CKM_SP800_108_FEEDBACK_KDF),
     CKM(CKM_GENERIC_SECRET_KEY_GEN),
+    CKM(CKM_AES_ECB),
+    CKM(CKM_AES_CBC_PAD),
+    CKM(CKM_AES_KEY_GEN),
 };
 #undef CKM
 

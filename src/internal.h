@@ -2,6 +2,7 @@
 #ifndef M2MHSM_INTERNAL_H
 #define M2MHSM_INTERNAL_H
 
+#include <stddef.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <m2mhsm/errors.h>
@@ -66,6 +67,19 @@ int m2mhsm_token_takes_private_data(struct m2mhsm_token *tok);
 void m2mhsm_token_note_no_private_data(struct m2mhsm_token *tok);
 int m2mhsm_token_needs_distinct_ids(struct m2mhsm_token *tok);
 void m2mhsm_token_note_distinct_ids(struct m2mhsm_token *tok);
+
+/* HKDF-Extract on the token (src/p11/hkdf.c), on a session the caller holds, inside its
+ * write section: a session key holding data (CKA_DERIVE, sensitive); HMAC(salt_key, ikm)
+ * into a new key made from tmpl (salt_key CK_INVALID_HANDLE: HashLen zeros); and
+ * HMAC(key, msg) into a new key, the message's session key destroyed on every path. */
+m2mhsm_status m2mhsm_p11_data_key(struct m2mhsm_token *tok, CK_SESSION_HANDLE s,
+                                  const uint8_t *data, size_t len, CK_OBJECT_HANDLE *out);
+m2mhsm_status m2mhsm_p11_hkdf_extract(struct m2mhsm_token *tok, CK_SESSION_HANDLE s,
+                                      CK_OBJECT_HANDLE salt_key, CK_OBJECT_HANDLE ikm,
+                                      const CK_ATTRIBUTE *tmpl, CK_ULONG n, CK_OBJECT_HANDLE *out);
+m2mhsm_status m2mhsm_p11_hmac_derive(struct m2mhsm_token *tok, CK_SESSION_HANDLE s,
+                                     CK_OBJECT_HANDLE key, const uint8_t *msg, size_t msg_len,
+                                     const CK_ATTRIBUTE *tmpl, CK_ULONG n, CK_OBJECT_HANDLE *out);
 
 /*
  * Fork safety (src/fork.c). Every lock that guards memory a forked child goes on using, and

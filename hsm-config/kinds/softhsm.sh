@@ -12,6 +12,8 @@
 #   KIND_PIN_CHARS         length of the random hex PINs lab.sh writes (the module's limits)
 #   KIND_EC                1 if the lab can make the servers' EC P-256 TLS keys on it (else
 #                          they go on SoftHSM tokens beside it: tls_key_pkcs11)
+#   KIND_ACCEPT_EXTRACTABLE  1 if the token fails the self-test (keys can leave it) and the
+#                          lab's services are to run on it anyway (accept_extractable_keys)
 #   kind_prepare DIR       module configuration, daemons; once per lab, before any token
 #   kind_make_token DIR LABEL SO_PIN_FILE PIN_FILE   a throwaway token labelled LABEL
 #   kind_token_uri DIR LABEL        its RFC 7512 URI (one token exactly)

@@ -71,6 +71,10 @@ typedef struct {
     struct {
         uint64_t opaque[M2MHSM_FORM_COUNT + 2];
     } objects;
+    /* KM, KPSA: 1 if the token derived it from Ke (CKM_HKDF_DERIVE), so the key never
+     * existed in host memory; 0 if it was computed by C_Sign and imported, fetched from a
+     * MEF, or written before this field existed (docs/threat-model.md). */
+    int derived_in_token;
 } m2mhsm_record;
 
 typedef struct m2mhsm_keystore m2mhsm_keystore;
@@ -281,9 +285,12 @@ m2mhsm_status m2mhsm_keystore_derive(m2mhsm_keystore *ks, const m2mhsm_record *k
 
 /*
  * Derive Km/Kpsa from Ke and store it (the Enrolee's side): identity = KeID, lifetime =
- * min(requested, Ke's); a lifetime already over is refused with M2MHSM_E_EXPIRED. The HMAC
- * output (C_Sign) is imported at once and cleansed: PKCS#11 2.40 tokens such as SoftHSM
- * have no KDF that yields it as a key object (docs/deployment-hsm.md).
+ * min(requested, Ke's); a lifetime already over is refused with M2MHSM_E_EXPIRED. Where the
+ * token offers CKM_HKDF_DERIVE (caps.hkdf_derive) the key is derived inside it and never
+ * reaches host memory (out->derived_in_token = 1; its TLS 1.2 form still passes through
+ * memory as a C_DigestKey result, docs/threat-model.md); if that token will not digest the
+ * key for the TLS 1.2 form, and elsewhere (PKCS#11 2.40 tokens such as SoftHSM), the HMAC
+ * output of C_Sign is imported at once and cleansed (derived_in_token = 0).
  */
 m2mhsm_status m2mhsm_keystore_derive_store(m2mhsm_keystore *ks, const m2mhsm_record *ke,
                                            m2mhsm_derivation which, const char *target_id,

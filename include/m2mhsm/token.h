@@ -136,6 +136,63 @@ int m2mhsm_token_is_down(m2mhsm_token *tok);
 m2mhsm_status m2mhsm_token_sign_ecdsa(m2mhsm_token *tok, const char *key_label, const uint8_t *dgst,
                                       size_t dgst_len, uint8_t *sig, size_t *sig_len);
 
+/* ---- The self-test: can a key leave this token? (src/p11/selftest.c) ---- */
+
+/* The ways a key can leave a token, each tried on a throwaway probe key. */
+typedef enum {
+    M2MHSM_PROBE_READ_VALUE = 0,     /* C_GetAttributeValue(CKA_VALUE) */
+    M2MHSM_PROBE_SET_EXTRACTABLE,    /* C_SetAttributeValue(CKA_EXTRACTABLE=TRUE) */
+    M2MHSM_PROBE_SET_NON_SENSITIVE,  /* C_SetAttributeValue(CKA_SENSITIVE=FALSE) */
+    M2MHSM_PROBE_COPY_EXTRACTABLE,   /* C_CopyObject(CKA_EXTRACTABLE=TRUE), then read/wrap */
+    M2MHSM_PROBE_COPY_NON_SENSITIVE, /* C_CopyObject(CKA_SENSITIVE=FALSE), then read/wrap */
+    M2MHSM_PROBE_WRAP,               /* C_WrapKey under an AES key of our own */
+    M2MHSM_PROBE_DIGEST_KEY,         /* C_DigestKey(CKM_SHA256) */
+    M2MHSM_PROBE_COUNT
+} m2mhsm_probe;
+
+typedef enum {
+    M2MHSM_OUTCOME_REFUSED = 0, /* the token refused (rv), or accepted and did nothing */
+    M2MHSM_OUTCOME_WEAKENED,    /* the token weakened the key (or a copy) but this probe got
+                                   no bytes out: not enforced all the same */
+    M2MHSM_OUTCOME_LEAKED,      /* key bytes left the token (recovered: checked equal) */
+    M2MHSM_OUTCOME_HASHED,      /* C_DigestKey gave SHA-256 of the key: not the key, and
+                                   m2mhsm stores no form whose hash is an effective key */
+    M2MHSM_OUTCOME_UNAVAILABLE  /* could not be tried (no mechanism; its probe key not made) */
+} m2mhsm_probe_outcome;
+
+typedef struct {
+    m2mhsm_probe_outcome outcome;
+    CK_RV rv;               /* the token's answer to the probe's call */
+    CK_MECHANISM_TYPE mech; /* the wrap mechanism that leaked, else 0 */
+    int recovered;          /* LEAKED: the bytes that came out equal the probe key's */
+} m2mhsm_probe_result;
+
+typedef struct {
+    m2mhsm_probe_result probe[M2MHSM_PROBE_COUNT];
+    /* 1 if no probe was WEAKENED or LEAKED: keys created sensitive and non-extractable stay
+     * in the token whatever a logged-in user asks. */
+    int non_extractable_enforced;
+    /* 1 if the token made Km from Ke by CKM_HKDF_DERIVE (10.3.2 check value, Ke = 00..1f,
+     * MAF-ID maf.example.com), and its TLS 1.3 early secret from Km, both non-extractable
+     * keys whose HMACs match: Km/Kpsa can be derived without passing through memory. */
+    int derive_in_token;
+    char derive_detail[160]; /* why derive_in_token is 0 (the failing call and CKR), or "" */
+    int probe_on_token;      /* 1: the token refused session keys, the probes were token objects */
+} m2mhsm_selftest_report;
+
+/*
+ * Run every probe of m2mhsm_probe on throwaway keys (session objects where the token
+ * allows, else token objects), and the HKDF derivation check. Every object it creates is
+ * destroyed on every path. Key bytes it handles are random or test vectors and are
+ * cleansed. Errors: the token failed a call the self-test needs to set up (creating its
+ * probe key): M2MHSM_E_PKCS11 naming the call; out is then all zeros. Thread-safe.
+ */
+m2mhsm_status m2mhsm_token_selftest(m2mhsm_token *tok, m2mhsm_selftest_report *out);
+
+/* "read_value", "set_extractable", ...; "refused", "weakened", "leaked", ... */
+const char *m2mhsm_probe_name(m2mhsm_probe p);
+const char *m2mhsm_probe_outcome_name(m2mhsm_probe_outcome o);
+
 #ifdef __cplusplus
 }
 #endif

@@ -120,6 +120,11 @@ m2mhsm_status ks_read_key_ids(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_
 m2mhsm_status ks_read_meta(m2mhsm_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
                            m2mhsm_record *rec);
 
+/* SHA-256(prefix || key) on the token (C_DigestKey); M2MHSM_E_UNSUPPORTED if the token
+ * will not digest the key (CKR_KEY_INDIGESTIBLE). unwrap.c. */
+m2mhsm_status ks_digest_key(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key,
+                            const uint8_t *prefix, size_t prefix_len, uint8_t out[32]);
+
 /* ---- index.c: (kind, identity) -> record, O(1) ---- */
 typedef struct ks_entry ks_entry;
 typedef struct {

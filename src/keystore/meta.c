@@ -190,6 +190,9 @@ m2mhsm_status ks_meta_encode(const m2mhsm_record *rec, char *buf, size_t *len)
         forms_format(rec->forms, forms, sizeof(forms));
         n += snprintf(buf + n, M2MHSM_META_MAX - (size_t)n, "forms=%s\n", forms);
     }
+    /* Written only when true, so a record made by C_Sign reads as before the field existed. */
+    if (n > 0 && n < M2MHSM_META_MAX && rec->derived_in_token)
+        n += snprintf(buf + n, M2MHSM_META_MAX - (size_t)n, "derived_in_token=1\n");
     if (n < 0 || n >= M2MHSM_META_MAX)
         return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "metadata too long");
     *len = (size_t)n;
@@ -279,6 +282,7 @@ static int set_field(m2mhsm_record *rec, const char *k, const char *v, unsigned 
     FIELD("expiry", 9, parse_time(v, &rec->expiry, 1))
     FIELD("seq", 10, parse_seq(v, &rec->seq))
     FIELD("forms", 11, forms_parse(v, &rec->forms))
+    FIELD("derived_in_token", 12, strcmp(v, "1") == 0 && (rec->derived_in_token = 1))
 #undef FIELD
     return 0;
 }
@@ -334,6 +338,8 @@ static int kind_fields_ok(const m2mhsm_record *r)
 static int record_ok(const m2mhsm_record *r)
 {
     if (r->seq != 0 && !ks_kind_replaceable(r->kind))
+        return 0;
+    if (r->derived_in_token && r->kind != M2MHSM_KIND_KM && r->kind != M2MHSM_KIND_KPSA)
         return 0;
     /* A subset of the kind's forms, and for a PSK at least one a handshake can use. */
     unsigned all = ks_kind_forms(r->kind), tls = M2MHSM_FORMS_TLS12 | M2MHSM_FORMS_TLS13;

@@ -361,11 +361,10 @@ m2mhsm_status m2mhsm_keystore_store_ke(m2mhsm_keystore *ks, const m2mhsm_enrolme
     return M2MHSM_OK;
 }
 
-m2mhsm_status m2mhsm_keystore_derive(m2mhsm_keystore *ks, const m2mhsm_record *ke,
-                                     m2mhsm_derivation which, const char *target_id,
-                                     uint8_t out[M2MHSM_KEY_LEN])
+/* A Ke that may key a derivation now: valid, current, and named by this process's handles. */
+static m2mhsm_status ke_usable(m2mhsm_keystore *ks, const m2mhsm_record *ke)
 {
-    if (ke == NULL || ke->kind != M2MHSM_KIND_KE || out == NULL)
+    if (ke == NULL || ke->kind != M2MHSM_KIND_KE)
         return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "derive: needs a Ke record");
     if (!m2mhsm_record_valid(ks, ke))
         return m2mhsm_fail(M2MHSM_E_EXPIRED, "Ke has passed its Enrolment Expiry");
@@ -378,10 +377,21 @@ m2mhsm_status m2mhsm_keystore_derive(m2mhsm_keystore *ks, const m2mhsm_record *k
         return gst;
     if (ks_obj(ke)->generation != m2mhsm_token_generation(ks->tok))
         return m2mhsm_fail(M2MHSM_E_NOT_FOUND, "the Ke record predates a fork; look it up again");
+    return M2MHSM_OK;
+}
+
+m2mhsm_status m2mhsm_keystore_derive(m2mhsm_keystore *ks, const m2mhsm_record *ke,
+                                     m2mhsm_derivation which, const char *target_id,
+                                     uint8_t out[M2MHSM_KEY_LEN])
+{
+    if (out == NULL)
+        return m2mhsm_fail(M2MHSM_E_INVALID_ARG, "derive: needs an output buffer");
+    m2mhsm_status st = ke_usable(ks, ke);
+    if (st != M2MHSM_OK)
+        return st;
     uint8_t *msg = NULL;
     size_t msg_len = 0;
-    m2mhsm_status st = m2mhsm_derivation_input(which, target_id, &msg, &msg_len);
-    if (st != M2MHSM_OK)
+    if ((st = m2mhsm_derivation_input(which, target_id, &msg, &msg_len)) != M2MHSM_OK)
         return st;
     st = m2mhsm_token_hmac_sha256(ks->tok, ks_obj(ke)->key[M2MHSM_FORM_RAW], msg, msg_len, out);
     free(msg);
@@ -393,24 +403,57 @@ static m2mhsm_kind derived_kind(m2mhsm_derivation which)
     return which == M2MHSM_DERIVE_KM ? M2MHSM_KIND_KM : M2MHSM_KIND_KPSA;
 }
 
-/* Store a Km/Kpsa under identity ke_id, replacing an earlier one. */
+/* Store a Km/Kpsa under identity ke_id, replacing an earlier one: from key bytes, or (key
+ * NULL) derived on the token from the Ke object by HKDF over msg. */
 static m2mhsm_status write_derived(m2mhsm_keystore *ks, m2mhsm_record *rec, const uint8_t *key,
-                                   size_t len)
+                                   size_t len, CK_OBJECT_HANDLE ke, const uint8_t *msg,
+                                   size_t msg_len)
 {
     ks_known known;
     m2mhsm_status st = ks_replace_begin(ks, rec, &known);
     if (st == M2MHSM_OK)
-        st = ks_write_psk(ks, rec, key, len);
+        st = key != NULL ? ks_write_psk(ks, rec, key, len)
+                         : ks_write_hkdf(ks, rec, ke, msg, msg_len);
     return st == M2MHSM_OK ? ks_replace_end(ks, &known, rec) : st;
+}
+
+/* Today's path: C_Sign's HMAC output in host memory, imported and cleansed. */
+static m2mhsm_status write_signed(m2mhsm_keystore *ks, m2mhsm_record *rec, const m2mhsm_record *ke,
+                                  const uint8_t *msg, size_t msg_len)
+{
+    uint8_t key[M2MHSM_KEY_LEN];
+    m2mhsm_status st =
+        m2mhsm_token_hmac_sha256(ks->tok, ks_obj(ke)->key[M2MHSM_FORM_RAW], msg, msg_len, key);
+    if (st == M2MHSM_OK)
+        st = write_derived(ks, rec, key, sizeof(key), CK_INVALID_HANDLE, NULL, 0);
+    OPENSSL_cleanse(key, sizeof(key));
+    return st;
+}
+
+/* Inside the token where it offers CKM_HKDF_DERIVE. A token that refuses to digest the key
+ * for its TLS 1.2 form (M2MHSM_E_UNSUPPORTED; nothing was written) gets today's path. */
+static m2mhsm_status write_new_derived(m2mhsm_keystore *ks, m2mhsm_record *rec,
+                                       const m2mhsm_record *ke, const uint8_t *msg, size_t msg_len)
+{
+    if (m2mhsm_token_caps_get(ks->tok)->hkdf_derive) {
+        m2mhsm_status st =
+            write_derived(ks, rec, NULL, 0, ks_obj(ke)->key[M2MHSM_FORM_RAW], msg, msg_len);
+        if (st != M2MHSM_E_UNSUPPORTED)
+            return st;
+    }
+    return write_signed(ks, rec, ke, msg, msg_len);
 }
 
 m2mhsm_status m2mhsm_keystore_derive_store(m2mhsm_keystore *ks, const m2mhsm_record *ke,
                                            m2mhsm_derivation which, const char *target_id,
                                            m2mhsm_time requested_expiry, m2mhsm_record *out)
 {
-    uint8_t key[M2MHSM_KEY_LEN];
-    m2mhsm_status st = m2mhsm_keystore_derive(ks, ke, which, target_id, key);
+    m2mhsm_status st = ke_usable(ks, ke);
     if (st != M2MHSM_OK)
+        return st;
+    uint8_t *msg = NULL;
+    size_t msg_len = 0;
+    if ((st = m2mhsm_derivation_input(which, target_id, &msg, &msg_len)) != M2MHSM_OK)
         return st;
     m2mhsm_record rec;
     record_init(ks, &rec, derived_kind(which), ke->identity);
@@ -423,8 +466,8 @@ m2mhsm_status m2mhsm_keystore_derive_store(m2mhsm_keystore *ks, const m2mhsm_rec
     if (!m2mhsm_expiry_is_valid(rec.expiry, rec.created))
         st = m2mhsm_fail(M2MHSM_E_EXPIRED, "the requested lifetime has already passed");
     else
-        st = write_derived(ks, &rec, key, sizeof(key));
-    OPENSSL_cleanse(key, sizeof(key));
+        st = write_new_derived(ks, &rec, ke, msg, msg_len);
+    free(msg);
     if (st == M2MHSM_OK && out != NULL)
         *out = rec;
     return st;
@@ -452,7 +495,7 @@ m2mhsm_status m2mhsm_keystore_store_fetched(m2mhsm_keystore *ks, const m2mhsm_fe
     set_str(rec.ke_id, sizeof(rec.ke_id), ke_id);
     set_str(rec.enrolee_id, sizeof(rec.enrolee_id), fk->enrolee_id);
     set_str(rec.target_id, sizeof(rec.target_id), fk->target_id);
-    st = write_derived(ks, &rec, key, key_len);
+    st = write_derived(ks, &rec, key, key_len, CK_INVALID_HANDLE, NULL, 0);
     if (st == M2MHSM_OK && out != NULL)
         *out = rec;
     return st;

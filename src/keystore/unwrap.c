@@ -86,9 +86,8 @@ static m2mhsm_status make_unwrapped(const ks_key_spec *spec, CK_SESSION_HANDLE s
     return M2MHSM_OK;
 }
 
-/* SHA-256(prefix || key) on the token. */
-static m2mhsm_status digest_key(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key,
-                                const uint8_t *prefix, size_t prefix_len, uint8_t out[32])
+m2mhsm_status ks_digest_key(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key,
+                            const uint8_t *prefix, size_t prefix_len, uint8_t out[32])
 {
     CK_MECHANISM mech = {CKM_SHA256, NULL, 0};
     CK_ULONG len = 32;
@@ -100,7 +99,7 @@ static m2mhsm_status digest_key(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OB
     if ((rv = fn->C_DigestKey(s, key)) == CKR_KEY_INDIGESTIBLE)
         return m2mhsm_fail(M2MHSM_E_UNSUPPORTED,
                            "C_DigestKey: CKR_KEY_INDIGESTIBLE: this token will not hash a "
-                           "sensitive key, so it cannot make the TLS forms of a wrapped Kpm");
+                           "sensitive key, so it cannot make the TLS forms of a key it holds");
     if (rv != CKR_OK)
         return m2mhsm_fail_ckr("C_DigestKey", rv);
     if ((rv = fn->C_DigestFinal(s, out, &len)) != CKR_OK)
@@ -134,7 +133,7 @@ static m2mhsm_status pms_form(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJE
     prefix[1] = (uint8_t)n;
     prefix[2 + n] = (uint8_t)(n >> 8);
     prefix[3 + n] = (uint8_t)n;
-    return digest_key(fn, s, raw, prefix, 4 + n, out);
+    return ks_digest_key(fn, s, raw, prefix, 4 + n, out);
 }
 
 /* TLS 1.3 form: HMAC(0^32, Kpm) = SHA-256(opad || SHA-256(ipad || Kpm)) with a zero key. */
@@ -143,7 +142,7 @@ static m2mhsm_status es_form(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJEC
 {
     uint8_t pad[64 + 32], inner[32];
     memset(pad, 0x36, 64);
-    m2mhsm_status st = digest_key(fn, s, raw, pad, 64, inner);
+    m2mhsm_status st = ks_digest_key(fn, s, raw, pad, 64, inner);
     if (st == M2MHSM_OK) {
         memset(pad, 0x5c, 64);
         memcpy(pad + 64, inner, 32);

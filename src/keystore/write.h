@@ -20,5 +20,9 @@ m2mhsm_status ks_psk_forms(const uint8_t *psk, size_t len, ks_psk_buf *buf,
                            ks_key_spec specs[M2MHSM_FORM_COUNT]);
 /* ks_psk_forms + ks_record_write, cleansing the forms. */
 m2mhsm_status ks_write_psk(m2mhsm_keystore *ks, m2mhsm_record *rec, const uint8_t *psk, size_t len);
+/* A Km/Kpsa (rec) derived on the token as HMAC(ke, msg) by CKM_HKDF_DERIVE, its forms
+ * made from it there (hkdf.c); rec->derived_in_token = 1 once written. */
+m2mhsm_status ks_write_hkdf(m2mhsm_keystore *ks, m2mhsm_record *rec, CK_OBJECT_HANDLE ke,
+                            const uint8_t *msg, size_t msg_len);
 
 #endif

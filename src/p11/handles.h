@@ -52,6 +52,25 @@ void m2mhsm_token_session_destroy(m2mhsm_token *tok, CK_OBJECT_HANDLE copy);
 /* Incremented each time the module is re-initialised (after fork or a lost token, see
  * Failover in <m2mhsm/token.h>): object handles from an earlier generation are meaningless.
  * Thread-safe. */
+
+/*
+ * HMAC-SHA-256(key, msg) computed by the token into a new secret-key object made from tmpl
+ * (C_DeriveKey with CKM_HKDF_DERIVE, extract only: salt = key, input keying material = a
+ * session key holding msg, destroyed on every path). CKA_VALUE_LEN 32 is added to tmpl.
+ * The result never exists in host memory: make tmpl sensitive and non-extractable.
+ * M2MHSM_E_UNSUPPORTED if the token lacks CKM_HKDF_DERIVE (caps.hkdf_derive). Thread-safe.
+ */
+m2mhsm_status m2mhsm_token_hmac_derive(m2mhsm_token *tok, CK_OBJECT_HANDLE key, const uint8_t *msg,
+                                       size_t msg_len, const CK_ATTRIBUTE *tmpl, CK_ULONG n,
+                                       CK_OBJECT_HANDLE *out);
+/* HKDF-Extract(0^32, ikm) = HMAC(0^32, ikm) into a new key object made from tmpl: the TLS
+ * 1.3 early secret of the PSK ikm (CKF_HKDF_SALT_NULL). ikm needs CKA_DERIVE. Thread-safe. */
+m2mhsm_status m2mhsm_token_hkdf_extract_key(m2mhsm_token *tok, CK_OBJECT_HANDLE ikm,
+                                            const CK_ATTRIBUTE *tmpl, CK_ULONG n,
+                                            CK_OBJECT_HANDLE *out);
+
+/* Incremented each time the module is re-initialised (after fork): object handles from an
+ * earlier generation are meaningless. Thread-safe. */
 unsigned m2mhsm_token_generation(m2mhsm_token *tok);
 
 /*

@@ -54,6 +54,7 @@ expect 1 "KpmID is malformed" m enrolee revoke --kpm-id "dev 2"
 expect 2 "exactly one of --key-file and --wrapped" m kpm import --kpm-id dev-2
 expect 2 "unknown command" m frobnicate
 expect 2 "erase takes exactly one" m erase
+expect 2 "caps takes only --json" m caps --yaml
 expect 1 "no key with that id" m erase --key-id dev-9
 # A second token with a label in use would make pkcs11:token=cli match 2 tokens.
 expect 1 'a token labelled "cli" exists already' \

@@ -71,4 +71,12 @@ host_km=$(openssl mac -digest SHA256 -macopt "hexkey:${cexp:32:64}" -in "$LAB/km
 check "token HMAC keyed by the stored Ke equals openssl mac over the export (Km, 10.3.2)" \
     test "$token_km" = "$host_km"
 
+# SoftHSM 2.6.1 has no CKM_HKDF_DERIVE: the stored Km is made by C_Sign, and says so.
+derive_out=$(m derive km --maf-id maf.example.com --ke-id "$got_ke_id")
+check "derive km on SoftHSM reports the C_Sign path: $derive_out" \
+    grep -q "derived by C_Sign through host memory" <<< "$derive_out"
+m list --json > "$LAB/list.json"
+check "list --json: the Km says derived_in_token false, the Ke has no such field" \
+    python3 -c 'import json,sys; rs=json.load(open(sys.argv[1])); km=[r for r in rs if r["kind"]=="km"]; ke=[r for r in rs if r["kind"]=="ke"]; assert len(km)==1 and km[0]["derived_in_token"] is False and "derived_in_token" not in ke[0]' "$LAB/list.json"
+
 finish

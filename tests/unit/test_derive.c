@@ -161,6 +161,38 @@ static void test_tls13_form_is_hkdf_extract(void **state)
     assert_memory_equal(es, want, 32);
 }
 
+/* The in-token path (CKM_HKDF_DERIVE, extract only, salt = Ke, IKM = the clause's message)
+ * computes the same bytes as the C_Sign path: HKDF-Extract(salt, IKM) = HMAC(salt, IKM). */
+static void hkdf_extract_hex(const uint8_t *salt, size_t salt_len, m2mhsm_derivation which,
+                             const char *id, char out_hex[65])
+{
+    uint8_t *msg = NULL, prk[32];
+    size_t len = 0, prk_len = sizeof(prk);
+    assert_int_equal(m2mhsm_derivation_input(which, id, &msg, &len), M2MHSM_OK);
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_id(EVP_PKEY_HKDF, NULL);
+    assert_non_null(ctx);
+    assert_int_equal(EVP_PKEY_derive_init(ctx), 1);
+    assert_int_equal(EVP_PKEY_CTX_set_hkdf_mode(ctx, EVP_PKEY_HKDEF_MODE_EXTRACT_ONLY), 1);
+    assert_int_equal(EVP_PKEY_CTX_set_hkdf_md(ctx, EVP_sha256()), 1);
+    assert_int_equal(EVP_PKEY_CTX_set1_hkdf_salt(ctx, salt, (int)salt_len), 1);
+    assert_int_equal(EVP_PKEY_CTX_set1_hkdf_key(ctx, msg, (int)len), 1);
+    assert_int_equal(EVP_PKEY_derive(ctx, prk, &prk_len), 1);
+    EVP_PKEY_CTX_free(ctx);
+    free(msg);
+    assert_int_equal(prk_len, 32);
+    hex(prk, 32, out_hex);
+}
+
+static void test_hkdf_extract_with_ke_as_salt_gives_the_check_values(void **state)
+{
+    (void)state;
+    char h[65];
+    hkdf_extract_hex(fixture_key32, 32, M2MHSM_DERIVE_KM, "maf.example.com", h);
+    assert_string_equal(h, "3055bf32dd9c95586aaffa2ae2e165dfeffd0803566e16bdd343171457da8a5e");
+    hkdf_extract_hex(fixture_key32, 32, M2MHSM_DERIVE_KPSA, "//sp.example.com/cse1", h);
+    assert_string_equal(h, "0aa013cc8b374f98de90055eeb9f59c2e2d322af64888b8d3459433fc03639a3");
+}
+
 static void test_psk_length_bounds(void **state)
 {
     (void)state;
@@ -181,6 +213,7 @@ int main(void)
         cmocka_unit_test(test_ke_id_format_upper_hex_at_fqdn),
         cmocka_unit_test(test_tls12_form_keys_hmac_like_the_premaster),
         cmocka_unit_test(test_tls13_form_is_hkdf_extract),
+        cmocka_unit_test(test_hkdf_extract_with_ke_as_salt_gives_the_check_values),
         cmocka_unit_test(test_psk_length_bounds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

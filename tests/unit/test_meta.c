@@ -90,6 +90,38 @@ static void test_seq_round_trips_and_is_optional(void **state)
     assert_int_equal(ks_meta_decode(buf, strlen(buf), &back), M2MHSM_E_CORRUPT);
 }
 
+/* derived_in_token: written only when true, read back; a record without the line (made by
+ * C_Sign, or before the field existed) reads as 0; on a kind other than Km/Kpsa, or with
+ * another value, the record is corrupt. */
+static void test_derived_in_token_round_trips_and_defaults_to_false(void **state)
+{
+    (void)state;
+    m2mhsm_record r = sample(), back;
+    char buf[M2MHSM_META_MAX];
+    size_t len = 0;
+    assert_int_equal(ks_meta_encode(&r, buf, &len), M2MHSM_OK);
+    assert_null(strstr(buf, "derived_in_token"));
+    assert_int_equal(ks_meta_decode(buf, len, &back), M2MHSM_OK);
+    assert_int_equal(back.derived_in_token, 0);
+    r.derived_in_token = 1;
+    assert_int_equal(ks_meta_encode(&r, buf, &len), M2MHSM_OK);
+    assert_non_null(strstr(buf, "derived_in_token=1\n"));
+    assert_int_equal(ks_meta_decode(buf, len, &back), M2MHSM_OK);
+    assert_int_equal(back.derived_in_token, 1);
+    r.kind = M2MHSM_KIND_KPSA;
+    assert_int_equal(ks_meta_encode(&r, buf, &len), M2MHSM_OK);
+    assert_int_equal(ks_meta_decode(buf, len, &back), M2MHSM_OK);
+    assert_int_equal(back.derived_in_token, 1);
+    r.kind = M2MHSM_KIND_KE;
+    r.ke_id[0] = '\0';
+    assert_int_equal(ks_meta_encode(&r, buf, &len), M2MHSM_OK);
+    assert_int_equal(ks_meta_decode(buf, len, &back), M2MHSM_E_CORRUPT);
+    r = sample();
+    assert_int_equal(ks_meta_encode(&r, buf, &len), M2MHSM_OK);
+    strcat(buf, "derived_in_token=yes\n");
+    assert_int_equal(ks_meta_decode(buf, strlen(buf), &back), M2MHSM_E_CORRUPT);
+}
+
 static void expect_corrupt(const char *text)
 {
     m2mhsm_record back;
@@ -288,6 +320,7 @@ int main(void)
         cmocka_unit_test(test_metadata_round_trips),
         cmocka_unit_test(test_seq_round_trips_and_is_optional),
         cmocka_unit_test(test_tampered_metadata_is_refused),
+        cmocka_unit_test(test_derived_in_token_round_trips_and_defaults_to_false),
         cmocka_unit_test(test_forms_round_trip_and_default_to_all),
         cmocka_unit_test(test_labels_name_kind_identity_and_form),
         cmocka_unit_test(test_key_template_is_sensitive_unextractable_and_dated),

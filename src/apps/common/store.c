@@ -35,7 +35,8 @@ static void on_token_event(void *arg, m2mhsm_token_event ev, const char *detail,
 
 const char *const app_pkcs11_fields[] = {
     "module",    "module_init_args", "token",           "pin_source",
-    "lock_file", "max_sessions",     "session_wait_ms", NULL};
+    "lock_file", "max_sessions",     "session_wait_ms", "accept_extractable_keys",
+    NULL};
 /* The TLS key's own token (app_certkey_ctx): no pool bounds, it signs a handshake at a time. */
 const char *const app_tls_key_fields[] = {"module",     "module_init_args", "token",
                                           "pin_source", "lock_file",        NULL};
@@ -58,10 +59,50 @@ static int pool_fields(const json_t *pkcs11, m2mhsm_token_config *cfg)
     return 0;
 }
 
+/* The token self-test (m2mhsm_token_selftest) at every start: a token that lets keys out
+ * breaks the promise the store makes for every key on it, so the program refuses it unless
+ * the configuration says, in so many words, that it accepts that; then it says so at every
+ * start. */
+static int token_checked(m2mhsm_token *tok, int accept_extractable)
+{
+    m2mhsm_selftest_report r;
+    m2mhsm_status st = m2mhsm_token_selftest(tok, &r);
+    if (st != M2MHSM_OK) {
+        app_log(APP_ERROR, "token-selftest-failed", "error=%s", app_error(st));
+        return -1;
+    }
+    char leaks[256] = "";
+    size_t n = 0;
+    for (int i = 0; i < M2MHSM_PROBE_COUNT; i++) {
+        m2mhsm_probe_outcome o = r.probe[i].outcome;
+        if ((o == M2MHSM_OUTCOME_LEAKED || o == M2MHSM_OUTCOME_WEAKENED) && n < sizeof(leaks))
+            n += (size_t)snprintf(leaks + n, sizeof(leaks) - n, "%s%s", n > 0 ? "," : "",
+                                  m2mhsm_probe_name((m2mhsm_probe)i));
+    }
+    if (r.non_extractable_enforced) {
+        app_log(APP_INFO, "token-selftest", "non_extractable_enforced=true derive_in_token=%s",
+                r.derive_in_token ? "true" : "false");
+        return 0;
+    }
+    if (!accept_extractable) {
+        app_log(APP_ERROR, "token-lets-keys-out",
+                "non_extractable_enforced=false leaks=%s: refusing this token; set "
+                "pkcs11.accept_extractable_keys to true to run on it anyway (docs/tokens.md)",
+                leaks);
+        return -1;
+    }
+    app_log(APP_WARN, "token-lets-keys-out-accepted",
+            "non_extractable_enforced=false leaks=%s accept_extractable_keys=true: keys on this "
+            "token can be taken out by whoever holds its PIN",
+            leaks);
+    return 0;
+}
+
 int app_store_open(const json_t *pkcs11, unsigned psk_forms, app_store *out)
 {
     memset(out, 0, sizeof(*out));
     m2mhsm_token_config cfg = {0};
+    int accept_extractable = 0;
     if (!json_is_object(pkcs11)) {
         fputs("config: \"pkcs11\" section missing\n", stderr);
         return -1;
@@ -71,9 +112,14 @@ int app_store_open(const json_t *pkcs11, unsigned psk_forms, app_store *out)
         app_cfg_str(pkcs11, "pkcs11", "token", 1, &cfg.token_uri) != 0 ||
         app_cfg_str(pkcs11, "pkcs11", "pin_source", 1, &cfg.pin_source) != 0 ||
         app_cfg_str(pkcs11, "pkcs11", "lock_file", 0, &cfg.lock_file) != 0 ||
-        pool_fields(pkcs11, &cfg) != 0)
+        pool_fields(pkcs11, &cfg) != 0 ||
+        app_cfg_bool(pkcs11, "pkcs11", "accept_extractable_keys", &accept_extractable) != 0)
         return -1;
     m2mhsm_status st = m2mhsm_token_open(&cfg, &out->tok);
+    if (st == M2MHSM_OK && token_checked(out->tok, accept_extractable) != 0) {
+        app_store_close(out);
+        return -1;
+    }
     if (st == M2MHSM_OK) {
         snprintf(token_uri, sizeof(token_uri), "%s", cfg.token_uri);
         m2mhsm_token_observe(out->tok, on_token_event, NULL);

@@ -1,4 +1,4 @@
-/* Commands that inspect, erase and repair: list, erase, sweep, repair, caps. */
+/* Commands that inspect, erase and repair: list, erase, sweep, repair. */
 #include "cli.h"
 
 #include <getopt.h>
@@ -52,7 +52,11 @@ static json_t *record_json(cli_ctx *ctx, const m2mhsm_record *r)
         json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "kind", m2mhsm_kind_name(r->kind),
                   "identity", r->identity, "enrolee", r->enrolee_id, "target", r->target_id,
                   "kpmId", r->kpm_id, "expires", ts, "enrolmentExpiry", spec, "state", state);
-    if (obj != NULL && add_protection(ctx, r, obj) != 0) {
+    /* Which path made a Km/Kpsa: inside the token (HKDF), or through host memory. */
+    int derived = r->kind == M2MHSM_KIND_KM || r->kind == M2MHSM_KIND_KPSA;
+    if (obj != NULL && ((derived && json_object_set_new(obj, "derived_in_token",
+                                                        json_boolean(r->derived_in_token)) != 0) ||
+                        add_protection(ctx, r, obj) != 0)) {
         json_decref(obj);
         return NULL;
     }
@@ -182,27 +186,5 @@ int cmd_repair(int argc, char **argv, cli_ctx *ctx)
     cli_close(ctx);
     printf("repaired: removed %zu orphan key(s), %zu torn record(s), %zu superseded record(s)\n",
            ctx->report.orphan_keys, ctx->report.incomplete, ctx->report.superseded);
-    return EXIT_OK;
-}
-
-int cmd_caps(int argc, char **argv, cli_ctx *ctx)
-{
-    (void)argv;
-    if (argc != 1)
-        return cli_usage("caps takes no arguments");
-    int rc = cli_open_read_only(ctx);
-    if (rc != EXIT_OK)
-        return rc;
-    const m2mhsm_token_caps *c = m2mhsm_token_caps_get(ctx->tok);
-    printf("CKM_SHA256_HMAC sign:           %s\n", c->sha256_hmac ? "yes" : "no");
-    printf("CKM_AES_KEY_WRAP unwrap:        %s\n", c->aes_key_wrap ? "yes" : "no");
-    printf("CKM_AES_KEY_WRAP_KWP unwrap:    %s\n", c->aes_key_wrap_kwp ? "yes" : "no");
-    printf("CKM_AES_KEY_WRAP_PAD unwrap:    %s\n", c->aes_key_wrap_pad ? "yes" : "no");
-    printf("CKM_HKDF_DERIVE:                %s\n", c->hkdf_derive ? "yes" : "no");
-    printf("CKM_SP800_108_FEEDBACK_KDF:     %s\n", c->sp800_108_feedback ? "yes" : "no");
-    /* Probed with session objects; a stored write may still correct them (docs/tokens.md). */
-    printf("CKA_COPYABLE on secret keys:    %s\n", c->copyable_attr ? "yes" : "no");
-    printf("private CKO_DATA objects:       %s\n", c->private_data_objects ? "yes" : "no");
-    cli_close(ctx);
     return EXIT_OK;
 }

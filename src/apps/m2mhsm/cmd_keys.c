@@ -351,6 +351,7 @@ int cmd_derive(int argc, char **argv, cli_ctx *ctx)
         return cli_fail(km ? "derive km" : "derive kpsa", st);
     char ts[M2MHSM_TIMESTAMP_LEN];
     m2mhsm_timestamp_format(out.expiry, ts, sizeof(ts));
-    printf("stored %s %s for %s (expires %s)\n", km ? "Km" : "Kpsa", out.identity, target, ts);
+    printf("stored %s %s for %s (expires %s; %s)\n", km ? "Km" : "Kpsa", out.identity, target, ts,
+           out.derived_in_token ? "derived in the token" : "derived by C_Sign through host memory");
     return EXIT_OK;
 }

@@ -31,7 +31,7 @@ static const char usage_text[] =
     "  erase (--enrolee ID | --key-id ID)\n"
     "  sweep\n"
     "  repair\n"
-    "  caps\n"
+    "  caps [--json]   (mechanisms, and the self-test: can a key leave this token?)\n"
     "\n"
     "Defaults: --module $M2MHSM_MODULE or SoftHSM's (its C_Initialize init args, if it\n"
     "needs any: $M2MHSM_MODULE_INIT_ARGS); --token $M2MHSM_TOKEN;\n"
