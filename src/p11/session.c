@@ -293,6 +293,5 @@ void m2mhsm_token_close(m2mhsm_token *tok)
     free(tok->init_args);
     free(tok->token_uri);
     free(tok->pin_source);
-    free(tok->init_args);
     free(tok);
 }
