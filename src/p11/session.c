@@ -176,9 +176,14 @@ m2mhsm_status m2mhsm_token_session_get(m2mhsm_token *tok, CK_SESSION_HANDLE *out
         pthread_mutex_unlock(&tok->lock);
         if (st != M2MHSM_OK || !opening)
             break;
-        /* Sessions of a logged-in application are logged in too (PKCS#11 5.6). */
+        /* Sessions of a logged-in application are logged in too (PKCS#11 5.6). Inside an
+         * object section like every module call, so that fork's prepare handler waits for it:
+         * a module (or p11-kit's managed layer) holding its own lock at fork would deadlock
+         * the child. */
+        m2mhsm_token_read_begin(tok);
         CK_RV rv =
             tok->fn->C_OpenSession(tok->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, out);
+        m2mhsm_token_read_end(tok);
         if (rv == CKR_OK)
             return M2MHSM_OK;
         pthread_mutex_lock(&tok->lock);
