@@ -23,7 +23,7 @@ is() {
         -eq) [ "$v" -eq "$4" ] ;;
         -ge) [ "$v" -ge "$4" ] ;;
         *) return 2 ;;
-    esac
+    esac || { echo "# $1 $2 = $v" >&2; return 1; }
 }
 # Counters move when the event that moves them is over: wait for the figure, not for time.
 becomes() { wait_until 30 "$(printf '%q ' is "$@")"; }
