@@ -45,8 +45,12 @@ ENROLEE_B_ID=//device-b.example.com/C0002
 START_TIMEOUT=15 # seconds for the servers to listen
 STOP_TIMEOUT=10  # seconds between SIGTERM and SIGKILL
 
+# Errors go to the stderr lab.sh started with: a kind's token set-up runs inside quiet, whose
+# output file is removed when init fails, so an error written there (a missing M2M_CUSTOM_*
+# variable, a pkcs11-tool failure in a nested quiet) would vanish and init fail silently.
+exec {LAB_STDERR}>&2
 die() {
-    printf '%s: error: %s\n' "$prog" "$*" >&2
+    printf '%s: error: %s\n' "$prog" "$*" >&"$LAB_STDERR"
     exit 1
 }
 say() { printf '%s: %s\n' "$prog" "$*"; }
@@ -138,7 +142,7 @@ quiet() {
     local what=$1
     shift
     if ! "$@" > "$tmp/out" 2>&1; then
-        cat "$tmp/out" >&2
+        cat "$tmp/out" >&"$LAB_STDERR"
         die "$what failed"
     fi
 }

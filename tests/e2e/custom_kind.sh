@@ -43,6 +43,12 @@ M2M_CUSTOM_ACCEPT_EXTRACTABLE=yes bash "$LABSH" init "$VENDOR/typo-lab" --build 
     --token-kind custom > "$VENDOR/typo.log" 2>&1 || rc=$?
 check "lab init refuses M2M_CUSTOM_ACCEPT_EXTRACTABLE=yes" test "$rc" -ne 0
 check "... naming the variable" grep -q "M2M_CUSTOM_ACCEPT_EXTRACTABLE is 'yes'" "$VENDOR/typo.log"
+rc=0
+M2M_CUSTOM_EB_TOKEN='' bash "$LABSH" init "$VENDOR/typo-lab" --build "$M2M_BUILD" \
+    --token-kind custom > "$VENDOR/typo.log" 2>&1 || rc=$?
+check "lab init without M2M_CUSTOM_EB_TOKEN fails" test "$rc" -ne 0
+check "... saying so (not silently: the kind's step runs inside lab.sh's quiet)" \
+    grep -q "custom kind: M2M_CUSTOM_EB_TOKEN is not set" "$VENDOR/typo.log"
 
 # ---- without M2M_CUSTOM_ACCEPT_EXTRACTABLE: the services refuse the tokens ----
 vendor_tokens refuse
