@@ -122,6 +122,9 @@ kind_stop() {
     for t in "${TOKENS[@]}"; do p11_stop_one "$1" "$t" TERM; done
 }
 
+# The servers run from init to clean (lab.sh stop leaves them: the HSM outlives its services).
+kind_clean() { kind_stop "$1"; }
+
 # An HSM failover: the token's server and every connection it serves go, then a new server
 # answers on the same address.
 kind_restart_token() {
