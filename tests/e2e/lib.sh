@@ -110,15 +110,33 @@ last_reload() { grep -E "event=reload(ed|-failed) " "$LAB/$1.log" | tail -1; }
 running() { ps -o stat= -p "$1" 2> /dev/null | grep -qv '^Z'; }
 alive() { running "$(cat "$LAB/$1.pid")"; }
 
+# token_env mef|maf|enrolee|eb: TOKEN_ENV becomes the NAME=VALUE words (for env) a program
+# needs in its environment to reach that role's token on the lab's kind: the module's init
+# args (softokn) and the address of the token's own p11-kit server (softhsm-remote:
+# P11_KIT_SERVER_ADDRESS is one per process, so every program that touches a token runs
+# through here or lab.sh's launch).
+token_env() {
+    local up=${1^^}
+    local init_args="M2M_${up}_INIT_ARGS" addr="M2M_${up}_P11_ADDRESS"
+    TOKEN_ENV=("M2MHSM_MODULE_INIT_ARGS=${!init_args:-}" "P11_KIT_SERVER_ADDRESS=${!addr:-}")
+}
+
+# on_token mef|maf|enrolee|eb PROGRAM ARGS...: PROGRAM with that environment. In the
+# background ($! the program's pid) use `token_env ROLE; env "${TOKEN_ENV[@]}" PROGRAM... &`.
+on_token() {
+    local TOKEN_ENV
+    token_env "$1"
+    shift
+    env "${TOKEN_ENV[@]}" "$@"
+}
+
 # m2mhsm_on mef|maf|enrolee|eb ARGS...: the admin CLI on one of the lab's tokens.
 m2mhsm_on() {
     local t=$1; shift
     local up=${t^^}
     local token="M2M_${up}_TOKEN" pin="M2M_${up}_PIN_FILE" lock="M2M_${up}_LOCK_FILE"
-    local init_args="M2M_${up}_INIT_ARGS"
-    local addr="M2M_${up}_P11_ADDRESS" # a lab whose tokens are behind p11-kit servers
-    M2MHSM_MODULE_INIT_ARGS=${!init_args:-} P11_KIT_SERVER_ADDRESS=${!addr:-} "$M2M_BIN/m2mhsm" --module "$M2M_MODULE" --token "${!token}" --pin-source "file:${!pin}" \
-        --lock-file "${!lock}" "$@"
+    on_token "$t" "$M2M_BIN/m2mhsm" --module "$M2M_MODULE" --token "${!token}" \
+        --pin-source "file:${!pin}" --lock-file "${!lock}" "$@"
 }
 
 # kinds_on TOKEN: the kinds of the records on a token, sorted, one line ("enrolment ke kpm"),
@@ -167,7 +185,8 @@ until_line_or_exit() {
     grep -q -E -- "$2" "$1"
 }
 
-enrolee() { "$M2M_BIN/m2m-enrolee" --config "$M2M_ENROLEE_CONFIG" "$@"; }
+# The device, on the enrolee token (its lab configuration; other configurations: on_token).
+enrolee() { on_token enrolee "$M2M_BIN/m2m-enrolee" --config "$M2M_ENROLEE_CONFIG" "$@"; }
 
 # The KeID the device holds now (its newest Km).
 device_ke_id() {

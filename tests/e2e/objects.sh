@@ -13,7 +13,7 @@ objects() {
     # The slot where the URI names one (kinds whose labels repeat across labs), else the label.
     which=(--token-label "$1")
     [[ ${!token} =~ slot-id=([0-9]+) ]] && which=(--slot "${BASH_REMATCH[1]}")
-    P11PIN=$(cat "${!pin}") pkcs11-tool --module "$M2M_MODULE" "${which[@]}" --login \
+    P11PIN=$(cat "${!pin}") on_token "$1" pkcs11-tool --module "$M2M_MODULE" "${which[@]}" --login \
         --pin env:P11PIN --list-objects 2> /dev/null |
         awk -v cls="$2" '/^[A-Z][a-z]+( [A-Z][a-z]+)? [Oo]bject/{c=$0; next}
             /label: *.?m2mhsm:/ && index(c, cls) == 1 {n++} END{print n+0}'
