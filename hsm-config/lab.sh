@@ -9,6 +9,8 @@
 #
 #   hsm-config/lab.sh init DIR [--expiry SECONDS|YYYYMMDDThhmmss] [--build BUILD_DIR | --bin BIN_DIR]
 #                              [--tls13] [--token-kind KIND]
+#   hsm-config/lab.sh tokens DIR [--token-kind KIND] [--build B | --bin B] LABEL...
+#                                   # only throwaway tokens, for suites: DIR/tokens.env
 #   hsm-config/lab.sh start DIR     # m2m-mef, m2m-maf and m2m-eb in the background, ports ready
 #   hsm-config/lab.sh stop DIR      # SIGTERM (SIGKILL after 10 s); stopping twice is fine
 #   hsm-config/lab.sh clean DIR     # stop, release what the kind holds outside DIR, remove DIR
@@ -53,6 +55,7 @@ usage() {
     cat >&2 <<EOF
 usage: $prog init DIR [--expiry SECONDS|YYYYMMDDThhmmss] [--build BUILD_DIR | --bin BIN_DIR]
                  [--tls13] [--token-kind KIND]
+       $prog tokens DIR [--token-kind KIND] [--build BUILD_DIR | --bin BIN_DIR] LABEL...
        $prog start DIR
        $prog stop DIR
        $prog clean DIR
@@ -115,6 +118,7 @@ lab_dir="" tmp="" init_ok=0
 init_cleanup() {
     [ -n "$tmp" ] && rm -rf -- "$tmp"
     if [ "$init_ok" != 1 ] && [ -n "$lab_dir" ] && [ -d "$lab_dir" ]; then
+        if [ -f "$lab_dir/token-labels" ] && kind_has kind_stop; then kind_stop "$lab_dir" || true; fi
         if kind_has kind_clean; then kind_clean "$lab_dir" || true; fi
         find "$lab_dir" -mindepth 1 -delete 2> /dev/null || true
         printf '%s: init failed; %s was emptied\n' "$prog" "$lab_dir" >&2
@@ -427,6 +431,35 @@ write_env() {
     } > "$lab_dir/lab.env"
 }
 
+# The m2mhsm programs: set_bin BUILD_DIR BIN_DIR (BIN_DIR, if not empty, wins)
+set_bin() {
+    local build=$1 bin_dir=$2
+    if [ -n "$bin_dir" ]; then # installed programs (a package, cmake --install)
+        BIN=$(cd "$bin_dir" 2> /dev/null && pwd) || die "--bin: '$bin_dir' is not a directory"
+    else
+        [ -d "$build" ] || die "--build: '$build' is not a directory (build the project first)"
+        BIN=$(cd "$build/src/apps" 2> /dev/null && pwd) ||
+            die "'$build/src/apps' does not exist: build the project (cmake --build) or pass --build"
+    fi
+    [ -x "$BIN/m2mhsm" ] || die "'$BIN/m2mhsm' is missing: build the project first"
+}
+
+# Make DIR (new or empty) the lab directory, private, emptied again if what follows fails.
+fresh_dir() {
+    local dir=$1
+    if [ -e "$dir" ]; then
+        [ -d "$dir" ] || die "'$dir' exists and is not a directory"
+        [ -z "$(find "$dir" -mindepth 1 -maxdepth 1 -print -quit)" ] ||
+            die "'$dir' is not empty; refusing to make a lab there (use a new directory)"
+    fi
+    lab_dir=$(abs_dir "$dir")
+    umask 077 # PIN files, Kpm, CA key: 0600; everything else private too
+    mkdir -p -- "$lab_dir"
+    tmp=$(mktemp -d "${TMPDIR:-/tmp}/m2mhsm-lab.XXXXXX")
+    trap init_cleanup EXIT
+    trap 'exit 130' INT TERM
+}
+
 cmd_init() {
     local dir="" build="$repo/build" bin_dir="" kind=softhsm
     EXPIRY=86400 TLS13=0
@@ -462,14 +495,7 @@ cmd_init() {
         die "--expiry: '$EXPIRY' is neither seconds (1 or more) nor an m2m:timestamp YYYYMMDDThhmmss"
 
     need openssl pkcs11-tool python3 cmp
-    if [ -n "$bin_dir" ]; then # installed programs (a package, cmake --install)
-        BIN=$(cd "$bin_dir" 2> /dev/null && pwd) || die "--bin: '$bin_dir' is not a directory"
-    else
-        [ -d "$build" ] || die "--build: '$build' is not a directory (build the project first)"
-        BIN=$(cd "$build/src/apps" 2> /dev/null && pwd) ||
-            die "'$build/src/apps' does not exist: build the project (cmake --build) or pass --build"
-    fi
-    [ -x "$BIN/m2mhsm" ] || die "'$BIN/m2mhsm' is missing: build the project first"
+    set_bin "$build" "$bin_dir"
     load_kind "$kind"
     MODULE=$KIND_MODULE
     if [ "$KIND" = softhsm ]; then # as before kinds: M2M_MODULE may name another SoftHSM build
@@ -478,17 +504,7 @@ cmd_init() {
     fi
     [ -r "$MODULE" ] || die "PKCS#11 module '$MODULE' not found (scripts/deps.sh installs it)"
 
-    if [ -e "$dir" ]; then
-        [ -d "$dir" ] || die "'$dir' exists and is not a directory"
-        [ -z "$(find "$dir" -mindepth 1 -maxdepth 1 -print -quit)" ] ||
-            die "'$dir' is not empty; refusing to make a lab there (use a new directory)"
-    fi
-    lab_dir=$(abs_dir "$dir")
-    umask 077 # PIN files, Kpm, CA key: 0600; everything else private too
-    mkdir -p -- "$lab_dir"
-    tmp=$(mktemp -d "${TMPDIR:-/tmp}/m2mhsm-lab.XXXXXX")
-    trap init_cleanup EXIT
-    trap 'exit 130' INT TERM
+    fresh_dir "$dir"
 
     # 1. Four tokens of the kind (and a SoftHSM configuration for what it cannot hold).
     unset M2MHSM_TOKEN M2MHSM_PIN_SOURCE M2MHSM_LOCK_FILE M2MHSM_MODULE M2MHSM_MODULE_INIT_ARGS
@@ -537,6 +553,73 @@ cmd_init() {
         "metrics http://127.0.0.1:$P_EB_METRICS/metrics;" \
         "Enrolment Expiry $EXPIRY"
     say "lab ready: . $lab_dir/lab.env; $0 start $lab_dir"
+}
+
+# ---------------------------------------------------------------------------------- tokens
+
+# tokens DIR [--token-kind KIND] [--build BUILD_DIR | --bin BIN_DIR] LABEL...: throwaway tokens
+# of a kind and nothing else, for suites that bring their own keys (the cmocka token suites,
+# the interop scripts). DIR/tokens.env carries, for each LABEL (upper case, - as _), the same
+# M2M_<LABEL>_TOKEN, _INIT_ARGS, _PIN_FILE, _SO_PIN_FILE and _LOCK_FILE a lab.env has, plus
+# M2M_MODULE, M2M_TOKEN_KIND and what the kind adds (softhsm-remote: M2M_<LABEL>_P11_ADDRESS,
+# whose server is already running). `clean DIR` stops and releases them.
+cmd_tokens() {
+    local dir="" build="$repo/build" bin_dir="" kind=softhsm labels=() t
+    while [ $# -gt 0 ]; do
+        case $1 in
+            --token-kind | --build | --bin)
+                [ $# -ge 2 ] || die "tokens: $1 needs a value"
+                case $1 in
+                    --token-kind) kind=$2 ;;
+                    --build) build=$2 ;;
+                    --bin) bin_dir=$2 ;;
+                esac
+                shift 2
+                ;;
+            -*) die "tokens: unknown option '$1'" ;;
+            *)
+                if [ -z "$dir" ]; then dir=$1; else labels+=("$1"); fi
+                shift
+                ;;
+        esac
+    done
+    [ -n "$dir" ] && [ ${#labels[@]} -gt 0 ] || usage
+    for t in "${labels[@]}"; do
+        [[ $t =~ ^[a-z][a-z0-9-]{0,23}$ ]] ||
+            die "tokens: label '$t': use 1 to 24 of a-z, 0-9 and -, starting with a letter"
+    done
+    set_bin "$build" "$bin_dir"
+    load_kind "$kind"
+    MODULE=$KIND_MODULE
+    [ -r "$MODULE" ] || die "PKCS#11 module '$MODULE' not found (scripts/deps.sh installs it)"
+    fresh_dir "$dir"
+    TOKENS=("${labels[@]}")
+    unset M2MHSM_TOKEN M2MHSM_PIN_SOURCE M2MHSM_LOCK_FILE M2MHSM_MODULE M2MHSM_MODULE_INIT_ARGS
+    printf '%s\n' "$KIND" > "$lab_dir/token-kind"
+    printf '%s\n' "${TOKENS[@]}" > "$lab_dir/token-labels"
+    softhsm_prepare "$lab_dir"
+    if kind_has kind_prepare; then kind_prepare "$lab_dir"; fi
+    for t in "${TOKENS[@]}"; do make_token "$t"; done
+    {
+        echo "# throwaway $KIND tokens made by hsm-config/lab.sh tokens; PIN files: never print them"
+        env_line M2M_LAB "$lab_dir"
+        env_line M2M_TOKEN_KIND "$KIND"
+        env_line M2M_MODULE "$MODULE"
+        env_line SOFTHSM2_CONF "$lab_dir/softhsm2.conf"
+        local up
+        for t in "${TOKENS[@]}"; do
+            up=${t^^} && up=${up//-/_}
+            env_line "M2M_${up}_TOKEN" "$(token_uri "$lab_dir" "$t")"
+            env_line "M2M_${up}_INIT_ARGS" "$(init_args "$lab_dir" "$t")"
+            env_line "M2M_${up}_PIN_FILE" "$lab_dir/$t.pin"
+            env_line "M2M_${up}_SO_PIN_FILE" "$lab_dir/$t.so.pin"
+            env_line "M2M_${up}_LOCK_FILE" "$lab_dir/$t.lock"
+        done
+        if kind_has kind_env; then kind_env "$lab_dir"; fi
+    } > "$lab_dir/tokens.env"
+    if kind_has kind_start; then kind_start "$lab_dir"; fi
+    init_ok=1
+    say "tokens ready: . $lab_dir/tokens.env; $0 clean $lab_dir"
 }
 
 # ---------------------------------------------------------------------------- start/stop
@@ -764,6 +847,10 @@ cmd_clean() {
         cmd_stop "$1"
     fi
     load_kind "$(cat "$lab_dir/token-kind" 2> /dev/null || echo softhsm)"
+    if [ -f "$lab_dir/tokens.env" ]; then # made by `tokens`: no services, the kind's daemons
+        mapfile -t TOKENS < "$lab_dir/token-labels"
+        if kind_has kind_stop; then kind_stop "$lab_dir"; fi
+    fi
     if kind_has kind_clean; then kind_clean "$lab_dir"; fi
     rm -rf -- "$lab_dir"
 }
@@ -788,9 +875,10 @@ case $cmd in
     start) cmd_start "$@" ;;
     stop) cmd_stop "$@" ;;
     clean) cmd_clean "$@" ;;
+    tokens) cmd_tokens "$@" ;;
     restart-token) cmd_token restart "$@" ;;
     stop-token) cmd_token stop "$@" ;;
     start-token) cmd_token start "$@" ;;
     -h | --help | help) usage ;;
-    *) die "unknown command '$cmd' (init, start, stop, clean, restart-token, stop-token or start-token)" ;;
+    *) die "unknown command '$cmd' (init, tokens, start, stop, clean, restart-token, stop-token or start-token)" ;;
 esac

@@ -24,6 +24,7 @@ KIND_PIN_CHARS=24
 # shellcheck disable=SC2034
 KIND_EC=1
 
+P11_ALL=ALL # the server of every token at once (labels are lower case: no token is "ALL")
 p11_sock() { printf '%s/p11/%s.sock\n' "$1" "$2"; }
 p11_pidfile() { printf '%s/p11/%s.pid\n' "$1" "$2"; }
 
@@ -45,13 +46,16 @@ kind_make_token() {
 
 # P11_KIT_SERVER_ADDRESS is one per process: each role's address, for the program of that role.
 kind_env() {
-    local dir=$1 t
+    local dir=$1 t up
     env_line M2M_TOKEN_KIND softhsm-remote
     env_line M2M_MODULE "$P11_CLIENT_MODULE"
     env_line M2M_DIRECT_MODULE "$P11_PROVIDER"
     for t in "${TOKENS[@]}"; do
-        env_line "M2M_${t^^}_P11_ADDRESS" "unix:path=$(p11_sock "$dir" "$t")"
+        up=${t^^} && up=${up//-/_}
+        env_line "M2M_${up}_P11_ADDRESS" "unix:path=$(p11_sock "$dir" "$t")"
     done
+    # One address for a process that uses several tokens (a test making two stores).
+    env_line M2M_P11_ADDRESS "unix:path=$(p11_sock "$dir" "$P11_ALL")"
 }
 
 # Is the server of token T (its process group) running? p11_running DIR T
@@ -68,7 +72,11 @@ p11_running() {
 # Start the server of one token in its own process group (it forks one p11-kit-remote per
 # client connection; stopping the group takes those too, as an HSM going away would).
 p11_start_one() {
-    local dir=$1 t=$2 sock pidfile i
+    local dir=$1 t=$2 sock pidfile i uris=("pkcs11:token=$2") u
+    if [ "$t" = "$P11_ALL" ]; then
+        uris=()
+        for u in "${TOKENS[@]}"; do uris+=("pkcs11:token=$u"); done
+    fi
     sock=$(p11_sock "$dir" "$t")
     pidfile=$(p11_pidfile "$dir" "$t")
     if p11_running "$dir" "$t"; then return 0; fi
@@ -77,7 +85,7 @@ p11_start_one() {
     # shellcheck disable=SC2016
     SOFTHSM2_CONF="$dir/softhsm2.conf" setsid bash -c \
         'echo "$$" > "$1.tmp" && mv -f "$1.tmp" "$1" && exec "${@:2}"' lab-p11 "$pidfile" \
-        p11-kit server --provider "$P11_PROVIDER" -f -n "$sock" "pkcs11:token=$t" \
+        p11-kit server --provider "$P11_PROVIDER" -f -n "$sock" "${uris[@]}" \
         < /dev/null >> "$dir/p11/$t.log" 2>&1 &
     for ((i = 0; i < P11_START_TIMEOUT * 20; i++)); do
         [ -S "$sock" ] && [ -s "$pidfile" ] && return 0
@@ -113,13 +121,13 @@ p11_stop_one() {
 
 kind_start() {
     local t
-    for t in "${TOKENS[@]}"; do p11_start_one "$1" "$t"; done
+    for t in "${TOKENS[@]}" "$P11_ALL"; do p11_start_one "$1" "$t"; done
     say "p11-kit servers: $(for t in "${TOKENS[@]}"; do printf '%s=%s ' "$t" "$(p11_sock "$1" "$t")"; done)"
 }
 
 kind_stop() {
     local t
-    for t in "${TOKENS[@]}"; do p11_stop_one "$1" "$t" TERM; done
+    for t in "${TOKENS[@]}" "$P11_ALL"; do p11_stop_one "$1" "$t" TERM; done
 }
 
 # The servers run from init to clean (lab.sh stop leaves them: the HSM outlives its services).
