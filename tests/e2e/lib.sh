@@ -110,23 +110,33 @@ last_reload() { grep -E "event=reload(ed|-failed) " "$LAB/$1.log" | tail -1; }
 running() { ps -o stat= -p "$1" 2> /dev/null | grep -qv '^Z'; }
 alive() { running "$(cat "$LAB/$1.pid")"; }
 
-# token_env mef|maf|enrolee|eb: TOKEN_ENV becomes the NAME=VALUE words (for env) a program
-# needs in its environment to reach that role's token on the lab's kind: the module's init
-# args (softokn) and the address of the token's own p11-kit server (softhsm-remote:
-# P11_KIT_SERVER_ADDRESS is one per process, so every program that touches a token runs
-# through here or lab.sh's launch).
+# token_env mef|maf|enrolee|eb [--init-args]: TOKEN_ENV becomes the NAME=VALUE words (for env)
+# a program needs in its environment to reach that role's token on the lab's kind: the address
+# of the token's own p11-kit server (softhsm-remote: P11_KIT_SERVER_ADDRESS is one per process,
+# so every program that touches a token runs through here or lab.sh's launch). With
+# --init-args also the module's init args (softokn), for programs without a configuration
+# (m2mhsm, the test tools); a configuration carries its own, and the variable would reach
+# its tls_key_pkcs11 module too.
 token_env() {
     local up=${1^^}
     local init_args="M2M_${up}_INIT_ARGS" addr="M2M_${up}_P11_ADDRESS"
-    TOKEN_ENV=("M2MHSM_MODULE_INIT_ARGS=${!init_args:-}" "P11_KIT_SERVER_ADDRESS=${!addr:-}")
+    TOKEN_ENV=("P11_KIT_SERVER_ADDRESS=${!addr:-}")
+    if [ "${2:-}" = --init-args ]; then
+        TOKEN_ENV+=("M2MHSM_MODULE_INIT_ARGS=${!init_args:-}")
+    fi
 }
 
-# on_token mef|maf|enrolee|eb PROGRAM ARGS...: PROGRAM with that environment. In the
-# background ($! the program's pid) use `token_env ROLE; env "${TOKEN_ENV[@]}" PROGRAM... &`.
+# on_token mef|maf|enrolee|eb [--init-args] PROGRAM ARGS...: PROGRAM with that environment.
+# In the background ($! the program's pid): `token_env ROLE; env "${TOKEN_ENV[@]}" PROGRAM &`.
 on_token() {
     local TOKEN_ENV
-    token_env "$1"
-    shift
+    if [ "${2:-}" = --init-args ]; then
+        token_env "$1" --init-args
+        shift 2
+    else
+        token_env "$1"
+        shift
+    fi
     env "${TOKEN_ENV[@]}" "$@"
 }
 
@@ -135,7 +145,7 @@ m2mhsm_on() {
     local t=$1; shift
     local up=${t^^}
     local token="M2M_${up}_TOKEN" pin="M2M_${up}_PIN_FILE" lock="M2M_${up}_LOCK_FILE"
-    on_token "$t" "$M2M_BIN/m2mhsm" --module "$M2M_MODULE" --token "${!token}" \
+    on_token "$t" --init-args "$M2M_BIN/m2mhsm" --module "$M2M_MODULE" --token "${!token}" \
         --pin-source "file:${!pin}" --lock-file "${!lock}" "$@"
 }
 
