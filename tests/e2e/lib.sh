@@ -19,7 +19,8 @@ e2e_cleanup() {
         echo "not ok - sanitizer report in a server log"; grep -h -A30 -E "Sanitizer|runtime error" "$LAB"/*.log | head -60
         exit 1
     fi
-    # clean: also releases what the token kind holds outside the lab (opencryptoki's slots)
+    # clean: also releases what the token kind holds outside the lab (opencryptoki's slots,
+    # softhsm-remote's token servers: with KEEP_LAB=1 they stay until `lab.sh clean LAB`)
     if [ -z "${KEEP_LAB:-}" ] && [ -n "${LAB:-}" ]; then
         bash "$LABSH" clean "$LAB" > /dev/null 2>&1 || rm -rf "$LAB"
     fi
