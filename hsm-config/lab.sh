@@ -14,6 +14,7 @@
 #   hsm-config/lab.sh start DIR     # m2m-mef, m2m-maf and m2m-eb in the background, ports ready
 #   hsm-config/lab.sh stop DIR      # SIGTERM (SIGKILL after 10 s); stopping twice is fine
 #   hsm-config/lab.sh clean DIR     # stop, release what the kind holds outside DIR, remove DIR
+#                                   # (a remote kind's token servers run from init to clean)
 #   hsm-config/lab.sh restart-token DIR mef|maf|enrolee|eb   # kinds that serve tokens remotely
 #   hsm-config/lab.sh stop-token|start-token DIR mef|maf|enrolee|eb   # a longer outage
 #
@@ -542,6 +543,11 @@ cmd_init() {
     write_configs || die "writing the JSON configurations failed"
     write_env
 
+    # 7. A kind whose tokens are served by processes of their own (softhsm-remote): they run
+    # from here until clean, as an HSM is there before the services start and after they stop
+    # (the CLI and the device work on a lab that is not started; stop-token takes one away).
+    if kind_has kind_start; then kind_start "$lab_dir"; fi
+
     init_ok=1
     say "MEF: TLS bootstrap 127.0.0.1:$P_TLS, DTLS bootstrap 127.0.0.1:$P_DTLS (udp)," \
         "HTTPS 127.0.0.1:$P_HTTPS, metrics http://127.0.0.1:$P_MEF_METRICS/metrics;" \
@@ -826,8 +832,7 @@ stop_all() {
         wait "$pid" 2> /dev/null || true # reaps it if this shell started it
         rm -f -- "$lab_dir/$s.pid"
     done
-    # The token servers of a remote kind go after the services that use them.
-    if kind_has kind_stop; then kind_stop "$lab_dir"; fi
+    # A remote kind's token servers stay (they go with clean, or one by one with stop-token).
 }
 
 cmd_stop() {

@@ -3,7 +3,8 @@
 # AddressSanitizer+UndefinedBehaviorSanitizer, the threaded suite under ThreadSanitizer,
 # valgrind memcheck on the token suites, and every libFuzzer harness for a short run (20 s
 # each; scripts/fuzz.sh). The e2e suites run the services (lab.sh) in the gcc and ASan
-# stages, and on the other token kinds (opencryptoki, softokn) in the gcc stage only.
+# stages, and on the other token kinds (softhsm-remote, opencryptoki, softokn) in the gcc
+# stage only (its time with them: docs/tokens.md, "Matrix").
 # Exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +26,7 @@ run_ctest() { # DIR CTEST-ARGS...
 
 echo "== gcc -O2 build, all suites, the e2e suites on every token kind (docs/tokens.md)"
 build build-test -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DM2MHSM_TOKEN_KINDS="softhsm;opencryptoki;softokn"
+    -DM2MHSM_TOKEN_KINDS="softhsm;softhsm-remote;opencryptoki;softokn"
 run_ctest build-test
 
 echo "== clang build (-Wall -Wextra -Werror)"

@@ -96,7 +96,7 @@ p11_start_one() {
 }
 
 # Stop the server of one token and every connection it serves: p11_stop_one DIR T SIGNAL.
-# TERM for lab.sh stop; KILL for a failover, which must not wait for the server's consent
+# TERM for lab.sh clean; KILL for a failover, which must not wait for the server's consent
 # (p11-kit-remote was seen to outlive SIGTERM by seconds while its client kept calling).
 p11_stop_one() {
     local dir=$1 t=$2 sig=$3 pid i pidfile
@@ -129,6 +129,9 @@ kind_stop() {
     local t
     for t in "${TOKENS[@]}" "$P11_ALL"; do p11_stop_one "$1" "$t" TERM; done
 }
+
+# The servers run from init to clean (lab.sh stop leaves them: the HSM outlives its services).
+kind_clean() { kind_stop "$1"; }
 
 # An HSM failover: the token's server and every connection it serves go, then a new server
 # answers on the same address.

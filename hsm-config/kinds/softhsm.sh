@@ -21,7 +21,10 @@
 #   kind_keypair DIR LABEL KEY_LABEL ID PUB_DER      an EC P-256 key pair in the token
 #                                   (sensitive, sign only), its public key as DER to PUB_DER
 #   kind_env DIR           `export VAR=...` lines that lab.env needs besides the M2M_* ones
-#   kind_start DIR / kind_stop DIR  daemons the lab's processes need (no-ops in-process)
+#   kind_start DIR         daemons the lab's processes need (no-ops in-process), started at
+#                          the end of init and again (idempotent) by lab.sh start; they run
+#                          until clean: lab.sh stop stops the services only
+#   kind_stop DIR          stop those daemons (kind_clean calls it where it needs to)
 #   kind_clean DIR         release what the lab holds outside DIR (lab.sh clean)
 #   kind_restart_token / kind_stop_token / kind_start_token DIR LABEL
 #                          take a token away and bring it back (lab.sh restart-token ...;

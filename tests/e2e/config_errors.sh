@@ -12,7 +12,8 @@ refused() {
     local words=$1 prog=$2 file=$3 rc=0 args=()
     [ "$prog" = enrolee ] && args=(bootstrap)
     checks=$((checks + 1))
-    "$M2M_BIN/m2m-$prog" --config "$file" "${args[@]}" > "$LAB/out" 2> "$LAB/err" || rc=$?
+    on_token "$prog" "$M2M_BIN/m2m-$prog" --config "$file" "${args[@]}" > "$LAB/out" 2> "$LAB/err" ||
+        rc=$?
     if [ "$rc" -eq 1 ] && grep -qF -- "$words" "$LAB/err"; then
         echo "ok - m2m-$prog refuses: $(grep -F -- "$words" "$LAB/err" | head -1)"
     else

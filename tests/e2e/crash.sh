@@ -8,10 +8,9 @@
 e2e_lab crash --expiry 600
 CRASH_TOOL="$M2M_BUILD/tests/crash_tool"
 tool_on() { # mef|maf ARGS...
-    local up=${1^^}; shift
+    local t=$1 up=${1^^}; shift
     local token="M2M_${up}_TOKEN" pin="M2M_${up}_PIN_FILE" lock="M2M_${up}_LOCK_FILE"
-    local init_args="M2M_${up}_INIT_ARGS"
-    M2MHSM_MODULE_INIT_ARGS=${!init_args:-} "$CRASH_TOOL" "$M2M_MODULE" "${!token}" "file:${!pin}" "${!lock}" "$@"
+    on_token "$t" --init-args "$CRASH_TOOL" "$M2M_MODULE" "${!token}" "file:${!pin}" "${!lock}" "$@"
 }
 state_of() { # mef|maf KIND IDENTITY: the state column of `m2mhsm list --json`
     m2mhsm_on "$1" list --json | python3 -c 'import json,sys

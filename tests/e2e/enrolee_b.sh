@@ -138,7 +138,7 @@ check "... nor the MAF a Kpsa of its own device (400: a MAF fetches SUID 21)" \
     grep -q '^400 ' <<< "$reply"
 
 # ---- m2m-enrolee targets the Enrolee B (Kpsa per 10.3.3), over TLS and DTLS ----
-enrolee_b() { "$M2M_BIN/m2m-enrolee" --config "$M2M_ENROLEE_B_CONFIG" "$@"; }
+enrolee_b() { on_token enrolee "$M2M_BIN/m2m-enrolee" --config "$M2M_ENROLEE_B_CONFIG" "$@"; }
 # The newest KeID of the second device's Kpsa on the device token.
 device_b_ke_id() {
     m2mhsm_on enrolee list --json | python3 -c 'import json,sys

@@ -52,7 +52,7 @@ cp "$M2M_ENROLEE_CONFIG" "$LAB/enrolee-renew.json"
 set_json "$LAB/enrolee-renew.json" enrolee enrolment_expiry '"10"'
 set_json "$LAB/enrolee-renew.json" enrolee renewal_margin 6
 rc=0
-"$M2M_BIN/m2m-enrolee" --config "$LAB/enrolee-renew.json" run --duration 16 > /dev/null \
+on_token enrolee "$M2M_BIN/m2m-enrolee" --config "$LAB/enrolee-renew.json" run --duration 16 > /dev/null \
     2> "$LAB/renew.log" || rc=$?
 check "a device renewing 6 s ahead ran 16 s without being closed or refused" \
     grep -q "event=summary .*closed_by_target=0 failed=0" "$LAB/renew.log"

@@ -12,17 +12,17 @@ FAULT="$M2M_BUILD/tests/fault/libm2mfault.so"
 e2e_lab_init failedwrite
 
 objects() {
-    M2MHSM_MODULE_INIT_ARGS=$M2M_ENROLEE_INIT_ARGS "$COUNT" "$M2M_MODULE" "$M2M_ENROLEE_TOKEN" \
+    on_token enrolee --init-args "$COUNT" "$M2M_MODULE" "$M2M_ENROLEE_TOKEN" \
         "file:$M2M_ENROLEE_PIN_FILE"
 }
 # through_fault K ARGS...: m2mhsm on the enrolee token with the K-th C_CreateObject failed.
 through_fault() {
     local k=$1
     shift
-    M2MHSM_MODULE_INIT_ARGS=$M2M_ENROLEE_INIT_ARGS M2M_FAULT_MODULE=$M2M_MODULE \
-        M2M_FAULT_FUNC=C_CreateObject M2M_FAULT_K=$k M2M_FAULT_ACTION=CKR_DEVICE_ERROR \
-        "$M2M_BIN/m2mhsm" --module "$FAULT" --token "$M2M_ENROLEE_TOKEN" \
-        --pin-source "file:$M2M_ENROLEE_PIN_FILE" --lock-file "$M2M_ENROLEE_LOCK_FILE" "$@"
+    M2M_FAULT_MODULE=$M2M_MODULE M2M_FAULT_FUNC=C_CreateObject M2M_FAULT_K=$k \
+        M2M_FAULT_ACTION=CKR_DEVICE_ERROR on_token enrolee --init-args "$M2M_BIN/m2mhsm" \
+        --module "$FAULT" --token "$M2M_ENROLEE_TOKEN" --pin-source "file:$M2M_ENROLEE_PIN_FILE" \
+        --lock-file "$M2M_ENROLEE_LOCK_FILE" "$@"
 }
 listed() { m2mhsm_on enrolee list --json | grep -q "\"identity\":\"$1\""; }
 

@@ -170,6 +170,7 @@ check "... the MAF accepted it" wait_log "$LAB/maf.log" "event=handshake-ok ke_i
 
 # ---- a server started while its token server is down refuses at once ----
 bash "$LABSH" stop "$LAB" > /dev/null
+bash "$LABSH" stop-token "$LAB" maf > /dev/null
 rc=0
 P11_KIT_SERVER_ADDRESS=$M2M_MAF_P11_ADDRESS timeout 30 "$M2M_BIN/m2m-maf" \
     --config "$M2M_MAF_CONFIG" > "$LAB/down-start.log" 2>&1 || rc=$?

@@ -19,7 +19,8 @@ e2e_cleanup() {
         echo "not ok - sanitizer report in a server log"; grep -h -A30 -E "Sanitizer|runtime error" "$LAB"/*.log | head -60
         exit 1
     fi
-    # clean: also releases what the token kind holds outside the lab (opencryptoki's slots)
+    # clean: also releases what the token kind holds outside the lab (opencryptoki's slots,
+    # softhsm-remote's token servers: with KEEP_LAB=1 they stay until `lab.sh clean LAB`)
     if [ -z "${KEEP_LAB:-}" ] && [ -n "${LAB:-}" ]; then
         bash "$LABSH" clean "$LAB" > /dev/null 2>&1 || rm -rf "$LAB"
     fi
@@ -110,15 +111,43 @@ last_reload() { grep -E "event=reload(ed|-failed) " "$LAB/$1.log" | tail -1; }
 running() { ps -o stat= -p "$1" 2> /dev/null | grep -qv '^Z'; }
 alive() { running "$(cat "$LAB/$1.pid")"; }
 
+# token_env mef|maf|enrolee|eb [--init-args]: TOKEN_ENV becomes the NAME=VALUE words (for env)
+# a program needs in its environment to reach that role's token on the lab's kind: the address
+# of the token's own p11-kit server (softhsm-remote: P11_KIT_SERVER_ADDRESS is one per process,
+# so every program that touches a token runs through here or lab.sh's launch). With
+# --init-args also the module's init args (softokn), for programs without a configuration
+# (m2mhsm, the test tools); a configuration carries its own, and the variable would reach
+# its tls_key_pkcs11 module too.
+token_env() {
+    local up=${1^^}
+    local init_args="M2M_${up}_INIT_ARGS" addr="M2M_${up}_P11_ADDRESS"
+    TOKEN_ENV=("P11_KIT_SERVER_ADDRESS=${!addr:-}")
+    if [ "${2:-}" = --init-args ]; then
+        TOKEN_ENV+=("M2MHSM_MODULE_INIT_ARGS=${!init_args:-}")
+    fi
+}
+
+# on_token mef|maf|enrolee|eb [--init-args] PROGRAM ARGS...: PROGRAM with that environment.
+# In the background ($! the program's pid): `token_env ROLE; env "${TOKEN_ENV[@]}" PROGRAM &`.
+on_token() {
+    local TOKEN_ENV
+    if [ "${2:-}" = --init-args ]; then
+        token_env "$1" --init-args
+        shift 2
+    else
+        token_env "$1"
+        shift
+    fi
+    env "${TOKEN_ENV[@]}" "$@"
+}
+
 # m2mhsm_on mef|maf|enrolee|eb ARGS...: the admin CLI on one of the lab's tokens.
 m2mhsm_on() {
     local t=$1; shift
     local up=${t^^}
     local token="M2M_${up}_TOKEN" pin="M2M_${up}_PIN_FILE" lock="M2M_${up}_LOCK_FILE"
-    local init_args="M2M_${up}_INIT_ARGS"
-    local addr="M2M_${up}_P11_ADDRESS" # a lab whose tokens are behind p11-kit servers
-    M2MHSM_MODULE_INIT_ARGS=${!init_args:-} P11_KIT_SERVER_ADDRESS=${!addr:-} "$M2M_BIN/m2mhsm" --module "$M2M_MODULE" --token "${!token}" --pin-source "file:${!pin}" \
-        --lock-file "${!lock}" "$@"
+    on_token "$t" --init-args "$M2M_BIN/m2mhsm" --module "$M2M_MODULE" --token "${!token}" \
+        --pin-source "file:${!pin}" --lock-file "${!lock}" "$@"
 }
 
 # kinds_on TOKEN: the kinds of the records on a token, sorted, one line ("enrolment ke kpm"),
@@ -167,7 +196,8 @@ until_line_or_exit() {
     grep -q -E -- "$2" "$1"
 }
 
-enrolee() { "$M2M_BIN/m2m-enrolee" --config "$M2M_ENROLEE_CONFIG" "$@"; }
+# The device, on the enrolee token (its lab configuration; other configurations: on_token).
+enrolee() { on_token enrolee "$M2M_BIN/m2m-enrolee" --config "$M2M_ENROLEE_CONFIG" "$@"; }
 
 # The KeID the device holds now (its newest Km).
 device_ke_id() {

@@ -73,7 +73,8 @@ check "MAF: the Km expires within the hour" is maf 'm2m_keys_expiring{within="36
 check "MAF: the sweep was timed" is maf 'm2m_token_call_seconds_count{op="sweep"}' -eq 1
 
 # 3. An open association is an open connection.
-"$M2M_BIN/m2m-enrolee" --config "$M2M_ENROLEE_CONFIG" connect --hold 60 \
+token_env enrolee
+env "${TOKEN_ENV[@]}" "$M2M_BIN/m2m-enrolee" --config "$M2M_ENROLEE_CONFIG" connect --hold 60 \
     > "$LAB/hold.out" 2> "$LAB/hold.log" & # the program itself, so that $! is its pid
 hold=$!
 E2E_EXTRA_PIDS+=("$hold")
@@ -122,7 +123,7 @@ c = json.load(open(sys.argv[1]))
 c["enrolee"]["mef_uri"] = "dtls://127.0.0.1:" + sys.argv[3]
 json.dump(c, open(sys.argv[2], "w"), indent=2)
 PY
-"$M2M_BIN/m2m-enrolee" --config "$LAB/enrolee-dtls.json" bootstrap 2>> "$LAB/enrolee.log" || true
+on_token enrolee "$M2M_BIN/m2m-enrolee" --config "$LAB/enrolee-dtls.json" bootstrap 2>> "$LAB/enrolee.log" || true
 check "MEF: m2m_enrolments_total{transport=\"dtls\"} is 1" \
     becomes mef 'm2m_enrolments_total{transport="dtls"}' -eq 1
 

@@ -19,11 +19,12 @@ objects() {
     which=(--token-label "$1")
     [[ ${!token} =~ slot-id=([0-9]+) ]] && which=(--slot "${BASH_REMATCH[1]}")
     # pkcs11-tool cannot pass init args (softokn needs them): it reaches such a module through
-    # the fault module, which adds them to C_Initialize and injects nothing.
+    # the fault module, which adds them to C_Initialize and injects nothing. On_token gives it
+    # the token's server address (softhsm-remote).
     [ -n "${!init:-}" ] && module=$FAULT
     P11PIN=$(cat "${!pin}") M2M_FAULT_MODULE=$M2M_MODULE M2M_FAULT_INIT_ARGS=${!init:-} \
-        pkcs11-tool --module "$module" "${which[@]}" --login --pin env:P11PIN --list-objects \
-        2> /dev/null |
+        on_token "$1" pkcs11-tool --module "$module" "${which[@]}" --login --pin env:P11PIN \
+        --list-objects 2> /dev/null |
         awk -v want="$2" '/^[A-Z][a-z]+( [A-Z][a-z]+)? [Oo]bject/{c=$0; next}
             /label: *.?m2mhsm:/ && index(c, "Secret Key") == 1 {k++}
             /label: *.?m2mhsm:/ && index(c, "Data") == 1 {m++}

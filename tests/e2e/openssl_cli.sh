@@ -74,7 +74,7 @@ c = json.load(open(sys.argv[1]))
 c["enrolee"]["mef_uri"] = "dtls://127.0.0.1:%s" % sys.argv[3]
 json.dump(c, open(sys.argv[2], "w"), indent=2)
 PY
-out=$("$M2M_BIN/m2m-enrolee" --config "$LAB/enrolee-dtls.json" connect 2> "$LAB/enrolee.log")
+out=$(on_token enrolee "$M2M_BIN/m2m-enrolee" --config "$LAB/enrolee-dtls.json" connect 2> "$LAB/enrolee.log")
 KEID_DEV=$(device_ke_id)
 check "m2m-enrolee enrolled over DTLS" \
     wait_log "$LAB/mef.log" "event=enrolled kpm_id=$M2M_KPM_ID ke_id=$KEID_DEV .*transport=dtls"

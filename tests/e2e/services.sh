@@ -99,11 +99,12 @@ EOF
 start_maf() {
     local cfg=$1 log=$2 pidfile=$3 n
     n=$(count_log "$log" "event=ready")
-    setsid "$M2M_BIN/m2m-maf" --config "$cfg" < /dev/null >> "$log" 2>&1 &
+    token_env maf
+    env "${TOKEN_ENV[@]}" setsid "$M2M_BIN/m2m-maf" --config "$cfg" < /dev/null >> "$log" 2>&1 &
     echo "$!" > "$pidfile"
     wait_count "$log" "event=ready" $((${n:-0} + 1))
 }
-enrolee2() { "$M2M_BIN/m2m-enrolee" --config "$LAB/enrolee2.json" "$@"; }
+enrolee2() { on_token enrolee "$M2M_BIN/m2m-enrolee" --config "$LAB/enrolee2.json" "$@"; }
 mef_log=$LAB/mef.log maf_log=$LAB/maf.log maf2_log=$LAB/maf2.log
 
 # Connections that never complete a handshake run in the background meanwhile: the MEF's
@@ -352,7 +353,7 @@ out=$(enrolee connect 2>> "$LAB/enrolee.log") || true
 KE3=$(device_ke_id)
 check "a full enrolment and connection still succeeds" grep -q "authenticated $KE3 until" <<< "$out"
 check "... a new KeID, fetched by the MAF over HTTPS" wait_log "$maf_log" "event=fetched ke_id=$KE3"
-"$M2M_BIN/m2m-enrolee" --config "$LAB/enrolee-dtls.json" bootstrap 2>> "$LAB/enrolee.log" || true
+on_token enrolee "$M2M_BIN/m2m-enrolee" --config "$LAB/enrolee-dtls.json" bootstrap 2>> "$LAB/enrolee.log" || true
 KE4=$(device_ke_id)
 check "enrolment over DTLS still succeeds" wait_log "$mef_log" "event=enrolled .*ke_id=$KE4 .*transport=dtls"
 out=$(enrolee connect 2>> "$LAB/enrolee.log") || true
@@ -414,7 +415,7 @@ check "... again after a pause, not in a busy loop ($n lines)" test "$n" -ge 2 -
 check "... and it is still running" running "$maf3"
 cp "$LAB/enrolee2.json" "$LAB/enrolee3.json"
 set_json "$LAB/enrolee3.json" enrolee target_uri "\"tls://127.0.0.1:$port3\""
-out=$("$M2M_BIN/m2m-enrolee" --config "$LAB/enrolee3.json" connect 2>> "$LAB/enrolee.log") || true
+out=$(on_token enrolee "$M2M_BIN/m2m-enrolee" --config "$LAB/enrolee3.json" connect 2>> "$LAB/enrolee.log") || true
 check "... and serves the device again once descriptors are free" grep -q "authenticated .* until" <<< "$out"
 kill -TERM "$maf3"
 check "... and stops cleanly" wait_gone "$maf3" 10

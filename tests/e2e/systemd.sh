@@ -38,8 +38,9 @@ unit_nofile() { sed -n 's/^LimitNOFILE=//p' "$UNITS/m2m-$1.service"; }
 serve() {
     local s=$1 cfg="M2M_${1^^}_CONFIG" n
     n=$(unit_nofile "$s")
-    NOTIFY_SOCKET=$2 prlimit --nofile="$n:$n" "$M2M_BIN/m2m-$s" --config "${!cfg}" \
-        >> "$LAB/$s.log" 2>&1 &
+    token_env "$s"
+    env "${TOKEN_ENV[@]}" NOTIFY_SOCKET="$2" prlimit --nofile="$n:$n" "$M2M_BIN/m2m-$s" \
+        --config "${!cfg}" >> "$LAB/$s.log" 2>&1 &
     SERVER_PID=$!
     echo "$SERVER_PID" > "$LAB/$s.pid"
 }

@@ -143,6 +143,8 @@ enrolee_result enrolee_connect(enrolee *e, const enrolee_session_opts *o)
 {
     m2mhsm_record key;
     int have = enrolee_current_key(e, &key);
+    if (have < 0)
+        return ENROLEE_FAILED;
     const char *why = needs_provisioning(e, have, &key);
     if (why != NULL && !enrolee_provision(e, why, &key))
         return ENROLEE_FAILED;

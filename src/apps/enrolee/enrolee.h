@@ -30,7 +30,8 @@ int enrolee_config_load(enrolee *e, const char *path);
 /* provision.c: Bootstrap Security Handshake + Enrolment Key Generation (8.3.2.1, 10.3.1)
  * and Km/Kpsa derivation for the configured target (10.3.2, 10.3.3). */
 int enrolee_provision(enrolee *e, const char *reason, m2mhsm_record *key);
-/* The current key for the configured target, if any (valid or not). */
+/* The current key for the configured target (valid or not): 1 and *key, 0 if there is none,
+ * -1 if the token could not be read (logged): not a reason to provision. */
 int enrolee_current_key(enrolee *e, m2mhsm_record *key);
 /* The form that handshakes with the Enrolment Target sign with (target_uri's scheme): the one
  * form the device stores its Km/Kpsa with, as nothing derives from them. */

@@ -81,8 +81,14 @@ int enrolee_current_key(enrolee *e, m2mhsm_record *key)
     size_t n = 0;
     int found = 0;
     m2mhsm_kind want = is_maf_target(e->cfg.target) ? M2MHSM_KIND_KM : M2MHSM_KIND_KPSA;
-    if (m2mhsm_keystore_list(e->store.ks, &all, &n) != M2MHSM_OK)
-        return 0;
+    m2mhsm_status st = m2mhsm_keystore_list(e->store.ks, &all, &n);
+    if (st != M2MHSM_OK) {
+        /* A token that cannot be read says nothing about the key: enrolling again would
+         * replace a valid enrolment at the MEF because of a token error. */
+        app_log(APP_ERROR, "lookup-failed", "kpm_id=%s target=%s reason=%s", e->cfg.kpm_id,
+                e->cfg.target, app_error(st));
+        return -1;
+    }
     for (size_t i = 0; i < n; i++)
         if (all[i].kind == want && strcmp(all[i].kpm_id, e->cfg.kpm_id) == 0 &&
             strcmp(all[i].target_id, e->cfg.target) == 0 &&
