@@ -11,6 +11,7 @@
 #                              [--tls13] [--token-kind KIND]
 #   hsm-config/lab.sh tokens DIR [--token-kind KIND] [--build B | --bin B] LABEL...
 #                                   # only throwaway tokens, for suites: DIR/tokens.env
+#   hsm-config/lab.sh tokens DIR --add LABEL...   # more of them, tokens.env written again
 #   hsm-config/lab.sh start DIR     # m2m-mef, m2m-maf and m2m-eb in the background, ports ready
 #   hsm-config/lab.sh stop DIR      # SIGTERM (SIGKILL after 10 s); stopping twice is fine
 #   hsm-config/lab.sh clean DIR     # stop, release what the kind holds outside DIR, remove DIR
@@ -60,6 +61,7 @@ usage() {
 usage: $prog init DIR [--expiry SECONDS|YYYYMMDDThhmmss] [--build BUILD_DIR | --bin BIN_DIR]
                  [--tls13] [--token-kind KIND]
        $prog tokens DIR [--token-kind KIND] [--build BUILD_DIR | --bin BIN_DIR] LABEL...
+       $prog tokens DIR --add [--build BUILD_DIR | --bin BIN_DIR] LABEL...
        $prog start DIR
        $prog stop DIR
        $prog clean DIR
@@ -567,8 +569,12 @@ cmd_init() {
 # M2M_<LABEL>_TOKEN, _INIT_ARGS, _PIN_FILE, _SO_PIN_FILE and _LOCK_FILE a lab.env has, plus
 # M2M_MODULE, M2M_TOKEN_KIND and what the kind adds (softhsm-remote: M2M_<LABEL>_P11_ADDRESS,
 # whose server is already running). `clean DIR` stops and releases them.
+# tokens DIR --add [--build BUILD_DIR | --bin BIN_DIR] LABEL...: more tokens of DIR's kind in
+# DIR, for a suite that asks for its tokens one by one; tokens.env is written again for all of
+# them, and the kind's daemons are restarted so that the one-address-for-all ones (the
+# softhsm-remote ALL server) serve the new tokens too: connections to them break.
 cmd_tokens() {
-    local dir="" build="$repo/build" bin_dir="" kind=softhsm labels=() t
+    local dir="" build="$repo/build" bin_dir="" kind=softhsm labels=() t add=0
     while [ $# -gt 0 ]; do
         case $1 in
             --token-kind | --build | --bin)
@@ -579,6 +585,10 @@ cmd_tokens() {
                     --bin) bin_dir=$2 ;;
                 esac
                 shift 2
+                ;;
+            --add)
+                add=1
+                shift
                 ;;
             -*) die "tokens: unknown option '$1'" ;;
             *)
@@ -593,37 +603,54 @@ cmd_tokens() {
             die "tokens: label '$t': use 1 to 24 of a-z, 0-9 and -, starting with a letter"
     done
     set_bin "$build" "$bin_dir"
+    TOKENS=()
+    if [ "$add" = 1 ]; then
+        [ -f "$dir/tokens.env" ] || die "tokens --add: '$dir' has no tokens.env (make it with 'tokens DIR LABEL...')"
+        lab_dir=$(abs_dir "$dir")
+        kind=$(< "$lab_dir/token-kind")
+        mapfile -t TOKENS < "$lab_dir/token-labels"
+        for t in "${labels[@]}"; do
+            [[ " ${TOKENS[*]} " != *" $t "* ]] || die "tokens --add: '$dir' has a token '$t' already"
+        done
+        umask 077
+    fi
     load_kind "$kind"
     MODULE=$KIND_MODULE
     [ -r "$MODULE" ] || die "PKCS#11 module '$MODULE' not found (scripts/deps.sh installs it)"
-    fresh_dir "$dir"
-    TOKENS=("${labels[@]}")
+    if [ "$add" = 0 ]; then fresh_dir "$dir"; fi
     unset M2MHSM_TOKEN M2MHSM_PIN_SOURCE M2MHSM_LOCK_FILE M2MHSM_MODULE M2MHSM_MODULE_INIT_ARGS
     printf '%s\n' "$KIND" > "$lab_dir/token-kind"
-    printf '%s\n' "${TOKENS[@]}" > "$lab_dir/token-labels"
     softhsm_prepare "$lab_dir"
     if kind_has kind_prepare; then kind_prepare "$lab_dir"; fi
-    for t in "${TOKENS[@]}"; do make_token "$t"; done
-    {
-        echo "# throwaway $KIND tokens made by hsm-config/lab.sh tokens; PIN files: never print them"
-        env_line M2M_LAB "$lab_dir"
-        env_line M2M_TOKEN_KIND "$KIND"
-        env_line M2M_MODULE "$MODULE"
-        env_line SOFTHSM2_CONF "$lab_dir/softhsm2.conf"
-        local up
-        for t in "${TOKENS[@]}"; do
-            up=${t^^} && up=${up//-/_}
-            env_line "M2M_${up}_TOKEN" "$(token_uri "$lab_dir" "$t")"
-            env_line "M2M_${up}_INIT_ARGS" "$(init_args "$lab_dir" "$t")"
-            env_line "M2M_${up}_PIN_FILE" "$lab_dir/$t.pin"
-            env_line "M2M_${up}_SO_PIN_FILE" "$lab_dir/$t.so.pin"
-            env_line "M2M_${up}_LOCK_FILE" "$lab_dir/$t.lock"
-        done
-        if kind_has kind_env; then kind_env "$lab_dir"; fi
-    } > "$lab_dir/tokens.env"
+    if [ "$add" = 1 ] && kind_has kind_stop; then kind_stop "$lab_dir"; fi
+    for t in "${labels[@]}"; do
+        make_token "$t"
+        TOKENS+=("$t")
+        printf '%s\n' "${TOKENS[@]}" > "$lab_dir/token-labels" # clean releases what exists
+    done
+    tokens_env > "$lab_dir/tokens.env.new"
+    mv -f -- "$lab_dir/tokens.env.new" "$lab_dir/tokens.env"
     if kind_has kind_start; then kind_start "$lab_dir"; fi
     init_ok=1
     say "tokens ready: . $lab_dir/tokens.env; $0 clean $lab_dir"
+}
+
+tokens_env() {
+    local t up
+    echo "# throwaway $KIND tokens made by hsm-config/lab.sh tokens; PIN files: never print them"
+    env_line M2M_LAB "$lab_dir"
+    env_line M2M_TOKEN_KIND "$KIND"
+    env_line M2M_MODULE "$MODULE"
+    env_line SOFTHSM2_CONF "$lab_dir/softhsm2.conf"
+    for t in "${TOKENS[@]}"; do
+        up=${t^^} && up=${up//-/_}
+        env_line "M2M_${up}_TOKEN" "$(token_uri "$lab_dir" "$t")"
+        env_line "M2M_${up}_INIT_ARGS" "$(init_args "$lab_dir" "$t")"
+        env_line "M2M_${up}_PIN_FILE" "$lab_dir/$t.pin"
+        env_line "M2M_${up}_SO_PIN_FILE" "$lab_dir/$t.so.pin"
+        env_line "M2M_${up}_LOCK_FILE" "$lab_dir/$t.lock"
+    done
+    if kind_has kind_env; then kind_env "$lab_dir"; fi
 }
 
 # ---------------------------------------------------------------------------- start/stop

@@ -1,9 +1,9 @@
 # Token kind "softokn": NSS softokn (package libnss3; certutil from libnss3-tools). Each token
 # is an NSS database DIR/nss-LABEL, reached by passing C_Initialize the init args that name it;
 # dbTokenDescription gives its token the label (NSS otherwise calls it "NSS Certificate DB").
-# A process initialises softokn once, so one process reaches one of these tokens: lab.env
-# carries each token's args (M2M_<TOKEN>_INIT_ARGS), the service configs their own
-# module_init_args. NSS has no SO PIN of its own: certutil -N sets the user PIN only.
+# A process initialises softokn once, with one init args string: lab.env carries each token's
+# args (M2M_<TOKEN>_INIT_ARGS), the service configs their own module_init_args, and
+# M2M_INIT_ARGS names every token at once (kind_env). NSS has no SO PIN of its own: certutil -N sets the user PIN only.
 # See hsm-config/kinds/softhsm.sh for the interface.
 
 KIND_MODULE=/usr/lib/x86_64-linux-gnu/libsoftokn3.so
@@ -36,7 +36,18 @@ kind_init_args() {
 # args. So, as for opencryptoki, the servers' TLS keys go on SoftHSM tokens beside it.
 kind_keypair() { die "softokn: no labelled key pair tool (see hsm-config/kinds/softokn.sh)"; }
 
-kind_env() { :; }
+# One init args string for a process that uses several of DIR's tokens (a test making two
+# stores): a process initialises softokn once, and NSS's "tokens=" parameter (slot IDs from
+# 4, each with its own configdir and tokenDescription) opens every database at that once.
+kind_env() {
+    local dir=$1 t slot=4 list=""
+    for t in "${TOKENS[@]}"; do
+        list+=$(printf "0x%02x=[configdir='sql:%s/nss-%s' certPrefix='' keyPrefix='' tokenDescription='%s'] " \
+            "$slot" "$dir" "$t" "$t")
+        slot=$((slot + 1))
+    done
+    env_line M2M_INIT_ARGS "configdir='sql:$dir/nss-${TOKENS[0]}' certPrefix='' keyPrefix='' secmod='secmod.db' flags= tokens=<${list% }>"
+}
 kind_start() { :; }
 kind_stop() { :; }
 kind_clean() { :; }

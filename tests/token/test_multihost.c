@@ -127,17 +127,22 @@ static void test_lock_file_not_shared_is_reported_and_then_coherent(void **state
     host a, b;
     host_open(&a, "e.lock");
     host_open(&b, "f.lock");
+    /* The report compares the lock file's count with the token's write-epoch object, a
+     * private CKO_DATA object. A token that refuses those (softokn) has none: nothing can
+     * be reported, and a hit is always confirmed on the token (docs/key-lifecycle.md). */
+    const int told = m2mhsm_token_caps_get(b.fs.tok)->private_data_objects;
     kpm_import(&b, "mh-kpm-5");
     assert_int_equal(kpm_lookup(&b, "mh-kpm-5"), M2MHSM_OK);
     assert_int_equal(b.not_shared, 0);
     kpm_import(&a, "mh-kpm-6"); /* a write B's lock file does not see */
     kpm_import(&b, "mh-kpm-7"); /* B's next write notices it */
-    assert_int_equal(b.not_shared, 1);
-    assert_non_null(strstr(b.detail, "f.lock"));
+    assert_int_equal(b.not_shared, told);
+    if (told)
+        assert_non_null(strstr(b.detail, "f.lock"));
     kpm_erase(&a, "mh-kpm-5");
     assert_int_equal(kpm_lookup(&b, "mh-kpm-5"), M2MHSM_E_NOT_FOUND);
     assert_int_equal(kpm_lookup(&b, "mh-kpm-6"), M2MHSM_OK);
-    assert_int_equal(b.not_shared, 1); /* told once */
+    assert_int_equal(b.not_shared, told); /* told once */
 
     /* A writer opening on B's lock file starts it afresh from the token (the counter moves,
      * so nothing seen before is answered from memory), and a write from outside that goes
@@ -148,7 +153,7 @@ static void test_lock_file_not_shared_is_reported_and_then_coherent(void **state
     assert_int_equal(c.not_shared, 0);
     kpm_erase(&a, "mh-kpm-7");
     kpm_import(&c, "mh-kpm-9"); /* c's write notices a's */
-    assert_int_equal(c.not_shared, 1);
+    assert_int_equal(c.not_shared, told);
     assert_int_equal(kpm_lookup(&c, "mh-kpm-7"), M2MHSM_E_NOT_FOUND);
     fixture_store_close(&c.fs);
     fixture_store_close(&a.fs);

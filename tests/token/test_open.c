@@ -84,8 +84,14 @@ static void test_wrong_token_uri_is_refused(void **state)
     expect_open_fails(NULL, "pkcs11:token=no-such-token", token.pin_source, M2MHSM_E_TOKEN,
                       "no initialised token matches");
     expect_open_fails(NULL, "http://example.com", token.pin_source, M2MHSM_E_TOKEN, "token URI");
-    /* Two tokens match a bare URI: picking one would be a guess. */
-    expect_open_fails(NULL, "pkcs11:", token.pin_source, M2MHSM_E_TOKEN, "2 tokens match");
+    /* Two tokens match a bare URI: picking one would be a guess. opencryptoki's token store
+     * is global: it lists every lab's tokens, this suite's two among them. */
+    expect_open_fails(NULL, "pkcs11:", token.pin_source, M2MHSM_E_TOKEN, " tokens match pkcs11:");
+    long n = strtol(m2mhsm_last_error(), NULL, 10);
+    if (strcmp(fixture_kind(), "opencryptoki") == 0)
+        assert_true(n >= 2);
+    else
+        assert_int_equal(n, 2);
     expect_open_fails(NULL, "", token.pin_source, M2MHSM_E_INVALID_ARG, "token URI");
 }
 
