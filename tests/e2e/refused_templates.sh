@@ -16,6 +16,9 @@ COUNT="$M2M_BUILD/tests/count_objects"
 FAULT="$M2M_BUILD/tests/fault/libm2mfault.so"
 MAKERS=C_CreateObject,C_GenerateKey,C_DeriveKey,C_CopyObject,C_UnwrapKey
 e2e_lab_init refusedtmpl
+# softhsm-remote: every program here reaches the enrolee and mef tokens through the server
+# that serves all of the lab's tokens (p11-kit's client takes one address per process).
+if [ -n "${M2M_P11_ADDRESS:-}" ]; then export P11_KIT_SERVER_ADDRESS=$M2M_P11_ADDRESS; fi
 
 # On SoftHSM a fresh token is made through the refusing module: token-init makes no object,
 # so it works, and every later write must fail. Other kinds' tokens are made by their own
