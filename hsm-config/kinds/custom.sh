@@ -4,12 +4,16 @@
 #   M2M_CUSTOM_MODULE          the PKCS#11 module (required)
 #   M2M_CUSTOM_INIT_ARGS       its C_Initialize init args, if it needs any; per token
 #   M2M_CUSTOM_<T>_INIT_ARGS   where they differ (softokn: one database each)
-#   M2M_CUSTOM_<T>_TOKEN       for T in MEF, MAF, ENROLEE: the RFC 7512 URI of an initialised
-#                              token that holds no m2mhsm records yet (required)
+#   M2M_CUSTOM_<T>_TOKEN       for T in MEF, MAF, ENROLEE, EB: the RFC 7512 URI of an
+#                              initialised token that holds no m2mhsm records yet (required)
 #   M2M_CUSTOM_<T>_PIN_FILE    its user PIN file; copied into the lab (0600) (required)
 #   M2M_CUSTOM_EC=1            the servers' TLS key pairs are generated on the mef and maf
 #                              tokens with pkcs11-tool (URI with token=LABEL, no init args);
 #                              else (default) on SoftHSM tokens beside them (tls_key_pkcs11)
+#   M2M_CUSTOM_ACCEPT_EXTRACTABLE=1  the lab's service configurations accept a token that
+#                              fails the start-up self-test ("accept_extractable_keys": true,
+#                              docs/tokens.md, "Self-test"): the services then start on it and
+#                              warn at every start. Default 0: they refuse such a token.
 # Nothing is created on or removed from the tokens but what the lab writes (the test Kpm, the
 # TLS key pairs): give every lab (and so every e2e suite) freshly initialised tokens.
 # See hsm-config/kinds/softhsm.sh for the interface.
@@ -17,6 +21,7 @@
 KIND_MODULE=${M2M_CUSTOM_MODULE:-}
 KIND_PIN_CHARS=8 # unused: the PINs are the vendor's
 KIND_EC=${M2M_CUSTOM_EC:-0}
+KIND_ACCEPT_EXTRACTABLE=${M2M_CUSTOM_ACCEPT_EXTRACTABLE:-0}
 
 custom_var() { # custom_var LABEL SUFFIX: the value of M2M_CUSTOM_<LABEL>_<SUFFIX>, required
     local v="M2M_CUSTOM_${1^^}_$2"
@@ -26,6 +31,9 @@ custom_var() { # custom_var LABEL SUFFIX: the value of M2M_CUSTOM_<LABEL>_<SUFFI
 
 kind_prepare() {
     [ -n "$KIND_MODULE" ] || die "custom kind: M2M_CUSTOM_MODULE is not set"
+    # A typo must not silently leave the services refusing (or accepting) the token.
+    [[ $KIND_ACCEPT_EXTRACTABLE =~ ^[01]$ ]] ||
+        die "custom kind: M2M_CUSTOM_ACCEPT_EXTRACTABLE is '$KIND_ACCEPT_EXTRACTABLE': use 1 (accept a token that lets keys out) or 0"
 }
 
 kind_make_token() {

@@ -93,10 +93,18 @@ m2mhsm_status ks_create_meta(m2mhsm_token *tok, CK_SESSION_HANDLE s, const m2mhs
     if (st == M2MHSM_OK || !m2mhsm_ckr_template_class(rv))
         return st;
     /* The session probe passed, but the stored object is refused for its template: the
-     * other form, and the token takes no private data objects from now on. */
+     * other form, and the token takes no private data objects from now on. If that fails
+     * too, the error names both refusals, not only the last. */
+    char first[256];
+    snprintf(first, sizeof(first), "%s", m2mhsm_last_error());
     st = create_key_form(tok, s, label, value, vlen, out);
     if (st == M2MHSM_OK)
         m2mhsm_token_note_no_private_data(tok);
+    else if (st == M2MHSM_E_PKCS11) {
+        char second[512];
+        snprintf(second, sizeof(second), "%s", m2mhsm_last_error());
+        m2mhsm_fail(st, "%s; then as a metadata key: %s", first, second);
+    }
     return st;
 }
 

@@ -3,9 +3,12 @@
  * by its environment, fails or crashes at a chosen call, or only counts calls.
  *
  *   M2M_FAULT_MODULE  the real module to forward to (required).
- *   M2M_FAULT_FUNC    the function whose calls are counted for K ("C_FindObjects"), or "*"
- *                     for all calls together. Unset: count only, inject nothing.
- *   M2M_FAULT_K       act at the K-th such call (1-based), once.
+ *   M2M_FAULT_FUNC    the function whose calls are counted for K ("C_FindObjects"), a comma
+ *                     list of functions whose calls count together ("C_CreateObject,
+ *                     C_GenerateKey"), or "*" for all calls together. Unset: count only,
+ *                     inject nothing.
+ *   M2M_FAULT_K       act at the K-th such call (1-based), once; "K+": at the K-th and at
+ *                     every later one (a module that refuses, say, every object creation).
  *   M2M_FAULT_ACTION  what to do at that call:
  *                       CKR_<NAME> or 0x<hex>  return that code without forwarding the call.
  *                         CKR_BUFFER_TOO_SMALL from C_GetAttributeValue is the one exception:
@@ -26,6 +29,11 @@
  *   M2M_FAULT_MAX_SESSIONS_UNSTATED  set: enforce that limit but leave C_GetTokenInfo's
  *                     counts as the real module states them (as when other applications
  *                     use up a module's sessions).
+ *   M2M_FAULT_INIT_ARGS  init args for a real module that needs them (NSS softokn's
+ *                     "configdir='sql:DIR' ..."): when the caller's C_Initialize passes no
+ *                     pReserved, they go to the real module as CK_C_INITIALIZE_ARGS.pReserved,
+ *                     with CKF_OS_LOCKING_OK, so a tool that cannot pass them (pkcs11-tool)
+ *                     reaches such a module through this one.
  *
  * The report also carries "<pid> sessions-peak <n>": the most sessions this process had
  * open at once (C_OpenSession less C_CloseSession; C_CloseAllSessions, C_Initialize and
@@ -87,11 +95,17 @@ static struct {
     CK_RV rv;
     const char *action_text;
     const char *report;
+    int repeat;                      /* "K+": every call from the K-th on */
+    unsigned char in_list[FN_COUNT]; /* the listed functions, when target is FN_LIST */
 } cfg = {.target = -1};
+
+enum { FN_LIST = FN_COUNT + 1 }; /* target: a comma list of functions, counted together */
 
 static atomic_ulong calls[FN_COUNT];
 static atomic_ulong total;
+static atomic_ulong listed_calls; /* calls of the listed functions together (FN_LIST) */
 static atomic_int acted;
+static char *init_args; /* M2M_FAULT_INIT_ARGS */
 static int trace_fd = -1;
 static unsigned long max_sessions; /* 0: forward C_OpenSession whatever the count */
 static int limit_unstated;         /* enforce max_sessions, but state no limit in C_GetTokenInfo */
@@ -99,7 +113,7 @@ static atomic_ulong sessions_open, sessions_peak, sessions_refused;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static CK_RV load_status = CKR_GENERAL_ERROR;
 
-/* The codes a sweep injects by name; any other as 0x<hex>. */
+/* The codes a sweep or a refusing token injects by name; any other as 0x<hex>. */
 static const struct {
     const char *name;
     CK_RV rv;
@@ -117,6 +131,10 @@ static const struct {
     {"CKR_USER_NOT_LOGGED_IN", CKR_USER_NOT_LOGGED_IN},
     {"CKR_BUFFER_TOO_SMALL", CKR_BUFFER_TOO_SMALL},
     {"CKR_CRYPTOKI_NOT_INITIALIZED", CKR_CRYPTOKI_NOT_INITIALIZED},
+    {"CKR_TEMPLATE_INCONSISTENT", CKR_TEMPLATE_INCONSISTENT},
+    {"CKR_TEMPLATE_INCOMPLETE", CKR_TEMPLATE_INCOMPLETE},
+    {"CKR_ATTRIBUTE_TYPE_INVALID", CKR_ATTRIBUTE_TYPE_INVALID},
+    {"CKR_ATTRIBUTE_VALUE_INVALID", CKR_ATTRIBUTE_VALUE_INVALID},
 };
 
 static int parse_action(const char *text)
@@ -140,14 +158,41 @@ static int parse_action(const char *text)
     return strncmp(text, "0x", 2) == 0 && end != NULL && *end == '\0' ? 0 : -1;
 }
 
+static int function_index(const char *name, size_t len)
+{
+    for (int i = 0; i < FN_COUNT; i++)
+        if (strlen(names[i]) == len && strncmp(name, names[i], len) == 0)
+            return i;
+    return -2;
+}
+
+/* "*", one function, or a comma list of them (FN_LIST, in cfg.in_list). */
 static int parse_target(const char *func)
 {
     if (strcmp(func, "*") == 0)
         return FN_COUNT;
-    for (int i = 0; i < FN_COUNT; i++)
-        if (strcmp(func, names[i]) == 0)
-            return i;
-    return -2;
+    if (strchr(func, ',') == NULL)
+        return function_index(func, strlen(func));
+    for (const char *p = func; *p != '\0';) {
+        size_t len = strcspn(p, ",");
+        int i = function_index(p, len);
+        if (i < 0)
+            return -2;
+        cfg.in_list[i] = 1;
+        p += len + (p[len] == ',');
+    }
+    return FN_LIST;
+}
+
+/* "K" or "K+"; 0 when malformed. */
+static unsigned long parse_k(const char *k)
+{
+    char *end = NULL;
+    unsigned long v = k != NULL ? strtoul(k, &end, 10) : 0;
+    if (end == NULL || end == k)
+        return 0;
+    cfg.repeat = *end == '+';
+    return *end == '\0' || (cfg.repeat && end[1] == '\0') ? v : 0;
 }
 
 /* Append text to the report file in one write, so processes do not interleave lines. */
@@ -191,9 +236,10 @@ static void load(void)
     const char *max = getenv("M2M_FAULT_MAX_SESSIONS");
     max_sessions = max != NULL ? strtoul(max, NULL, 10) : 0;
     limit_unstated = getenv("M2M_FAULT_MAX_SESSIONS_UNSTATED") != NULL;
+    init_args = getenv("M2M_FAULT_INIT_ARGS");
     if (func != NULL && func[0] != '\0') {
         cfg.target = parse_target(func);
-        cfg.k = k != NULL ? strtoul(k, NULL, 10) : 0;
+        cfg.k = parse_k(k);
         cfg.action_text = action;
         if (cfg.target == -2 || cfg.k == 0 || action == NULL || parse_action(action) != 0)
             return; /* a mistyped experiment must not silently run as a clean one */
@@ -222,13 +268,17 @@ static action_kind fault_at(int fn)
         ssize_t n = write(trace_fd, line, (size_t)len);
         (void)n;
     }
-    if (cfg.target < 0 || (cfg.target != fn && cfg.target != FN_COUNT))
+    if (cfg.target < 0 ||
+        (cfg.target != fn && cfg.target != FN_COUNT && !(cfg.target == FN_LIST && cfg.in_list[fn])))
         return ACT_NONE;
-    if ((cfg.target == FN_COUNT ? all : mine) != cfg.k || atomic_exchange(&acted, 1))
+    unsigned long n = cfg.target == FN_COUNT  ? all
+                      : cfg.target == FN_LIST ? atomic_fetch_add(&listed_calls, 1) + 1
+                                              : mine;
+    if (cfg.repeat ? n < cfg.k : (n != cfg.k || atomic_exchange(&acted, 1)))
         return ACT_NONE;
     char line[160];
-    int len = snprintf(line, sizeof(line), "%ld acted %s %lu %s\n", (long)getpid(), names[fn],
-                       cfg.k, cfg.action_text);
+    int len = snprintf(line, sizeof(line), "%ld acted %s %lu %s\n", (long)getpid(), names[fn], n,
+                       cfg.action_text);
     report_write(line, (size_t)len);
     if (cfg.act == ACT_ABORT_BEFORE) {
         report_counts();
@@ -290,9 +340,19 @@ static CK_RV s_C_CloseAllSessions(CK_SLOT_ID s)
     return rv;
 }
 
-/* A forked child's C_Initialize starts with none of its parent's sessions. */
+/* A forked child's C_Initialize starts with none of its parent's sessions. With
+ * M2M_FAULT_INIT_ARGS, a caller's C_Initialize without pReserved gets them added. */
 static CK_RV s_C_Initialize(void *a)
 {
+    CK_C_INITIALIZE_ARGS with = {.flags = CKF_OS_LOCKING_OK};
+    CK_C_INITIALIZE_ARGS *given = a;
+    if (init_args != NULL && (given == NULL || given->pReserved == NULL)) {
+        if (given != NULL)
+            with = *given;
+        with.flags |= CKF_OS_LOCKING_OK;
+        with.pReserved = init_args;
+        a = &with;
+    }
     CK_RV rv = cfg.real->C_Initialize(a);
     if (rv == CKR_OK)
         atomic_store(&sessions_open, 0);
