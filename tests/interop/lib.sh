@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers for the interop scripts: throwaway tokens of the run's token kind, the
 # programs' way to them, and assertions.
 # Usage: . lib.sh; lab_init NAME LABEL; token_ready LABEL; ...; finish
@@ -76,13 +77,19 @@ token_uri() {
 # lab.sh made it, and the CLI opens it empty.
 token_ready() {
     if [ "$TOKEN_KIND" = softhsm ]; then
-        check "token-init" bash -c '"$M2MHSM" --token "pkcs11:token=$1" --pin-source "file:$2" \
-            token-init --label "$1" --so-pin-source "file:$3" > /dev/null' _ "$1" "$USER_PIN_FILE" "$SO_PIN_FILE"
+        check "token-init" cli_token_init "$1"
     else
-        check "the $TOKEN_KIND token '$1' from lab.sh tokens opens, empty" \
-            bash -c '[ "$("$M2MHSM" --token "$1" --pin-source "file:$2" list --json)" = "[]" ]' \
-            _ "$(token_uri "$1")" "$USER_PIN_FILE"
+        check "the $TOKEN_KIND token '$1' from lab.sh tokens opens, empty" cli_opens_empty "$1"
     fi
+}
+cli_token_init() {
+    "$M2MHSM" --token "pkcs11:token=$1" --pin-source "file:$USER_PIN_FILE" \
+        token-init --label "$1" --so-pin-source "file:$SO_PIN_FILE" > /dev/null
+}
+cli_opens_empty() {
+    local list
+    list=$("$M2MHSM" --token "$(token_uri "$1")" --pin-source "file:$USER_PIN_FILE" list --json) &&
+        [ "$list" = "[]" ]
 }
 
 # p11tool LABEL ARGS...: OpenSC's pkcs11-tool on the script's token (on opencryptoki, its slot).
