@@ -36,6 +36,13 @@ check "no m2mhsm key is extractable" \
     bash -c "! grep -E 'Access:[^|]*(^|[^r] )extractable' '$LAB/ours.txt'"
 data_seen=$(p11tool interop --list-objects --type data 2>/dev/null | grep -c m2mhsm || true)
 check "pkcs11-tool sees no data object without login, saw $data_seen" test "$data_seen" -eq 0
+# Whatever form the metadata takes on the kind (private CKO_DATA, or a private key object
+# where CKO_DATA cannot be private: softokn), none of it, nor any key, is public.
+p11tool interop --list-objects > "$LAB/public.txt" 2>&1 || true
+public=$(grep -c 'm2mhsm' "$LAB/public.txt" || true)
+check "pkcs11-tool without login sees no m2mhsm object of any class, saw $public" test "$public" -eq 0
+tool --list-objects > "$LAB/all.txt" 2>/dev/null || true
+check "... while with login it lists them" grep -q 'm2mhsm:' "$LAB/all.txt"
 check "the Km's TLS 1.2 form is listed (the object read next exists)" \
     grep -q "label: *m2mhsm:km:$ke_id:tls12-pms" "$LAB/ours.txt"
 refuse "pkcs11-tool cannot read a Km TLS form" \
