@@ -67,7 +67,11 @@ ock_claim() {
     for ((n = OCK_POOL_FIRST; n <= OCK_POOL_LAST; n++)); do
         if [ -d "$OCK_CLAIMS/$n" ]; then
             owner=$(cat "$OCK_CLAIMS/$n/lab" 2> /dev/null || true)
-            [ -n "$owner" ] && [ ! -d "$owner" ] || continue
+            if [[ $owner == slotd:* ]]; then # set aside (ock_quarantine) while that daemon runs
+                [ "${owner#slotd:}" != "$(pgrep -xo pkcsslotd || true)" ] || continue
+            else
+                [ -n "$owner" ] && [ ! -d "$owner" ] || continue
+            fi
             # Its lab is gone: one taker wins the rename.
             mv "$OCK_CLAIMS/$n" "$OCK_CLAIMS/.stale.$n.$$" 2> /dev/null || continue
             rm -rf -- "$OCK_CLAIMS/.stale.$n.$$"
@@ -105,19 +109,35 @@ ock_link() {
     die "could not link $target to $data"
 }
 
+# A process that dies with sessions open (opencryptoki itself segfaults in some
+# re-initialisations: docs/tokens.md) leaves them counted in pkcsslotd's shared memory, and
+# C_InitToken on that slot answers CKR_SESSION_EXISTS until the daemon restarts. Such a slot
+# is set aside for the daemon's lifetime (its claim names the daemon's pid), not retried.
+ock_quarantine() {
+    local n=$1
+    [ ! -L "$OCK_DATA/m2mhsm-$n" ] || rm -f -- "$OCK_DATA/m2mhsm-$n"
+    printf 'slotd:%s\n' "$(pgrep -xo pkcsslotd || true)" > "$OCK_CLAIMS/$n/lab"
+    say "slot $n: sessions of a dead process still counted (CKR_SESSION_EXISTS); set aside until pkcsslotd restarts"
+}
+
 kind_make_token() {
-    local dir=$1 label=$2 so_pin=$3 pin=$4 n data
-    n=$(ock_claim "$dir")
+    local dir=$1 label=$2 so_pin=$3 pin=$4 n data out
     data=$dir/ock/$label
     mkdir -p -- "$data/TOK_OBJ"
     chgrp -R pkcs11 "$dir/ock" && chmod -R g+rwX "$dir/ock" && chmod g+x "$dir"
-    printf '%s\n' "$n" > "$dir/ock/$label.slot"
-    ock_link "$n" "$data"
-    rm -f -- "/dev/shm/var.lib.opencryptoki.m2mhsm-$n" # the previous owner's object cache
     export M2M_OCK_SO=$OCK_DEFAULT_SO_PIN M2M_OCK_NEW_SO M2M_OCK_PIN
     M2M_OCK_NEW_SO=$(< "$so_pin") M2M_OCK_PIN=$(< "$pin")
-    quiet "initialising token '$label' (slot $n)" \
-        ock_tool "$n" --init-token --label "$label" --so-pin env:M2M_OCK_SO
+    while :; do
+        n=$(ock_claim "$dir") || exit 1 # ock_claim said why
+        printf '%s\n' "$n" > "$dir/ock/$label.slot"
+        ock_link "$n" "$data"
+        rm -f -- "/dev/shm/var.lib.opencryptoki.m2mhsm-$n" # the previous owner's object cache
+        if out=$(ock_tool "$n" --init-token --label "$label" --so-pin env:M2M_OCK_SO 2>&1); then
+            break
+        fi
+        [[ $out == *CKR_SESSION_EXISTS* ]] || die "initialising token '$label' (slot $n): $out"
+        ock_quarantine "$n"
+    done
     quiet "setting the user PIN of '$label'" \
         ock_tool "$n" --login --login-type so --so-pin env:M2M_OCK_SO --init-pin --new-pin env:M2M_OCK_PIN
     quiet "setting the SO PIN of '$label'" \
