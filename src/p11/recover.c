@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <time.h>
 #include <unistd.h>
+#include <openssl/err.h>
 #include <p11-kit/p11-kit.h>
 
 static int64_t now_ms(void)
@@ -54,8 +55,23 @@ int m2mhsm_token_note_lost(m2mhsm_token *tok)
 
 /* The module's sessions, login and object handles all died with the token: forget them
  * (closing them would only fail), finalise, and attach as at open. Caller holds the object
- * write section, then tok->lock. */
+ * write section, then tok->lock.
+ * A module that uses OpenSSL in this process (SoftHSM) may leave entries on the thread's
+ * OpenSSL error queue while it finalises and initialises again ("DSO support routines::could
+ * not load the shared library" from its configuration). The re-attach often runs inside a TLS
+ * handshake (a certificate key's signature, a PSK lookup), and libssl reads any entry there
+ * as the handshake's own failure (SSL_get_error): what the module left is dropped. */
+static m2mhsm_status reattach_steps(m2mhsm_token *tok);
+
 static m2mhsm_status reattach(m2mhsm_token *tok)
+{
+    ERR_set_mark();
+    m2mhsm_status st = reattach_steps(tok);
+    ERR_pop_to_mark();
+    return st;
+}
+
+static m2mhsm_status reattach_steps(m2mhsm_token *tok)
 {
     tok->idle_count = 0;
     tok->open_count = 0; /* the borrowed ones die with it (m2mhsm_token_session_put) */

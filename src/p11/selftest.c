@@ -90,13 +90,21 @@ static m2mhsm_status choose_home(probe_ctx *c, m2mhsm_selftest_report *r)
 {
     CK_OBJECT_HANDLE h;
     c->on_token = CK_FALSE;
-    CK_RV rv = create_probe(c, &h);
+    CK_RV rv = create_probe(c, &h), session_rv = rv;
     if (rv != CKR_OK) {
         c->on_token = CK_TRUE;
         rv = create_probe(c, &h);
     }
-    if (rv != CKR_OK)
-        return m2mhsm_fail_ckr("C_CreateObject(self-test probe key)", rv);
+    if (rv != CKR_OK) {
+        /* Both refusals named: the first says why no session key, the second why no token
+         * key either. The CKR kept (m2mhsm_last_ckr, failover) is the last call's. */
+        char op[192];
+        snprintf(op, sizeof(op),
+                 "C_CreateObject(self-test probe key, session object): %s; "
+                 "C_CreateObject(self-test probe key, token object)",
+                 m2mhsm_ckr_name(session_rv));
+        return m2mhsm_fail_ckr(op, rv);
+    }
     r->probe_on_token = c->on_token;
     release(c, 0);
     return M2MHSM_OK;

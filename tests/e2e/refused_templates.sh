@@ -85,11 +85,12 @@ for run in 1:CKR_TEMPLATE_INCONSISTENT 1:CKR_ATTRIBUTE_TYPE_INVALID 3:CKR_ATTRIB
         --exported-file "$LAB/ke.hex" --enrolment-expiry 3600
     refused "ke import ($k+ $ckr)" "C_CreateObject\([^)]*\)" "$ckr"
     refusing "$k" "$ckr" cli caps --json
-    refused "caps --json ($k+ $ckr)" "C_CreateObject\(self-test probe key\)" "$ckr"
+    refused "caps --json ($k+ $ckr)" \
+        "C_CreateObject\(self-test probe key, session object\): $ckr; C_CreateObject\(self-test probe key, token object\)" "$ckr"
     refuse "caps --json ($k+ $ckr): no verdict on stdout" grep -q non_extractable_enforced "$LAB/out"
     refusing "$k" "$ckr" "$M2M_BIN/m2m-mef" --config "$LAB/mef-refusing.json"
     refused "m2m-mef start ($k+ $ckr)" \
-        "event=token-selftest-failed .*C_CreateObject\(self-test probe key\)" "$ckr"
+        "event=token-selftest-failed .*C_CreateObject\(self-test probe key, session object\): $ckr; C_CreateObject\(self-test probe key, token object\)" "$ckr"
     objects "$M2M_MODULE" "$TOKEN" "$PIN" "$INIT_ARGS" > "$LAB/after"
     check "($k+ $ckr) the token holds exactly the objects it held before" \
         cmp -s "$LAB/before" "$LAB/after"

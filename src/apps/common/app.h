@@ -85,6 +85,14 @@ extern const char *const app_tls_key_fields[];
  * from the protocol it runs with them; 0 for a program that writes none (the MEF). */
 int app_store_open(const json_t *pkcs11, unsigned psk_forms, app_store *out);
 void app_store_close(app_store *s);
+/* Log tok's failover (event=token_lost, token_back) and lock-file-not-shared lines, naming it
+ * by its configuration section ("pkcs11", "tls_key_pkcs11") and URI. name must outlive tok. */
+typedef struct {
+    const char *section;
+    char uri[256];
+} app_token_name;
+void app_token_observe(m2mhsm_token *tok, app_token_name *name, const char *section,
+                       const char *uri);
 
 /* ---- certkey.c: X.509 TLS with the private key in the token ---- */
 typedef struct {

@@ -23,6 +23,7 @@ typedef struct {
 static EC_KEY_METHOD *method;
 static int key_index = -1;
 static m2mhsm_token *tls_tok; /* the tls_key_pkcs11 token, once opened */
+static app_token_name tls_tok_name;
 
 /* r || s from the token (PKCS#11 2.3.1) into an ECDSA_SIG. */
 static ECDSA_SIG *token_sign_sig(const unsigned char *dgst, int dlen, const BIGNUM *kinv,
@@ -162,6 +163,9 @@ static m2mhsm_token *key_token(m2mhsm_token *tok, const app_certkey *ck)
         fprintf(stderr, "tls_key_pkcs11: %s\n", m2mhsm_last_error());
         return NULL;
     }
+    /* Its outages are the store's kind of event too: a server whose handshakes fail for a
+     * lost TLS key token must say which token, and when it is back. */
+    app_token_observe(tls_tok, &tls_tok_name, "tls_key_pkcs11", cfg.token_uri);
     return tls_tok;
 }
 

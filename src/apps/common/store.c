@@ -4,34 +4,45 @@
 #include <stdio.h>
 #include <string.h>
 
-/* The token's URI for the failover lines (one token per program). */
-static char token_uri[256];
-
 /* event=token_lost when a call finds the token gone (detail "operation: CKR_NAME"), and
  * event=token_back when a re-attach succeeds: the two ends of an outage in the log.
- * event=lock-file-not-shared when another writer of the token does not share lock_file. */
+ * event=lock-file-not-shared when another writer of the token does not share lock_file.
+ * Each line names the token (its URI: PINs never come in URIs) and the configuration
+ * section that opened it, so an outage of the TLS key's token is told from the store's. */
 static void on_token_event(void *arg, m2mhsm_token_event ev, const char *detail, long long down_ms)
 {
-    (void)arg;
+    const app_token_name *name = arg;
     if (ev == M2MHSM_TOKEN_LOST) {
         const char *sep = strrchr(detail, ':');
         char op[128];
         size_t n = sep != NULL ? (size_t)(sep - detail) : 0;
         snprintf(op, sizeof(op), "%.*s", (int)n, detail);
-        app_log(APP_ERROR, "token_lost", "token=%s op=%s ckr=%s", token_uri, op,
-                sep != NULL ? sep + 2 : detail);
+        app_log(APP_ERROR, "token_lost", "token=%s section=%s op=%s ckr=%s", name->uri,
+                name->section, op, sep != NULL ? sep + 2 : detail);
     } else if (ev == M2MHSM_TOKEN_LOCK_NOT_SHARED) {
         /* Not fatal (lookups confirm on the token from now on), but a deployment whose
          * processes were meant to share the lock file is misconfigured: say what to do. */
         app_log(APP_WARN, "lock-file-not-shared",
-                "token=%s detail=\"%s\" action=\"every process on one machine must use the same "
-                "lock_file; across hosts this is expected and costs one token call per lookup "
-                "(deployment-hsm.md)\"",
-                token_uri, detail);
+                "token=%s section=%s detail=\"%s\" action=\"every process on one machine must "
+                "use the same lock_file; across hosts this is expected and costs one token call "
+                "per lookup (deployment-hsm.md)\"",
+                name->uri, name->section, detail);
     } else {
-        app_log(APP_INFO, "token_back", "token=%s ckr=%s down_ms=%lld", token_uri, detail, down_ms);
+        app_log(APP_INFO, "token_back", "token=%s section=%s ckr=%s down_ms=%lld", name->uri,
+                name->section, detail, down_ms);
     }
 }
+
+void app_token_observe(m2mhsm_token *tok, app_token_name *name, const char *section,
+                       const char *uri)
+{
+    name->section = section;
+    snprintf(name->uri, sizeof(name->uri), "%s", uri);
+    m2mhsm_token_observe(tok, on_token_event, name);
+}
+
+/* The store's token, for the failover lines (one store per program). */
+static app_token_name store_token;
 
 const char *const app_pkcs11_fields[] = {
     "module",    "module_init_args", "token",           "pin_source",
@@ -121,8 +132,7 @@ int app_store_open(const json_t *pkcs11, unsigned psk_forms, app_store *out)
         return -1;
     }
     if (st == M2MHSM_OK) {
-        snprintf(token_uri, sizeof(token_uri), "%s", cfg.token_uri);
-        m2mhsm_token_observe(out->tok, on_token_event, NULL);
+        app_token_observe(out->tok, &store_token, "pkcs11", cfg.token_uri);
         m2mhsm_open_report rep;
         m2mhsm_keystore_options opts = {.psk_forms = psk_forms};
         st = m2mhsm_keystore_open(out->tok, &opts, &out->ks, &rep);
