@@ -2,7 +2,7 @@
 # The token matrix (docs/tokens.md): builds with every token kind, runs the unit, token,
 # interop and e2e suites, and rewrites the table "kind x suite" in docs/tokens.md between its
 # markers. A suite that does not run on a kind is shown with the reason that tests/CMakeLists.txt
-# (M2MHSM_KIND_EXCLUDES_<kind>) or this script (SUITE_NOT_PORTED) gives; a failure with the
+# (M2MHSM_KIND_EXCLUDES_<kind>) gives; a failure with the
 # first "not ok" line or failed assertion of its log.
 #   scripts/token-matrix.sh [BUILD_DIR]     (default build-matrix; -j2)
 #   scripts/token-matrix.sh --table-only BUILD_DIR
@@ -19,10 +19,6 @@ if [ "${1:-}" = --table-only ]; then
 fi
 dir=${1:-build-matrix}
 kinds=(softhsm softhsm-remote opencryptoki softokn)
-# The interop scripts make their tokens with SoftHSM's own configuration
-# (tests/interop/lib.sh): not kind-aware yet. The cmocka token suites are
-# (tests/common/fixture.c: token_<suite>@<kind>).
-SUITE_NOT_PORTED="fixture makes SoftHSM tokens only (not ported to kinds yet)"
 
 if [ "$table_only" = 0 ]; then
     cmake -S . -B "$dir" -DM2MHSM_TOKEN_KINDS="$(IFS=';'; echo "${kinds[*]}")" > /dev/null
@@ -30,16 +26,16 @@ if [ "$table_only" = 0 ]; then
     (cd "$dir" && ctest -j2 -L "unit|token|interop|e2e" > matrix.out 2>&1) || true
 fi
 cp "$dir/Testing/Temporary/LastTest.log" "$dir/matrix.log"
-# Failures once more, alone: a cell then says whether the failure repeats. Some suites assert
-# on timing across processes and fail under the load of the whole matrix on 2 cores.
+# Failures once more, alone: a cell then says whether the failure repeats (one that does not
+# is a flake, a bug in the suite: the cell says so rather than hiding it).
 if [ "$table_only" = 0 ]; then
     (cd "$dir" && ctest --rerun-failed > matrix-rerun.out 2>&1) || true
 fi
 touch "$dir/matrix-rerun.out"
 
-python3 - "$dir" "$SUITE_NOT_PORTED" "${kinds[@]}" <<'PY'
+python3 - "$dir" "${kinds[@]}" <<'PY'
 import re, sys, subprocess
-d, not_ported, kinds = sys.argv[1], sys.argv[2], sys.argv[3:]
+d, kinds = sys.argv[1], sys.argv[2:]
 def results(path):
     res = {}
     for m in re.finditer(r"Test\s+#\d+: (\S+) \.+\**\s*(Passed|Failed|\w+)", open(path).read()):
@@ -75,7 +71,7 @@ for s in suites:
                 cells.append("pass alone; failed under the matrix's load: " + reason(name).replace("|", "/"))
             else:
                 cells.append("**fail**: " + reason(name).replace("|", "/"))
-        elif (k, s) in excl:  # token_<suite>: listed under its full name
+        elif (k, s) in excl:  # token_<suite>, interop_<script>: listed under the full name
             cells.append("not run: " + excl[(k, s)])
         elif (k, s.replace("e2e_", "")) in excl:
             why = excl[(k, s.replace("e2e_", ""))]
@@ -85,10 +81,8 @@ for s in suites:
                 cells.append("%s (the plain run: %s)" % (plain, why[len("plain run: "):]))
             else:
                 cells.append("not run: " + why)
-        elif k != "softhsm" and s.startswith("unit_"):
+        elif k != "softhsm" and (s.startswith("unit_") or s == "interop_openssl_list_provider"):
             cells.append("n/a: uses no token")
-        elif k != "softhsm" and s.startswith("interop_"):
-            cells.append("not run: " + not_ported)
         else:
             cells.append("—")
     rows.append("| " + s + " | " + " | ".join(cells) + " |")

@@ -2,9 +2,10 @@
 # The CLI under bad input: the right exit code (1 failure, 2 usage), a one-line error that
 # names the cause, no secret in the output, and the token exactly as it was.
 . "$(dirname "$0")/lib.sh"
-lab_init clierrors
+lab_init clierrors cli
 
-m() { "$M2MHSM" --token pkcs11:token=cli --pin-source "file:$USER_PIN_FILE" "$@"; }
+uri=$(token_uri cli)
+m() { "$M2MHSM" --token "$uri" --pin-source "file:$USER_PIN_FILE" "$@"; }
 
 # expect CODE WORDS COMMAND...: exit status CODE, stderr one line containing WORDS.
 expect() {
@@ -21,11 +22,22 @@ expect() {
     fi
 }
 
-m token-init --label cli --so-pin-source "file:$SO_PIN_FILE" >/dev/null
+# tokens_now: what shows whether a token was initialised. SoftHSM: its token directories.
+# Another kind: the labels of the initialised tokens pkcs11-tool lists that are "cli" or
+# start with "cli-" (on opencryptoki the module also lists other labs' tokens).
+tokens_now() {
+    if [ "$TOKEN_KIND" = softhsm ]; then
+        ls "$LAB/tokens"
+    else
+        p11tool_module -L 2> /dev/null | sed -n 's/^ *token label *: *//p' | grep -E '^cli(-|$)' | sort || true
+    fi
+}
+token_ready cli
 openssl rand -hex 32 > "$LAB/kpm.hex"
 m kpm import --kpm-id dev-1 --key-file "$LAB/kpm.hex" >/dev/null
 m list --json > "$LAB/before.json"
-ls "$LAB/tokens" > "$LAB/tokens-before"
+tokens_now > "$LAB/tokens-before"
+check "the token is listed before the errors" test -s "$LAB/tokens-before"
 
 long=$(printf 'k%.0s' $(seq 129))
 expect 1 "KpmID is empty" m kpm import --kpm-id "" --key-file "$LAB/kpm.hex"
@@ -59,7 +71,7 @@ expect 1 "no key with that id" m erase --key-id dev-9
 # A second token with a label in use would make pkcs11:token=cli match 2 tokens.
 expect 1 'a token labelled "cli" exists already' \
     m token-init --label cli --so-pin-source "file:$SO_PIN_FILE"
-check "... and no token was initialised" cmp -s "$LAB/tokens-before" <(ls "$LAB/tokens")
+check "... and no token was initialised" cmp -s "$LAB/tokens-before" <(tokens_now)
 # Configuration problems.
 (umask 077; echo wrong-pin > "$LAB/wrong.pin")
 # PIN files that another account could read or write, or that are no file at all.
@@ -67,39 +79,48 @@ for mode in 640 604 620 602 660 644; do
     cp "$USER_PIN_FILE" "$LAB/loose.pin"
     chmod "$mode" "$LAB/loose.pin"
     expect 1 "loose.pin: mode 0$mode lets group or others read or write the PIN" \
-        "$M2MHSM" --token pkcs11:token=cli --pin-source "file:$LAB/loose.pin" list
+        "$M2MHSM" --token "$uri" --pin-source "file:$LAB/loose.pin" list
 done
 expect 1 "loose.pin: mode 0644 lets group or others" \
-    m token-init --label other --so-pin-source "file:$LAB/loose.pin"
-check "... and no token was initialised" cmp -s "$LAB/tokens-before" <(ls "$LAB/tokens")
-expect 1 "$LAB: not a regular file" "$M2MHSM" --token pkcs11:token=cli --pin-source "file:$LAB" list
+    m token-init --label cli-other --so-pin-source "file:$LAB/loose.pin"
+check "... and no token was initialised" cmp -s "$LAB/tokens-before" <(tokens_now)
+expect 1 "$LAB: not a regular file" "$M2MHSM" --token "$uri" --pin-source "file:$LAB" list
 mkfifo "$LAB/pin.fifo"
 expect 1 "pin.fifo: not a regular file" \
-    "$M2MHSM" --token pkcs11:token=cli --pin-source "file:$LAB/pin.fifo" list
+    "$M2MHSM" --token "$uri" --pin-source "file:$LAB/pin.fifo" list
 chmod 600 "$LAB/loose.pin"
 ln -s "$LAB/loose.pin" "$LAB/link.pin"
-opens() { "$M2MHSM" --token pkcs11:token=cli --pin-source "file:$1" list > /dev/null; }
+opens() { "$M2MHSM" --token "$uri" --pin-source "file:$1" list > /dev/null; }
 check "a 0600 PIN file, also through a symlink, still opens the token" opens "$LAB/link.pin"
-expect 1 "CKR_PIN_INCORRECT" "$M2MHSM" --token pkcs11:token=cli --pin-source "file:$LAB/wrong.pin" list
-expect 1 "cannot read" "$M2MHSM" --token pkcs11:token=cli --pin-source "file:$LAB/none.pin" list
-expect 1 "file:PATH" "$M2MHSM" --token pkcs11:token=cli --pin-source "$(cat "$USER_PIN_FILE")" list
+expect 1 "CKR_PIN_INCORRECT" "$M2MHSM" --token "$uri" --pin-source "file:$LAB/wrong.pin" list
+expect 1 "cannot read" "$M2MHSM" --token "$uri" --pin-source "file:$LAB/none.pin" list
+expect 1 "file:PATH" "$M2MHSM" --token "$uri" --pin-source "$(cat "$USER_PIN_FILE")" list
 expect 1 "no initialised token matches" m --token pkcs11:token=nope list
-expect 1 "not found or not readable" "$M2MHSM" --module /nonexistent.so --token pkcs11:token=cli \
+expect 1 "not found or not readable" "$M2MHSM" --module /nonexistent.so --token "$uri" \
     --pin-source "file:$USER_PIN_FILE" list
 # A shared library that is not a PKCS#11 module, and modules whose C_Initialize fails: the
 # error names the call and, for C_Initialize, the CKR.
 notp11=$(ldd "$(command -v openssl)" | awk '/libcrypto/ { print $3 }')
-expect 1 "p11_kit_module_load($notp11)" "$M2MHSM" --module "$notp11" --token pkcs11:token=cli \
+expect 1 "p11_kit_module_load($notp11)" "$M2MHSM" --module "$notp11" --token "$uri" \
     --pin-source "file:$USER_PIN_FILE" list
-expect 1 "C_Initialize($M2MHSM_MODULE): CKR_" env SOFTHSM2_CONF="$LAB/none.conf" \
-    "$M2MHSM" --token pkcs11:token=cli --pin-source "file:$USER_PIN_FILE" list
+# SoftHSM without its configuration fails C_Initialize, whatever the run's kind.
+softhsm=/usr/lib/softhsm/libsofthsm2.so
+expect 1 "C_Initialize($softhsm): CKR_" env -u M2MHSM_MODULE_INIT_ARGS SOFTHSM2_CONF="$LAB/none.conf" \
+    "$M2MHSM" --module "$softhsm" --token "$uri" --pin-source "file:$USER_PIN_FILE" list
+# p11-kit's client initialises without its server and then lists no slot (measured): the
+# error says so.
+if [ "$TOKEN_KIND" = softhsm-remote ]; then
+    expect 1 "the module lists 0 slots: is its token or server reachable?" \
+        env P11_KIT_SERVER_ADDRESS="unix:path=$LAB/no-server.sock" \
+        "$M2MHSM" --token "$uri" --pin-source "file:$USER_PIN_FILE" list
+fi
 softokn=/usr/lib/x86_64-linux-gnu/libsoftokn3.so
 if [ -r "$softokn" ]; then # NSS softokn needs init args (docs/tokens.md)
     expect 1 "C_Initialize($softokn): CKR_ARGUMENTS_BAD" env -u M2MHSM_MODULE_INIT_ARGS \
-        "$M2MHSM" --module "$softokn" --token pkcs11:token=cli --pin-source "file:$USER_PIN_FILE" list
+        "$M2MHSM" --module "$softokn" --token "$uri" --pin-source "file:$USER_PIN_FILE" list
     expect 1 "C_Initialize($softokn, with init args): CKR_" \
         env M2MHSM_MODULE_INIT_ARGS="configdir='sql:$LAB/no-such-dir' flags=readOnly" \
-        "$M2MHSM" --module "$softokn" --token pkcs11:token=cli --pin-source "file:$USER_PIN_FILE" list
+        "$M2MHSM" --module "$softokn" --token "$uri" --pin-source "file:$USER_PIN_FILE" list
 fi
 m list --json > "$LAB/after.json"
 check "the token is exactly as it was" cmp -s "$LAB/before.json" "$LAB/after.json"

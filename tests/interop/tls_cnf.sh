@@ -5,14 +5,22 @@
 # provider hands out. A wrong key and an unknown identity are refused.
 . "$(dirname "$0")/lib.sh"
 : "${CNF_PEER:?}" "${M2MHSM_PROVIDER_DIR:?}"
-lab_init tlscnf
+lab_init tlscnf cnf
 
-m() { "$M2MHSM" --token pkcs11:token=cnf --pin-source "file:$USER_PIN_FILE" "$@"; }
-m token-init --label cnf --so-pin-source "file:$SO_PIN_FILE" >/dev/null
+m() { "$M2MHSM" --token "$(token_uri cnf)" --pin-source "file:$USER_PIN_FILE" "$@"; }
+token_ready cnf
 kpm=$(openssl rand -hex 32)
 echo "$kpm" > "$LAB/kpm.hex"
 m kpm import --kpm-id dev-1 --key-file "$LAB/kpm.hex" >/dev/null
 
+# The provider learns module, init args and token from this file only: the CLI's
+# M2MHSM_MODULE_INIT_ARGS is not in the environment of the programs that read it (p11-kit's
+# client still takes its server from P11_KIT_SERVER_ADDRESS: no module option names it).
+# Init args (softokn) in double quotes: OpenSSL's parser would strip their single quotes.
+init_args_line=""
+if [ -n "${M2MHSM_MODULE_INIT_ARGS:-}" ]; then
+    init_args_line="pkcs11-module-init-args = \"$M2MHSM_MODULE_INIT_ARGS\""
+fi
 cat > "$LAB/openssl.cnf" <<CNF
 openssl_conf = openssl_init
 [openssl_init]
@@ -25,12 +33,14 @@ activate = 1
 [m2mhsm_sect]
 module = $M2MHSM_PROVIDER_DIR/m2mhsm.so
 pkcs11-module-path = $M2MHSM_MODULE
+$init_args_line
 pkcs11-module-token-pin = file:$USER_PIN_FILE
-m2mhsm-token-uri = pkcs11:token=cnf
+m2mhsm-token-uri = $(token_uri cnf)
 m2mhsm-lock-file = $LAB/m2mhsm.lock
 activate = 1
 CNF
 
+unset M2MHSM_MODULE_INIT_ARGS
 check "openssl list shows the configured provider active" \
     bash -c "OPENSSL_CONF='$LAB/openssl.cnf' openssl list -providers | grep -A3 '^  m2mhsm' | grep -q 'status: active'"
 
@@ -50,7 +60,7 @@ run "$(openssl rand -hex 32)" dev-1
 check "negative control: a wrong Kpm is refused" grep -q "^fail" "$LAB/peer.out"
 run "$kpm" dev-2
 check "negative control: an unknown identity is refused" grep -q "^fail identity=dev-2" "$LAB/peer.out"
-sed -i 's|m2mhsm-token-uri = pkcs11:token=cnf|m2mhsm-token-uri = pkcs11:token=missing|' "$LAB/openssl.cnf"
+sed -i 's|^m2mhsm-token-uri = .*|m2mhsm-token-uri = pkcs11:token=missing|' "$LAB/openssl.cnf"
 check "a configured token that does not exist fails the provider's load" \
     bash -c "! OPENSSL_CONF='$LAB/openssl.cnf' openssl list -providers 2>/dev/null | grep -A3 '^  m2mhsm' | grep -q 'status: active'"
 finish

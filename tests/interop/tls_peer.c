@@ -11,6 +11,7 @@
 #include <arpa/inet.h>
 #include <getopt.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,28 @@ typedef struct {
     int port, count, dtls, tls13;
     long clock_offset;
 } args;
+
+/* SIGTERM (a script's stop_server) ends a server that waits for a peer in an orderly way:
+ * the token is closed, its sessions with it. Some modules count the sessions of a process
+ * that dies in shared state and refuse C_InitToken on that slot until their daemon restarts
+ * (opencryptoki: docs/tokens.md). The handler wakes the blocked socket call. */
+static volatile sig_atomic_t stopping;
+static volatile sig_atomic_t live_fd = -1;
+
+static void on_term(int sig)
+{
+    (void)sig;
+    stopping = 1;
+    if (live_fd >= 0)
+        shutdown(live_fd, SHUT_RDWR);
+}
+
+static void stop_on_term(void)
+{
+    struct sigaction sa = {.sa_handler = on_term}; /* no SA_RESTART: accept() returns */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+}
 
 static m2mhsm_time shifted_clock(void *arg)
 {
@@ -139,15 +162,21 @@ static int serve(SSL_CTX *ctx, const args *given)
         return 1;
     printf("listening port=%d\n", a->port);
     fflush(stdout);
-    for (int i = 0; i < a->count; i++) {
+    for (int i = 0; i < a->count && !stopping; i++) {
         int fd = lfd;
         if (a->dtls) {
             if (i > 0 && (lfd = fd = make_socket(a, 1)) < 0)
                 return 1;
-            if (dtls_accept_peer(fd) != 0)
+            live_fd = fd;
+            if (stopping || dtls_accept_peer(fd) != 0)
                 return 1;
-        } else if ((fd = accept(lfd, NULL, NULL)) < 0) {
-            return 1;
+        } else {
+            live_fd = lfd;
+            if (stopping || (fd = accept(lfd, NULL, NULL)) < 0)
+                return 1;
+            live_fd = fd;
+            if (stopping)
+                shutdown(fd, SHUT_RDWR);
         }
         SSL *ssl = SSL_new(ctx);
         BIO *bio = a->dtls ? BIO_new_dgram(fd, BIO_NOCLOSE) : BIO_new_socket(fd, BIO_NOCLOSE);
@@ -155,11 +184,13 @@ static int serve(SSL_CTX *ctx, const args *given)
         report(ssl, SSL_accept(ssl) == 1);
         SSL_shutdown(ssl);
         SSL_free(ssl);
+        live_fd = a->dtls ? -1 : lfd;
         close(fd);
     }
+    live_fd = -1;
     if (!a->dtls)
         close(lfd);
-    return 0;
+    return stopping ? 1 : 0;
 }
 
 static int connect_once(SSL_CTX *ctx, const args *a)
@@ -264,6 +295,8 @@ int main(int argc, char **argv)
     }
     if (a.identity != NULL)
         snprintf(last_identity, sizeof(last_identity), "%s", a.identity);
+    if (server)
+        stop_on_term();
     int rc = server ? serve(ctx, &a) : connect_once(ctx, &a);
     SSL_CTX_free(ctx);
     m2mhsm_tls_free(tls);

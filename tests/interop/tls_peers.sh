@@ -5,10 +5,12 @@
 # run has a negative control, and the Enrolment Expiry is checked end to end.
 . "$(dirname "$0")/lib.sh"
 : "${TLS_PEER:?TLS_PEER must name the tls_peer test program}"
-lab_init tlspeers
+lab_init tlspeers tls
 
 LOCK="$LAB/m2mhsm.lock"
-tokargs=(--token pkcs11:token=tls --pin-source "file:$USER_PIN_FILE" --lock-file "$LOCK")
+tokargs=(--token "$(token_uri tls)" --pin-source "file:$USER_PIN_FILE" --lock-file "$LOCK")
+# The same, quoted for the bash -c of a check (an opencryptoki URI holds a ';').
+tokq=$(printf '%q ' "${tokargs[@]}")
 m() { "$M2MHSM" "${tokargs[@]}" "$@"; }
 mq() { m "$@" >/dev/null; }
 export P11PIN; P11PIN=$(cat "$USER_PIN_FILE")
@@ -19,7 +21,7 @@ stop_server() {
     if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi
     server=""
 }
-trap 'stop_server; rm -rf "$LAB"' EXIT
+trap 'stop_server; lab_cleanup' EXIT
 
 # start_peer_server COUNT ARGS...: our token-backed server on a port the kernel chose ($port).
 start_peer_server() {
@@ -44,7 +46,7 @@ start_gnutls_serv() {
     wait_until 30 "ss -Hltn 'sport = :$port' | grep -q LISTEN"
 }
 
-check "token-init" mq token-init --label tls --so-pin-source "file:$SO_PIN_FILE"
+token_ready tls
 kpm=$(openssl rand -hex 32)
 echo "$kpm" > "$LAB/kpm.hex"
 check "kpm import" mq kpm import --kpm-id dev-1 --key-file "$LAB/kpm.hex"
@@ -153,18 +155,18 @@ check "our client with s_server: handshake and the same export" \
     grep -q "^ok identity=dev-1 .*export-sha256=$(sha_of_hex "${exp:-00}")" "$LAB/peer.out"
 sserver "$(openssl rand -hex 32)"
 check "negative control: our client with a wrong-key s_server fails" \
-    bash -c "! '$TLS_PEER' client ${tokargs[*]} --identity dev-1 --port $port >/dev/null 2>&1"
+    bash -c "! '$TLS_PEER' client $tokq --identity dev-1 --port $port >/dev/null 2>&1"
 stop_server; exec 3>&-
 
 port=$(free_port)
 check "gnutls-serv listens" start_gnutls_serv "$kpm"
 check "our client with gnutls-serv: handshake" \
-    bash -c "'$TLS_PEER' client ${tokargs[*]} --identity dev-1 --port $port | grep -q '^ok identity=dev-1'"
+    bash -c "'$TLS_PEER' client $tokq --identity dev-1 --port $port | grep -q '^ok identity=dev-1'"
 stop_server
 port=$(free_port)
 check "gnutls-serv with a wrong key listens" start_gnutls_serv "$(openssl rand -hex 32)"
 check "negative control: our client with a wrong-key gnutls-serv fails" \
-    bash -c "! '$TLS_PEER' client ${tokargs[*]} --identity dev-1 --port $port >/dev/null 2>&1"
+    bash -c "! '$TLS_PEER' client $tokq --identity dev-1 --port $port >/dev/null 2>&1"
 stop_server
 
 # ---- Enrolment Expiry at an Enrolment Target: refuse with an alert, then erase ----
@@ -197,10 +199,11 @@ check "and the server reports the identity expired, 2 records erased" \
     bash -c "grep -q '^fail' <<< '$(peer_line 1)' && grep -q '^psk expired identity=$ke_id erased=2' '$LAB/peer.out'"
 stop_server
 # pkcs11-tool first: m2mhsm list would repair leftovers and hide them.
-check "pkcs11-tool finds no key of that enrolment" \
-    bash -c "! pkcs11-tool --module '$M2MHSM_MODULE' --token-label tls --login --pin env:P11PIN -O 2>/dev/null | grep -q '$ke_id'"
+p11tool tls --login --pin env:P11PIN -O > "$LAB/objects.txt" 2>/dev/null || true
+check "pkcs11-tool lists the Kpm's objects ..." grep -q "m2mhsm:kpm:dev-1:" "$LAB/objects.txt"
+check "... and finds no key of that enrolment" bash -c "! grep -q '$ke_id' '$LAB/objects.txt'"
 check "m2mhsm list shows neither Ke nor Km, and repairs nothing" \
-    bash -c "'$M2MHSM' ${tokargs[*]} list > '$LAB/list.out' 2>&1 && ! grep -qE '^(ke|km) |repaired' '$LAB/list.out'"
-check "the Kpm stays for re-enrolment" bash -c "'$M2MHSM' ${tokargs[*]} list | grep -q '^kpm *dev-1'"
+    bash -c "'$M2MHSM' $tokq list > '$LAB/list.out' 2>&1 && ! grep -qE '^(ke|km) |repaired' '$LAB/list.out'"
+check "the Kpm stays for re-enrolment" bash -c "'$M2MHSM' $tokq list | grep -q '^kpm *dev-1'"
 
 finish
