@@ -50,7 +50,12 @@ STOP_TIMEOUT=10  # seconds between SIGTERM and SIGKILL
 # Errors go to the stderr lab.sh started with: a kind's token set-up runs inside quiet, whose
 # output file is removed when init fails, so an error written there (a missing M2M_CUSTOM_*
 # variable, a pkcs11-tool failure in a nested quiet) would vanish and init fail silently.
+# (Every process lab.sh leaves running closes it: see launch, kinds' servers, detached.)
 exec {LAB_STDERR}>&2
+# Run a daemon without lab.sh's saved stderr: a caller piping lab.sh's output (scripts/demo.sh)
+# would otherwise wait for the daemon to exit.
+detached() { "$@" {LAB_STDERR}>&-; }
+
 die() {
     printf '%s: error: %s\n' "$prog" "$*" >&"$LAB_STDERR"
     exit 1
@@ -724,7 +729,7 @@ launch() {
     P11_KIT_SERVER_ADDRESS=$(p11_address "$s") \
         setsid bash -c 'echo "$$" > "$1.tmp" && mv -f "$1.tmp" "$1" && exec "${@:2}"' \
         lab-start "$pidfile" "$M2M_BIN/m2m-$s" --config "$cfg" \
-        < /dev/null >> "$lab_dir/$s.log" 2>&1 &
+        {LAB_STDERR}>&- < /dev/null >> "$lab_dir/$s.log" 2>&1 &
     for ((i = 0; i < 50; i++)); do
         [ -s "$pidfile" ] && return 0
         sleep 0.1

@@ -51,7 +51,7 @@ kind_prepare() {
         die "pkcsslotd runs without the m2mhsm slots: stop it (and its users) and run again"
     fi
     if ! ock_slotd_running; then
-        quiet "starting pkcsslotd" pkcsslotd
+        quiet "starting pkcsslotd" detached pkcsslotd
         local i
         for ((i = 0; i < 50; i++)); do
             ock_slotd_running && break

@@ -86,7 +86,7 @@ p11_start_one() {
     SOFTHSM2_CONF="$dir/softhsm2.conf" setsid bash -c \
         'echo "$$" > "$1.tmp" && mv -f "$1.tmp" "$1" && exec "${@:2}"' lab-p11 "$pidfile" \
         p11-kit server --provider "$P11_PROVIDER" -f -n "$sock" "${uris[@]}" \
-        < /dev/null >> "$dir/p11/$t.log" 2>&1 &
+        {LAB_STDERR}>&- < /dev/null >> "$dir/p11/$t.log" 2>&1 &
     for ((i = 0; i < P11_START_TIMEOUT * 20; i++)); do
         [ -S "$sock" ] && [ -s "$pidfile" ] && return 0
         sleep 0.05

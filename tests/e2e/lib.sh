@@ -29,7 +29,19 @@ e2e_cleanup() {
 # e2e_lab NAME [lab.sh init options]: make and start a lab; sources its lab.env.
 e2e_lab() {
     e2e_lab_init "$@"
-    bash "$LABSH" start "$LAB" > /dev/null
+    # Through a pipe, as scripts/demo.sh runs it: a process that lab.sh start leaves running
+    # (a service, a token server) must not hold its output open, or the caller's pipe never
+    # ends. The bound is for a broken run only: the pipe ends when lab.sh exits.
+    local st
+    set +e
+    bash "$LABSH" start "$LAB" 2>&1 | timeout 60 cat > "$LAB/start.out"
+    st=("${PIPESTATUS[@]}")
+    set -e
+    if [ "${st[1]}" = 124 ]; then
+        echo "not ok - lab.sh start returned, but a process it left running holds its output open"
+        exit 1
+    fi
+    [ "${st[0]}" = 0 ] || { cat "$LAB/start.out"; exit 1; }
 }
 
 # e2e_lab_init NAME [lab.sh init options]: make a lab without starting it (to edit configs).
